@@ -1,0 +1,1 @@
+//! `nodectl initrd`: the initramfs step, from cmdline to a mounted /sysroot.

@@ -1,0 +1,76 @@
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "nodectl", version, about = "nodeboot node agent")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Fetch a file over http(s) with sha256 verification, resume and retries.
+    Fetch {
+        url: String,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Expected sha256 (hex). Without it, URL.sha256 is fetched unless --no-sidecar.
+        #[arg(long)]
+        sha256: Option<String>,
+        /// Do not look for URL.sha256 when --sha256 is absent (no verification).
+        #[arg(long)]
+        no_sidecar: bool,
+        /// Extra CA roots (PEM) for https.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Overall deadline in seconds, retries included.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .without_time()
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NODECTL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nodectl: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Fetch {
+            url,
+            output,
+            sha256,
+            no_sidecar,
+            ca_file,
+            timeout,
+        } => {
+            let opts = nodeboot_agent::fetch::FetchOptions {
+                expected_sha256: sha256,
+                sidecar: !no_sidecar,
+                ca_file,
+                deadline: std::time::Duration::from_secs(timeout),
+                ..Default::default()
+            };
+            let r = nodeboot_agent::fetch::fetch(&url, &output, &opts)?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
