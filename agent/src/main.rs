@@ -30,6 +30,21 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// Bring up the boot NIC (BOOTIF MAC) and configure it (DHCP or ip=); prints JSON.
+    NetUp {
+        /// MAC of the NIC (aa:bb:cc:dd:ee:ff); default: the first Ethernet link.
+        #[arg(long)]
+        mac: Option<String>,
+        /// dracut-style ip= value (repeatable); default dhcp.
+        #[arg(long)]
+        ip: Vec<String>,
+        /// Bound in seconds for link + address.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Directory where resolv.conf is written.
+        #[arg(long, default_value = "/etc")]
+        etc: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +84,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ..Default::default()
             };
             let r = nodeboot_agent::fetch::fetch(&url, &output, &opts)?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::NetUp {
+            mac,
+            ip,
+            timeout,
+            etc,
+        } => {
+            use anyhow::Context;
+            use nodeboot_agent::cmdline::{parse_ip, Mac};
+            let bootif = mac
+                .map(|m| {
+                    m.parse::<Mac>()
+                        .map_err(|_| anyhow::anyhow!("--mac {m}: expected aa:bb:cc:dd:ee:ff"))
+                })
+                .transpose()?;
+            let ip = ip
+                .iter()
+                .map(|v| parse_ip(v))
+                .collect::<Result<Vec<_>, _>>()
+                .context("--ip")?;
+            let cfg = nodeboot_agent::net::NetConfig {
+                bootif,
+                ip,
+                timeout: std::time::Duration::from_secs(timeout),
+            };
+            let r = nodeboot_agent::net::bring_up(&cfg, &etc)?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(ExitCode::SUCCESS)
         }
