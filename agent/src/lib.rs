@@ -5,3 +5,4 @@ pub mod fetch;
 pub mod initrd;
 pub mod live;
 pub mod net;
+pub mod status;

@@ -30,6 +30,13 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// Print how this node booted (from /run/nodeboot/boot.json) as one JSON line.
+    Status {
+        #[arg(long, default_value = "/run/nodeboot/boot.json")]
+        record: PathBuf,
+    },
+    /// The initramfs step (run by nodectl-live.service): network, fetch, mount /sysroot.
+    Initrd,
     /// Bring up the boot NIC (BOOTIF MAC) and configure it (DHCP or ip=); prints JSON.
     NetUp {
         /// MAC of the NIC (aa:bb:cc:dd:ee:ff); default: the first Ethernet link.
@@ -52,6 +59,7 @@ fn main() -> ExitCode {
         .without_time()
         .with_target(false)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NODECTL_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -85,6 +93,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let r = nodeboot_agent::fetch::fetch(&url, &output, &opts)?;
             println!("{}", serde_json::to_string(&r)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status { record } => {
+            let host = nix::unistd::gethostname()?.to_string_lossy().into_owned();
+            let s = nodeboot_agent::status::status(&record, &host, std::path::Path::new("/proc/uptime"))?;
+            println!("{}{}", nodeboot_agent::status::PREFIX, serde_json::to_string(&s)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Initrd => {
+            let paths = nodeboot_agent::initrd::Paths::default();
+            if let Err(e) = nodeboot_agent::initrd::run(&paths) {
+                eprintln!("{}", nodeboot_agent::initrd::failure_banner(&e));
+                return Ok(ExitCode::from(1));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::NetUp {

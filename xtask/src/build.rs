@@ -30,7 +30,7 @@ pub fn nodectl_static() -> Result<PathBuf> {
         .current_dir(root())
         .env(
             "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-            "-C target-feature=+crt-static",
+            "-C target-feature=+crt-static -C relocation-model=static",
         )
         .args([
             "build",

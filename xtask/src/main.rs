@@ -1,9 +1,13 @@
 //! `cargo xtask …`: build, demo, test and bench nodeboot.
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
+use std::process::Command;
 
 mod bench;
 mod build;
+mod deps;
+mod e2e;
+mod scenarios;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -14,8 +18,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Build the static nodectl and the other binaries (release).
+    /// Build the static nodectl (prints its path).
     Build,
+    /// Install what is missing, build everything, boot the demo node, show its console and report.
+    Demo,
+    /// Everything CI checks: lints, unit and integration tests, the QEMU boots.
+    Test {
+        /// Skip the QEMU boots (lints and cargo tests only).
+        #[arg(long)]
+        no_qemu: bool,
+    },
+    /// Run QEMU boots: boot, bad-digest, unreachable, resume (default: all).
+    E2e { names: Vec<String> },
     /// Benchmarks against the tools users would use instead.
     Bench {
         #[command(subcommand)]
@@ -30,6 +44,122 @@ fn main() -> Result<()> {
             println!("{}", p.display());
             Ok(())
         }
-        Cmd::Bench { what } => bench::run(what),
+        Cmd::Demo => demo(),
+        Cmd::Test { no_qemu } => test(no_qemu),
+        Cmd::E2e { names } => {
+            deps::ensure()?;
+            e2e_run(&names, false)
+        }
+        Cmd::Bench { what } => {
+            deps::ensure()?;
+            bench::run(what)
+        }
     }
+}
+
+fn demo() -> Result<()> {
+    deps::ensure()?;
+    let ctx = scenarios::Ctx::new(true)?;
+    let report = scenarios::run(&ctx, "boot")?;
+    println!(
+        "\n== report ({}) ==",
+        e2e::e2e_dir().join("report.json").display()
+    );
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// Run the named scenarios (all when empty); print "N passed, M failed".
+fn e2e_run(names: &[String], echo: bool) -> Result<()> {
+    if !deps::nix_is_root() {
+        bail!("the QEMU boots need root (debootstrap, chroot, loop mounts)");
+    }
+    let names: Vec<String> = if names.is_empty() {
+        scenarios::NAMES.iter().map(|s| s.to_string()).collect()
+    } else {
+        names.to_vec()
+    };
+    let ctx = scenarios::Ctx::new(echo)?;
+    let mut failed = Vec::new();
+    let mut summary = serde_json::Map::new();
+    for n in &names {
+        eprintln!("xtask: e2e {n} …");
+        match scenarios::run(&ctx, n) {
+            Ok(v) => {
+                eprintln!("xtask: e2e {n}: PASS");
+                summary.insert(n.clone(), serde_json::json!({"passed": true, "result": v}));
+            }
+            Err(e) => {
+                eprintln!("xtask: e2e {n}: FAIL: {e:#}");
+                summary.insert(
+                    n.clone(),
+                    serde_json::json!({"passed": false, "error": format!("{e:#}")}),
+                );
+                failed.push(n.clone());
+            }
+        }
+    }
+    e2e::write_json(
+        &e2e::e2e_dir().join("scenarios.json"),
+        &serde_json::Value::Object(summary),
+    )?;
+    println!(
+        "e2e: {} passed, {} failed",
+        names.len() - failed.len(),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        bail!("QEMU boots failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(env!("CARGO"));
+    c.current_dir(build::root());
+    c
+}
+
+fn test(no_qemu: bool) -> Result<()> {
+    deps::ensure()?;
+    let root = build::root();
+    build::run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    build::run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    let scripts = [
+        "qemu/mkroot.sh",
+        "qemu/mkimage.sh",
+        "dracut-module/90nodeboot/module-setup.sh",
+        "dracut-module/90nodeboot/nodeboot-generator.sh",
+        "dracut-module/90nodeboot/parse-nodeboot.sh",
+        ".ci/run",
+    ];
+    build::run(
+        Command::new("shellcheck")
+            .current_dir(&root)
+            .args(["-S", "warning"])
+            .args(scripts),
+    )?;
+    // nodectl must be one static binary.
+    let nodectl = build::nodectl_static()?;
+    let out = Command::new("file").arg(&nodectl).output()?;
+    let desc = String::from_utf8_lossy(&out.stdout);
+    if !desc.contains("statically linked") {
+        bail!("{} is not statically linked: {desc}", nodectl.display());
+    }
+    eprintln!(
+        "xtask: nodectl is static, {} bytes",
+        std::fs::metadata(&nodectl)?.len()
+    );
+    build::run(cargo().args(["test", "--workspace"]))?;
+    if no_qemu {
+        return Ok(());
+    }
+    e2e_run(&[], false)
 }

@@ -1,0 +1,42 @@
+#!/bin/bash
+# dracut module 90nodeboot: fetch the live root with nodectl and mount /sysroot.
+# Variables such as moddir, initdir, systemdsystemunitdir come from dracut.
+# shellcheck disable=SC2154
+#
+# Install: copy this directory to /usr/lib/dracut/modules.d/90nodeboot and run
+#   dracut --no-hostonly --add nodeboot …
+# The static nodectl is taken from $NODECTL (default /usr/bin/nodectl).
+# nodectl brings up the boot NIC itself (rtnetlink + its own DHCP client),
+# so the module does not depend on dracut's "network" modules.
+
+# Only when asked for (--add nodeboot).
+check() {
+    return 255
+}
+
+depends() {
+    echo systemd
+}
+
+# Ethernet drivers (Debian ships dracut's kernel-network-modules in the
+# separate dracut-network package, which would also pull DHCP clients we do
+# not use), plus what the live root needs.
+installkernel() {
+    hostonly='' instmods '=drivers/net/ethernet' virtio_net af_packet
+    instmods squashfs loop overlay
+}
+
+install() {
+    local nodectl=${NODECTL:-/usr/bin/nodectl}
+    if [[ ! -x $nodectl ]]; then
+        dfatal "90nodeboot: the nodectl binary $nodectl is missing or not executable"
+        exit 1
+    fi
+    inst_simple "$nodectl" /usr/bin/nodectl || exit 1
+    inst_simple "$moddir/nodectl-live.service" "$systemdsystemunitdir/nodectl-live.service" || exit 1
+    inst_script "$moddir/nodeboot-generator.sh" "$systemdutildir/system-generators/nodeboot-generator" || exit 1
+    # The one hook: dracut-cmdline.sh refuses a root= type no module claims.
+    inst_hook cmdline 90 "$moddir/parse-nodeboot.sh"
+    inst_multiple -o losetup
+    $SYSTEMCTL -q --root "$initdir" add-requires initrd-root-fs.target nodectl-live.service || exit 1
+}

@@ -1,0 +1,54 @@
+//! What a fresh Debian 12 machine needs, installed on demand (apt).
+use anyhow::{bail, Result};
+use std::process::Command;
+
+/// Debian packages used by the build, the tests and the QEMU harness.
+pub const PACKAGES: &[&str] = &[
+    "debootstrap",     // the node's live root
+    "squashfs-tools",  // mksquashfs (until nodeimg), unsquashfs
+    "qemu-system-x86", // the VM
+    "shellcheck",      // scripts are linted
+    "dnsmasq-base",    // DHCP server of the netns test
+    "nginx-light",     // the reference server of `bench fetch`
+    "curl",            // reference client, HTTP tests
+    "openssl",         // https test server and certificates
+    "iproute2",        // netns / veth tests
+    "file",            // checks nodectl is statically linked
+    "zstd",
+    "cpio",
+];
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+/// apt-get install whatever of [`PACKAGES`] is missing (needs root).
+pub fn ensure() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+    if !nix_is_root() {
+        bail!(
+            "missing Debian packages {} and not root: install them or run as root",
+            missing.join(" ")
+        );
+    }
+    crate::build::run(Command::new("apt-get").args(["update", "-q"]))?;
+    crate::build::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing),
+    )
+}
+
+pub fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -1,0 +1,455 @@
+//! The QEMU harness: build the node's artifacts, serve them with bootd on
+//! 127.0.0.1, boot a VM with the seed's kernel command line, watch its serial
+//! console for milestones, and write `target/e2e/report.json`.
+use crate::build;
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const MAC: &str = "52:54:00:12:34:56";
+pub const HOSTNAME: &str = "cn1";
+
+/// Where the harness keeps its work: `target/e2e/`.
+pub fn e2e_dir() -> PathBuf {
+    build::root().join("target/e2e")
+}
+
+/// Costly artifacts shared across checkouts (debootstrap tree, .debs).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("NODEBOOT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/nodeboot"))
+}
+
+pub struct Artifacts {
+    pub vmlinuz: PathBuf,
+    pub initrd: PathBuf,
+    pub www: PathBuf,
+    pub sha256: String,
+}
+
+fn hash_files(h: &mut Sha256, paths: &[PathBuf]) -> Result<()> {
+    for p in paths {
+        if p.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<Result<_, _>>()?;
+            entries.sort();
+            hash_files(h, &entries)?;
+        } else {
+            h.update(p.to_string_lossy().as_bytes());
+            h.update(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?);
+        }
+    }
+    Ok(())
+}
+
+/// Build (or reuse) the kernel, initramfs and live image. The image is
+/// rebuilt only when its inputs (base rootfs, nodectl, dracut module, units,
+/// scripts) changed.
+pub fn artifacts() -> Result<Artifacts> {
+    let root = build::root();
+    let nodectl = build::nodectl_static()?;
+    let out = Command::new(root.join("qemu/mkroot.sh"))
+        .arg(cache_dir())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running qemu/mkroot.sh")?;
+    if !out.status.success() {
+        bail!("qemu/mkroot.sh failed ({})", out.status);
+    }
+    let base = PathBuf::from(String::from_utf8(out.stdout)?.trim());
+    let dir = e2e_dir().join("image");
+    let mut h = Sha256::new();
+    h.update(base.to_string_lossy().as_bytes());
+    hash_files(
+        &mut h,
+        &[
+            nodectl.clone(),
+            root.join("dracut-module"),
+            root.join("systemd"),
+            root.join("qemu/mkimage.sh"),
+        ],
+    )?;
+    let key = hex::encode(h.finalize());
+    let a = Artifacts {
+        vmlinuz: dir.join("vmlinuz"),
+        initrd: dir.join("initrd.img"),
+        www: dir.join("www"),
+        sha256: String::new(),
+    };
+    let stamp = dir.join("inputs.sha256");
+    let fresh = std::fs::read_to_string(&stamp)
+        .map(|s| s.trim() == key)
+        .unwrap_or(false)
+        && a.vmlinuz.exists()
+        && a.initrd.exists()
+        && a.www.join("live.squashfs.sha256").exists();
+    if fresh {
+        eprintln!("xtask: image up to date ({})", dir.display());
+    } else {
+        let _ = std::fs::remove_file(&stamp);
+        build::run(
+            Command::new(root.join("qemu/mkimage.sh"))
+                .arg(&base)
+                .arg(&nodectl)
+                .arg(&dir),
+        )?;
+        std::fs::write(&stamp, &key)?;
+    }
+    let side = std::fs::read_to_string(a.www.join("live.squashfs.sha256"))?;
+    let sha256 = side
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    Ok(Artifacts { sha256, ..a })
+}
+
+/// A running bootd serving `www` on 127.0.0.1.
+pub struct Bootd {
+    child: Child,
+    pub port: u16,
+}
+
+impl Bootd {
+    pub fn start(
+        bin: &Path,
+        www: &Path,
+        port: u16,
+        rate_limit: Option<u64>,
+        log: &Path,
+    ) -> Result<Bootd> {
+        let port_file = log.with_extension("port");
+        let _ = std::fs::remove_file(&port_file);
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["serve", "--root"])
+            .arg(www)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--port-file"])
+            .arg(&port_file)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone()?)
+            .stderr(logf);
+        if let Some(r) = rate_limit {
+            cmd.args(["--rate-limit", &r.to_string()]);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let t = Instant::now();
+        loop {
+            if let Ok(s) = std::fs::read_to_string(&port_file) {
+                if let Ok(p) = s.trim().parse() {
+                    return Ok(Bootd { child, port: p });
+                }
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                bail!("bootd did not start within 10s; see {}", log.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Bootd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// KVM when /dev/kvm really runs a guest, TCG otherwise; NODEBOOT_ACCEL=kvm|tcg overrides.
+/// The probe boots the kernel without a root: a working accelerator reaches the
+/// "no root" panic and QEMU exits (-no-reboot) within the bound.
+pub fn accel(vmlinuz: &Path) -> String {
+    if let Ok(a) = std::env::var("NODEBOOT_ACCEL") {
+        return a;
+    }
+    if !Path::new("/dev/kvm").exists() {
+        return "tcg".into();
+    }
+    let child = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "256",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-monitor",
+            "none",
+        ])
+        .args(["-serial", "stdio", "-kernel"])
+        .arg(vmlinuz)
+        .args(["-append", "console=ttyS0 panic=-1 root=/dev/nonexistent"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else {
+        return "tcg".into();
+    };
+    let t = Instant::now();
+    let ok = loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break true,
+            Ok(None) if t.elapsed() < Duration::from_secs(20) => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            _ => break false,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if ok && out.contains("Kernel panic") {
+        "kvm".into()
+    } else {
+        eprintln!("xtask: KVM probe did not reach the kernel panic within 20s; using TCG");
+        "tcg".into()
+    }
+}
+
+/// The kernel command line, in the seed's shape.
+pub fn cmdline(port: u16, extra: &str) -> String {
+    let bootif = MAC.replace(':', "-");
+    format!(
+        "console=ttyS0 root=live:http://10.0.2.2:{port}/live.squashfs BOOTIF=01-{bootif} \
+         grendel.hostname={HOSTNAME} grendel.address=http://10.0.2.2:{port} \
+         rd.live.overlay.readonly=1 rd.live.overlay.overlayfs=1 rd.neednet=1 {extra}"
+    )
+    .trim()
+    .to_string()
+}
+
+/// Remove ANSI escape sequences (systemd colours its status lines).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\x1b' {
+            if it.peek() == Some(&'[') {
+                it.next();
+                for d in it.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else if c != '\r' {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Milestones: (name, text on the console that marks it).
+pub const MILESTONES: &[(&str, &str)] = &[
+    ("kernel_start", "Linux version"),
+    ("nodectl_start", "nodectl initrd: starting"),
+    ("network_up", "nodectl initrd: network up"),
+    ("fetch_done", "nodectl initrd: fetched"),
+    ("live_root_ready", "nodectl initrd: live root ready"),
+    ("switch_root", "Reached target initrd-switch-root.target"),
+    (
+        "booted_systemd",
+        "Welcome to Debian GNU/Linux 12 (bookworm)!",
+    ),
+    ("multi_user", "Reached target multi-user.target"),
+    ("status", "nodeboot-status "),
+];
+
+/// What a boot watches for.
+pub struct Watch<'a> {
+    /// The boot is done (passed) when this returns Some(Ok) / failed with Some(Err).
+    pub judge: &'a mut dyn FnMut(&Value, &str) -> Option<Result<()>>,
+    pub timeout: Duration,
+}
+
+pub struct BootResult {
+    pub milestones: Map<String, Value>,
+    pub status: Option<Value>,
+    pub console: PathBuf,
+    pub seconds: f64,
+}
+
+/// Boot the VM, tee its console to `dir/console.log` (each line prefixed by
+/// seconds since QEMU start) and to stdout when `echo`, and stop when the
+/// judge decides or the timeout passes.
+pub fn boot(
+    a: &Artifacts,
+    accel: &str,
+    cmdline: &str,
+    dir: &Path,
+    echo: bool,
+    watch: Watch,
+) -> Result<BootResult> {
+    std::fs::create_dir_all(dir)?;
+    let console = dir.join("console.log");
+    let mut log = std::fs::File::create(&console)?;
+    writeln!(log, "# accel={accel} cmdline: {cmdline}")?;
+    let cpu = if accel == "kvm" { "host" } else { "max" };
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", accel, "-cpu", cpu, "-m", "2048", "-smp", "2"])
+        .args([
+            "-display",
+            "none",
+            "-no-reboot",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+        ])
+        .arg("-kernel")
+        .arg(&a.vmlinuz)
+        .arg("-initrd")
+        .arg(&a.initrd)
+        .args(["-append", cmdline])
+        .args(["-netdev", "user,id=n0"])
+        .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+    let t0 = Instant::now();
+    let (tx, rx) = mpsc::channel::<String>();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(out);
+        let mut buf = Vec::new();
+        while let Ok(n) = r.read_until(b'\n', &mut buf) {
+            if n == 0 {
+                break;
+            }
+            if tx.send(String::from_utf8_lossy(&buf).into_owned()).is_err() {
+                break;
+            }
+            buf.clear();
+        }
+    });
+    let mut milestones = Map::new();
+    let mut status = None;
+    let verdict: Result<()> = loop {
+        let left = watch.timeout.checked_sub(t0.elapsed());
+        let Some(left) = left else {
+            break Err(anyhow::anyhow!(
+                "timed out after {}s",
+                watch.timeout.as_secs()
+            ));
+        };
+        match rx.recv_timeout(left.min(Duration::from_secs(1))) {
+            Ok(raw) => {
+                let t = t0.elapsed().as_secs_f64();
+                let line = strip_ansi(raw.trim_end_matches('\n'));
+                writeln!(log, "{t:9.3} | {line}")?;
+                if echo {
+                    println!("{t:7.2} | {line}");
+                }
+                for (name, pat) in MILESTONES {
+                    if !milestones.contains_key(*name) && line.contains(pat) {
+                        milestones.insert(name.to_string(), json!((t * 1000.0).round() / 1000.0));
+                    }
+                }
+                if let Some(i) = line.find(crate_status_prefix()) {
+                    status =
+                        serde_json::from_str::<Value>(&line[i + crate_status_prefix().len()..])
+                            .ok();
+                }
+                let snapshot = json!({ "milestones": milestones, "status": status });
+                if let Some(v) = (watch.judge)(&snapshot, &line) {
+                    break v;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                break Err(anyhow::anyhow!("QEMU exited: {}", err.trim()));
+            }
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let seconds = t0.elapsed().as_secs_f64();
+    writeln!(log, "# verdict after {seconds:.1}s: {verdict:?}")?;
+    verdict
+        .with_context(|| format!("boot in {} (console: {})", dir.display(), console.display()))?;
+    Ok(BootResult {
+        milestones,
+        status,
+        console,
+        seconds,
+    })
+}
+
+fn crate_status_prefix() -> &'static str {
+    "nodeboot-status "
+}
+
+/// The judge of a boot that must reach multi-user with hostname cn1.
+pub fn judge_ready(s: &Value, line: &str) -> Option<Result<()>> {
+    if line.contains("LIVE BOOT FAILED") {
+        return Some(Err(anyhow::anyhow!("the node failed: {line}")));
+    }
+    let m = &s["milestones"];
+    if m.get("multi_user").is_some() {
+        if let Some(st) = s.get("status").filter(|v| !v.is_null()) {
+            return Some(if st["hostname"] == HOSTNAME {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "hostname is {} instead of {HOSTNAME}",
+                    st["hostname"]
+                ))
+            });
+        }
+    }
+    None
+}
+
+pub fn write_json(path: &Path, v: &Value) -> Result<()> {
+    std::fs::write(path, serde_json::to_vec_pretty(v)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The report of a successful boot, as the issue asks.
+pub fn report(r: &BootResult, accel: &str, a: &Artifacts, extra: Value) -> Value {
+    let st = r.status.clone().unwrap_or(Value::Null);
+    json!({
+        "hostname": st["hostname"],
+        "accel": accel,
+        "milestones": r.milestones,
+        "fetch": {
+            "bytes": st["fetch"]["bytes"],
+            "seconds": st["fetch"]["seconds"],
+            "sha256": st["fetch"]["sha256"],
+            "verified_by": st["fetch"]["verified_by"],
+            "resumes": st["fetch"]["resumes"],
+        },
+        "image_sha256": a.sha256,
+        "seconds": r.seconds,
+        "extra": extra,
+    })
+}

@@ -1,0 +1,252 @@
+//! The QEMU boots: the walking skeleton and its negative boots.
+use crate::build;
+use crate::e2e::{self, Artifacts, Bootd};
+use anyhow::{bail, Result};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub const NAMES: &[&str] = &["boot", "bad-digest", "unreachable", "resume"];
+
+pub struct Ctx {
+    pub art: Artifacts,
+    pub accel: String,
+    pub bootd: PathBuf,
+    pub echo: bool,
+}
+
+impl Ctx {
+    pub fn new(echo: bool) -> Result<Ctx> {
+        let bootd = build::bootd()?;
+        let art = e2e::artifacts()?;
+        let accel = e2e::accel(&art.vmlinuz);
+        eprintln!("xtask: QEMU accelerator: {accel}");
+        Ok(Ctx {
+            art,
+            accel,
+            bootd,
+            echo,
+        })
+    }
+
+    fn timeout(&self, tcg_secs: u64) -> Duration {
+        Duration::from_secs(if self.accel == "kvm" {
+            tcg_secs / 2
+        } else {
+            tcg_secs
+        })
+    }
+}
+
+/// Run one scenario; Ok(value) goes into the report.
+pub fn run(ctx: &Ctx, name: &str) -> Result<Value> {
+    let dir = e2e::e2e_dir().join(name);
+    std::fs::create_dir_all(&dir)?;
+    match name {
+        "boot" => boot(ctx, &dir),
+        "bad-digest" => bad_digest(ctx, &dir),
+        "unreachable" => unreachable(ctx, &dir),
+        "resume" => resume(ctx, &dir),
+        other => bail!("unknown scenario {other}; known: {}", NAMES.join(", ")),
+    }
+}
+
+/// The walking skeleton: the node boots its live root to multi-user as cn1.
+fn boot(ctx: &Ctx, dir: &std::path::Path) -> Result<Value> {
+    let srv = Bootd::start(&ctx.bootd, &ctx.art.www, 0, None, &dir.join("bootd.log"))?;
+    let cmdline = e2e::cmdline(srv.port, "");
+    let r = e2e::boot(
+        &ctx.art,
+        &ctx.accel,
+        &cmdline,
+        dir,
+        ctx.echo,
+        e2e::Watch {
+            judge: &mut e2e::judge_ready,
+            timeout: ctx.timeout(420),
+        },
+    )?;
+    let st = r.status.clone().unwrap_or_default();
+    if st["fetch"]["sha256"] != ctx.art.sha256.as_str() {
+        bail!(
+            "the node reports image sha256 {} but the image is {}",
+            st["fetch"]["sha256"],
+            ctx.art.sha256
+        );
+    }
+    for (m, _) in e2e::MILESTONES {
+        if !r.milestones.contains_key(*m) {
+            bail!(
+                "milestone {m} missing from the console ({})",
+                r.console.display()
+            );
+        }
+    }
+    let report = e2e::report(&r, &ctx.accel, &ctx.art, json!({ "cmdline": cmdline }));
+    e2e::write_json(&e2e::e2e_dir().join("report.json"), &report)?;
+    e2e::write_json(&dir.join("report.json"), &report)?;
+    Ok(report)
+}
+
+/// A wrong pinned digest stops the boot, naming both digests.
+fn bad_digest(ctx: &Ctx, dir: &std::path::Path) -> Result<Value> {
+    let srv = Bootd::start(&ctx.bootd, &ctx.art.www, 0, None, &dir.join("bootd.log"))?;
+    let wrong = "0".repeat(64);
+    let cmdline = e2e::cmdline(srv.port, &format!("nodeboot.sha256={wrong}"));
+    let actual = ctx.art.sha256.clone();
+    let mut seen = None;
+    let mut judge = |_: &Value, line: &str| {
+        if line.contains("LIVE BOOT FAILED") {
+            seen = Some(line.to_string());
+            return Some(
+                if line.contains(&wrong) && line.contains(&actual) && line.contains("live.squashfs")
+                {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!(
+                        "failure message lacks the URL or a digest: {line}"
+                    ))
+                },
+            );
+        }
+        if line.contains("Reached target multi-user.target") {
+            return Some(Err(anyhow::anyhow!("booted despite a wrong digest")));
+        }
+        None
+    };
+    let r = e2e::boot(
+        &ctx.art,
+        &ctx.accel,
+        &cmdline,
+        dir,
+        ctx.echo,
+        e2e::Watch {
+            judge: &mut judge,
+            timeout: ctx.timeout(300),
+        },
+    )?;
+    Ok(json!({ "message": seen, "seconds": r.seconds }))
+}
+
+/// A server that is not there: the node gives up after its deadline, saying so.
+fn unreachable(ctx: &Ctx, dir: &std::path::Path) -> Result<Value> {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let deadline = 20;
+    let cmdline = e2e::cmdline(port, &format!("nodeboot.fetch.timeout={deadline}"));
+    let mut seen = None;
+    let mut started = None;
+    let mut judge = |s: &Value, line: &str| {
+        if started.is_none() {
+            started = s["milestones"]["nodectl_start"].as_f64();
+        }
+        if line.contains("LIVE BOOT FAILED") {
+            seen = Some(line.to_string());
+            let ok = line.contains("gave up")
+                && line.contains(&format!("10.0.2.2:{port}/live.squashfs"));
+            return Some(if ok {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("unclear failure message: {line}"))
+            });
+        }
+        None
+    };
+    let r = e2e::boot(
+        &ctx.art,
+        &ctx.accel,
+        &cmdline,
+        dir,
+        ctx.echo,
+        e2e::Watch {
+            judge: &mut judge,
+            timeout: ctx.timeout(300),
+        },
+    )?;
+    let failed_at = r.seconds;
+    if let Some(s) = started {
+        if failed_at - s < deadline as f64 - 1.0 {
+            bail!(
+                "the node gave up {:.1}s after nodectl started, before its {deadline}s deadline",
+                failed_at - s
+            );
+        }
+    }
+    Ok(json!({ "message": seen, "deadline": deadline, "seconds": r.seconds }))
+}
+
+/// The server dies mid-download and comes back: the node resumes with Range and boots.
+fn resume(ctx: &Ctx, dir: &std::path::Path) -> Result<Value> {
+    let log = dir.join("bootd.log");
+    let _ = std::fs::remove_file(&log);
+    // Slow enough that the download is still running when the server is killed.
+    let mut srv = Bootd::start(&ctx.bootd, &ctx.art.www, 0, Some(8 << 20), &log)?;
+    let port = srv.port;
+    let cmdline = e2e::cmdline(port, "");
+    let bootd = ctx.bootd.clone();
+    let www = ctx.art.www.clone();
+    let log2 = log.clone();
+    // Kill the server 3 s after the node started fetching; restart it 5 s later.
+    let killer = std::thread::spawn(move || -> Result<Bootd> {
+        let t = Instant::now();
+        loop {
+            let l = std::fs::read_to_string(&log2).unwrap_or_default();
+            if l.lines().any(|x| {
+                x.contains("GET /live.squashfs ")
+                    || x.contains("GET /live.squashfs\t")
+                    || (x.contains("GET") && x.contains("/live.squashfs") && !x.contains(".sha256"))
+            }) {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(300) {
+                bail!("the node never asked for the image");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        srv.stop();
+        std::thread::sleep(Duration::from_secs(5));
+        Bootd::start(&bootd, &www, port, None, &log2)
+    });
+    let r = e2e::boot(
+        &ctx.art,
+        &ctx.accel,
+        &cmdline,
+        dir,
+        ctx.echo,
+        e2e::Watch {
+            judge: &mut e2e::judge_ready,
+            timeout: ctx.timeout(480),
+        },
+    );
+    let srv2 = killer
+        .join()
+        .map_err(|_| anyhow::anyhow!("killer thread panicked"))?;
+    let r = r?;
+    drop(srv2);
+    let st = r.status.clone().unwrap_or_default();
+    let resumes = st["fetch"]["resumes"].as_u64().unwrap_or(0);
+    if resumes < 1 {
+        bail!("the node booted but reports {resumes} resumes: the kill came too late?");
+    }
+    let l = std::fs::read_to_string(&log)?;
+    let ranged = l
+        .lines()
+        .filter(|x| x.contains("/live.squashfs") && x.to_ascii_lowercase().contains("range"))
+        .count();
+    if ranged == 0 {
+        bail!("no Range request for the image in {}", log.display());
+    }
+    if st["fetch"]["sha256"] != ctx.art.sha256.as_str() {
+        bail!(
+            "digest after resume {} != {}",
+            st["fetch"]["sha256"],
+            ctx.art.sha256
+        );
+    }
+    Ok(
+        json!({ "resumes": resumes, "range_requests": ranged, "milestones": r.milestones, "seconds": r.seconds }),
+    )
+}
