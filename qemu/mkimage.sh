@@ -51,7 +51,7 @@ mount -t proc proc "$root/proc"
 mount -t sysfs sys "$root/sys"
 mount --bind /dev "$root/dev"
 chroot "$root" dracut --quiet --force --no-hostonly --no-hostonly-cmdline \
-    --no-early-microcode --add nodeboot \
+    --no-early-microcode --compress zstd --add nodeboot \
     --omit "network network-legacy systemd-networkd network-manager dmsquash-live livenet nfs iscsi plymouth" \
     --kver "$kver" /boot/initrd-nodeboot.img
 cleanup

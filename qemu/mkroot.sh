@@ -14,7 +14,7 @@ cache=${1:?usage: mkroot.sh CACHE_DIR}
 suite=bookworm
 # Packages of the live root. The kernel and dracut are there so that the
 # initramfs is built against exactly the modules the image carries.
-include=systemd,systemd-sysv,udev,kmod,dbus,iproute2,procps,iputils-ping,less,ca-certificates
+include=systemd,systemd-sysv,udev,kmod,dbus,iproute2,procps,iputils-ping,less,ca-certificates,zstd
 extra=(linux-image-amd64 dracut dracut-core)
 
 key=$( { cat "$0"; echo "$suite $include ${extra[*]}"; } | sha256sum | cut -c1-16)
@@ -62,4 +62,8 @@ trap - EXIT
 touch "$tmp/.complete"
 rm -rf "$root"
 mv "$tmp" "$root"
+# Older trees (other keys) are stale: keep the cache to one tree.
+for old in "$cache"/rootfs-*; do
+    [ "$old" = "$root" ] || [ "$old" = "$tmp" ] || rm -rf "$old"
+done
 echo "$root"
