@@ -23,37 +23,28 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Build `nodectl` statically linked (glibc crt-static). `--target` keeps the
-/// flag away from build scripts and proc-macros, which must stay dynamic.
-pub fn nodectl_static() -> Result<PathBuf> {
+/// Build the release binaries statically linked (glibc crt-static, non-PIE):
+/// nodectl for the initramfs and bootd beside it, in one build with shared
+/// dependencies. `--target` keeps the flags away from build scripts and
+/// proc-macros, which must stay dynamic.
+fn release_static() -> Result<PathBuf> {
     run(Command::new(env!("CARGO"))
         .current_dir(root())
         .env(
             "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
             "-C target-feature=+crt-static -C relocation-model=static",
         )
-        .args([
-            "build",
-            "--release",
-            "--target",
-            TARGET,
-            "-p",
-            "nodeboot-agent",
-            "--bin",
-            "nodectl",
-        ]))?;
-    Ok(root().join("target").join(TARGET).join("release/nodectl"))
+        .args(["build", "--release", "--target", TARGET])
+        .args(["-p", "nodeboot-agent", "-p", "nodeboot-boot-server"]))?;
+    Ok(root().join("target").join(TARGET).join("release"))
 }
 
-/// Build `bootd` (release, dynamic).
+/// The static `nodectl`.
+pub fn nodectl_static() -> Result<PathBuf> {
+    Ok(release_static()?.join("nodectl"))
+}
+
+/// `bootd` (release, built with nodectl).
 pub fn bootd() -> Result<PathBuf> {
-    run(Command::new(env!("CARGO")).current_dir(root()).args([
-        "build",
-        "--release",
-        "-p",
-        "nodeboot-boot-server",
-        "--bin",
-        "bootd",
-    ]))?;
-    Ok(root().join("target/release/bootd"))
+    Ok(release_static()?.join("bootd"))
 }
