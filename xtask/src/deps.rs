@@ -13,6 +13,7 @@ pub const PACKAGES: &[&str] = &[
     "curl",            // reference client, HTTP tests
     "openssl",         // https test server and certificates
     "iproute2",        // netns / veth tests
+    "iputils-ping",    // reachability checks in the netns tests
     "file",            // checks nodectl is statically linked
     "zstd",
     "cpio",
