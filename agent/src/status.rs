@@ -13,9 +13,11 @@ pub fn status(record: &Path, hostname: &str, uptime: &Path) -> Result<serde_json
         &std::fs::read(record).with_context(|| format!("reading {}", record.display()))?,
     )
     .with_context(|| format!("parsing {}", record.display()))?;
-    let up = std::fs::read_to_string(uptime)
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()));
+    let up = std::fs::read_to_string(uptime).ok().and_then(|s| {
+        s.split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+    });
     let fetch = &rec["fetch"];
     Ok(serde_json::json!({
         "hostname": hostname,
@@ -57,7 +59,12 @@ mod tests {
 
     #[test]
     fn missing_record_is_named() {
-        let e = status(Path::new("/nonexistent/boot.json"), "x", Path::new("/proc/uptime")).unwrap_err();
+        let e = status(
+            Path::new("/nonexistent/boot.json"),
+            "x",
+            Path::new("/proc/uptime"),
+        )
+        .unwrap_err();
         assert!(format!("{e:#}").contains("reading /nonexistent/boot.json"));
     }
 }
