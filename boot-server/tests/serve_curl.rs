@@ -37,21 +37,23 @@ fn start() -> Srv {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut srv = Srv {
+        child,
+        port: 0,
+        _dir: dir,
+    };
     let t = Instant::now();
-    loop {
+    while srv.port == 0 {
         if let Some(p) = std::fs::read_to_string(&pf)
             .ok()
             .and_then(|s| s.parse().ok())
         {
-            return Srv {
-                child,
-                port: p,
-                _dir: dir,
-            };
+            srv.port = p;
         }
         assert!(t.elapsed() < Duration::from_secs(10), "bootd did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
+    srv
 }
 
 /// (status, headers, body) of `curl -s -i ARGS URL`.
