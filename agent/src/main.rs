@@ -13,6 +13,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Fetch a file over http(s) with sha256 verification, resume and retries.
+    ///
+    /// Prints the report (JSON) on stdout; progress and retries go to stderr.
+    #[command(after_help = "\
+The file is written to FILE.part and renamed to FILE only once its sha256 is verified.
+
+Exit status:
+  0  downloaded and verified
+  3  sha256 mismatch (nothing left at FILE)
+  4  deadline reached: server unreachable or failing (retried until --timeout)
+  5  HTTP error that is not retried (404, 403, ...), also for URL.sha256
+  2  bad command line
+  1  anything else (TLS certificate, bad arguments, local file errors, bad sidecar)")]
     Fetch {
         url: String,
         #[arg(short, long)]
@@ -27,7 +39,7 @@ enum Cmd {
         #[arg(long)]
         ca_file: Option<PathBuf>,
         /// Overall deadline in seconds, retries included.
-        #[arg(long, default_value_t = 600)]
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
         timeout: u64,
     },
     /// Print how this node booted (from /run/nodeboot/boot.json) as one JSON line.
@@ -91,14 +103,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 deadline: std::time::Duration::from_secs(timeout),
                 ..Default::default()
             };
-            let r = nodeboot_agent::fetch::fetch(&url, &output, &opts)?;
-            println!("{}", serde_json::to_string(&r)?);
-            Ok(ExitCode::SUCCESS)
+            match nodeboot_agent::fetch::fetch(&url, &output, &opts) {
+                Ok(r) => {
+                    println!("{}", serde_json::to_string(&r)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("nodectl: error: {e:#}");
+                    Ok(ExitCode::from(e.exit_code()))
+                }
+            }
         }
         Cmd::Status { record } => {
             let host = nix::unistd::gethostname()?.to_string_lossy().into_owned();
-            let s = nodeboot_agent::status::status(&record, &host, std::path::Path::new("/proc/uptime"))?;
-            println!("{}{}", nodeboot_agent::status::PREFIX, serde_json::to_string(&s)?);
+            // `systemctl is-active` exits non-zero for any state but active.
+            let mu = nodeboot_agent::cmd::run(&["systemctl", "is-active", "multi-user.target"])
+                .map(|o| o.trim().to_string())
+                .unwrap_or_else(|e| format!("not active ({e:#})"));
+            let s = nodeboot_agent::status::status(
+                &record,
+                &host,
+                &mu,
+                std::path::Path::new("/proc/uptime"),
+            )?;
+            println!(
+                "{}{}",
+                nodeboot_agent::status::PREFIX,
+                serde_json::to_string(&s)?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Initrd => {

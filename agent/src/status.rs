@@ -8,7 +8,13 @@ pub const PREFIX: &str = "nodeboot-status ";
 
 /// Build the status JSON from the boot record at `record`, the hostname the
 /// kernel has now, and `/proc/uptime` (path given).
-pub fn status(record: &Path, hostname: &str, uptime: &Path) -> Result<serde_json::Value> {
+/// `multi_user` is the state systemd reports for multi-user.target.
+pub fn status(
+    record: &Path,
+    hostname: &str,
+    multi_user: &str,
+    uptime: &Path,
+) -> Result<serde_json::Value> {
     let rec: serde_json::Value = serde_json::from_slice(
         &std::fs::read(record).with_context(|| format!("reading {}", record.display()))?,
     )
@@ -21,6 +27,7 @@ pub fn status(record: &Path, hostname: &str, uptime: &Path) -> Result<serde_json
     let fetch = &rec["fetch"];
     Ok(serde_json::json!({
         "hostname": hostname,
+        "multi_user": multi_user,
         "expected_hostname": rec["params"]["hostname"],
         "url": rec["params"]["live_url"],
         "fetch": {
@@ -50,8 +57,9 @@ mod tests {
         )
         .unwrap();
         std::fs::write(d.path().join("uptime"), "12.5 20.0\n").unwrap();
-        let s = status(&rec, "cn1", &d.path().join("uptime")).unwrap();
+        let s = status(&rec, "cn1", "active", &d.path().join("uptime")).unwrap();
         assert_eq!(s["hostname"], "cn1");
+        assert_eq!(s["multi_user"], "active");
         assert_eq!(s["fetch"]["bytes"], 5);
         assert_eq!(s["fetch"]["resumes"], 1);
         assert_eq!(s["uptime"], 12.5);
@@ -62,6 +70,7 @@ mod tests {
         let e = status(
             Path::new("/nonexistent/boot.json"),
             "x",
+            "active",
             Path::new("/proc/uptime"),
         )
         .unwrap_err();

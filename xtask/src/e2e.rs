@@ -274,8 +274,11 @@ pub const MILESTONES: &[(&str, &str)] = &[
         "booted_systemd",
         "Welcome to Debian GNU/Linux 12 (bookworm)!",
     ),
-    ("multi_user", "Reached target multi-user.target"),
-    ("status", "nodeboot-status "),
+    // After switch-root systemd stops printing status lines once the serial
+    // getty runs; nodeboot-status.service (After=multi-user.target) reports
+    // the target's state itself.
+    ("multi_user", "\"multi_user\":\"active\""),
+    ("login_prompt", "cn1 login:"),
 ];
 
 /// What a boot watches for.
@@ -309,7 +312,9 @@ pub fn boot(
     writeln!(log, "# accel={accel} cmdline: {cmdline}")?;
     let cpu = if accel == "kvm" { "host" } else { "max" };
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", accel, "-cpu", cpu, "-m", "2048", "-smp", "2"])
+        .args(["-accel", accel, "-cpu", cpu, "-m", "2048"])
+        // Two TCG vCPUs on this 2-core machine starved each other (RCU stalls).
+        .args(["-smp", if accel == "kvm" { "2" } else { "1" }])
         .args([
             "-display",
             "none",
@@ -408,25 +413,34 @@ fn crate_status_prefix() -> &'static str {
     "nodeboot-status "
 }
 
-/// The judge of a boot that must reach multi-user with hostname cn1.
+/// The judge of a boot that must reach multi-user with hostname cn1: decided
+/// by the `nodeboot-status` line the booted node prints.
 pub fn judge_ready(s: &Value, line: &str) -> Option<Result<()>> {
     if line.contains("LIVE BOOT FAILED") {
         return Some(Err(anyhow::anyhow!("the node failed: {line}")));
     }
-    let m = &s["milestones"];
-    if m.get("multi_user").is_some() {
-        if let Some(st) = s.get("status").filter(|v| !v.is_null()) {
-            return Some(if st["hostname"] == HOSTNAME {
-                Ok(())
-            } else {
-                Err(anyhow::anyhow!(
-                    "hostname is {} instead of {HOSTNAME}",
-                    st["hostname"]
-                ))
-            });
-        }
-    }
-    None
+    let st = s.get("status").filter(|v| !v.is_null())?;
+    Some(if st["multi_user"] != "active" {
+        Err(anyhow::anyhow!(
+            "multi-user.target is {} on the node",
+            st["multi_user"]
+        ))
+    } else if st["hostname"] != HOSTNAME {
+        Err(anyhow::anyhow!(
+            "hostname is {} instead of {HOSTNAME}",
+            st["hostname"]
+        ))
+    } else {
+        Ok(())
+    })
+}
+
+/// Milestones a successful boot must show (the login prompt may come later).
+pub fn required_milestones() -> impl Iterator<Item = &'static str> {
+    MILESTONES
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| *n != "login_prompt")
 }
 
 pub fn write_json(path: &Path, v: &Value) -> Result<()> {

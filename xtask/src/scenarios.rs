@@ -74,8 +74,8 @@ fn boot(ctx: &Ctx, dir: &std::path::Path) -> Result<Value> {
             ctx.art.sha256
         );
     }
-    for (m, _) in e2e::MILESTONES {
-        if !r.milestones.contains_key(*m) {
+    for m in e2e::required_milestones() {
+        if !r.milestones.contains_key(m) {
             bail!(
                 "milestone {m} missing from the console ({})",
                 r.console.display()

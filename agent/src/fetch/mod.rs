@@ -1,0 +1,735 @@
+//! Live-image fetcher: http(s) GET with sha256 computed while streaming (on a
+//! second thread), Range resume after a dropped or stalled connection, retries
+//! with exponential backoff under one overall deadline, and short progress
+//! lines for a serial console.
+//!
+//! The body goes to `<dest>.part`, which is renamed to `dest` only once its
+//! digest is verified; on any failure the part file is removed, so an
+//! unverified image is never found under the final name.
+//!
+//! What is retried (until the deadline): connection errors, DNS failures,
+//! timeouts, HTTP 5xx/408/429, and errors in the middle of the body (which
+//! resume with `Range: bytes=N-`, `If-Range` when the server gave a
+//! validator). Anything else fails at once: other 4xx, TLS certificate
+//! errors, a bad URL, local I/O errors.
+mod sink;
+#[cfg(test)]
+mod tests;
+
+pub use sink::{BUFFERS, BUF_SIZE};
+
+use serde::Serialize;
+use sink::Sink;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// First retry delay; it doubles after each failed attempt.
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+/// Cap of the retry delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Bound on TCP connect + TLS handshake of one attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest sidecar accepted (a `sha256sum` line is ~100 bytes).
+const SIDECAR_MAX: u64 = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Expected lowercase hex sha256; when `None` and `sidecar` is true, `<url>.sha256` is fetched.
+    pub expected_sha256: Option<String>,
+    pub sidecar: bool,
+    /// Extra PEM roots for https (in addition to the embedded webpki roots).
+    pub ca_file: Option<PathBuf>,
+    /// Overall deadline for the whole download, retries included.
+    pub deadline: Duration,
+    /// Period of the progress lines.
+    pub progress_interval: Duration,
+    /// A connection that delivers no byte for this long is dropped and resumed.
+    pub stall_timeout: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            expected_sha256: None,
+            sidecar: true,
+            ca_file: None,
+            deadline: Duration::from_secs(600),
+            progress_interval: Duration::from_secs(3),
+            stall_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FetchReport {
+    pub url: String,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub sha256: String,
+    /// How the expected digest was known: "cmdline", "sidecar", "none".
+    pub verified_by: String,
+    /// HTTP requests made for the file (the sidecar not counted).
+    pub attempts: u32,
+    /// Times the download continued from where it broke off (HTTP 206).
+    pub resumes: u32,
+    /// Times the download started over from byte 0 (server ignored Range).
+    pub restarts: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{url}: sha256 mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{url}: gave up after {seconds:.0}s (deadline) and {attempts} attempts: {last_error}")]
+    Deadline {
+        url: String,
+        seconds: f64,
+        attempts: u32,
+        last_error: String,
+    },
+    /// An HTTP status that retrying will not fix (404, 403, …).
+    #[error("{url}: HTTP {status} {reason} (not retried)")]
+    Http {
+        url: String,
+        status: u16,
+        reason: String,
+    },
+    /// No usable `<url>.sha256` while the digest was not given.
+    #[error(
+        "{url}: {problem}: refusing an unverified image; publish the `sha256sum` \
+         output there or give the digest (nodeboot.sha256= / nodectl fetch --sha256)"
+    )]
+    Sidecar {
+        url: String,
+        problem: String,
+        /// The HTTP status when the server refused it.
+        status: Option<u16>,
+    },
+    /// TLS failure (most often: the server's certificate is not trusted).
+    #[error("{url}: TLS: {message}")]
+    Tls { url: String, message: String },
+    /// Local file error.
+    #[error("{what} {path}: {error}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl FetchError {
+    /// Exit status of `nodectl fetch` for this error: 3 digest mismatch,
+    /// 4 deadline (unreachable), 5 HTTP error that is not retried, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            FetchError::DigestMismatch { .. } => 3,
+            FetchError::Deadline { .. } => 4,
+            FetchError::Http { .. } => 5,
+            FetchError::Sidecar {
+                status: Some(_), ..
+            } => 5,
+            _ => 1,
+        }
+    }
+}
+
+/// Download `url` to `dest`, verifying its sha256 (see the module doc).
+pub fn fetch(url: &str, dest: &Path, opts: &FetchOptions) -> Result<FetchReport, FetchError> {
+    let start = Instant::now();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(FetchError::Other(format!(
+            "{url}: unsupported URL (expected http:// or https://)"
+        )));
+    }
+    let given = match &opts.expected_sha256 {
+        Some(h) => Some(parse_digest(h).ok_or_else(|| {
+            FetchError::Other(format!(
+                "expected sha256 {h:?} for {url}: not 64 hexadecimal digits"
+            ))
+        })?),
+        None => None,
+    };
+    let agent = agent(opts)?;
+    let clock = Clock {
+        start,
+        deadline: opts.deadline,
+    };
+    let (expected, verified_by) = match given {
+        Some(h) => (Some(h), "cmdline"),
+        None if opts.sidecar => (Some(sidecar(&agent, url, &clock, opts)?), "sidecar"),
+        None => (None, "none"),
+    };
+
+    let part = part_path(dest);
+    let mut dl = Download {
+        url,
+        agent: &agent,
+        opts,
+        sink: Sink::create(&part)?,
+        offset: 0,
+        total: None,
+        validator: None,
+        resumes: 0,
+        restarts: 0,
+        progress: Progress::new(opts.progress_interval),
+    };
+    let mut retry = Retry::new(url, &clock);
+    retry.run(|remaining| dl.attempt(remaining))?;
+    let digest = hex::encode(dl.sink.finish()?);
+    let bytes = dl.offset;
+    let (attempts, resumes, restarts) = (retry.attempts, dl.resumes, dl.restarts);
+    if let Some(expected) = expected {
+        if digest != expected {
+            // Dropping the sink removes the part file.
+            drop(dl);
+            return Err(FetchError::DigestMismatch {
+                url: url.to_string(),
+                expected,
+                actual: digest,
+            });
+        }
+    }
+    let seconds = dl.progress.start.elapsed().as_secs_f64();
+    dl.sink.commit(dest)?;
+    info!(
+        "fetch: done {bytes} bytes in {seconds:.1}s, {:.0} MB/s, sha256 {digest}",
+        mbps(bytes, seconds)
+    );
+    Ok(FetchReport {
+        url: url.to_string(),
+        bytes,
+        seconds: start.elapsed().as_secs_f64(),
+        sha256: digest,
+        verified_by: verified_by.to_string(),
+        attempts,
+        resumes,
+        restarts,
+    })
+}
+
+/// `<dest>.part`, beside `dest` so that the final rename stays in one filesystem.
+pub fn part_path(dest: &Path) -> PathBuf {
+    let mut p = dest.as_os_str().to_owned();
+    p.push(".part");
+    PathBuf::from(p)
+}
+
+/// The sidecar URL: `.sha256` appended to the path (before any `?query`).
+pub fn sidecar_url(url: &str) -> String {
+    match url.find(['?', '#']) {
+        Some(i) => format!("{}.sha256{}", &url[..i], &url[i..]),
+        None => format!("{url}.sha256"),
+    }
+}
+
+/// A 64-hex-digit sha256, lowercased; `None` if it is not one.
+fn parse_digest(s: &str) -> Option<String> {
+    let s = s.trim();
+    (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| s.to_ascii_lowercase())
+}
+
+/// The digest in a sidecar: `sha256sum` output (first token of the first
+/// non-empty line) or BSD style `SHA256 (file) = digest`.
+pub fn parse_sidecar(text: &str) -> Option<String> {
+    let line = text.lines().find(|l| !l.trim().is_empty())?;
+    if line.starts_with("SHA256 (") {
+        return parse_digest(line.rsplit(" = ").next()?);
+    }
+    parse_digest(line.split_whitespace().next()?)
+}
+
+fn mbps(bytes: u64, seconds: f64) -> f64 {
+    bytes as f64 / 1e6 / seconds.max(1e-9)
+}
+
+/// The ureq agent: status codes as responses, redirects followed, stall and
+/// connect timeouts, webpki roots plus the operator's.
+fn agent(opts: &FetchOptions) -> Result<ureq::Agent, FetchError> {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(ca) = &opts.ca_file {
+        tls = tls.root_certs(roots_with(ca)?);
+    }
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(10)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_per_read(Some(opts.stall_timeout))
+        .timeout_per_write(Some(opts.stall_timeout))
+        .input_buffer_size(BUF_SIZE)
+        .user_agent(concat!("nodectl/", env!("CARGO_PKG_VERSION")))
+        .tls_config(tls.build())
+        .build();
+    Ok(ureq::Agent::new_with_config(config))
+}
+
+/// The embedded Mozilla roots plus every certificate of the PEM file `ca`.
+fn roots_with(ca: &Path) -> Result<ureq::tls::RootCerts, FetchError> {
+    use ureq::tls::{Certificate, PemItem};
+    let pem = std::fs::read(ca).map_err(|error| FetchError::Io {
+        what: "reading CA file",
+        path: ca.to_path_buf(),
+        error,
+    })?;
+    let mut certs: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    let builtin = certs.len();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => return Err(FetchError::Other(format!("CA file {}: {e}", ca.display()))),
+        }
+    }
+    if certs.len() == builtin {
+        return Err(FetchError::Other(format!(
+            "CA file {}: no PEM certificate in it",
+            ca.display()
+        )));
+    }
+    tracing::debug!(
+        "{}: {} CA certificates",
+        ca.display(),
+        certs.len() - builtin
+    );
+    Ok(ureq::tls::RootCerts::from(certs))
+}
+
+/// Start time and overall budget.
+struct Clock {
+    start: Instant,
+    deadline: Duration,
+}
+
+impl Clock {
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_sub(self.start.elapsed())
+    }
+}
+
+/// Outcome of a failed attempt.
+enum Failure {
+    /// Worth another attempt; `progressed` when this attempt received data
+    /// (the backoff starts over).
+    Retry {
+        reason: String,
+        progressed: bool,
+    },
+    Fatal(FetchError),
+}
+
+impl Failure {
+    fn retry(reason: impl Into<String>) -> Failure {
+        Failure::Retry {
+            reason: reason.into(),
+            progressed: false,
+        }
+    }
+}
+
+impl From<FetchError> for Failure {
+    fn from(e: FetchError) -> Failure {
+        Failure::Fatal(e)
+    }
+}
+
+/// The retry loop: exponential backoff, one warn line per retry, and
+/// [`FetchError::Deadline`] once the clock runs out.
+struct Retry<'a> {
+    url: &'a str,
+    clock: &'a Clock,
+    attempts: u32,
+    delay: Duration,
+    last_error: String,
+}
+
+impl<'a> Retry<'a> {
+    fn new(url: &'a str, clock: &'a Clock) -> Self {
+        Retry {
+            url,
+            clock,
+            attempts: 0,
+            delay: BACKOFF_FIRST,
+            last_error: "no attempt made".into(),
+        }
+    }
+
+    fn deadline(&self) -> FetchError {
+        FetchError::Deadline {
+            url: self.url.to_string(),
+            seconds: self.clock.start.elapsed().as_secs_f64(),
+            attempts: self.attempts,
+            last_error: self.last_error.clone(),
+        }
+    }
+
+    /// Call `f(remaining time)` until it succeeds, fails fatally or time is up.
+    fn run<T>(
+        &mut self,
+        mut f: impl FnMut(Duration) -> Result<T, Failure>,
+    ) -> Result<T, FetchError> {
+        loop {
+            let remaining = self.clock.remaining();
+            if remaining.is_zero() {
+                return Err(self.deadline());
+            }
+            self.attempts += 1;
+            let (reason, progressed) = match f(remaining) {
+                Ok(v) => return Ok(v),
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Retry { reason, progressed }) => (reason, progressed),
+            };
+            self.last_error = reason;
+            if progressed {
+                self.delay = BACKOFF_FIRST;
+            }
+            let remaining = self.clock.remaining();
+            if remaining.is_zero() {
+                return Err(self.deadline());
+            }
+            let wait = self.delay.min(remaining);
+            warn!(
+                "fetch: attempt {}: {}; retry in {:.1}s",
+                self.attempts,
+                self.last_error,
+                wait.as_secs_f64()
+            );
+            std::thread::sleep(wait);
+            self.delay = (self.delay * 2).min(BACKOFF_MAX);
+        }
+    }
+}
+
+/// Sort a ureq error into retry / fatal, with a reason an operator can read.
+fn classify(e: ureq::Error, url: &str, opts: &FetchOptions) -> Failure {
+    use ureq::Error as E;
+    match e {
+        E::Timeout(ureq::Timeout::Global) => Failure::retry("deadline reached"),
+        E::Timeout(ureq::Timeout::PerRead) => {
+            Failure::retry(format!("no data for {}s", opts.stall_timeout.as_secs_f64()))
+        }
+        E::Timeout(t) => Failure::retry(format!("timeout ({t})")),
+        E::Io(e) => match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            // rustls reports handshake failures through the socket's io::Error.
+            Some(tls) => tls_failure(url, tls.to_string()),
+            None => Failure::retry(e.to_string()),
+        },
+        E::HostNotFound => Failure::retry("host not found (DNS)"),
+        E::ConnectionFailed => Failure::retry("connection failed"),
+        E::Protocol(e) => Failure::retry(format!("bad HTTP response: {e}")),
+        E::BodyStalled => Failure::retry("body stalled"),
+        E::Rustls(tls) => tls_failure(url, tls.to_string()),
+        E::Tls(_) | E::Pem(_) => tls_failure(url, e.to_string()),
+        E::BadUri(_) | E::Http(_) => {
+            Failure::Fatal(FetchError::Other(format!("{url}: invalid URL: {e}")))
+        }
+        e => Failure::Fatal(FetchError::Other(format!("{url}: {e}"))),
+    }
+}
+
+/// TLS errors are not retried: a certificate does not become trusted by waiting.
+fn tls_failure(url: &str, message: String) -> Failure {
+    let hint = if message.contains("certificate") {
+        " (is the server's CA given: nodeboot.ca= / nodectl fetch --ca-file?)"
+    } else {
+        ""
+    };
+    Failure::Fatal(FetchError::Tls {
+        url: url.to_string(),
+        message: format!("{message}{hint}"),
+    })
+}
+
+/// The status line's text, e.g. "Not Found".
+fn reason(status: ureq::http::StatusCode) -> String {
+    status.canonical_reason().unwrap_or("").to_string()
+}
+
+/// 408, 429 and 5xx are worth retrying.
+fn retryable_status(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500..=599)
+}
+
+/// GET `<url>.sha256` (with retries) and parse it.
+fn sidecar(
+    agent: &ureq::Agent,
+    url: &str,
+    clock: &Clock,
+    opts: &FetchOptions,
+) -> Result<String, FetchError> {
+    let surl = sidecar_url(url);
+    let mut retry = Retry::new(&surl, clock);
+    let digest = retry.run(|remaining| {
+        let mut resp = agent
+            .get(&surl)
+            .config()
+            .timeout_global(Some(remaining))
+            .build()
+            .call()
+            .map_err(|e| classify(e, &surl, opts))?;
+        let status = resp.status();
+        if retryable_status(status.as_u16()) {
+            return Err(Failure::retry(format!(
+                "{surl}: HTTP {} {}",
+                status.as_u16(),
+                reason(status)
+            )));
+        }
+        if status.as_u16() != 200 {
+            return Err(Failure::Fatal(FetchError::Sidecar {
+                url: surl.clone(),
+                problem: format!("HTTP {} {}", status.as_u16(), reason(status)),
+                status: Some(status.as_u16()),
+            }));
+        }
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(SIDECAR_MAX)
+            .read_to_string()
+            .map_err(|e| classify(e, &surl, opts))?;
+        parse_sidecar(&text).ok_or_else(|| {
+            Failure::Fatal(FetchError::Sidecar {
+                url: surl.clone(),
+                problem: format!(
+                    "no sha256 in it (want 64 hex digits first, got {:?})",
+                    text.lines()
+                        .next()
+                        .unwrap_or("")
+                        .chars()
+                        .take(40)
+                        .collect::<String>()
+                ),
+                status: None,
+            })
+        })
+    })?;
+    info!("fetch: expecting sha256 {digest} (from {surl})");
+    Ok(digest)
+}
+
+/// State of the image download across attempts.
+struct Download<'a> {
+    url: &'a str,
+    agent: &'a ureq::Agent,
+    opts: &'a FetchOptions,
+    sink: Sink,
+    /// Bytes written and hashed so far: where a resume starts.
+    offset: u64,
+    /// Size of the file, when the server said.
+    total: Option<u64>,
+    /// Strong ETag or Last-Modified of the first response, for If-Range.
+    validator: Option<String>,
+    resumes: u32,
+    restarts: u32,
+    progress: Progress,
+}
+
+impl Download<'_> {
+    /// Start over from byte 0.
+    fn restart(&mut self) -> Result<(), FetchError> {
+        self.sink.reset()?;
+        self.offset = 0;
+        self.total = None;
+        self.validator = None;
+        self.restarts += 1;
+        Ok(())
+    }
+
+    /// One GET (ranged when resuming) and as much of the body as it gives.
+    fn attempt(&mut self, remaining: Duration) -> Result<(), Failure> {
+        let url = self.url;
+        let mut req = self.agent.get(url);
+        if self.offset > 0 {
+            req = req.header("Range", format!("bytes={}-", self.offset));
+            if let Some(v) = &self.validator {
+                req = req.header("If-Range", v.as_str());
+            }
+        }
+        let resp = req
+            .config()
+            .timeout_global(Some(remaining))
+            .build()
+            .call()
+            .map_err(|e| classify(e, url, self.opts))?;
+        let status = resp.status();
+        let code = status.as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        match code {
+            200 => {
+                if self.offset > 0 {
+                    info!(
+                        "fetch: server ignored Range (HTTP 200), restarting from 0 (had {} MB)",
+                        self.offset / 1_000_000
+                    );
+                    self.restart()?;
+                }
+                self.total = resp.body().content_length();
+                if let Some(t) = self.total {
+                    self.sink.check_room(t)?;
+                }
+                self.validator = header("etag")
+                    .filter(|e| !e.starts_with("W/"))
+                    .or_else(|| header("last-modified"));
+            }
+            206 if self.offset > 0 => {
+                let cr = header("content-range").unwrap_or_default();
+                match parse_content_range(&cr) {
+                    Some((first, total)) if first == self.offset => {
+                        if total.is_some() && self.total.is_some() && total != self.total {
+                            self.restart()?;
+                            return Err(Failure::retry(format!(
+                                "size changed (Content-Range: {cr}), restarting from 0"
+                            )));
+                        }
+                        self.total = total.or(self.total);
+                        self.resumes += 1;
+                        info!("fetch: resuming at {} MB", self.offset / 1_000_000);
+                    }
+                    _ => {
+                        let had = self.offset;
+                        self.restart()?;
+                        return Err(Failure::retry(format!(
+                            "asked for bytes {had}- but got Content-Range {cr:?}, restarting from 0"
+                        )));
+                    }
+                }
+            }
+            416 if self.offset > 0 => {
+                self.restart()?;
+                return Err(Failure::retry(
+                    "HTTP 416 for the resume range (file changed?), restarting from 0",
+                ));
+            }
+            c if retryable_status(c) => {
+                return Err(Failure::retry(format!("HTTP {c} {}", reason(status))));
+            }
+            _ => {
+                return Err(Failure::Fatal(FetchError::Http {
+                    url: url.to_string(),
+                    status: code,
+                    reason: reason(status),
+                }))
+            }
+        }
+
+        let mut body = resp.into_body().into_reader();
+        let before = self.offset;
+        loop {
+            let mut buf = self.sink.buffer()?;
+            let cap = buf.len();
+            let (n, err) = fill(&mut body, &mut buf);
+            if n > 0 {
+                self.sink.push(buf, n)?;
+                self.offset += n as u64;
+                self.progress.tick(self.offset, self.total, n as u64);
+            } else {
+                self.sink.push(buf, 0)?;
+            }
+            if let Some(e) = err {
+                let mut f = classify(ureq::Error::from(e), url, self.opts);
+                if let Failure::Retry { reason, progressed } = &mut f {
+                    *reason = format!("interrupted at {} MB: {reason}", self.offset / 1_000_000);
+                    *progressed = self.offset > before;
+                }
+                return Err(f);
+            }
+            if n < cap {
+                break; // end of body
+            }
+        }
+        match self.total {
+            Some(t) if t != self.offset => Err(Failure::Retry {
+                reason: format!("connection closed at {} of {t} bytes", self.offset),
+                progressed: self.offset > before,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Read until `buf` is full, the body ends, or an error; returns the bytes
+/// read and the error, if any.
+fn fill(r: &mut impl Read, buf: &mut [u8]) -> (usize, Option<std::io::Error>) {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (n, Some(e)),
+        }
+    }
+    (n, None)
+}
+
+/// `bytes FIRST-LAST/TOTAL` → (FIRST, TOTAL) (TOTAL `None` when `*`).
+fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (first, _last) = range.split_once('-')?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    Some((first.trim().parse().ok()?, total))
+}
+
+/// Periodic progress lines: done/total, percent, MB/s, ETA.
+struct Progress {
+    start: Instant,
+    interval: Duration,
+    next: Instant,
+    /// Bytes received in this run (restarted bytes counted twice).
+    received: u64,
+}
+
+impl Progress {
+    fn new(interval: Duration) -> Self {
+        let now = Instant::now();
+        Progress {
+            start: now,
+            interval,
+            next: now + interval,
+            received: 0,
+        }
+    }
+
+    fn tick(&mut self, done: u64, total: Option<u64>, n: u64) {
+        self.received += n;
+        let now = Instant::now();
+        if now < self.next {
+            return;
+        }
+        self.next = now + self.interval;
+        let secs = (now - self.start).as_secs_f64();
+        let rate = mbps(self.received, secs);
+        match total {
+            Some(t) if t > 0 => {
+                let left = t.saturating_sub(done) as f64 / 1e6;
+                info!(
+                    "fetch: {}/{} MB {}% {rate:.0} MB/s ETA {:.0}s",
+                    done / 1_000_000,
+                    t / 1_000_000,
+                    done * 100 / t,
+                    left / rate.max(1e-3)
+                );
+            }
+            _ => info!("fetch: {} MB {rate:.0} MB/s", done / 1_000_000),
+        }
+    }
+}
