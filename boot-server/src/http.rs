@@ -1,61 +1,130 @@
-//! HTTP/1.1 pieces: request head parsing (httparse), byte ranges, responses.
-use std::io::{BufRead, Write};
+//! HTTP/1.1 pieces: request heads (parsed by httparse), byte ranges,
+//! validators, dates and response heads. No I/O policy lives here: the
+//! server decides what to answer.
+use std::io::{BufRead, Read, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Largest request head accepted (request line + headers).
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Most header fields accepted in one request.
+const MAX_HEADERS: usize = 64;
+
+/// Why a request head could not be read. The server answers `TooLarge` with
+/// 431 and `Malformed` with 400, then closes; `Io` just closes.
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    #[error("request head larger than {MAX_HEAD} bytes")]
+    TooLarge,
+    #[error("malformed request head: {0}")]
+    Malformed(String),
+    #[error("reading the request head")]
+    Io(#[from] std::io::Error),
+}
 
 /// A parsed request head.
 #[derive(Debug, Clone)]
 pub struct Request {
     pub method: String,
-    pub path: String,
+    /// The request target as sent (origin-form, or absolute-form).
+    pub target: String,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
     pub headers: Vec<(String, String)>,
-    pub keep_alive: bool,
 }
 
 impl Request {
+    /// The first header field with this name (case-insensitive), trimmed.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// Whether the client wants the connection kept open after the response
+    /// (HTTP/1.1 default yes, HTTP/1.0 only with `Connection: keep-alive`).
+    pub fn keep_alive(&self) -> bool {
+        let tokens = |want: &str| {
+            self.headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("connection"))
+                .flat_map(|(_, v)| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case(want))
+        };
+        if tokens("close") {
+            false
+        } else {
+            self.minor_version >= 1 || tokens("keep-alive")
+        }
+    }
+
+    /// Whether a body follows the head. bootd never reads request bodies, so
+    /// such a connection is closed after the response.
+    pub fn has_body(&self) -> bool {
+        self.header("transfer-encoding").is_some()
+            || self
+                .header("content-length")
+                .is_some_and(|v| v.trim() != "0")
+    }
+
+    /// The path of the target, without query or fragment, still
+    /// percent-encoded. `None` for targets that are not a path (`*`,
+    /// authority-form) or an absolute-form without a path.
+    pub fn path(&self) -> Option<&str> {
+        let t = self.target.as_str();
+        let t = match t.find("://") {
+            // absolute-form: http://host:port/path (RFC 9112 §3.2.2).
+            Some(i) if t[..i].eq_ignore_ascii_case("http") => {
+                let rest = &t[i + 3..];
+                &rest[rest.find('/').unwrap_or(rest.len())..]
+            }
+            _ => t,
+        };
+        let p = t.split(['?', '#']).next().unwrap_or("");
+        p.starts_with('/').then_some(p)
+    }
 }
 
-/// Read one request head (up to the blank line). `Ok(None)` at a clean EOF.
-pub fn read_request<R: BufRead>(r: &mut R) -> std::io::Result<Option<Request>> {
+/// Read one request head (up to and including the blank line) and parse it.
+/// `Ok(None)` at a clean EOF between requests. Never buffers more than
+/// [`MAX_HEAD`] bytes of head.
+pub fn read_request<R: BufRead>(r: &mut R) -> Result<Option<Request>, HeadError> {
     let mut head = Vec::new();
     loop {
-        let n = r.read_until(b'\n', &mut head)?;
+        let room = (MAX_HEAD + 1 - head.len()) as u64;
+        let n = r.by_ref().take(room).read_until(b'\n', &mut head)?;
         if n == 0 {
-            return if head.is_empty() {
+            return if head.iter().all(|b| b.is_ascii_whitespace()) {
                 Ok(None)
             } else {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "truncated request",
+                Err(HeadError::Malformed(
+                    "connection closed inside the head".into(),
                 ))
             };
+        }
+        if head.len() > MAX_HEAD {
+            return Err(HeadError::TooLarge);
+        }
+        // Empty lines before the request line are ignored (RFC 9112 §2.2).
+        if head == b"\r\n" || head == b"\n" {
+            head.clear();
+            continue;
         }
         if head.ends_with(b"\r\n\r\n") || head.ends_with(b"\n\n") {
             break;
         }
-        if head.len() > 16 * 1024 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "request head too large",
-            ));
-        }
     }
-    let mut hbuf = [httparse::EMPTY_HEADER; 64];
+    let mut hbuf = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut hbuf);
     match req.parse(&head) {
         Ok(httparse::Status::Complete(_)) => {}
-        _ => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "malformed request",
-            ))
+        Ok(httparse::Status::Partial) => {
+            return Err(HeadError::Malformed("incomplete head".into()));
         }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(e) => return Err(HeadError::Malformed(e.to_string())),
     }
-    let headers: Vec<(String, String)> = req
+    let headers = req
         .headers
         .iter()
         .map(|h| {
@@ -65,37 +134,31 @@ pub fn read_request<R: BufRead>(r: &mut R) -> std::io::Result<Option<Request>> {
             )
         })
         .collect();
-    let version = req.version.unwrap_or(1);
-    let conn = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("connection"))
-        .map(|(_, v)| v.to_ascii_lowercase());
-    let keep_alive = match conn.as_deref() {
-        Some("close") => false,
-        Some("keep-alive") => true,
-        _ => version == 1,
-    };
     Ok(Some(Request {
-        method: req.method.unwrap_or("").to_string(),
-        path: req.path.unwrap_or("").to_string(),
+        method: req.method.unwrap_or_default().to_string(),
+        target: req.path.unwrap_or_default().to_string(),
+        minor_version: req.version.unwrap_or(1),
         headers,
-        keep_alive,
     }))
 }
 
-/// The outcome of a `Range` header against a file of `size` bytes.
+/// The outcome of a `Range` header against a representation of `size` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeReq {
-    /// No (usable) range: the whole file.
+    /// No usable range: send the whole file with 200.
     Full,
-    /// Inclusive byte range.
+    /// One inclusive byte range: 206.
     Partial(u64, u64),
-    /// 416.
+    /// 416 with `Content-Range: bytes */size`.
     Unsatisfiable,
 }
 
-/// Parse `bytes=a-b`, `bytes=a-`, `bytes=-n`. Several ranges: the whole file
-/// (allowed by RFC 9110, and all a boot client needs).
+/// Interpret `Range: bytes=a-b`, `bytes=a-` or `bytes=-n`.
+///
+/// Limits (all allowed by RFC 9110 §14.2, where a server may ignore Range):
+/// several ranges (`bytes=0-1,5-6`) get the whole file with 200 rather than
+/// a multipart body; a syntactically invalid header (other unit, `b < a`,
+/// not numbers) is ignored, also giving 200.
 pub fn parse_range(h: Option<&str>, size: u64) -> RangeReq {
     let Some(spec) = h.and_then(|h| h.trim().strip_prefix("bytes=")) else {
         return RangeReq::Full;
@@ -107,39 +170,54 @@ pub fn parse_range(h: Option<&str>, size: u64) -> RangeReq {
         return RangeReq::Full;
     };
     let (a, b) = (a.trim(), b.trim());
-    let r = if a.is_empty() {
-        match b.parse::<u64>() {
-            Ok(0) => return RangeReq::Unsatisfiable,
-            Ok(n) if size > 0 => Some((size.saturating_sub(n), size - 1)),
-            Ok(_) => return RangeReq::Unsatisfiable,
-            Err(_) => None,
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    let last = size.checked_sub(1);
+    if a.is_empty() {
+        // Suffix: the last n bytes.
+        if !digits(b) {
+            return RangeReq::Full;
         }
-    } else {
-        match (a.parse::<u64>(), b.is_empty()) {
-            (Ok(s), true) => Some((s, size.saturating_sub(1))),
-            (Ok(s), false) => b
-                .parse::<u64>()
-                .ok()
-                .map(|e| (s, e.min(size.saturating_sub(1)))),
-            _ => None,
-        }
+        return match (b.parse::<u64>(), last) {
+            (Ok(0), _) | (_, None) => RangeReq::Unsatisfiable,
+            (Ok(n), Some(last)) => RangeReq::Partial(size.saturating_sub(n), last),
+            // More digits than u64: the whole file.
+            (Err(_), Some(last)) => RangeReq::Partial(0, last),
+        };
+    }
+    if !digits(a) || !(b.is_empty() || digits(b)) {
+        return RangeReq::Full;
+    }
+    let Ok(start) = a.parse::<u64>() else {
+        // A first byte beyond u64 is beyond any file.
+        return RangeReq::Unsatisfiable;
     };
-    match r {
-        None => RangeReq::Full,
-        Some((s, _)) if s >= size => RangeReq::Unsatisfiable,
-        Some((s, e)) if e < s => RangeReq::Full,
-        Some((s, e)) => RangeReq::Partial(s, e),
+    let end = if b.is_empty() {
+        u64::MAX
+    } else {
+        b.parse::<u64>().unwrap_or(u64::MAX)
+    };
+    if end < start {
+        return RangeReq::Full;
+    }
+    match last {
+        Some(last) if start <= last => RangeReq::Partial(start, end.min(last)),
+        _ => RangeReq::Unsatisfiable,
     }
 }
 
-/// Percent-decode a URL path; `None` for bad escapes or NUL.
+/// Percent-decode a URL path. `None` for a malformed escape or a NUL byte
+/// (raw or `%00`): such paths are answered with 404.
 pub fn percent_decode(p: &str) -> Option<Vec<u8>> {
     let b = p.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            let hex = b.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            let hex = std::str::from_utf8(hex).ok()?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -150,14 +228,78 @@ pub fn percent_decode(p: &str) -> Option<Vec<u8>> {
     (!out.contains(&0)).then_some(out)
 }
 
-/// Write a status line and headers (and the blank line).
+/// Whether an `If-None-Match` value matches `etag` (weak comparison, RFC
+/// 9110 §13.1.2: `W/` prefixes are ignored; `*` matches any file).
+pub fn none_match(header: &str, etag: &str) -> bool {
+    let strip = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    let etag = strip(etag);
+    header.split(',').any(|t| {
+        let t = t.trim();
+        t == "*" || strip(t) == etag
+    })
+}
+
+/// Whether an `If-Range` value still designates this representation: the
+/// same strong ETag, or exactly the Last-Modified date we send.
+pub fn if_range_matches(header: &str, etag: &str, last_modified: &str) -> bool {
+    let h = header.trim();
+    if h.starts_with('"') || h.starts_with("W/") {
+        h == etag // strong comparison: a weak tag never matches
+    } else {
+        h == last_modified
+    }
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110 §5.6.7).
+/// Times before 1970 are clamped to the epoch.
+pub fn http_date(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = secs / 86400;
+    let (h, m, s) = ((secs % 86400) / 3600, (secs % 3600) / 60, secs % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    let mn = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(mo - 1) as usize];
+    format!("{wd}, {d:02} {mn} {y} {h:02}:{m:02}:{s:02} GMT")
+}
+
+/// The reason phrase bootd sends with a status code.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        206 => "Partial Content",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        416 => "Range Not Satisfiable",
+        431 => "Request Header Fields Too Large",
+        _ => "Internal Server Error",
+    }
+}
+
+/// Write a status line, `Server`, `Date`, the given headers and the blank
+/// line, in one write.
 pub fn write_head<W: Write>(
     w: &mut W,
     status: u16,
-    reason: &str,
     headers: &[(&str, String)],
 ) -> std::io::Result<()> {
-    let mut s = format!("HTTP/1.1 {status} {reason}\r\nServer: bootd\r\n");
+    let mut s = format!(
+        "HTTP/1.1 {status} {}\r\nServer: bootd\r\nDate: {}\r\n",
+        reason(status),
+        http_date(SystemTime::now())
+    );
     for (k, v) in headers {
         s.push_str(k);
         s.push_str(": ");
@@ -171,23 +313,37 @@ pub fn write_head<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn ranges() {
+        use RangeReq::*;
         let rows: &[(Option<&str>, u64, RangeReq)] = &[
-            (None, 100, RangeReq::Full),
-            (Some("bytes=0-9"), 100, RangeReq::Partial(0, 9)),
-            (Some("bytes=90-"), 100, RangeReq::Partial(90, 99)),
-            (Some("bytes=-10"), 100, RangeReq::Partial(90, 99)),
-            (Some("bytes=-1000"), 100, RangeReq::Partial(0, 99)),
-            (Some("bytes=50-1000"), 100, RangeReq::Partial(50, 99)),
-            (Some("bytes=100-"), 100, RangeReq::Unsatisfiable),
-            (Some("bytes=-0"), 100, RangeReq::Unsatisfiable),
-            (Some("bytes=0-1,5-6"), 100, RangeReq::Full),
-            (Some("bytes=9-3"), 100, RangeReq::Full),
-            (Some("items=0-3"), 100, RangeReq::Full),
-            (Some("bytes=x-3"), 100, RangeReq::Full),
-            (Some("bytes=0-"), 0, RangeReq::Unsatisfiable),
+            (None, 100, Full),
+            (Some("bytes=0-9"), 100, Partial(0, 9)),
+            (Some("bytes=0-0"), 100, Partial(0, 0)),
+            (Some("bytes=90-"), 100, Partial(90, 99)),
+            (Some("bytes=99-"), 100, Partial(99, 99)),
+            (Some("bytes=-10"), 100, Partial(90, 99)),
+            (Some("bytes=-1000"), 100, Partial(0, 99)),
+            (Some("bytes=50-1000"), 100, Partial(50, 99)),
+            (Some(" bytes= 5 - 6 "), 100, Partial(5, 6)),
+            (Some("bytes=0-99999999999999999999999"), 100, Partial(0, 99)),
+            (Some("bytes=-99999999999999999999999"), 100, Partial(0, 99)),
+            (Some("bytes=100-"), 100, Unsatisfiable),
+            (Some("bytes=100-200"), 100, Unsatisfiable),
+            (Some("bytes=99999999999999999999999-"), 100, Unsatisfiable),
+            (Some("bytes=-0"), 100, Unsatisfiable),
+            (Some("bytes=0-"), 0, Unsatisfiable),
+            (Some("bytes=-5"), 0, Unsatisfiable),
+            // Ignored: the whole file.
+            (Some("bytes=0-1,5-6"), 100, Full),
+            (Some("bytes=9-3"), 100, Full),
+            (Some("items=0-3"), 100, Full),
+            (Some("bytes=x-3"), 100, Full),
+            (Some("bytes=+1-3"), 100, Full),
+            (Some("bytes=-"), 100, Full),
+            (Some("bytes=5"), 100, Full),
         ];
         for (h, size, want) in rows {
             assert_eq!(parse_range(*h, *size), *want, "{h:?} of {size}");
@@ -197,24 +353,105 @@ mod tests {
     #[test]
     fn decoding() {
         assert_eq!(percent_decode("/a%20b"), Some(b"/a b".to_vec()));
-        assert_eq!(percent_decode("/%2e%2e/x"), Some(b"/../x".to_vec()));
+        assert_eq!(percent_decode("/%2e%2E/x"), Some(b"/../x".to_vec()));
+        assert_eq!(percent_decode("/a%2Fb"), Some(b"/a/b".to_vec()));
+        assert_eq!(percent_decode("/%ff"), Some(vec![b'/', 0xff]));
         assert_eq!(percent_decode("/a%00"), None);
         assert_eq!(percent_decode("/a%zz"), None);
+        assert_eq!(percent_decode("/a%+1"), None);
         assert_eq!(percent_decode("/a%2"), None);
+        assert_eq!(percent_decode("/a%"), None);
     }
 
     #[test]
     fn request_head() {
-        let raw = b"GET /x HTTP/1.1\r\nHost: a\r\nRange: bytes=1-2\r\n\r\n";
+        let raw = b"GET /x?y=1 HTTP/1.1\r\nHost: a\r\nRange:  bytes=1-2 \r\n\r\n";
         let r = read_request(&mut &raw[..]).unwrap().unwrap();
         assert_eq!(
-            (r.method.as_str(), r.path.as_str(), r.keep_alive),
-            ("GET", "/x", true)
+            (r.method.as_str(), r.path(), r.keep_alive()),
+            ("GET", Some("/x"), true)
         );
         assert_eq!(r.header("range"), Some("bytes=1-2"));
-        let raw = b"GET /x HTTP/1.0\r\n\r\n";
-        assert!(!read_request(&mut &raw[..]).unwrap().unwrap().keep_alive);
+        assert!(!r.has_body());
+
+        let r = |raw: &[u8]| read_request(&mut &raw[..]).unwrap().unwrap();
+        assert!(!r(b"GET /x HTTP/1.0\r\n\r\n").keep_alive());
+        assert!(r(b"GET /x HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive());
+        assert!(!r(b"GET /x HTTP/1.1\r\nConnection: foo, close\r\n\r\n").keep_alive());
+        assert!(r(b"POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\n").has_body());
+        assert!(r(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").has_body());
+        assert_eq!(r(b"\r\nGET /x HTTP/1.1\r\n\r\n").path(), Some("/x"));
+        assert_eq!(
+            r(b"GET http://h:1/a/b?q HTTP/1.1\r\n\r\n").path(),
+            Some("/a/b")
+        );
+        assert_eq!(r(b"GET http://h:1 HTTP/1.1\r\n\r\n").path(), None);
+        assert_eq!(r(b"OPTIONS * HTTP/1.1\r\n\r\n").path(), None);
+
         assert!(read_request(&mut &b""[..]).unwrap().is_none());
-        assert!(read_request(&mut &b"garbage\r\n\r\n"[..]).is_err());
+        assert!(read_request(&mut &b"\r\n"[..]).unwrap().is_none());
+        assert!(matches!(
+            read_request(&mut &b"garbage\r\n\r\n"[..]),
+            Err(HeadError::Malformed(_))
+        ));
+        assert!(matches!(
+            read_request(&mut &b"GET /x HTTP/1.1\r\nHost: a\r\n"[..]),
+            Err(HeadError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn pipelined_requests_are_read_one_at_a_time() {
+        let raw = b"GET /a HTTP/1.1\r\n\r\nHEAD /b HTTP/1.1\r\n\r\n";
+        let mut rd = &raw[..];
+        assert_eq!(read_request(&mut rd).unwrap().unwrap().target, "/a");
+        let r = read_request(&mut rd).unwrap().unwrap();
+        assert_eq!((r.method.as_str(), r.target.as_str()), ("HEAD", "/b"));
+        assert!(read_request(&mut rd).unwrap().is_none());
+    }
+
+    #[test]
+    fn head_size_is_bounded() {
+        // One endless line: refused without buffering it all.
+        let endless = std::io::repeat(b'a');
+        let mut rd = std::io::BufReader::new(endless);
+        assert!(matches!(read_request(&mut rd), Err(HeadError::TooLarge)));
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..100 {
+            many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(matches!(
+            read_request(&mut &many[..]),
+            Err(HeadError::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn validators() {
+        let tag = "\"186a0-1\"";
+        assert!(none_match(tag, tag));
+        assert!(none_match("\"x\", W/\"186a0-1\"", tag));
+        assert!(none_match("*", tag));
+        assert!(!none_match("\"186a0-2\"", tag));
+        let lm = "Thu, 01 Jan 1970 00:00:00 GMT";
+        assert!(if_range_matches(tag, tag, lm));
+        assert!(if_range_matches(lm, tag, lm));
+        assert!(!if_range_matches("W/\"186a0-1\"", tag, lm));
+        assert!(!if_range_matches("\"other\"", tag, lm));
+        assert!(!if_range_matches("Fri, 02 Jan 1970 00:00:00 GMT", tag, lm));
+    }
+
+    #[test]
+    fn dates() {
+        let at = |s| http_date(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(at(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(at(951_825_600), "Tue, 29 Feb 2000 12:00:00 GMT");
+        assert_eq!(at(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 GMT");
+        assert_eq!(
+            http_date(UNIX_EPOCH - Duration::from_secs(5)),
+            "Thu, 01 Jan 1970 00:00:00 GMT"
+        );
     }
 }

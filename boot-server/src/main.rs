@@ -1,7 +1,6 @@
-use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use std::net::TcpListener;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(name = "bootd", version, about = "nodeboot boot server")]
@@ -12,7 +11,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Serve boot artifacts over HTTP (GET/HEAD, Range, ETag).
+    /// Serve boot artifacts over HTTP/1.1 (GET/HEAD, Range, ETag).
+    ///
+    /// One access-log line per request goes to stderr (BOOTD_LOG=debug also
+    /// says why a path got 404).
+    #[command(after_help = "\
+Paths are percent-decoded; `..` components, NUL bytes, directories and
+anything resolving outside the served directory (symlinks included) get 404.
+A Range header with several ranges gets the whole file (200).")]
     Serve {
         /// Directory served at /.
         #[arg(long)]
@@ -20,51 +26,51 @@ enum Cmd {
         /// Directory served at /repo/ (Grendel compatibility: /repo/postscript.sh).
         #[arg(long)]
         repo: Option<PathBuf>,
-        /// Address to listen on (port 0: any free port).
+        /// Address to listen on (port 0: any free port, see --port-file).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
-        /// Write the port actually bound to this file.
+        /// Limit each transfer to this many bytes per second (tests).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        rate_limit: Option<u64>,
+        /// Write the port actually bound to this file (atomically).
         #[arg(long)]
         port_file: Option<PathBuf>,
-        /// Limit each transfer to this many bytes per second (tests).
-        #[arg(long)]
-        rate_limit: Option<u64>,
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .without_time()
         .with_target(false)
-        .with_ansi(false)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BOOTD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
         .init();
-    match Cli::parse().cmd {
+    let r = match Cli::parse().cmd {
         Cmd::Serve {
             root,
             repo,
             listen,
-            port_file,
             rate_limit,
-        } => {
-            if !root.is_dir() {
-                anyhow::bail!("--root {}: not a directory", root.display());
-            }
-            let l = TcpListener::bind(&listen).with_context(|| format!("listening on {listen}"))?;
-            let port = l.local_addr()?.port();
-            if let Some(p) = port_file {
-                std::fs::write(&p, port.to_string())
-                    .with_context(|| format!("writing {}", p.display()))?;
-            }
-            eprintln!("bootd: listening on http://{}", l.local_addr()?);
-            nodeboot_boot_server::server::serve(
-                l,
-                nodeboot_boot_server::server::Config {
-                    root,
-                    repo,
-                    rate_limit,
-                },
-            )
+            port_file,
+        } => nodeboot_boot_server::server::run(
+            &listen,
+            &nodeboot_boot_server::server::Config {
+                root,
+                repo,
+                rate_limit,
+            },
+            port_file.as_deref(),
+        ),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bootd: error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

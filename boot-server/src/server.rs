@@ -1,200 +1,311 @@
-//! The artifact server: one thread per connection, keep-alive, GET/HEAD,
-//! Range, ETag, zero-copy bodies (std's io::copy from a File to a TcpStream
-//! uses sendfile on Linux).
-use crate::files::resolve;
-use crate::http::{parse_range, percent_decode, read_request, write_head, RangeReq, Request};
+//! The artifact server: a std `TcpListener`, one thread per connection,
+//! HTTP/1.1 keep-alive, GET and HEAD of the files under the served trees
+//! with single byte ranges, validators (ETag, Last-Modified) and zero-copy
+//! bodies (see [`crate::transfer`]). One access-log line per request.
+use crate::files::{content_type, Artifact, Trees};
+use crate::http::{
+    http_date, if_range_matches, none_match, parse_range, read_request, write_head, HeadError,
+    RangeReq, Request,
+};
+use crate::transfer::send_range;
 use anyhow::{Context, Result};
-use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::io::{BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+/// How long an idle keep-alive connection (or a slow request head) may wait.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one write to a client may block (a node that stopped reading).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What `bootd serve` serves.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Served at `/`.
     pub root: PathBuf,
-    /// Served at `/repo/` (Grendel's repo directory: postscript.sh).
+    /// Served at `/repo/` (Grendel's repo directory: `postscript.sh`).
     pub repo: Option<PathBuf>,
-    /// Bytes per second per connection; None: unlimited (sendfile).
+    /// Bytes per second per transfer; `None`: unlimited, with sendfile.
     pub rate_limit: Option<u64>,
 }
 
-pub fn serve(listener: TcpListener, cfg: Config) -> Result<()> {
-    let cfg = Arc::new(cfg);
-    for conn in listener.incoming() {
-        let Ok(stream) = conn else { continue };
-        let cfg = cfg.clone();
-        std::thread::spawn(move || {
-            let peer = stream
-                .peer_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            if let Err(e) = connection(stream, &cfg) {
-                tracing::debug!("{peer}: {e:#}");
-            }
-        });
-    }
-    Ok(())
+/// A bound, not yet running server.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<State>,
 }
 
-fn connection(stream: TcpStream, cfg: &Config) -> Result<()> {
-    stream.set_nodelay(true).ok();
-    stream.set_read_timeout(Some(Duration::from_secs(60))).ok();
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut out = stream;
-    while let Some(req) = read_request(&mut reader)? {
-        let t = Instant::now();
-        let (status, sent) = respond(&req, &mut out, cfg)?;
-        tracing::info!(
-            "{} {} range={} {} {}B {}ms",
-            req.method,
-            req.path,
-            req.header("range").unwrap_or("-"),
+struct State {
+    trees: Trees,
+    rate_limit: Option<u64>,
+}
+
+impl Server {
+    /// Check the trees and bind `listen` (`127.0.0.1:0` picks a free port).
+    pub fn bind(listen: &str, cfg: &Config) -> Result<Server> {
+        let trees = Trees::new(&cfg.root, cfg.repo.as_deref())?;
+        let listener =
+            TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
+        Ok(Server {
+            listener,
+            state: Arc::new(State {
+                trees,
+                rate_limit: cfg.rate_limit,
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .context("reading the bound address")
+    }
+
+    /// Accept connections forever, one thread each.
+    pub fn run(self) -> Result<()> {
+        for conn in self.listener.incoming() {
+            let stream = match conn {
+                Ok(s) => s,
+                Err(e) => {
+                    // EMFILE and friends: do not spin.
+                    tracing::warn!("accept: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            let state = self.state.clone();
+            let spawned = std::thread::Builder::new()
+                .name("bootd-conn".into())
+                .spawn(move || connection(stream, &state));
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start a connection thread: {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `bootd serve`: bind, write the port to `port_file` (for harnesses that
+/// start bootd on port 0), announce the address on stderr, serve.
+pub fn run(listen: &str, cfg: &Config, port_file: Option<&Path>) -> Result<()> {
+    let server = Server::bind(listen, cfg)?;
+    let addr = server.local_addr()?;
+    if let Some(p) = port_file {
+        write_port_file(p, addr.port())?;
+    }
+    eprintln!("bootd: listening on http://{addr}");
+    server.run()
+}
+
+/// Write `port` to `path` atomically (temporary file + rename), so a reader
+/// polling the file never sees a partial number.
+pub fn write_port_file(path: &Path, port: u16) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, port.to_string())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("writing the port file {}", path.display()))
+}
+
+/// What happened to one request, for the access log.
+struct Outcome {
+    status: u16,
+    /// Body bytes sent.
+    bytes: u64,
+    /// The transfer (or the head) failed: the connection is dropped.
+    error: Option<std::io::Error>,
+}
+
+impl Outcome {
+    fn done(status: u16, bytes: u64, r: std::io::Result<()>) -> Outcome {
+        Outcome {
             status,
-            sent,
-            t.elapsed().as_millis()
-        );
-        if !req.keep_alive {
-            break;
+            bytes,
+            error: r.err(),
         }
     }
-    Ok(())
 }
 
-fn etag(md: &std::fs::Metadata) -> String {
-    let mtime = md
+fn connection(stream: TcpStream, state: &State) {
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let mut reader = match stream.try_clone() {
+        Ok(s) => BufReader::new(s),
+        Err(e) => {
+            tracing::warn!("{peer}: {e}");
+            return;
+        }
+    };
+    let mut out = stream;
+    loop {
+        let req = match read_request(&mut reader) {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(HeadError::Io(e)) => {
+                tracing::debug!("{peer}: {e}");
+                return;
+            }
+            Err(e) => {
+                let status = if matches!(e, HeadError::TooLarge) {
+                    431
+                } else {
+                    400
+                };
+                let t = Instant::now();
+                let o = error_page(&mut out, status, false, "close");
+                tracing::info!(
+                    status = o.status,
+                    bytes = o.bytes,
+                    ms = t.elapsed().as_millis() as u64,
+                    error = %e,
+                    "bad request head from {peer}"
+                );
+                return;
+            }
+        };
+        let t = Instant::now();
+        // Request bodies are never read, so their connection cannot be reused.
+        let keep = req.keep_alive() && !req.has_body();
+        let connection = match (keep, req.minor_version) {
+            (false, _) => "close",
+            (true, 0) => "keep-alive",
+            (true, _) => "",
+        };
+        let o = respond(&req, &mut out, state, connection);
+        tracing::info!(
+            status = o.status,
+            bytes = o.bytes,
+            ms = t.elapsed().as_millis() as u64,
+            range = req.header("range").map(tracing::field::display),
+            error = o.error.as_ref().map(tracing::field::display),
+            "{} {}",
+            req.method,
+            req.target,
+        );
+        if !keep || o.error.is_some() {
+            return;
+        }
+    }
+}
+
+/// A short text/plain error response.
+fn error_page(out: &mut TcpStream, status: u16, head_only: bool, connection: &str) -> Outcome {
+    let body = format!("{status} {}\n", crate::http::reason(status));
+    let mut headers = vec![
+        ("Content-Type", "text/plain; charset=utf-8".to_string()),
+        ("Content-Length", body.len().to_string()),
+    ];
+    if status == 405 {
+        headers.push(("Allow", "GET, HEAD".into()));
+    }
+    if !connection.is_empty() {
+        headers.push(("Connection", connection.into()));
+    }
+    let r = write_head(out, status, &headers).and_then(|()| {
+        if head_only {
+            Ok(())
+        } else {
+            out.write_all(body.as_bytes())
+        }
+    });
+    Outcome::done(status, if head_only { 0 } else { body.len() as u64 }, r)
+}
+
+/// The strong validator of a file: `"<size>-<mtime in ns>"`, both in hex.
+pub fn etag(meta: &std::fs::Metadata) -> String {
+    let mtime = meta
         .modified()
         .ok()
         .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
         .unwrap_or_default();
-    format!("\"{:x}-{:x}\"", md.size(), mtime.as_nanos())
+    format!("\"{:x}-{:x}\"", meta.len(), mtime.as_nanos())
 }
 
-fn http_date(md: &std::fs::Metadata) -> String {
-    // RFC 7231 IMF-fixdate from a Unix time.
-    let secs = md.mtime().max(0) as u64;
-    let days = secs / 86400;
-    let (h, m, s) = ((secs % 86400) / 3600, (secs % 3600) / 60, secs % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if mo <= 2 { 1 } else { 0 };
-    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
-    let mn = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ][(mo - 1) as usize];
-    format!("{wd}, {d:02} {mn} {y} {h:02}:{m:02}:{s:02} GMT")
-}
-
-fn simple(out: &mut TcpStream, status: u16, reason: &str, head_only: bool) -> Result<(u16, u64)> {
-    let body = format!("{status} {reason}\n");
-    write_head(
-        out,
-        status,
-        reason,
-        &[
-            ("Content-Type", "text/plain".into()),
-            ("Content-Length", body.len().to_string()),
-        ],
-    )?;
-    if !head_only {
-        out.write_all(body.as_bytes())?;
-    }
-    Ok((status, 0))
-}
-
-fn respond(req: &Request, out: &mut TcpStream, cfg: &Config) -> Result<(u16, u64)> {
+fn respond(req: &Request, out: &mut TcpStream, state: &State, connection: &str) -> Outcome {
     let head_only = req.method == "HEAD";
     if req.method != "GET" && !head_only {
-        return simple(out, 405, "Method Not Allowed", false);
+        return error_page(out, 405, false, connection);
     }
-    let path = req.path.split(['?', '#']).next().unwrap_or("");
-    let Some(decoded) = percent_decode(path) else {
-        return simple(out, 404, "Not Found", head_only);
+    let Some(path) = req.path() else {
+        return error_page(out, 400, head_only, connection);
     };
-    let file = match (decoded.strip_prefix(b"/repo/"), &cfg.repo) {
-        (Some(rel), Some(repo)) => resolve(repo, rel),
-        (Some(_), None) => None,
-        (None, _) => resolve(&cfg.root, &decoded),
+    let Artifact { path, file, meta } = match state.trees.open(path) {
+        Ok(a) => a,
+        Err(why) => {
+            tracing::debug!("{} {}: 404, {why}", req.method, req.target);
+            return error_page(out, 404, head_only, connection);
+        }
     };
-    let Some(file) = file else {
-        return simple(out, 404, "Not Found", head_only);
-    };
-    let mut f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;
-    let md = f.metadata()?;
-    let size = md.len();
-    let tag = etag(&md);
+    let size = meta.len();
+    let tag = etag(&meta);
+    let last_modified = meta.modified().map(http_date).unwrap_or_default();
     let mut headers = vec![
         ("Accept-Ranges", "bytes".to_string()),
         ("ETag", tag.clone()),
-        ("Last-Modified", http_date(&md)),
-        ("Content-Type", "application/octet-stream".to_string()),
+        ("Last-Modified", last_modified.clone()),
+        ("Content-Type", content_type(&path).to_string()),
     ];
-    if req
-        .header("if-none-match")
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"))
-    {
-        write_head(out, 304, "Not Modified", &headers)?;
-        return Ok((304, 0));
+    if !connection.is_empty() {
+        headers.push(("Connection", connection.into()));
     }
-    let mut range = parse_range(req.header("range"), size);
-    // If-Range: the range only applies to the same representation.
-    if let Some(ir) = req.header("if-range") {
-        if ir != tag && ir != http_date(&md) {
-            range = RangeReq::Full;
+
+    // Conditionals (RFC 9110 §13.2.2): If-None-Match wins over
+    // If-Modified-Since, which is compared exactly with the Last-Modified we
+    // send (as nginx does by default).
+    let not_modified = match req.header("if-none-match") {
+        Some(inm) => none_match(inm, &tag),
+        None => req
+            .header("if-modified-since")
+            .is_some_and(|ims| ims == last_modified),
+    };
+    if not_modified {
+        return Outcome::done(304, 0, write_head(out, 304, &headers));
+    }
+
+    // Range applies to GET only, and only while If-Range still matches.
+    let range = match req.header("range") {
+        Some(r) if !head_only => {
+            let current = req
+                .header("if-range")
+                .is_none_or(|ir| if_range_matches(ir, &tag, &last_modified));
+            if current {
+                parse_range(Some(r), size)
+            } else {
+                RangeReq::Full
+            }
         }
-    }
-    let (status, reason, start, len) = match range {
-        RangeReq::Full => (200, "OK", 0, size),
+        _ => RangeReq::Full,
+    };
+    let (status, start, len) = match range {
+        RangeReq::Full => (200, 0, size),
         RangeReq::Partial(s, e) => {
             headers.push(("Content-Range", format!("bytes {s}-{e}/{size}")));
-            (206, "Partial Content", s, e - s + 1)
+            (206, s, e - s + 1)
         }
         RangeReq::Unsatisfiable => {
             headers.push(("Content-Range", format!("bytes */{size}")));
             headers.push(("Content-Length", "0".into()));
-            write_head(out, 416, "Range Not Satisfiable", &headers)?;
-            return Ok((416, 0));
+            return Outcome::done(416, 0, write_head(out, 416, &headers));
         }
     };
     headers.push(("Content-Length", len.to_string()));
-    write_head(out, status, reason, &headers)?;
-    if head_only {
-        return Ok((status, 0));
+    if let Err(e) = write_head(out, status, &headers) {
+        return Outcome::done(status, 0, Err(e));
     }
-    f.seek(SeekFrom::Start(start))?;
-    let sent = match cfg.rate_limit {
-        None => std::io::copy(&mut f.take(len), out)?,
-        Some(rate) => throttled(&mut f.take(len), out, rate)?,
-    };
-    Ok((status, sent))
-}
-
-/// Copy at about `rate` bytes/s (tests that stop a server mid-download).
-fn throttled(r: &mut impl Read, w: &mut impl Write, rate: u64) -> std::io::Result<u64> {
-    let chunk = (rate / 20).clamp(1024, 1 << 20) as usize;
-    let mut buf = vec![0u8; chunk];
-    let t = Instant::now();
-    let mut sent = 0u64;
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            return Ok(sent);
-        }
-        w.write_all(&buf[..n])?;
-        sent += n as u64;
-        let due = Duration::from_secs_f64(sent as f64 / rate as f64);
-        if let Some(wait) = due.checked_sub(t.elapsed()) {
-            std::thread::sleep(wait);
-        }
+    if head_only || len == 0 {
+        return Outcome::done(status, 0, Ok(()));
+    }
+    let sent = send_range(&file, start, len, out, state.rate_limit);
+    Outcome {
+        status,
+        bytes: sent.bytes,
+        error: sent.error,
     }
 }

@@ -15,6 +15,7 @@ pub const PACKAGES: &[&str] = &[
     "iproute2",        // netns / veth tests
     "iputils-ping",    // reachability checks in the netns tests
     "file",            // checks nodectl is statically linked
+    "strace",          // bootd test: bodies go out with sendfile
     "zstd",
     "cpio",
 ];

@@ -188,24 +188,24 @@ fn resume(ctx: &Ctx, dir: &std::path::Path) -> Result<Value> {
     let bootd = ctx.bootd.clone();
     let www = ctx.art.www.clone();
     let log2 = log.clone();
-    // Kill the server 3 s after the node started fetching; restart it 5 s later.
+    let _ = std::fs::remove_file(dir.join("console.log"));
+    // Kill the server once the node reports download progress, restart it
+    // 5 s later on the same port.
+    let console = dir.join("console.log");
     let killer = std::thread::spawn(move || -> Result<Bootd> {
         let t = Instant::now();
         loop {
-            let l = std::fs::read_to_string(&log2).unwrap_or_default();
-            if l.lines().any(|x| {
-                x.contains("GET /live.squashfs ")
-                    || x.contains("GET /live.squashfs\t")
-                    || (x.contains("GET") && x.contains("/live.squashfs") && !x.contains(".sha256"))
-            }) {
+            let c = std::fs::read_to_string(&console).unwrap_or_default();
+            if c.lines()
+                .any(|l| l.contains("INFO fetch: ") && l.contains(" MB/s ETA"))
+            {
                 break;
             }
             if t.elapsed() > Duration::from_secs(300) {
-                bail!("the node never asked for the image");
+                bail!("the node never reported download progress");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_secs(3));
         srv.stop();
         std::thread::sleep(Duration::from_secs(5));
         Bootd::start(&bootd, &www, port, None, &log2)

@@ -165,7 +165,10 @@ pub fn fetch(url: &str, dest: &Path, opts: &FetchOptions) -> Result<FetchReport,
     let (expected, verified_by) = match given {
         Some(h) => (Some(h), "cmdline"),
         None if opts.sidecar => (Some(sidecar(&agent, url, &clock, opts)?), "sidecar"),
-        None => (None, "none"),
+        None => {
+            warn!("fetch: no sha256 given and no sidecar asked for: {url} will not be verified");
+            (None, "none")
+        }
     };
 
     let part = part_path(dest);
@@ -597,6 +600,9 @@ impl Download<'_> {
                             )));
                         }
                         self.total = total.or(self.total);
+                        if let Some(t) = self.total {
+                            self.sink.check_room(t.saturating_sub(self.offset))?;
+                        }
                         self.resumes += 1;
                         info!("fetch: resuming at {} MB", self.offset / 1_000_000);
                     }

@@ -333,6 +333,29 @@ fn digest_mismatch_names_both_digests_and_leaves_no_file() {
 }
 
 #[test]
+fn a_file_larger_than_the_free_space_fails_before_downloading() {
+    let srv = Server::start(|_, _, s| {
+        respond(
+            s,
+            "200 OK",
+            &[("Content-Length", "1000000000000000000".into())],
+            &[0u8; 4096],
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let e = fetch(&srv.url("/img"), &dest, &opts(None)).unwrap_err();
+    assert!(matches!(e, FetchError::Io { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("no room for the download in") && msg.contains("1000000000000 MB needed"),
+        "{msg}"
+    );
+    assert_eq!(srv.requests().len(), 1, "retried");
+    assert_nothing_left(&dest);
+}
+
+#[test]
 fn an_invalid_expected_digest_is_refused_before_any_request() {
     let srv = Server::start(|_, _, s| respond(s, "500 Oops", &[], b""));
     let dir = tempfile::tempdir().unwrap();
