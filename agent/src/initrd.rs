@@ -136,6 +136,10 @@ fn steps(
     rec: &mut BootRecord,
     t0: Instant,
 ) -> Result<()> {
+    // A bad name must stop the boot before minutes of download, naming the key.
+    if let Some(h) = &p.hostname {
+        live::check_hostname(h).context("grendel.hostname on the kernel command line")?;
+    }
     let t = Instant::now();
     let n = net::bring_up(
         &net::NetConfig {
@@ -247,6 +251,21 @@ mod tests {
         let e = format!("{:#}", run(&p).unwrap_err());
         assert!(e.contains("reading the kernel command line"), "{e}");
         assert!(e.contains("BOOTIF=garbage"), "{e}");
+    }
+
+    #[test]
+    fn bad_hostname_fails_first_naming_the_key() {
+        let d = tempfile::tempdir().unwrap();
+        let p = paths(
+            d.path(),
+            "root=live:http://127.0.0.1:9/x.squashfs grendel.hostname=cn_1",
+        );
+        let e = format!("{:#}", run(&p).unwrap_err());
+        assert!(
+            e.starts_with("grendel.hostname on the kernel command line: "),
+            "{e}"
+        );
+        assert!(e.contains("cn_1"), "{e}");
     }
 
     #[test]
