@@ -74,8 +74,13 @@ fn fetch(size_mib: u64, rounds: u32, min_ratio: Option<f64>, settle: Duration) -
     let url = format!("http://127.0.0.1:{}/live.squashfs", nginx.port);
     let out = dir.path.join("out");
 
-    // Warm up (server, page cache of the binaries), not timed.
-    time_tool(0, &url, &out, &nodectl, &digest, size)?;
+    // One untimed round: the server, the binaries, and the VM's memory
+    // settle after 1 GiB was just written (runs right after that are
+    // erratic: up to 2x slower here, whichever tool comes first).
+    eprintln!("xtask: bench fetch: warm-up round (not timed)");
+    for t in 0..TOOLS.len() {
+        time_tool(t, &url, &out, &nodectl, &digest, size)?;
+    }
     let mut secs: [Vec<f64>; 3] = Default::default();
     for r in 0..rounds {
         for k in 0..TOOLS.len() {

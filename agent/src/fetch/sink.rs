@@ -167,7 +167,7 @@ impl Sink {
         let Ok(st) = nix::sys::statvfs::statvfs(&self.part) else {
             return Ok(());
         };
-        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        let free = st.blocks_available() * st.fragment_size();
         if free < more {
             return Err(FetchError::Io {
                 what: "no room for the download in",
