@@ -74,9 +74,8 @@ fn fetch(size_mib: u64, rounds: u32, min_ratio: Option<f64>, settle: Duration) -
     let url = format!("http://127.0.0.1:{}/live.squashfs", nginx.port);
     let out = dir.path.join("out");
 
-    // One untimed round: the server, the binaries, and the VM's memory
-    // settle after 1 GiB was just written (runs right after that are
-    // erratic: up to 2x slower here, whichever tool comes first).
+    // One untimed round of every tool: server, binaries and memory warm
+    // (the first runs after writing the 1 GiB file were erratic here).
     eprintln!("xtask: bench fetch: warm-up round (not timed)");
     for t in 0..TOOLS.len() {
         time_tool(t, &url, &out, &nodectl, &digest, size)?;
