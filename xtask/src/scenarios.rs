@@ -36,6 +36,21 @@ impl Ctx {
             tcg_secs
         })
     }
+
+    /// Boot the node with `cmdline`, judged by `judge`, bounded by `tcg_secs` under TCG.
+    fn boot(
+        &self,
+        cmdline: &str,
+        dir: &std::path::Path,
+        judge: &mut dyn FnMut(&Value, &str) -> Option<Result<()>>,
+        tcg_secs: u64,
+    ) -> Result<e2e::BootResult> {
+        let watch = e2e::Watch {
+            judge,
+            timeout: self.timeout(tcg_secs),
+        };
+        e2e::boot(&self.art, &self.accel, cmdline, dir, self.echo, watch)
+    }
 }
 
 /// Run one scenario; Ok(value) goes into the report.
@@ -55,17 +70,7 @@ pub fn run(ctx: &Ctx, name: &str) -> Result<Value> {
 fn boot(ctx: &Ctx, dir: &std::path::Path) -> Result<Value> {
     let srv = Bootd::start(&ctx.bootd, &ctx.art.www, 0, None, &dir.join("bootd.log"))?;
     let cmdline = e2e::cmdline(srv.port, "");
-    let r = e2e::boot(
-        &ctx.art,
-        &ctx.accel,
-        &cmdline,
-        dir,
-        ctx.echo,
-        e2e::Watch {
-            judge: &mut e2e::judge_ready,
-            timeout: ctx.timeout(420),
-        },
-    )?;
+    let r = ctx.boot(&cmdline, dir, &mut e2e::judge_ready, 420)?;
     let st = r.status.clone().unwrap_or_default();
     if st["fetch"]["sha256"] != ctx.art.sha256.as_str() {
         bail!(
@@ -109,22 +114,12 @@ fn bad_digest(ctx: &Ctx, dir: &std::path::Path) -> Result<Value> {
                 },
             );
         }
-        if line.contains("Reached target multi-user.target") {
+        if line.contains("nodeboot-status ") {
             return Some(Err(anyhow::anyhow!("booted despite a wrong digest")));
         }
         None
     };
-    let r = e2e::boot(
-        &ctx.art,
-        &ctx.accel,
-        &cmdline,
-        dir,
-        ctx.echo,
-        e2e::Watch {
-            judge: &mut judge,
-            timeout: ctx.timeout(300),
-        },
-    )?;
+    let r = ctx.boot(&cmdline, dir, &mut judge, 300)?;
     Ok(json!({ "message": seen, "seconds": r.seconds }))
 }
 
@@ -154,17 +149,7 @@ fn unreachable(ctx: &Ctx, dir: &std::path::Path) -> Result<Value> {
         }
         None
     };
-    let r = e2e::boot(
-        &ctx.art,
-        &ctx.accel,
-        &cmdline,
-        dir,
-        ctx.echo,
-        e2e::Watch {
-            judge: &mut judge,
-            timeout: ctx.timeout(300),
-        },
-    )?;
+    let r = ctx.boot(&cmdline, dir, &mut judge, 300)?;
     let failed_at = r.seconds;
     if let Some(s) = started {
         if failed_at - s < deadline as f64 - 1.0 {
@@ -210,17 +195,7 @@ fn resume(ctx: &Ctx, dir: &std::path::Path) -> Result<Value> {
         std::thread::sleep(Duration::from_secs(5));
         Bootd::start(&bootd, &www, port, None, &log2)
     });
-    let r = e2e::boot(
-        &ctx.art,
-        &ctx.accel,
-        &cmdline,
-        dir,
-        ctx.echo,
-        e2e::Watch {
-            judge: &mut e2e::judge_ready,
-            timeout: ctx.timeout(480),
-        },
-    );
+    let r = ctx.boot(&cmdline, dir, &mut e2e::judge_ready, 480);
     let srv2 = killer
         .join()
         .map_err(|_| anyhow::anyhow!("killer thread panicked"))?;
