@@ -12,6 +12,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub const MAC: &str = "52:54:00:12:34:56";
+/// The marker of the line `nodectl status` prints on the booted node
+/// (`nodeboot_agent::status::PREFIX`; xtask does not link the agent).
+pub const STATUS_PREFIX: &str = "nodeboot-status ";
 pub const HOSTNAME: &str = "cn1";
 
 /// Where the harness keeps its work: `target/e2e/`.
@@ -375,10 +378,8 @@ pub fn boot(
                         milestones.insert(name.to_string(), json!((t * 1000.0).round() / 1000.0));
                     }
                 }
-                if let Some(i) = line.find(crate_status_prefix()) {
-                    status =
-                        serde_json::from_str::<Value>(&line[i + crate_status_prefix().len()..])
-                            .ok();
+                if let Some(i) = line.find(STATUS_PREFIX) {
+                    status = serde_json::from_str::<Value>(&line[i + STATUS_PREFIX.len()..]).ok();
                 }
                 let snapshot = json!({ "milestones": milestones, "status": status });
                 if let Some(v) = (watch.judge)(&snapshot, &line) {
@@ -407,10 +408,6 @@ pub fn boot(
         console,
         seconds,
     })
-}
-
-fn crate_status_prefix() -> &'static str {
-    "nodeboot-status "
 }
 
 /// The judge of a boot that must reach multi-user with hostname cn1: decided

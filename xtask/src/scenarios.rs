@@ -114,7 +114,7 @@ fn bad_digest(ctx: &Ctx, dir: &std::path::Path) -> Result<Value> {
                 },
             );
         }
-        if line.contains("nodeboot-status ") {
+        if line.contains(e2e::STATUS_PREFIX) {
             return Some(Err(anyhow::anyhow!("booted despite a wrong digest")));
         }
         None
