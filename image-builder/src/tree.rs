@@ -1,1 +1,825 @@
-//! The source of an image: a directory or an archive, as a sorted tree.
+//! The source of an image: a directory or a tar / tar.zst archive, read into
+//! one sorted tree of nodes before anything is written.
+//!
+//! Names are raw bytes (non-UTF-8 names are kept as they are), children are
+//! sorted bytewise, hard links are grouped, symlinks are never followed. File
+//! contents stay where they are: a path on disk, or a range of an unlinked
+//! spool file for archive members.
+use anyhow::{bail, Context, Result};
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Index of a node in [`Tree::nodes`]; the root is 0.
+pub type NodeId = usize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// Permission bits (mode & 0o7777).
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    /// Seconds since the epoch, already clamped to what the image can hold.
+    pub mtime: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum Content {
+    /// A file on disk.
+    Path(PathBuf),
+    /// `size` bytes at `offset` of the tree's spool file.
+    Spool { offset: u64 },
+}
+
+#[derive(Debug, Clone)]
+pub enum Kind {
+    /// Children sorted by name.
+    Dir(Vec<NodeId>),
+    File {
+        size: u64,
+        content: Content,
+    },
+    Symlink(Vec<u8>),
+    BlockDev(u64),
+    CharDev(u64),
+    Fifo,
+    Socket,
+    /// Another name of the inode of that node (a hard link).
+    Link(NodeId),
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: Vec<u8>,
+    pub meta: Meta,
+    /// Full names (`security.capability`) and values, sorted by name.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub kind: Kind,
+}
+
+pub struct Tree {
+    pub nodes: Vec<Node>,
+    spool: Option<File>,
+    /// Where the tree came from, for messages.
+    pub origin: PathBuf,
+}
+
+/// How a source is read.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// Globs relative to the root; a matching entry is left out with everything under it.
+    pub exclude: Vec<glob::Pattern>,
+    /// SOURCE_DATE_EPOCH: mtimes newer than this are clamped to it.
+    pub clamp_mtime: Option<u64>,
+}
+
+impl ReadOptions {
+    pub fn new(exclude: &[String], clamp_mtime: Option<u64>) -> Result<ReadOptions> {
+        let exclude = exclude
+            .iter()
+            .map(|g| {
+                glob::Pattern::new(g.trim_start_matches('/').trim_end_matches('/'))
+                    .with_context(|| format!("--exclude {g}: not a valid glob"))
+            })
+            .collect::<Result<_>>()?;
+        Ok(ReadOptions {
+            exclude,
+            clamp_mtime,
+        })
+    }
+
+    fn excluded(&self, rel: &[u8]) -> bool {
+        if self.exclude.is_empty() {
+            return false;
+        }
+        let rel = String::from_utf8_lossy(rel);
+        let opts = glob::MatchOptions {
+            case_sensitive: true,
+            require_literal_separator: true,
+            require_literal_leading_dot: false,
+        };
+        self.exclude.iter().any(|p| p.matches_with(&rel, opts))
+    }
+
+    fn mtime(&self, secs: i64) -> u32 {
+        let t = match self.clamp_mtime {
+            Some(c) if secs > c as i64 => c as i64,
+            _ => secs,
+        };
+        t.clamp(0, u32::MAX as i64) as u32
+    }
+}
+
+fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    if parent.is_empty() {
+        name.to_vec()
+    } else {
+        let mut p = parent.to_vec();
+        p.push(b'/');
+        p.extend_from_slice(name);
+        p
+    }
+}
+
+fn show(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Read the extended attributes of `path` (not following a symlink).
+/// Names outside user., trusted. and security. cannot be stored in squashfs:
+/// they are reported and left out.
+fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .with_context(|| format!("{}: NUL byte in path", path.display()))?;
+    let mut buf = vec![0u8; 1024];
+    let n = loop {
+        // SAFETY: c is a valid C string, buf is writable for buf.len() bytes.
+        let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ERANGE) => buf.resize(buf.len() * 4, 0),
+            Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            _ => return Err(e).with_context(|| format!("listing xattrs of {}", path.display())),
+        }
+    };
+    let mut out = Vec::new();
+    for name in buf[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+        if crate::squashfs::xattr_prefix(name).is_none() {
+            tracing::warn!(
+                "{}: xattr {} cannot be stored in squashfs (only user., trusted., security.); left out",
+                path.display(),
+                show(name)
+            );
+            continue;
+        }
+        let cname = CString::new(name).expect("split on NUL");
+        let mut val = vec![0u8; 256];
+        let len = loop {
+            // SAFETY: valid C strings, val writable for val.len() bytes.
+            let r = unsafe {
+                libc::lgetxattr(
+                    c.as_ptr(),
+                    cname.as_ptr(),
+                    val.as_mut_ptr().cast(),
+                    val.len(),
+                )
+            };
+            if r >= 0 {
+                break r as usize;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ERANGE) {
+                val.resize(val.len() * 16, 0);
+                continue;
+            }
+            return Err(e)
+                .with_context(|| format!("reading xattr {} of {}", show(name), path.display()));
+        };
+        val.truncate(len);
+        out.push((name.to_vec(), val));
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl Tree {
+    fn root_node(meta: Meta) -> Node {
+        Node {
+            name: Vec::new(),
+            meta,
+            xattrs: Vec::new(),
+            kind: Kind::Dir(Vec::new()),
+        }
+    }
+
+    /// Read a directory tree (lstat, never following symlinks).
+    pub fn from_dir(root: &Path, opts: &ReadOptions) -> Result<Tree> {
+        let md = std::fs::symlink_metadata(root)
+            .with_context(|| format!("source {}", root.display()))?;
+        if !md.is_dir() {
+            bail!("source {} is not a directory", root.display());
+        }
+        let mut t = Tree {
+            nodes: vec![Tree::root_node(meta_of(&md, opts))],
+            spool: None,
+            origin: root.to_path_buf(),
+        };
+        t.nodes[0].xattrs = read_xattrs(root)?;
+        // (dev, ino) of files with several names → the node holding the inode.
+        let mut links: HashMap<(u64, u64), NodeId> = HashMap::new();
+        t.walk(0, root, &[], opts, &mut links)?;
+        Ok(t)
+    }
+
+    fn walk(
+        &mut self,
+        dir: NodeId,
+        path: &Path,
+        rel: &[u8],
+        opts: &ReadOptions,
+        links: &mut HashMap<(u64, u64), NodeId>,
+    ) -> Result<()> {
+        let mut names: Vec<Vec<u8>> = std::fs::read_dir(path)
+            .with_context(|| format!("reading directory {}", path.display()))?
+            .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
+            .collect::<std::io::Result<_>>()
+            .with_context(|| format!("reading directory {}", path.display()))?;
+        names.sort();
+        let mut children = Vec::with_capacity(names.len());
+        for name in names {
+            let crel = join(rel, &name);
+            if opts.excluded(&crel) {
+                continue;
+            }
+            let cpath = path.join(OsStr::from_bytes(&name));
+            let md = std::fs::symlink_metadata(&cpath)
+                .with_context(|| format!("reading {}", cpath.display()))?;
+            let meta = meta_of(&md, opts);
+            let ft = md.mode() & libc::S_IFMT;
+            let id = self.nodes.len();
+            let kind = if ft != libc::S_IFDIR && md.nlink() > 1 {
+                match links.get(&(md.dev(), md.ino())) {
+                    Some(&first) => Some(Kind::Link(first)),
+                    None => {
+                        links.insert((md.dev(), md.ino()), id);
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let kind = match kind {
+                Some(k) => k,
+                None => match ft {
+                    libc::S_IFDIR => Kind::Dir(Vec::new()),
+                    libc::S_IFREG => Kind::File {
+                        size: md.len(),
+                        content: Content::Path(cpath.clone()),
+                    },
+                    libc::S_IFLNK => Kind::Symlink(
+                        std::fs::read_link(&cpath)
+                            .with_context(|| format!("reading symlink {}", cpath.display()))?
+                            .as_os_str()
+                            .as_bytes()
+                            .to_vec(),
+                    ),
+                    libc::S_IFBLK => Kind::BlockDev(md.rdev()),
+                    libc::S_IFCHR => Kind::CharDev(md.rdev()),
+                    libc::S_IFIFO => Kind::Fifo,
+                    libc::S_IFSOCK => Kind::Socket,
+                    other => bail!("{}: unknown file type {other:o}", cpath.display()),
+                },
+            };
+            let xattrs = if matches!(kind, Kind::Link(_)) {
+                Vec::new()
+            } else {
+                read_xattrs(&cpath)?
+            };
+            let is_dir = matches!(kind, Kind::Dir(_));
+            self.nodes.push(Node {
+                name,
+                meta,
+                xattrs,
+                kind,
+            });
+            children.push(id);
+            if is_dir {
+                self.walk(id, &cpath, &crel, opts, links)?;
+            }
+        }
+        self.nodes[dir].kind = Kind::Dir(children);
+        Ok(())
+    }
+
+    /// Read a tar or tar.zst archive. Member contents are copied into an
+    /// unlinked spool file created in `spool_dir` (holes stay holes).
+    pub fn from_tar(archive: &Path, spool_dir: &Path, opts: &ReadOptions) -> Result<Tree> {
+        let mut f = File::open(archive).with_context(|| format!("source {}", archive.display()))?;
+        let mut magic = [0u8; 512];
+        let n = read_full(&mut f, &mut magic)
+            .with_context(|| format!("reading {}", archive.display()))?;
+        f.seek(SeekFrom::Start(0))?;
+        let reader: Box<dyn Read> = if n >= 4 && magic[..4] == [0x28, 0xb5, 0x2f, 0xfd] {
+            Box::new(
+                zstd::stream::read::Decoder::new(f)
+                    .with_context(|| format!("opening zstd stream {}", archive.display()))?,
+            )
+        } else if n >= 262 && &magic[257..262] == b"ustar" {
+            Box::new(std::io::BufReader::with_capacity(1 << 20, f))
+        } else {
+            bail!(
+                "source {} is neither a directory nor a tar / tar.zst archive",
+                archive.display()
+            );
+        };
+        let spool = tempfile::tempfile_in(spool_dir)
+            .with_context(|| format!("creating a spool file in {}", spool_dir.display()))?;
+        let mut b = TarBuilder {
+            tree: Tree {
+                nodes: vec![Tree::root_node(Meta {
+                    perm: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    mtime: opts.mtime(0),
+                })],
+                spool: None,
+                origin: archive.to_path_buf(),
+            },
+            children: vec![BTreeMap::new()],
+            spool,
+            spool_len: 0,
+            opts,
+            archive,
+        };
+        let mut ar = tar::Archive::new(reader);
+        for entry in ar
+            .entries()
+            .with_context(|| format!("reading archive {}", archive.display()))?
+        {
+            let entry = entry.with_context(|| format!("reading archive {}", archive.display()))?;
+            b.add(entry)?;
+        }
+        b.finish()
+    }
+
+    /// Read `len` bytes of a file node's content at `off` into `buf`.
+    pub fn content_reader(&self, id: NodeId) -> Result<ContentReader<'_>> {
+        let Kind::File { size, content } = &self.nodes[id].kind else {
+            bail!("internal: node {id} is not a file");
+        };
+        Ok(match content {
+            Content::Path(p) => ContentReader {
+                file: Cow::Owned(
+                    File::open(p).with_context(|| format!("opening {}", p.display()))?,
+                ),
+                base: 0,
+                size: *size,
+                what: p.display().to_string(),
+            },
+            Content::Spool { offset } => ContentReader {
+                file: Cow::Borrowed(self.spool.as_ref().context("internal: no spool")?),
+                base: *offset,
+                size: *size,
+                what: format!("{} member {}", self.origin.display(), self.path_of(id)),
+            },
+        })
+    }
+
+    /// The path of a node relative to the root (for messages; slow).
+    pub fn path_of(&self, id: NodeId) -> String {
+        fn find(t: &Tree, at: NodeId, want: NodeId, acc: &mut Vec<u8>) -> bool {
+            if at == want {
+                return true;
+            }
+            if let Kind::Dir(ch) = &t.nodes[at].kind {
+                for &c in ch {
+                    let len = acc.len();
+                    if !acc.is_empty() {
+                        acc.push(b'/');
+                    }
+                    acc.extend_from_slice(&t.nodes[c].name);
+                    if find(t, c, want, acc) {
+                        return true;
+                    }
+                    acc.truncate(len);
+                }
+            }
+            false
+        }
+        let mut acc = Vec::new();
+        find(self, 0, id, &mut acc);
+        show(&acc)
+    }
+
+    /// Look a relative path up (no symlinks followed).
+    pub fn lookup(&self, rel: &str) -> Option<NodeId> {
+        let mut at = 0;
+        for comp in rel.split('/').filter(|c| !c.is_empty()) {
+            let Kind::Dir(ch) = &self.nodes[at].kind else {
+                return None;
+            };
+            at = *ch
+                .iter()
+                .find(|&&c| self.nodes[c].name == comp.as_bytes())?;
+        }
+        Some(at)
+    }
+}
+
+enum Cow<'a> {
+    Owned(File),
+    Borrowed(&'a File),
+}
+
+/// Positional reads of one file's content.
+pub struct ContentReader<'a> {
+    file: Cow<'a>,
+    base: u64,
+    pub size: u64,
+    /// The file, for messages.
+    pub what: String,
+}
+
+impl ContentReader<'_> {
+    fn file(&self) -> &File {
+        match &self.file {
+            Cow::Owned(f) => f,
+            Cow::Borrowed(f) => f,
+        }
+    }
+
+    /// Fill `buf` from content offset `off`.
+    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        self.file()
+            .read_exact_at(buf, self.base + off)
+            .with_context(|| {
+                format!(
+                    "reading {} at offset {off} ({} bytes expected; did it change during the build?)",
+                    self.what, self.size
+                )
+            })
+    }
+
+    /// The content offset of the next data at or after `off` (SEEK_DATA), or
+    /// `size` when only a hole follows. Falls back to `off` where unsupported.
+    pub fn next_data(&self, off: u64) -> u64 {
+        use std::os::fd::AsRawFd;
+        // SAFETY: lseek on a valid fd; pread does not depend on the offset.
+        let r = unsafe {
+            libc::lseek(
+                self.file().as_raw_fd(),
+                (self.base + off) as libc::off_t,
+                libc::SEEK_DATA,
+            )
+        };
+        if r < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
+                return self.size;
+            }
+            return off;
+        }
+        (r as u64).saturating_sub(self.base).min(self.size)
+    }
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn meta_of(md: &std::fs::Metadata, opts: &ReadOptions) -> Meta {
+    Meta {
+        perm: (md.mode() & 0o7777) as u16,
+        uid: md.uid(),
+        gid: md.gid(),
+        mtime: opts.mtime(md.mtime()),
+    }
+}
+
+struct TarBuilder<'a> {
+    tree: Tree,
+    /// Per node (directories only): name → child.
+    children: Vec<BTreeMap<Vec<u8>, NodeId>>,
+    spool: File,
+    spool_len: u64,
+    opts: &'a ReadOptions,
+    archive: &'a Path,
+}
+
+/// Split an archive path into components: `./a//b/` → [a, b]; `..` and
+/// absolute paths are refused.
+fn components<'p>(archive: &Path, path: &'p [u8], what: &str) -> Result<Vec<&'p [u8]>> {
+    if path.first() == Some(&b'/') {
+        bail!(
+            "archive {}: {what} \"{}\" is an absolute path",
+            archive.display(),
+            show(path)
+        );
+    }
+    let mut out = Vec::new();
+    for c in path.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => bail!(
+                "archive {}: {what} \"{}\": \"..\" leaves the root",
+                archive.display(),
+                show(path)
+            ),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+impl TarBuilder<'_> {
+    fn add<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<()> {
+        let raw_path = entry.path_bytes().into_owned();
+        let comps = components(self.archive, &raw_path, "entry")?;
+        let rel = comps.join(&b'/');
+        if !rel.is_empty() && self.opts.excluded(&rel) {
+            return Ok(());
+        }
+        let h = entry.header().clone();
+        let mut uid = h.uid().unwrap_or(0);
+        let mut gid = h.gid().unwrap_or(0);
+        let mut mtime = h.mtime().unwrap_or(0) as i64;
+        let mut xattrs = Vec::new();
+        if let Some(ext) = entry.pax_extensions().with_context(|| {
+            format!(
+                "archive {}: pax header of {}",
+                self.archive.display(),
+                show(&rel)
+            )
+        })? {
+            for e in ext {
+                let e = e.with_context(|| {
+                    format!(
+                        "archive {}: pax header of {}",
+                        self.archive.display(),
+                        show(&rel)
+                    )
+                })?;
+                let key = e.key_bytes();
+                let num = || std::str::from_utf8(e.value_bytes()).ok();
+                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                    if crate::squashfs::xattr_prefix(name).is_some() {
+                        xattrs.push((name.to_vec(), e.value_bytes().to_vec()));
+                    } else {
+                        tracing::warn!(
+                            "{}: xattr {} cannot be stored in squashfs; left out",
+                            show(&rel),
+                            show(name)
+                        );
+                    }
+                } else if key == b"uid" {
+                    uid = num().and_then(|v| v.parse().ok()).unwrap_or(uid);
+                } else if key == b"gid" {
+                    gid = num().and_then(|v| v.parse().ok()).unwrap_or(gid);
+                } else if key == b"mtime" {
+                    mtime = num()
+                        .and_then(|v| v.split('.').next()?.parse().ok())
+                        .unwrap_or(mtime);
+                } else if key.starts_with(b"GNU.sparse.") {
+                    bail!(
+                        "archive {}: entry \"{}\" uses the PAX sparse format, which nodeimg does not read; \
+                         make the archive without --sparse or with --format=gnu",
+                        self.archive.display(),
+                        show(&rel)
+                    );
+                }
+            }
+        }
+        xattrs.sort();
+        let meta = Meta {
+            perm: (h.mode().unwrap_or(0o644) & 0o7777) as u16,
+            uid: uid as u32,
+            gid: gid as u32,
+            mtime: self.opts.mtime(mtime),
+        };
+        let et = h.entry_type();
+        if comps.is_empty() {
+            // "./": the root's own metadata.
+            if et.is_dir() {
+                self.tree.nodes[0].meta = meta;
+                self.tree.nodes[0].xattrs = xattrs;
+            }
+            return Ok(());
+        }
+        let dev = || -> Result<u64> {
+            let maj = h.device_major().ok().flatten().unwrap_or(0);
+            let min = h.device_minor().ok().flatten().unwrap_or(0);
+            Ok(libc::makedev(maj, min))
+        };
+        let kind = match et {
+            tar::EntryType::Directory => Kind::Dir(Vec::new()),
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                let header_size = entry.size();
+                let offset = self.spool_len;
+                self.copy_to_spool(&mut entry, &rel)?;
+                let size = self.spool_len - offset;
+                if et != tar::EntryType::GNUSparse && size != header_size {
+                    bail!(
+                        "archive {}: entry {} is truncated ({size} of {header_size} bytes)",
+                        self.archive.display(),
+                        show(&rel)
+                    );
+                }
+                Kind::File {
+                    size,
+                    content: Content::Spool { offset },
+                }
+            }
+            tar::EntryType::Symlink => Kind::Symlink(
+                entry
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default(),
+            ),
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default();
+                let tcomps = components(self.archive, &target, "hard link target")?;
+                let id = self.resolve(&tcomps).with_context(|| {
+                    format!(
+                        "archive {}: entry \"{}\" is a hard link to \"{}\", which is not earlier in the archive",
+                        self.archive.display(),
+                        show(&rel),
+                        show(&target)
+                    )
+                })?;
+                let id = match self.tree.nodes[id].kind {
+                    Kind::Dir(_) => bail!(
+                        "archive {}: entry \"{}\" is a hard link to the directory \"{}\"",
+                        self.archive.display(),
+                        show(&rel),
+                        show(&target)
+                    ),
+                    Kind::Link(first) => first,
+                    _ => id,
+                };
+                Kind::Link(id)
+            }
+            tar::EntryType::Char => Kind::CharDev(dev()?),
+            tar::EntryType::Block => Kind::BlockDev(dev()?),
+            tar::EntryType::Fifo => Kind::Fifo,
+            other => {
+                tracing::warn!(
+                    "archive {}: entry {} of type {other:?} left out",
+                    self.archive.display(),
+                    show(&rel)
+                );
+                return Ok(());
+            }
+        };
+        self.insert(&comps, &rel, meta, xattrs, kind)
+    }
+
+    /// Copy an entry's data to the end of the spool; all-zero 64 KiB runs
+    /// become holes.
+    fn copy_to_spool<R: Read>(&mut self, r: &mut R, rel: &[u8]) -> Result<()> {
+        let mut buf = vec![0u8; 1 << 16];
+        self.spool.seek(SeekFrom::Start(self.spool_len))?;
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("archive {}: reading {}", self.archive.display(), show(rel))
+                    })
+                }
+            };
+            if crate::squashfs::is_zero(&buf[..n]) {
+                self.spool.seek(SeekFrom::Current(n as i64))?;
+            } else {
+                self.spool.write_all(&buf[..n]).with_context(|| {
+                    format!("archive {}: spooling {}", self.archive.display(), show(rel))
+                })?;
+            }
+            self.spool_len += n as u64;
+        }
+        Ok(())
+    }
+
+    /// The node at `comps`, following nothing.
+    fn resolve(&self, comps: &[&[u8]]) -> Option<NodeId> {
+        let mut at = 0;
+        for c in comps {
+            at = *self.children.get(at)?.get(*c)?;
+        }
+        Some(at)
+    }
+
+    fn insert(
+        &mut self,
+        comps: &[&[u8]],
+        rel: &[u8],
+        meta: Meta,
+        xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+        kind: Kind,
+    ) -> Result<()> {
+        let (last, parents) = comps.split_last().expect("non-empty");
+        let mut at = 0;
+        let mut so_far: Vec<u8> = Vec::new();
+        for c in parents {
+            so_far = join(&so_far, c);
+            let next = self.children[at].get(*c).copied();
+            at = match next {
+                Some(n) => match &self.tree.nodes[n].kind {
+                    Kind::Dir(_) => n,
+                    Kind::Symlink(target) => bail!(
+                        "archive {}: entry \"{}\" goes through the symlink \"{}\" (-> {}), \
+                         which could lead out of the root",
+                        self.archive.display(),
+                        show(rel),
+                        show(&so_far),
+                        show(target)
+                    ),
+                    _ => bail!(
+                        "archive {}: entry \"{}\": \"{}\" is not a directory",
+                        self.archive.display(),
+                        show(rel),
+                        show(&so_far)
+                    ),
+                },
+                None => {
+                    // A parent the archive does not list: make it.
+                    let m = Meta {
+                        perm: 0o755,
+                        uid: 0,
+                        gid: 0,
+                        mtime: self.opts.mtime(0),
+                    };
+                    self.push(at, c, m, Vec::new(), Kind::Dir(Vec::new()))
+                }
+            };
+        }
+        match self.children[at].get(*last).copied() {
+            Some(existing) => {
+                let n = &mut self.tree.nodes[existing];
+                if matches!(n.kind, Kind::Dir(_)) && matches!(kind, Kind::Dir(_)) {
+                    n.meta = meta;
+                    n.xattrs = xattrs;
+                } else if matches!(n.kind, Kind::Dir(_)) {
+                    bail!(
+                        "archive {}: entry \"{}\" replaces a directory",
+                        self.archive.display(),
+                        show(rel)
+                    );
+                } else {
+                    // A later member of the same name wins, as when extracting.
+                    *n = Node {
+                        name: last.to_vec(),
+                        meta,
+                        xattrs,
+                        kind,
+                    };
+                }
+            }
+            None => {
+                self.push(at, last, meta, xattrs, kind);
+            }
+        }
+        Ok(())
+    }
+
+    fn push(
+        &mut self,
+        parent: NodeId,
+        name: &[u8],
+        meta: Meta,
+        xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+        kind: Kind,
+    ) -> NodeId {
+        let id = self.tree.nodes.len();
+        self.tree.nodes.push(Node {
+            name: name.to_vec(),
+            meta,
+            xattrs,
+            kind,
+        });
+        self.children.push(BTreeMap::new());
+        self.children[parent].insert(name.to_vec(), id);
+        id
+    }
+
+    fn finish(mut self) -> Result<Tree> {
+        // Children in name order (BTreeMap is bytewise sorted).
+        for (id, ch) in self.children.iter().enumerate() {
+            if let Kind::Dir(v) = &mut self.tree.nodes[id].kind {
+                *v = ch.values().copied().collect();
+            }
+        }
+        // A hard link whose target was later replaced by another member is
+        // left pointing at a node that is not a file any more: refuse it.
+        for (id, n) in self.tree.nodes.iter().enumerate() {
+            if let Kind::Link(t) = n.kind {
+                if matches!(self.tree.nodes[t].kind, Kind::Dir(_) | Kind::Link(_)) {
+                    bail!(
+                        "archive {}: hard link {} lost its target",
+                        self.archive.display(),
+                        self.tree.path_of(id)
+                    );
+                }
+            }
+        }
+        self.tree.spool = Some(self.spool);
+        Ok(self.tree)
+    }
+}

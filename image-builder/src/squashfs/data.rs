@@ -1,0 +1,298 @@
+//! The data pass: file contents cut into blocks, compressed on all cores,
+//! written in one deterministic order.
+//!
+//! One reader thread walks the files in tree order, skips duplicates (same
+//! size and sha256 as an earlier file), turns all-zero blocks into holes
+//! (SEEK_DATA first, so a sparse file's holes are never read) and packs file
+//! tails into fragment blocks. Worker threads compress; the calling thread
+//! puts the results back in sequence and writes them, so the output does
+//! not depend on thread timing.
+use super::{is_zero, Zstd, UNCOMPRESSED_BLOCK};
+use crate::tree::{NodeId, Tree};
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
+
+/// Where a file's content went.
+#[derive(Debug, Clone, Default)]
+pub struct FileData {
+    /// Absolute offset of the first block.
+    pub start: u64,
+    /// On-disk size of each full block (bit 24: stored raw; 0: a hole).
+    pub sizes: Vec<u32>,
+    /// Fragment index and offset of the tail, if any.
+    pub frag: Option<(u32, u32)>,
+    /// Bytes of holes.
+    pub sparse: u64,
+}
+
+pub struct DataOut {
+    /// Indexed like the `files` argument.
+    pub files: Vec<FileData>,
+    /// (start, on-disk size with bit 24 for raw) of each fragment block.
+    pub fragments: Vec<(u64, u32)>,
+    /// Files whose content was found earlier in the tree.
+    pub duplicates: u64,
+    /// Offset after the last data byte.
+    pub end: u64,
+}
+
+enum Job {
+    Block(u32, Vec<u8>),
+    Hole(u32),
+    Frag(Vec<u8>),
+}
+
+enum Done {
+    Block(u32, Vec<u8>, bool),
+    Hole(u32),
+    Frag(Vec<u8>, bool),
+}
+
+/// What only the reader knows.
+struct ReaderOut {
+    frags: Vec<Option<(u32, u32)>>,
+    dup_of: Vec<Option<u32>>,
+}
+
+/// Write the contents of `files` (file nodes, in tree order) at `pos` of `out`.
+pub fn write<W: Write>(
+    tree: &Tree,
+    files: &[NodeId],
+    out: &mut W,
+    pos: u64,
+    level: i32,
+    block_size: u32,
+    threads: usize,
+) -> Result<DataOut> {
+    let threads = threads.max(1);
+    let (job_tx, job_rx) = sync_channel::<(u64, Job)>(threads * 8);
+    let (done_tx, done_rx) = sync_channel::<(u64, Result<Done>)>(threads * 8);
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    std::thread::scope(|s| {
+        let reader = s.spawn(move || read_files(tree, files, block_size, job_tx));
+        for _ in 0..threads {
+            let rx = Arc::clone(&job_rx);
+            let tx = done_tx.clone();
+            s.spawn(move || compress(level, block_size, &rx, tx));
+        }
+        drop(done_tx);
+        let written = write_in_order(files.len(), out, pos, block_size, done_rx);
+        // On a write error the receiver is gone: workers and reader stop
+        // at their next send.
+        let read = reader.join().expect("reader thread panicked");
+        let (mut files_out, fragments, end) = written?;
+        let r = read?;
+        let mut duplicates = 0;
+        for (i, f) in files_out.iter_mut().enumerate() {
+            f.frag = r.frags[i];
+        }
+        for (i, d) in r.dup_of.iter().enumerate() {
+            if let Some(orig) = d {
+                files_out[i] = files_out[*orig as usize].clone();
+                duplicates += 1;
+            }
+        }
+        Ok(DataOut {
+            files: files_out,
+            fragments,
+            duplicates,
+            end,
+        })
+    })
+}
+
+fn compress(
+    level: i32,
+    block_size: u32,
+    rx: &Mutex<Receiver<(u64, Job)>>,
+    tx: std::sync::mpsc::SyncSender<(u64, Result<Done>)>,
+) {
+    let mut z = match Zstd::new(level, block_size as usize) {
+        Ok(z) => z,
+        Err(e) => {
+            let _ = tx.send((0, Err(e)));
+            return;
+        }
+    };
+    loop {
+        let msg = rx.lock().expect("job queue poisoned").recv();
+        let Ok((seq, job)) = msg else { return };
+        let done = match job {
+            Job::Hole(f) => Done::Hole(f),
+            Job::Block(f, data) => match z.compress(&data) {
+                Some(c) => Done::Block(f, c.to_vec(), false),
+                None => Done::Block(f, data, true),
+            },
+            Job::Frag(data) => match z.compress(&data) {
+                Some(c) => Done::Frag(c.to_vec(), false),
+                None => Done::Frag(data, true),
+            },
+        };
+        if tx.send((seq, Ok(done))).is_err() {
+            return;
+        }
+    }
+}
+
+type Written = (Vec<FileData>, Vec<(u64, u32)>, u64);
+
+fn write_in_order<W: Write>(
+    nfiles: usize,
+    out: &mut W,
+    mut pos: u64,
+    block_size: u32,
+    rx: Receiver<(u64, Result<Done>)>,
+) -> Result<Written> {
+    let mut files = vec![FileData::default(); nfiles];
+    let mut started = vec![false; nfiles];
+    let mut fragments = Vec::new();
+    let mut pending = BTreeMap::new();
+    let mut next = 0u64;
+    for (seq, done) in rx {
+        pending.insert(seq, done?);
+        while let Some(d) = pending.remove(&next) {
+            next += 1;
+            match d {
+                Done::Block(f, bytes, raw) => {
+                    let fd = &mut files[f as usize];
+                    if !started[f as usize] {
+                        started[f as usize] = true;
+                        fd.start = pos;
+                    }
+                    out.write_all(&bytes)?;
+                    pos += bytes.len() as u64;
+                    fd.sizes
+                        .push(bytes.len() as u32 | if raw { UNCOMPRESSED_BLOCK } else { 0 });
+                }
+                Done::Hole(f) => {
+                    let fd = &mut files[f as usize];
+                    if !started[f as usize] {
+                        started[f as usize] = true;
+                        fd.start = pos;
+                    }
+                    fd.sizes.push(0);
+                    fd.sparse += block_size as u64;
+                }
+                Done::Frag(bytes, raw) => {
+                    fragments.push((
+                        pos,
+                        bytes.len() as u32 | if raw { UNCOMPRESSED_BLOCK } else { 0 },
+                    ));
+                    out.write_all(&bytes)?;
+                    pos += bytes.len() as u64;
+                }
+            }
+        }
+    }
+    Ok((files, fragments, pos))
+}
+
+/// Sends jobs in sequence; a closed channel means the writer stopped (its
+/// error is the one reported), so the reader just ends.
+struct Sender {
+    tx: std::sync::mpsc::SyncSender<(u64, Job)>,
+    seq: u64,
+}
+
+impl Sender {
+    fn send(&mut self, j: Job) -> bool {
+        let ok = self.tx.send((self.seq, j)).is_ok();
+        self.seq += 1;
+        ok
+    }
+}
+
+fn read_files(
+    tree: &Tree,
+    files: &[NodeId],
+    block_size: u32,
+    tx: std::sync::mpsc::SyncSender<(u64, Job)>,
+) -> Result<ReaderOut> {
+    let bs = block_size as u64;
+    let mut tx = Sender { tx, seq: 0 };
+    let mut frags = vec![None; files.len()];
+    let mut dup_of = vec![None; files.len()];
+    // Only files whose size another file shares can be duplicates.
+    let mut size_count: HashMap<u64, u32> = HashMap::new();
+    for &id in files {
+        *size_count.entry(file_size(tree, id)).or_default() += 1;
+    }
+    let mut seen: HashMap<(u64, [u8; 32]), u32> = HashMap::new();
+    let mut frag = Vec::with_capacity(block_size as usize);
+    let mut frag_index = 0u32;
+    let mut buf = vec![0u8; block_size as usize];
+    for (i, &id) in files.iter().enumerate() {
+        let size = file_size(tree, id);
+        if size == 0 {
+            continue;
+        }
+        let r = tree.content_reader(id)?;
+        if size_count[&size] > 1 {
+            let mut h = Sha256::new();
+            let mut hb = vec![0u8; (1 << 20).min(size as usize)];
+            let mut off = 0;
+            while off < size {
+                let n = hb.len().min((size - off) as usize);
+                r.read_at(off, &mut hb[..n])?;
+                h.update(&hb[..n]);
+                off += n as u64;
+            }
+            let key = (size, h.finalize().into());
+            if let Some(&orig) = seen.get(&key) {
+                dup_of[i] = Some(orig);
+                continue;
+            }
+            seen.insert(key, i as u32);
+        }
+        let full = size / bs;
+        let mut data_at = 0u64;
+        for b in 0..full {
+            let off = b * bs;
+            if off >= data_at {
+                data_at = r.next_data(off);
+            }
+            let job = if data_at >= off + bs {
+                Job::Hole(i as u32)
+            } else {
+                r.read_at(off, &mut buf)?;
+                if is_zero(&buf) {
+                    Job::Hole(i as u32)
+                } else {
+                    Job::Block(i as u32, buf.clone())
+                }
+            };
+            if !tx.send(job) {
+                return Ok(ReaderOut { frags, dup_of });
+            }
+        }
+        let tail = (size % bs) as usize;
+        if tail > 0 {
+            if frag.len() + tail > block_size as usize {
+                if !tx.send(Job::Frag(std::mem::take(&mut frag))) {
+                    return Ok(ReaderOut { frags, dup_of });
+                }
+                frag_index += 1;
+            }
+            frags[i] = Some((frag_index, frag.len() as u32));
+            let at = frag.len();
+            frag.resize(at + tail, 0);
+            r.read_at(full * bs, &mut frag[at..])
+                .with_context(|| format!("reading the tail of {}", r.what))?;
+        }
+    }
+    if !frag.is_empty() {
+        tx.send(Job::Frag(frag));
+    }
+    Ok(ReaderOut { frags, dup_of })
+}
+
+fn file_size(tree: &Tree, id: NodeId) -> u64 {
+    match tree.nodes[id].kind {
+        crate::tree::Kind::File { size, .. } => size,
+        _ => 0,
+    }
+}
