@@ -154,6 +154,7 @@ pub fn build(a: &Args, sde: Option<u64>) -> Result<Manifest> {
         tempfile::Builder::new()
             .prefix(&format!(".{base}."))
             .suffix(".tmp")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .tempfile_in(&dir)
             .with_context(|| format!("creating a temporary file in {}", dir.display()))
     };

@@ -3,8 +3,8 @@
 //!
 //! One reader thread walks the files in tree order, skips duplicates (same
 //! size and sha256 as an earlier file), turns all-zero blocks into holes
-//! (SEEK_DATA first, so a sparse file's holes are never read) and packs file
-//! tails into fragment blocks. Worker threads compress; the calling thread
+//! (SEEK_DATA first, so a sparse file's holes are never read) and packs
+//! files smaller than a block into fragment blocks. Worker threads compress; the calling thread
 //! puts the results back in sequence and writes them, so the output does
 //! not depend on thread timing.
 use super::{is_zero, Zstd, UNCOMPRESSED_BLOCK};
@@ -23,7 +23,7 @@ pub struct FileData {
     pub start: u64,
     /// On-disk size of each full block (bit 24: stored raw; 0: a hole).
     pub sizes: Vec<u32>,
-    /// Fragment index and offset of the tail, if any.
+    /// Fragment index and offset of a file smaller than a block.
     pub frag: Option<(u32, u32)>,
     /// Bytes of holes.
     pub sparse: u64,
@@ -42,13 +42,14 @@ pub struct DataOut {
 
 enum Job {
     Block(u32, Vec<u8>),
-    Hole(u32),
+    /// A block of zeros of that length: stored as size 0.
+    Hole(u32, u32),
     Frag(Vec<u8>),
 }
 
 enum Done {
     Block(u32, Vec<u8>, bool),
-    Hole(u32),
+    Hole(u32, u32),
     Frag(Vec<u8>, bool),
 }
 
@@ -80,7 +81,7 @@ pub fn write<W: Write>(
             s.spawn(move || compress(level, block_size, &rx, tx));
         }
         drop(done_tx);
-        let written = write_in_order(files.len(), out, pos, block_size, done_rx);
+        let written = write_in_order(files.len(), out, pos, done_rx);
         // On a write error the receiver is gone: workers and reader stop
         // at their next send.
         let read = reader.join().expect("reader thread panicked");
@@ -122,7 +123,7 @@ fn compress(
         let msg = rx.lock().expect("job queue poisoned").recv();
         let Ok((seq, job)) = msg else { return };
         let done = match job {
-            Job::Hole(f) => Done::Hole(f),
+            Job::Hole(f, len) => Done::Hole(f, len),
             Job::Block(f, data) => match z.compress(&data) {
                 Some(c) => Done::Block(f, c.to_vec(), false),
                 None => Done::Block(f, data, true),
@@ -144,7 +145,6 @@ fn write_in_order<W: Write>(
     nfiles: usize,
     out: &mut W,
     mut pos: u64,
-    block_size: u32,
     rx: Receiver<(u64, Result<Done>)>,
 ) -> Result<Written> {
     let mut files = vec![FileData::default(); nfiles];
@@ -168,14 +168,14 @@ fn write_in_order<W: Write>(
                     fd.sizes
                         .push(bytes.len() as u32 | if raw { UNCOMPRESSED_BLOCK } else { 0 });
                 }
-                Done::Hole(f) => {
+                Done::Hole(f, len) => {
                     let fd = &mut files[f as usize];
                     if !started[f as usize] {
                         started[f as usize] = true;
                         fd.start = pos;
                     }
                     fd.sizes.push(0);
-                    fd.sparse += block_size as u64;
+                    fd.sparse += len as u64;
                 }
                 Done::Frag(bytes, raw) => {
                     fragments.push((
@@ -248,28 +248,32 @@ fn read_files(
             }
             seen.insert(key, i as u32);
         }
-        let full = size / bs;
+        // Files of a block or more keep their tail as a last, shorter block
+        // (as mksquashfs does by default: reading it needs no fragment);
+        // smaller files are packed into fragments.
+        let tail = if size >= bs { 0 } else { size as usize };
+        let nblocks = if size >= bs { size.div_ceil(bs) } else { 0 };
         let mut data_at = 0u64;
-        for b in 0..full {
+        for b in 0..nblocks {
             let off = b * bs;
+            let len = bs.min(size - off) as usize;
             if off >= data_at {
                 data_at = r.next_data(off);
             }
-            let job = if data_at >= off + bs {
-                Job::Hole(i as u32)
+            let job = if data_at >= off + len as u64 {
+                Job::Hole(i as u32, len as u32)
             } else {
-                r.read_at(off, &mut buf)?;
-                if is_zero(&buf) {
-                    Job::Hole(i as u32)
+                r.read_at(off, &mut buf[..len])?;
+                if is_zero(&buf[..len]) {
+                    Job::Hole(i as u32, len as u32)
                 } else {
-                    Job::Block(i as u32, buf.clone())
+                    Job::Block(i as u32, buf[..len].to_vec())
                 }
             };
             if !tx.send(job) {
                 return Ok(ReaderOut { frags, dup_of });
             }
         }
-        let tail = (size % bs) as usize;
         if tail > 0 {
             if frag.len() + tail > block_size as usize {
                 if !tx.send(Job::Frag(std::mem::take(&mut frag))) {
@@ -280,8 +284,8 @@ fn read_files(
             frags[i] = Some((frag_index, frag.len() as u32));
             let at = frag.len();
             frag.resize(at + tail, 0);
-            r.read_at(full * bs, &mut frag[at..])
-                .with_context(|| format!("reading the tail of {}", r.what))?;
+            r.read_at(0, &mut frag[at..])
+                .with_context(|| format!("reading {}", r.what))?;
         }
     }
     if !frag.is_empty() {
