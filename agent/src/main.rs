@@ -66,6 +66,23 @@ Exit status:
     },
 }
 
+/// Read by `nodeimg build` from the binary in an image, for its manifest
+/// (`nodectl_version`); the marker is `nodeimg::build::NODECTL_VERSION_MARKER`.
+#[used]
+static VERSION_MARKER: [u8; MARKER_LEN] = marker();
+const MARKER: &str = concat!("NODEBOOT_NODECTL_VERSION=", env!("CARGO_PKG_VERSION"), "\0");
+const MARKER_LEN: usize = MARKER.len();
+const fn marker() -> [u8; MARKER_LEN] {
+    let mut out = [0u8; MARKER_LEN];
+    let b = MARKER.as_bytes();
+    let mut i = 0;
+    while i < MARKER_LEN {
+        out[i] = b[i];
+        i += 1;
+    }
+    out
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .without_time()

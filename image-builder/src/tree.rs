@@ -500,24 +500,16 @@ struct TarBuilder<'a> {
 }
 
 /// Split an archive path into components: `./a//b/` → [a, b]; `..` and
-/// absolute paths are refused.
-fn components<'p>(archive: &Path, path: &'p [u8], what: &str) -> Result<Vec<&'p [u8]>> {
+/// absolute paths are refused (the reason is returned).
+fn components(path: &[u8]) -> std::result::Result<Vec<&[u8]>, &'static str> {
     if path.first() == Some(&b'/') {
-        bail!(
-            "archive {}: {what} \"{}\" is an absolute path",
-            archive.display(),
-            show(path)
-        );
+        return Err("is an absolute path");
     }
     let mut out = Vec::new();
     for c in path.split(|&b| b == b'/') {
         match c {
             b"" | b"." => {}
-            b".." => bail!(
-                "archive {}: {what} \"{}\": \"..\" leaves the root",
-                archive.display(),
-                show(path)
-            ),
+            b".." => return Err("has a \"..\" component, which leaves the root"),
             c => out.push(c),
         }
     }
@@ -527,7 +519,13 @@ fn components<'p>(archive: &Path, path: &'p [u8], what: &str) -> Result<Vec<&'p 
 impl TarBuilder<'_> {
     fn add<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<()> {
         let raw_path = entry.path_bytes().into_owned();
-        let comps = components(self.archive, &raw_path, "entry")?;
+        let comps = components(&raw_path).map_err(|why| {
+            anyhow::anyhow!(
+                "archive {}: entry \"{}\" {why}",
+                self.archive.display(),
+                show(&raw_path)
+            )
+        })?;
         let rel = comps.join(&b'/');
         if !rel.is_empty() && self.opts.excluded(&rel) {
             return Ok(());
@@ -633,7 +631,14 @@ impl TarBuilder<'_> {
                     .link_name_bytes()
                     .map(|l| l.into_owned())
                     .unwrap_or_default();
-                let tcomps = components(self.archive, &target, "hard link target")?;
+                let tcomps = components(&target).map_err(|why| {
+                    anyhow::anyhow!(
+                        "archive {}: entry \"{}\" is a hard link to \"{}\", which {why}",
+                        self.archive.display(),
+                        show(&rel),
+                        show(&target)
+                    )
+                })?;
                 let id = self.resolve(&tcomps).with_context(|| {
                     format!(
                         "archive {}: entry \"{}\" is a hard link to \"{}\", which is not earlier in the archive",
@@ -821,5 +826,79 @@ impl TarBuilder<'_> {
         }
         self.tree.spool = Some(self.spool);
         Ok(self.tree)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_paths() {
+        assert_eq!(components(b"./a//b/").unwrap(), vec![&b"a"[..], b"b"]);
+        assert!(components(b"./").unwrap().is_empty());
+        assert_eq!(components(b"/etc/x").unwrap_err(), "is an absolute path");
+        assert!(components(b"a/../../x")
+            .unwrap_err()
+            .contains("leaves the root"));
+        assert!(components(b"..").is_err());
+        // A name that merely starts with dots is fine.
+        assert_eq!(components(b"a/..b").unwrap(), vec![&b"a"[..], b"..b"]);
+    }
+
+    #[test]
+    fn excludes_are_anchored_and_stop_at_slashes() {
+        let o = ReadOptions::new(
+            &["boot/*".into(), "lib/modules/*/kernel/sound".into()],
+            None,
+        )
+        .unwrap();
+        assert!(o.excluded(b"boot/vmlinuz"));
+        assert!(!o.excluded(b"boot"));
+        assert!(!o.excluded(b"x/boot/vmlinuz"));
+        assert!(o.excluded(b"lib/modules/6.1.0-50-amd64/kernel/sound"));
+        assert!(!o.excluded(b"lib/modules/6.1/x/kernel/sound"));
+        let e = ReadOptions::new(&["[".into()], None).unwrap_err();
+        assert!(format!("{e:#}").contains("--exclude ["), "{e:#}");
+    }
+
+    #[test]
+    fn mtimes_are_clamped() {
+        let o = ReadOptions::new(&[], Some(1_700_000_000)).unwrap();
+        assert_eq!(o.mtime(1_800_000_000), 1_700_000_000);
+        assert_eq!(o.mtime(5), 5);
+        assert_eq!(o.mtime(-5), 0);
+        let o = ReadOptions::new(&[], None).unwrap();
+        assert_eq!(o.mtime(1 << 40), u32::MAX);
+    }
+
+    #[test]
+    fn dir_tree_is_sorted_and_links_grouped() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        std::fs::create_dir(p.join("b")).unwrap();
+        std::fs::write(p.join("b/z"), "z").unwrap();
+        std::fs::write(p.join("a"), "a").unwrap();
+        std::fs::hard_link(p.join("a"), p.join("c")).unwrap();
+        std::os::unix::fs::symlink("/nowhere", p.join("d")).unwrap();
+        let t = Tree::from_dir(p, &ReadOptions::default()).unwrap();
+        let Kind::Dir(ch) = &t.nodes[0].kind else {
+            panic!()
+        };
+        let names: Vec<_> = ch.iter().map(|&c| t.nodes[c].name.clone()).collect();
+        assert_eq!(
+            names,
+            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"d".to_vec()]
+        );
+        let a = t.lookup("a").unwrap();
+        assert!(matches!(t.nodes[t.lookup("c").unwrap()].kind, Kind::Link(x) if x == a));
+        assert!(
+            matches!(&t.nodes[t.lookup("d").unwrap()].kind, Kind::Symlink(s) if s == b"/nowhere")
+        );
+        assert_eq!(t.path_of(t.lookup("b/z").unwrap()), "b/z");
+        let Err(e) = Tree::from_dir(&p.join("nope"), &ReadOptions::default()) else {
+            panic!("a missing source was read")
+        };
+        assert!(format!("{e:#}").contains("nope"), "{e:#}");
     }
 }

@@ -583,3 +583,74 @@ impl Tables {
         Ok(at)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_detection() {
+        let mut b = vec![0u8; 131072 + 3];
+        assert!(is_zero(&b));
+        assert!(is_zero(&b[1..]));
+        b[131072 + 2] = 1;
+        assert!(!is_zero(&b));
+        assert!(is_zero(&b[..131072]));
+    }
+
+    #[test]
+    fn device_numbers_as_the_kernel_decodes_them() {
+        // new_decode_dev: major = (d & 0xfff00) >> 8, minor = (d & 0xff) | ((d >> 12) & 0xfff00)
+        for (maj, min) in [(1u32, 3u32), (8, 0), (259, 65536 + 7), (4095, 1048575)] {
+            let d = encode_dev(libc::makedev(maj, min));
+            assert_eq!((d & 0xfff00) >> 8, maj);
+            assert_eq!((d & 0xff) | ((d >> 12) & 0xfff00), min);
+        }
+    }
+
+    #[test]
+    fn xattr_namespaces() {
+        assert_eq!(xattr_prefix(b"security.capability"), Some((2, 9)));
+        assert_eq!(xattr_prefix(b"user.x"), Some((0, 5)));
+        assert_eq!(xattr_prefix(b"trusted.overlay.opaque"), Some((1, 8)));
+        assert_eq!(xattr_prefix(b"system.posix_acl_access"), None);
+        assert_eq!(xattr_prefix(b"user."), None);
+    }
+
+    #[test]
+    fn incompressible_data_is_kept_raw() {
+        let mut z = Zstd::new(15, 131072).unwrap();
+        assert!(z.compress(&[7u8; 4096]).unwrap().len() < 100);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let rnd: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(z.compress(&rnd).is_none());
+    }
+
+    #[test]
+    fn metadata_blocks_and_refs() {
+        let mut z = Zstd::new(15, 8192).unwrap();
+        let mut m = MetaWriter::new();
+        m.write(&mut z, &[1u8; 8000]);
+        let p = m.pos();
+        assert_eq!((p.block, p.offset), (0, 8000));
+        m.write(&mut z, &[2u8; 500]);
+        let p2 = m.pos();
+        assert_eq!(p2.offset, 308);
+        assert!(
+            p2.block > 0 && p2.block < 100,
+            "first block compressed: {p2:?}"
+        );
+        assert_eq!(p2.packed(), (p2.block << 16) | 308);
+        let (bytes, starts) = m.finish(&mut z);
+        assert_eq!(starts.len(), 2);
+        assert_eq!(starts[1], p2.block);
+        assert!(bytes.len() < 200);
+    }
+}
