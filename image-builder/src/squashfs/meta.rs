@@ -45,6 +45,19 @@ impl MetaWriter {
         }
     }
 
+    /// Uncompressed bytes written so far (block number × 8192 + offset).
+    pub fn uncompressed_pos(&self) -> u64 {
+        (self.block_starts.len() * METADATA_SIZE + self.cur.len()) as u64
+    }
+
+    /// Where the `k`-th block starts (or will start, for the current one).
+    pub fn block_start(&self, k: usize) -> u64 {
+        self.block_starts
+            .get(k)
+            .copied()
+            .unwrap_or(self.out.len() as u64)
+    }
+
     pub fn write(&mut self, z: &mut Zstd, mut data: &[u8]) {
         while !data.is_empty() {
             let n = (METADATA_SIZE - self.cur.len()).min(data.len());

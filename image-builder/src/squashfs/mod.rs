@@ -442,20 +442,27 @@ impl Tables {
             ));
         }
         // The listing: runs of entries sharing an inode block and a base
-        // number, at most 256 per header.
+        // number, at most 256 per header and one metadata block long.
         let listing_at = self.dirs.pos();
+        let listing_abs = self.dirs.uncompressed_pos();
         let mut listing = Vec::new();
+        // Header offsets in the listing, with the first name of their run.
+        let mut headers: Vec<(usize, &[u8])> = Vec::new();
         let mut i = 0;
         while i < entries.len() {
             let (block, base) = (entries[i].1.block, entries[i].2);
             let mut j = i;
+            let mut run = 12;
             while j < entries.len()
                 && j - i < 256
                 && entries[j].1.block == block
                 && i16::try_from(entries[j].2 as i64 - base as i64).is_ok()
+                && (j == i || run + 8 + entries[j].0.len() <= meta::METADATA_SIZE)
             {
+                run += 8 + entries[j].0.len();
                 j += 1;
             }
+            headers.push((listing.len(), entries[i].0));
             listing.extend_from_slice(&((j - i - 1) as u32).to_le_bytes());
             listing.extend_from_slice(&(block as u32).to_le_bytes());
             listing.extend_from_slice(&base.to_le_bytes());
@@ -476,6 +483,26 @@ impl Tables {
             i = j;
         }
         self.dirs.write(z, &listing);
+        // A listing over several metadata blocks gets an index: for the
+        // first header starting in each further block, its offset, that
+        // block's location and its first name, so that a lookup (and
+        // readdir at an offset) starts near its target instead of
+        // decompressing every block before it.
+        let first_block = (listing_abs / meta::METADATA_SIZE as u64) as usize;
+        let mut index = Vec::new();
+        let mut index_count = 0u16;
+        let mut last = first_block;
+        for (off, name) in headers {
+            let k = ((listing_abs + off as u64) / meta::METADATA_SIZE as u64) as usize;
+            if k != last {
+                last = k;
+                index_count += 1;
+                index.extend_from_slice(&(off as u32).to_le_bytes());
+                index.extend_from_slice(&(self.dirs.block_start(k) as u32).to_le_bytes());
+                index.extend_from_slice(&((name.len() - 1) as u32).to_le_bytes());
+                index.extend_from_slice(name);
+            }
+        }
 
         let nlink = 2 + subdirs;
         let size = listing.len() as u64 + 3;
@@ -483,7 +510,7 @@ impl Tables {
         let xattr = self.xattr_of.get(&dir).copied();
         let at = self.inodes.pos();
         let block = u32::try_from(listing_at.block).context("directory table over 4 GiB")?;
-        let ino = if xattr.is_none() && size <= u16::MAX as u64 {
+        let ino = if xattr.is_none() && index_count == 0 && size <= u16::MAX as u64 {
             let mut h = self.header(tree, dir, DIR);
             h.extend_from_slice(&block.to_le_bytes());
             h.extend_from_slice(&nlink.to_le_bytes());
@@ -497,9 +524,10 @@ impl Tables {
             h.extend_from_slice(&(size as u32).to_le_bytes());
             h.extend_from_slice(&block.to_le_bytes());
             h.extend_from_slice(&parent.to_le_bytes());
-            h.extend_from_slice(&0u16.to_le_bytes()); // no directory index
+            h.extend_from_slice(&index_count.to_le_bytes());
             h.extend_from_slice(&listing_at.offset.to_le_bytes());
             h.extend_from_slice(&xattr.unwrap_or(NO_XATTR).to_le_bytes());
+            h.extend_from_slice(&index);
             h
         };
         self.inodes.write(z, &ino);
