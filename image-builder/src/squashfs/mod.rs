@@ -87,8 +87,15 @@ pub struct Zstd {
 
 impl Zstd {
     pub fn new(level: i32, max: usize) -> Result<Zstd> {
+        let mut c =
+            zstd::bulk::Compressor::new(level).with_context(|| format!("zstd level {level}"))?;
+        // Every block's size is in the inode or the block header: the frame
+        // need not repeat it (the kernel and unsquashfs decode into a
+        // buffer of the block size either way).
+        c.include_contentsize(false)
+            .context("zstd: content size flag")?;
         Ok(Zstd {
-            c: zstd::bulk::Compressor::new(level).with_context(|| format!("zstd level {level}"))?,
+            c,
             buf: vec![0; max.max(meta::METADATA_SIZE)],
         })
     }
