@@ -13,8 +13,9 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
-/// proc, sysfs and a bind of the host's `/dev` mounted in a root; all of them
-/// are unmounted (lazily) when the guard is dropped, whatever happened.
+/// proc, sysfs and a (recursive) bind of the host's `/dev` mounted in a root;
+/// all of them are unmounted (lazily, which takes the submounts of the bind
+/// along) when the guard is dropped, whatever happened.
 #[derive(Debug)]
 pub struct Mounts {
     mounted: Vec<PathBuf>,
@@ -31,7 +32,13 @@ impl Mounts {
         let specs: [(&str, Option<&str>, Option<&str>, MsFlags); 3] = [
             ("proc", Some("proc"), Some("proc"), MsFlags::empty()),
             ("sys", Some("sysfs"), Some("sysfs"), MsFlags::empty()),
-            ("dev", Some("/dev"), None, MsFlags::MS_BIND),
+            // Recursive: /dev/pts and /dev/shm come along (apt wants a pty).
+            (
+                "dev",
+                Some("/dev"),
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+            ),
         ];
         for (dir, source, fstype, flags) in specs {
             let target = root.join(dir);

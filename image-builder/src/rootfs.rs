@@ -82,8 +82,10 @@ pub struct Debian {
     #[arg(long, default_value = "bookworm")]
     pub suite: String,
     /// Packages debootstrap installs, comma-separated; replaces the default
-    /// list (systemd, udev, openssh-server, munge, sssd, slurmd, nfs-common,
-    /// xfsprogs, ca-certificates, iproute2, …; see --print-key to check a key).
+    /// list: systemd, systemd-sysv, udev, kmod, dbus, iproute2, procps,
+    /// iputils-ping, less, ca-certificates, zstd, openssh-server, munge, sssd,
+    /// slurmd, nfs-common, xfsprogs. The kernel and dracut (linux-image-amd64,
+    /// dracut, dracut-core) are always installed, with apt in the tree.
     #[arg(long, value_delimiter = ',')]
     pub packages: Option<Vec<String>>,
     /// Packages added to the list (default or --packages), comma-separated.
@@ -539,6 +541,20 @@ mod tests {
             empty_root_password: false,
             force: false,
             print_key: true,
+        }
+    }
+
+    #[test]
+    fn help_lists_the_default_packages() {
+        use clap::Args as _;
+        let help = Debian::augment_args(clap::Command::new("debian"))
+            .render_long_help()
+            .to_string();
+        let words: Vec<&str> = help
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .collect();
+        for p in DEFAULT_PACKAGES.iter().chain(KERNEL_PACKAGES) {
+            assert!(words.contains(p), "{p} missing from --help");
         }
     }
 
