@@ -1,4 +1,5 @@
-//! Building the binaries: nodectl as one static (crt-static glibc) executable.
+//! Building the binaries: nodectl, bootd and nodeimg as static (crt-static
+//! glibc) executables.
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,8 +25,8 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 }
 
 /// Build the release binaries statically linked (glibc crt-static, non-PIE):
-/// nodectl for the initramfs and bootd beside it, in one build with shared
-/// dependencies. `--target` keeps the flags away from build scripts and
+/// nodectl for the initramfs, bootd and nodeimg beside it, in one build with
+/// shared dependencies. `--target` keeps the flags away from build scripts and
 /// proc-macros, which must stay dynamic.
 fn release_static() -> Result<PathBuf> {
     run(Command::new(env!("CARGO"))
@@ -35,7 +36,8 @@ fn release_static() -> Result<PathBuf> {
             "-C target-feature=+crt-static -C relocation-model=static",
         )
         .args(["build", "--release", "--target", TARGET])
-        .args(["-p", "nodeboot-agent", "-p", "nodeboot-boot-server"]))?;
+        .args(["-p", "nodeboot-agent", "-p", "nodeboot-boot-server"])
+        .args(["-p", "nodeboot-image-builder"]))?;
     Ok(root().join("target").join(TARGET).join("release"))
 }
 
@@ -47,4 +49,9 @@ pub fn nodectl_static() -> Result<PathBuf> {
 /// `bootd` (release, built with nodectl).
 pub fn bootd() -> Result<PathBuf> {
     Ok(release_static()?.join("bootd"))
+}
+
+/// `nodeimg` (release, built with nodectl).
+pub fn nodeimg() -> Result<PathBuf> {
+    Ok(release_static()?.join("nodeimg"))
 }

@@ -5,7 +5,8 @@ use std::process::Command;
 /// Debian packages used by the build, the tests and the QEMU harness.
 pub const PACKAGES: &[&str] = &[
     "debootstrap",     // the node's live root
-    "squashfs-tools",  // mksquashfs (until nodeimg), unsquashfs
+    "squashfs-tools",  // mksquashfs, unsquashfs: tests, the reference of `bench image`
+    "systemd",         // systemctl --root enables the image's units
     "qemu-system-x86", // the VM
     "shellcheck",      // scripts are linted
     "dnsmasq-base",    // DHCP server of the netns test

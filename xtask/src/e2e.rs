@@ -22,7 +22,7 @@ pub fn e2e_dir() -> PathBuf {
     build::root().join("target/e2e")
 }
 
-/// Costly artifacts shared across checkouts (debootstrap tree, .debs).
+/// Costly artifacts shared across checkouts (debootstrap tree, .debs, built images).
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("NODEBOOT_CACHE")
         .map(PathBuf::from)
@@ -36,82 +36,292 @@ pub struct Artifacts {
     pub sha256: String,
 }
 
-fn hash_files(h: &mut Sha256, paths: &[PathBuf]) -> Result<()> {
+/// What the live image leaves out: the kernel and initramfs (served apart),
+/// apt's caches, documentation, and drivers a compute node does not use.
+/// `nodeimg build --exclude` globs: relative to the root, `*` stays within
+/// one path component, a matched directory goes with its contents.
+pub const LIVE_EXCLUDES: &[&str] = &[
+    "boot/*",
+    "var/cache/apt/*",
+    "var/lib/apt/lists/*",
+    "usr/share/doc/*",
+    "usr/share/man/*",
+    "lib/modules/*/kernel/drivers/gpu",
+    "lib/modules/*/kernel/sound",
+    "lib/modules/*/kernel/drivers/media",
+    "lib/modules/*/kernel/drivers/net/wireless",
+];
+
+/// zstd level of the live image.
+pub const LIVE_LEVEL: u32 = 15;
+
+/// Bump when the way [`artifacts`] makes the image changes in a way its
+/// hashed inputs do not show.
+const IMAGE_FORMAT: &str = "nodeboot e2e image v1";
+
+/// Hash the files of `paths` (directories recursively, sorted), each named
+/// relative to `base` so the key does not depend on where the checkout is.
+fn hash_files(h: &mut Sha256, base: &Path, paths: &[PathBuf]) -> Result<()> {
     for p in paths {
+        let name = p.strip_prefix(base).unwrap_or(p);
         if p.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)?
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("listing {}", p.display()))?
                 .map(|e| e.map(|e| e.path()))
                 .collect::<Result<_, _>>()?;
             entries.sort();
-            hash_files(h, &entries)?;
+            h.update(format!("dir {}\n", name.display()));
+            hash_files(h, base, &entries)?;
         } else {
-            h.update(p.to_string_lossy().as_bytes());
-            h.update(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?);
+            let data = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            h.update(format!("file {} {}\n", name.display(), data.len()));
+            h.update(data);
         }
     }
     Ok(())
 }
 
-/// Build (or reuse) the kernel, initramfs and live image. The image is
-/// rebuilt only when its inputs (base rootfs, nodectl, dracut module, units,
-/// scripts) changed.
+/// Order kernel versions as `sort -V` does for them: digit runs numerically.
+fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn chunks(s: &str) -> Vec<(bool, &str)> {
+        let mut v = Vec::new();
+        let mut start = 0;
+        let b = s.as_bytes();
+        for i in 1..=b.len() {
+            if i == b.len() || b[i].is_ascii_digit() != b[start].is_ascii_digit() {
+                v.push((b[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        v
+    }
+    let (ca, cb) = (chunks(a), chunks(b));
+    for (x, y) in ca.iter().zip(cb.iter()) {
+        let o = match (x, y) {
+            ((true, x), (true, y)) => x
+                .trim_start_matches('0')
+                .len()
+                .cmp(&y.trim_start_matches('0').len())
+                .then_with(|| x.trim_start_matches('0').cmp(y.trim_start_matches('0'))),
+            ((_, x), (_, y)) => x.cmp(y),
+        };
+        if o.is_ne() {
+            return o;
+        }
+    }
+    ca.len().cmp(&cb.len())
+}
+
+/// The newest kernel version under `root/lib/modules`.
+pub fn newest_kernel(root: &Path) -> Result<String> {
+    let dir = root.join("lib/modules");
+    let mut v: Vec<String> = std::fs::read_dir(&dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort_by(|a, b| version_cmp(a, b));
+    v.pop()
+        .with_context(|| format!("no kernel under {}", dir.display()))
+}
+
+/// Mount points below `dir` (from /proc/self/mountinfo): a tree is never
+/// removed while something (a chroot's /dev) is mounted in it.
+fn mounted_below(dir: &Path) -> Result<Vec<String>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let dir = dir.to_string_lossy().into_owned();
+    Ok(info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| Path::new(m).starts_with(&dir))
+        .map(String::from)
+        .collect())
+}
+
+fn remove_tree(dir: &Path) -> Result<()> {
+    let Ok(md) = std::fs::symlink_metadata(dir) else {
+        return Ok(());
+    };
+    if !md.is_dir() {
+        return std::fs::remove_file(dir).with_context(|| format!("removing {}", dir.display()));
+    }
+    let m = mounted_below(dir)?;
+    if !m.is_empty() {
+        bail!(
+            "not removing {}: mounted below it: {}",
+            dir.display(),
+            m.join(", ")
+        );
+    }
+    std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))
+}
+
+/// An exclusive lock on `path` (flock), held until the file is dropped.
+fn lock(path: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("locking {}", path.display()));
+    }
+    Ok(f)
+}
+
+/// Build (or reuse) the kernel, initramfs and live image, all made by
+/// nodeimg: `rootfs debian` (base tree cached by nodeimg), `initramfs`,
+/// `build`. The result is cached as `CACHE/image-<key>`, the key hashing every
+/// input (nodectl, nodeimg, dracut-module/, systemd/, the base tree's key),
+/// and hard-linked into `target/e2e/image`.
 pub fn artifacts() -> Result<Artifacts> {
-    let root = build::root();
+    let src = build::root();
     let nodectl = build::nodectl_static()?;
-    let out = Command::new(root.join("qemu/mkroot.sh"))
-        .arg(cache_dir())
+    let nodeimg = build::nodeimg()?;
+    let cache = cache_dir();
+    std::fs::create_dir_all(&cache).with_context(|| format!("making {}", cache.display()))?;
+
+    let out = Command::new(&nodeimg)
+        .args(["rootfs", "debian", "--print-key"])
         .stderr(Stdio::inherit())
         .output()
-        .context("running qemu/mkroot.sh")?;
+        .with_context(|| format!("running {} rootfs debian --print-key", nodeimg.display()))?;
     if !out.status.success() {
-        bail!("qemu/mkroot.sh failed ({})", out.status);
+        bail!("nodeimg rootfs debian --print-key failed ({})", out.status);
     }
-    let base = PathBuf::from(String::from_utf8(out.stdout)?.trim());
-    let dir = e2e_dir().join("image");
+    let rootfs_key = String::from_utf8(out.stdout)?.trim().to_string();
     let mut h = Sha256::new();
-    h.update(base.to_string_lossy().as_bytes());
+    h.update(format!(
+        "{IMAGE_FORMAT}\nrootfs {rootfs_key}\nlevel {LIVE_LEVEL}\nexclude {}\n",
+        LIVE_EXCLUDES.join(" ")
+    ));
     hash_files(
         &mut h,
-        &[
-            nodectl.clone(),
-            root.join("dracut-module"),
-            root.join("systemd"),
-            root.join("qemu/mkimage.sh"),
-        ],
+        &src,
+        &[src.join("dracut-module"), src.join("systemd")],
     )?;
-    let key = hex::encode(h.finalize());
-    let a = Artifacts {
-        vmlinuz: dir.join("vmlinuz"),
-        initrd: dir.join("initrd.img"),
-        www: dir.join("www"),
-        sha256: String::new(),
+    let bins = nodectl.parent().unwrap_or(&src).to_path_buf();
+    hash_files(&mut h, &bins, &[nodectl.clone(), nodeimg.clone()])?;
+    let key = hex::encode(h.finalize())[..16].to_string();
+
+    let image = {
+        let _lock = lock(&cache.join("image.lock"))?;
+        let image = cache.join(format!("image-{key}"));
+        if image.join("www/live.squashfs.sha256").exists() {
+            eprintln!("xtask: image up to date ({})", image.display());
+        } else {
+            let tmp = cache.join(format!("image-{key}.tmp"));
+            remove_tree(&tmp)?;
+            let t = Instant::now();
+            build_image(&src, &nodeimg, &nodectl, &cache, &tmp)?;
+            std::fs::rename(&tmp, &image)
+                .with_context(|| format!("renaming {} to {}", tmp.display(), image.display()))?;
+            eprintln!(
+                "xtask: image {} built in {:.0}s",
+                image.display(),
+                t.elapsed().as_secs_f64()
+            );
+        }
+        // Keep only this image.
+        for e in std::fs::read_dir(&cache)? {
+            let p = e?.path();
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            if n.starts_with("image-") && p != image {
+                remove_tree(&p)?;
+            }
+        }
+        image
     };
-    let stamp = dir.join("inputs.sha256");
-    let fresh = std::fs::read_to_string(&stamp)
-        .map(|s| s.trim() == key)
-        .unwrap_or(false)
-        && a.vmlinuz.exists()
-        && a.initrd.exists()
-        && a.www.join("live.squashfs.sha256").exists();
-    if fresh {
-        eprintln!("xtask: image up to date ({})", dir.display());
-    } else {
-        let _ = std::fs::remove_file(&stamp);
-        build::run(
-            Command::new(root.join("qemu/mkimage.sh"))
-                .arg(&base)
-                .arg(&nodectl)
-                .arg(&dir),
-        )?;
-        std::fs::write(&stamp, &key)?;
+
+    // target/e2e/image: links to the cached files (a copy across filesystems).
+    let dir = e2e_dir().join("image");
+    remove_tree(&dir)?;
+    std::fs::create_dir_all(dir.join("www"))?;
+    let mut files = vec![PathBuf::from("vmlinuz"), PathBuf::from("initrd.img")];
+    for e in std::fs::read_dir(image.join("www"))? {
+        files.push(Path::new("www").join(e?.file_name()));
     }
-    let side = std::fs::read_to_string(a.www.join("live.squashfs.sha256"))?;
+    for f in &files {
+        let (from, to) = (image.join(f), dir.join(f));
+        if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to)
+                .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        }
+    }
+    std::fs::write(dir.join("inputs.sha256"), &key)?;
+    let side = std::fs::read_to_string(dir.join("www/live.squashfs.sha256"))?;
     let sha256 = side
         .split_whitespace()
         .next()
         .unwrap_or_default()
         .to_string();
-    Ok(Artifacts { sha256, ..a })
+    Ok(Artifacts {
+        vmlinuz: dir.join("vmlinuz"),
+        initrd: dir.join("initrd.img"),
+        www: dir.join("www"),
+        sha256,
+    })
+}
+
+/// Make `out/{vmlinuz,initrd.img,www/live.squashfs{,.sha256},www/live.json}`
+/// with nodeimg; the node root is built in `out/root` and removed at the end.
+fn build_image(src: &Path, nodeimg: &Path, nodectl: &Path, cache: &Path, out: &Path) -> Result<()> {
+    let root = out.join("root");
+    let www = out.join("www");
+    std::fs::create_dir_all(&www).with_context(|| format!("making {}", www.display()))?;
+    let t = Instant::now();
+    build::run(
+        Command::new(nodeimg)
+            .args(["rootfs", "debian", "-o"])
+            .arg(&root)
+            .arg("--cache")
+            .arg(cache)
+            .arg("--nodectl")
+            .arg(nodectl)
+            .arg("--units")
+            .arg(src.join("systemd"))
+            .arg("--empty-root-password"),
+    )?;
+    eprintln!("xtask: node root in {:.0}s", t.elapsed().as_secs_f64());
+
+    let t = Instant::now();
+    let kver = newest_kernel(&root)?;
+    build::run(
+        Command::new(nodeimg)
+            .args(["initramfs", "--root"])
+            .arg(&root)
+            .args(["--kver", &kver, "--module"])
+            .arg(src.join("dracut-module/90nodeboot"))
+            .arg("-o")
+            .arg(out.join("initrd.img")),
+    )?;
+    let vmlinuz = root.join(format!("boot/vmlinuz-{kver}"));
+    std::fs::copy(&vmlinuz, out.join("vmlinuz"))
+        .with_context(|| format!("copying {}", vmlinuz.display()))?;
+    eprintln!(
+        "xtask: kernel {kver} and initramfs in {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let t = Instant::now();
+    let image = www.join("live.squashfs");
+    let mut cmd = Command::new(nodeimg);
+    cmd.arg("build")
+        .arg(&root)
+        .arg("-o")
+        .arg(&image)
+        .args(["--level", &LIVE_LEVEL.to_string()]);
+    for e in LIVE_EXCLUDES {
+        cmd.args(["--exclude", e]);
+    }
+    build::run(&mut cmd)?;
+    eprintln!(
+        "xtask: live image in {:.0}s: {} bytes; initramfs {} bytes",
+        t.elapsed().as_secs_f64(),
+        std::fs::metadata(&image)?.len(),
+        std::fs::metadata(out.join("initrd.img"))?.len()
+    );
+    remove_tree(&root)
 }
 
 /// A running bootd serving `www` on 127.0.0.1.
@@ -463,4 +673,29 @@ pub fn report(r: &BootResult, accel: &str, a: &Artifacts, extra: Value) -> Value
         "seconds": r.seconds,
         "extra": extra,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions_sort_numerically() {
+        let mut v = vec![
+            "6.1.0-9-amd64",
+            "6.1.0-37-amd64",
+            "5.10.0-30-amd64",
+            "6.1.0-10-amd64",
+        ];
+        v.sort_by(|a, b| version_cmp(a, b));
+        assert_eq!(
+            v,
+            [
+                "5.10.0-30-amd64",
+                "6.1.0-9-amd64",
+                "6.1.0-10-amd64",
+                "6.1.0-37-amd64"
+            ]
+        );
+    }
 }

@@ -133,8 +133,6 @@ fn test(no_qemu: bool) -> Result<()> {
         "warnings",
     ]))?;
     let scripts = [
-        "qemu/mkroot.sh",
-        "qemu/mkimage.sh",
         "dracut-module/90nodeboot/module-setup.sh",
         "dracut-module/90nodeboot/nodeboot-generator.sh",
         "dracut-module/90nodeboot/parse-nodeboot.sh",
