@@ -64,8 +64,9 @@ impl Drop for Mounts {
     }
 }
 
-/// Move this process into a mount namespace of its own (propagation private),
-/// once: what it mounts is invisible to the host and disappears with it, even
+/// Move this process (the calling thread, in a multithreaded one: hence
+/// `/proc/thread-self`) into a mount namespace of its own (propagation
+/// private), once: what it mounts is invisible to the host and disappears with it, even
 /// if it is killed. Best effort: on failure the mounts stay in the host's
 /// namespace and only the guard removes them.
 fn private_namespace() {
@@ -99,7 +100,7 @@ pub fn run_in<S: AsRef<std::ffi::OsStr>>(root: &Path, argv: &[S]) -> Result<()> 
 }
 
 /// Mount points at or below `dir`, deepest first, from a mountinfo text
-/// (`/proc/self/mountinfo`); `dir` must be absolute.
+/// (`/proc/thread-self/mountinfo`); `dir` must be absolute.
 pub fn mounts_below(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = mountinfo
         .lines()
@@ -141,8 +142,10 @@ pub fn remove_tree(dir: &Path) -> Result<()> {
         return Ok(());
     }
     let abs = std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
-    let info =
-        || std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo");
+    let info = || {
+        std::fs::read_to_string("/proc/thread-self/mountinfo")
+            .context("reading /proc/thread-self/mountinfo")
+    };
     for m in mounts_below(&info()?, &abs) {
         tracing::warn!("unmounting leftover mount {}", m.display());
         umount2(&m, MntFlags::MNT_DETACH)
@@ -192,6 +195,27 @@ mod tests {
     fn mountinfo_escapes_are_decoded() {
         let m = mounts_below(INFO, Path::new("/work/with space"));
         assert_eq!(m, vec![PathBuf::from("/work/with space/proc")]);
+    }
+
+    #[test]
+    fn guard_mounts_and_unmounts() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        let info = || std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap();
+        {
+            let _m = Mounts::new(&root).unwrap();
+            assert!(root.join("proc/self/status").exists());
+            assert!(root.join("sys/kernel").is_dir());
+            assert!(root.join("dev/null").exists());
+            assert!(mounts_below(&info(), &root).len() >= 3);
+        }
+        assert_eq!(mounts_below(&info(), &root), Vec::<PathBuf>::new());
+        remove_tree(&root).unwrap();
     }
 
     #[test]

@@ -180,31 +180,42 @@ fn debian(d: &Debian) -> Result<()> {
         Some(m) => m.clone(),
         None => apt_mirror(Path::new("/etc/apt"))?,
     };
-    let base = base_tree(&cache, &key, &d.suite, &include, &mirror)?;
+    // The lock stays held while the base is copied: no other run replaces it meanwhile.
+    let (base, _lock) = base_tree(&cache, &key, &d.suite, &include, &mirror)?;
     node_root(&base, out, d, &units)
 }
 
-/// Build (or reuse) `CACHE/rootfs-<key>`; returns its path.
+/// The cache's lock, held by whoever builds or reads a base tree.
+type CacheLock = nix::fcntl::Flock<std::fs::File>;
+
+/// Build (or reuse) `CACHE/rootfs-<key>`; returns its path and the cache's lock.
 fn base_tree(
     cache: &Path,
     key: &str,
     suite: &str,
     include: &[String],
     mirror: &str,
-) -> Result<PathBuf> {
+) -> Result<(PathBuf, CacheLock)> {
     std::fs::create_dir_all(cache.join("debs"))
         .with_context(|| format!("making {}", cache.join("debs").display()))?;
     // One builder at a time per cache.
     let lockf = std::fs::File::create(cache.join("rootfs.lock"))
         .with_context(|| format!("creating {}", cache.join("rootfs.lock").display()))?;
-    let _lock = nix::fcntl::Flock::lock(lockf, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .with_context(|| format!("locking {}", cache.join("rootfs.lock").display()))?;
+    use nix::fcntl::{Flock, FlockArg};
+    let lock = match Flock::lock(lockf, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(l),
+        Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+            tracing::info!("waiting for another nodeimg using {}", cache.display());
+            Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e)
+        }
+        Err((_, e)) => Err(e),
+    }
+    .with_context(|| format!("locking {}", cache.join("rootfs.lock").display()))?;
 
     let root = cache.join(format!("rootfs-{key}"));
     if root.is_dir() {
         tracing::info!("base tree {} (cached)", root.display());
-        return Ok(root);
+        return Ok((root, lock));
     }
     let tmp = cache.join(format!("rootfs-{key}.tmp"));
     chroot::remove_tree(&tmp)?;
@@ -245,7 +256,7 @@ fn base_tree(
             chroot::remove_tree(&p)?;
         }
     }
-    Ok(root)
+    Ok((root, lock))
 }
 
 /// `apt-get install --no-install-recommends pkgs` inside `root`, reusing and
