@@ -28,6 +28,7 @@ fn out_dir(t: &tempfile::TempDir) -> (PathBuf, PathBuf) {
 /// Asserts the build failed, its stderr holds every needle, and `dir` is empty.
 fn assert_failed(what: &str, out: &Output, dir: &Path, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{what}: {}", stderr.trim_end());
     assert!(
         !out.status.success(),
         "{what}: the build succeeded; stderr:\n{stderr}"

@@ -17,11 +17,11 @@ fn inode_count(root: &Path) -> usize {
         .len()
 }
 
-fn check_superblock(image: &Path, src: &Path) {
+fn check_superblock(image: &Path, src: &Path, block_size: u32) {
     let sb = superblock(image);
     assert_eq!(sb.version, (4, 0), "squashfs version");
     assert_eq!(sb.compression, ZSTD, "compressor id (6 = zstd)");
-    assert_eq!(sb.block_size, 131_072, "default block size");
+    assert_eq!(sb.block_size, block_size, "block size");
     assert_eq!(1u32 << sb.block_log, sb.block_size, "block_log");
     let len = fs::metadata(image).unwrap().len();
     assert!(
@@ -56,7 +56,7 @@ fn directory_round_trip() {
     fs::create_dir(&out).unwrap();
     let img = out.join("root.squashfs");
     build_ok(&src, &img, &BuildOpts::default());
-    check_superblock(&img, &src);
+    check_superblock(&img, &src, 131_072);
 
     let m = Mount::new(&img, &t.path().join("mnt"));
     assert_same_trees(&src, &m.dir, Expect::default());
@@ -85,10 +85,43 @@ fn tar_zst_round_trip() {
     fs::create_dir(&out).unwrap();
     let img = out.join("root.squashfs");
     build_ok(&archive, &img, &BuildOpts::default());
-    check_superblock(&img, &src);
+    check_superblock(&img, &src, 131_072);
 
     let m = Mount::new(&img, &t.path().join("mnt"));
     assert_same_trees(&src, &m.dir, Expect::default());
+}
+
+/// The smallest and the largest block sizes: other block counts, fragments
+/// and holes for the same files.
+#[test]
+fn block_sizes_round_trip() {
+    if skip_without_mount("block_sizes_round_trip") {
+        return;
+    }
+    let t = tempdir();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let spec = full_tree(TreeOpts {
+        socket: true,
+        big: false,
+        privileged: true,
+    });
+    write_tree(&src, &spec, Order::AsListed);
+    for bs in [4096u32, 1 << 20] {
+        let img = t.path().join(format!("bs-{bs}.squashfs"));
+        build_ok(
+            &src,
+            &img,
+            &BuildOpts {
+                block_size: Some(bs),
+                level: Some(1),
+                ..Default::default()
+            },
+        );
+        check_superblock(&img, &src, bs);
+        let m = Mount::new(&img, &t.path().join(format!("mnt-{bs}")));
+        assert_same_trees(&src, &m.dir, Expect::default());
+    }
 }
 
 /// The comparison itself finds what it must: an image made by mksquashfs
