@@ -80,6 +80,10 @@ pub fn write<W: Write>(
             let tx = done_tx.clone();
             s.spawn(move || compress(level, block_size, &rx, tx));
         }
+        // Only the workers hold the channel ends now: when the writer stops
+        // (a full disk), they stop, the job queue closes and the reader's
+        // next send fails instead of blocking for ever.
+        drop(job_rx);
         drop(done_tx);
         let written = write_in_order(files.len(), out, pos, done_rx);
         // On a write error the receiver is gone: workers and reader stop
