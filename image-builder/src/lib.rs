@@ -1,6 +1,7 @@
 //! nodeimg: everything that makes what a node boots.
 //!
 //! - [`squashfs`]: a reproducible, parallel squashfs 4.0 writer (zstd);
+//! - [`tar`]: a streaming tar reader (ustar, GNU, pax with xattrs and sparse members);
 //! - [`tree`]: the source of an image (a directory or a tar / tar.zst archive);
 //! - [`build`]: `nodeimg build`: source → image + `.sha256` + manifest;
 //! - [`initramfs`]: `nodeimg initramfs`: dracut with 90nodeboot and nodectl;
@@ -10,4 +11,5 @@ pub mod chroot;
 pub mod initramfs;
 pub mod rootfs;
 pub mod squashfs;
+pub mod tar;
 pub mod tree;

@@ -338,13 +338,12 @@ impl Tree {
             opts,
             archive,
         };
-        let mut ar = tar::Archive::new(reader);
-        for entry in ar
-            .entries()
+        let mut ar = crate::tar::Reader::new(reader);
+        while let Some(m) = ar
+            .next_member()
             .with_context(|| format!("reading archive {}", archive.display()))?
         {
-            let entry = entry.with_context(|| format!("reading archive {}", archive.display()))?;
-            b.add(entry)?;
+            b.add(m, &mut ar)?;
         }
         b.finish()
     }
@@ -517,163 +516,71 @@ fn components(path: &[u8]) -> std::result::Result<Vec<&[u8]>, &'static str> {
 }
 
 impl TarBuilder<'_> {
-    fn add<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<()> {
-        let h = entry.header().clone();
-        let mut uid = h.uid().unwrap_or(0);
-        let mut gid = h.gid().unwrap_or(0);
-        let mut mtime = h.mtime().unwrap_or(0) as i64;
-        let mut xattrs = Vec::new();
-        // GNU tar's PAX sparse format 1.0: the real name and size are in
-        // the pax header, the data starts with the map of the data chunks.
-        let (mut sparse_name, mut sparse_size, mut sparse_version) = (None, None, None);
-        let header_path = entry.path_bytes().into_owned();
-        let pax_err = || {
-            format!(
-                "archive {}: pax header of {}",
-                self.archive.display(),
-                show(&header_path)
-            )
-        };
-        if let Some(ext) = entry.pax_extensions().with_context(pax_err)? {
-            for e in ext {
-                let e = e.with_context(pax_err)?;
-                let key = e.key_bytes();
-                let val = e.value_bytes();
-                let num = || std::str::from_utf8(val).ok();
-                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                    if crate::squashfs::xattr_prefix(name).is_some() {
-                        xattrs.push((name.to_vec(), val.to_vec()));
-                    } else {
-                        tracing::warn!(
-                            "{}: xattr {} cannot be stored in squashfs; left out",
-                            show(&header_path),
-                            show(name)
-                        );
-                    }
-                } else if key == b"uid" {
-                    uid = num().and_then(|v| v.parse().ok()).unwrap_or(uid);
-                } else if key == b"gid" {
-                    gid = num().and_then(|v| v.parse().ok()).unwrap_or(gid);
-                } else if key == b"mtime" {
-                    mtime = num()
-                        .and_then(|v| v.split('.').next()?.parse().ok())
-                        .unwrap_or(mtime);
-                } else if key == b"GNU.sparse.name" {
-                    sparse_name = Some(val.to_vec());
-                } else if key == b"GNU.sparse.realsize" || key == b"GNU.sparse.size" {
-                    sparse_size = num().and_then(|v| v.parse::<u64>().ok());
-                } else if key == b"GNU.sparse.major" || key == b"GNU.sparse.minor" {
-                    let v = sparse_version.get_or_insert((String::new(), String::new()));
-                    let s = String::from_utf8_lossy(val).into_owned();
-                    if key == b"GNU.sparse.major" {
-                        v.0 = s;
-                    } else {
-                        v.1 = s;
-                    }
-                } else if key.starts_with(b"GNU.sparse.") && sparse_version.is_none() {
-                    // 0.0 / 0.1 keep the map in the pax header itself.
-                    sparse_version = Some(("0".into(), "x".into()));
-                }
-            }
-        }
-        let raw_path = sparse_name.clone().unwrap_or_else(|| header_path.clone());
-        let comps = components(&raw_path).map_err(|why| {
+    fn add<R: Read>(
+        &mut self,
+        m: crate::tar::Member,
+        ar: &mut crate::tar::Reader<R>,
+    ) -> Result<()> {
+        use crate::tar::Type;
+        let comps = components(&m.path).map_err(|why| {
             anyhow::anyhow!(
                 "archive {}: entry \"{}\" {why}",
                 self.archive.display(),
-                show(&raw_path)
+                show(&m.path)
             )
         })?;
         let rel = comps.join(&b'/');
         if !rel.is_empty() && self.opts.excluded(&rel) {
             return Ok(());
         }
-        let sparse = match &sparse_version {
-            None => None,
-            Some((maj, min)) if maj == "1" && min == "0" => Some(sparse_size.with_context(|| {
-                format!(
-                    "archive {}: sparse entry {} has no GNU.sparse.realsize",
+        let mut xattrs = Vec::new();
+        for (name, value) in &m.xattrs {
+            if crate::squashfs::xattr_prefix(name).is_some() {
+                xattrs.push((name.clone(), value.clone()));
+            } else {
+                tracing::warn!(
+                    "archive {}: {}: xattr {} cannot be stored in squashfs; left out",
                     self.archive.display(),
-                    show(&rel)
-                )
-            })?),
-            Some((maj, min)) => bail!(
-                "archive {}: entry \"{}\" uses the PAX sparse format {maj}.{min}; nodeimg reads 1.0 \
-                 (GNU tar's default) or archives made without --sparse",
-                self.archive.display(),
-                show(&rel)
-            ),
-        };
+                    show(&rel),
+                    show(name)
+                );
+            }
+        }
         xattrs.sort();
+        xattrs.dedup_by(|a, b| a.0 == b.0);
         let meta = Meta {
-            perm: (h.mode().unwrap_or(0o644) & 0o7777) as u16,
-            uid: uid as u32,
-            gid: gid as u32,
-            mtime: self.opts.mtime(mtime),
+            perm: (m.mode & 0o7777) as u16,
+            uid: m.uid.min(u32::MAX as u64) as u32,
+            gid: m.gid.min(u32::MAX as u64) as u32,
+            mtime: self.opts.mtime(m.mtime),
         };
-        let et = h.entry_type();
         if comps.is_empty() {
             // "./": the root's own metadata.
-            if et.is_dir() {
+            if m.ty == Type::Dir {
                 self.tree.nodes[0].meta = meta;
                 self.tree.nodes[0].xattrs = xattrs;
             }
             return Ok(());
         }
-        let dev = || -> Result<u64> {
-            let maj = h.device_major().ok().flatten().unwrap_or(0);
-            let min = h.device_minor().ok().flatten().unwrap_or(0);
-            Ok(libc::makedev(maj, min))
-        };
-        let kind = match et {
-            tar::EntryType::Directory => Kind::Dir(Vec::new()),
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                let header_size = entry.size();
+        let kind = match m.ty {
+            Type::Dir => Kind::Dir(Vec::new()),
+            Type::File => {
                 let offset = self.spool_len;
-                let size = match sparse {
-                    Some(real) => self.copy_sparse(&mut entry, offset, real, &rel)?,
-                    None => self.copy_to_spool(&mut entry, offset, None, &rel)?,
-                };
-                self.spool_len = offset + size;
-                // Holes at the end are seeks, not writes: give the spool its length.
-                if self.spool.metadata()?.len() < self.spool_len {
-                    self.spool.set_len(self.spool_len).with_context(|| {
-                        format!(
-                            "archive {}: spooling {}",
-                            self.archive.display(),
-                            show(&rel)
-                        )
-                    })?;
-                }
-                if et != tar::EntryType::GNUSparse && sparse.is_none() && size != header_size {
-                    bail!(
-                        "archive {}: entry {} is truncated ({size} of {header_size} bytes)",
-                        self.archive.display(),
-                        show(&rel)
-                    );
-                }
+                self.spool_member(&m, ar, offset, &rel)?;
                 Kind::File {
-                    size,
+                    size: m.size,
                     content: Content::Spool { offset },
                 }
             }
-            tar::EntryType::Symlink => Kind::Symlink(
-                entry
-                    .link_name_bytes()
-                    .map(|l| l.into_owned())
-                    .unwrap_or_default(),
-            ),
-            tar::EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|l| l.into_owned())
-                    .unwrap_or_default();
-                let tcomps = components(&target).map_err(|why| {
+            Type::Symlink => Kind::Symlink(m.link.clone()),
+            Type::HardLink => {
+                let target = &m.link;
+                let tcomps = components(target).map_err(|why| {
                     anyhow::anyhow!(
                         "archive {}: entry \"{}\" is a hard link to \"{}\", which {why}",
                         self.archive.display(),
                         show(&rel),
-                        show(&target)
+                        show(target)
                     )
                 })?;
                 let id = self.resolve(&tcomps).with_context(|| {
@@ -681,7 +588,7 @@ impl TarBuilder<'_> {
                         "archive {}: entry \"{}\" is a hard link to \"{}\", which is not earlier in the archive",
                         self.archive.display(),
                         show(&rel),
-                        show(&target)
+                        show(target)
                     )
                 })?;
                 let id = match self.tree.nodes[id].kind {
@@ -689,21 +596,22 @@ impl TarBuilder<'_> {
                         "archive {}: entry \"{}\" is a hard link to the directory \"{}\"",
                         self.archive.display(),
                         show(&rel),
-                        show(&target)
+                        show(target)
                     ),
                     Kind::Link(first) => first,
                     _ => id,
                 };
                 Kind::Link(id)
             }
-            tar::EntryType::Char => Kind::CharDev(dev()?),
-            tar::EntryType::Block => Kind::BlockDev(dev()?),
-            tar::EntryType::Fifo => Kind::Fifo,
-            other => {
+            Type::Char => Kind::CharDev(libc::makedev(m.dev_major, m.dev_minor)),
+            Type::Block => Kind::BlockDev(libc::makedev(m.dev_major, m.dev_minor)),
+            Type::Fifo => Kind::Fifo,
+            Type::Other(t) => {
                 tracing::warn!(
-                    "archive {}: entry {} of type {other:?} left out",
+                    "archive {}: entry {} of type {:?} left out",
                     self.archive.display(),
-                    show(&rel)
+                    show(&rel),
+                    t as char
                 );
                 return Ok(());
             }
@@ -711,95 +619,33 @@ impl TarBuilder<'_> {
         self.insert(&comps, &rel, meta, xattrs, kind)
     }
 
-    /// Copy an entry's data (`len` bytes, or to its end) into the spool at
-    /// `at`; all-zero 64 KiB runs become holes. Returns the bytes copied.
-    fn copy_to_spool<R: Read>(
+    /// Copy a member's content into the spool at `at`; all-zero 64 KiB
+    /// pieces (and a sparse member's holes) become holes of the spool.
+    fn spool_member<R: Read>(
         &mut self,
-        r: &mut R,
+        m: &crate::tar::Member,
+        ar: &mut crate::tar::Reader<R>,
         at: u64,
-        len: Option<u64>,
         rel: &[u8],
-    ) -> Result<u64> {
-        let mut buf = vec![0u8; 1 << 16];
-        self.spool.seek(SeekFrom::Start(at))?;
-        let mut done = 0u64;
-        while len.is_none_or(|l| done < l) {
-            let want = len.map_or(buf.len(), |l| (l - done).min(buf.len() as u64) as usize);
-            let n = match r.read(&mut buf[..want]) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("archive {}: reading {}", self.archive.display(), show(rel))
-                    })
-                }
-            };
-            if crate::squashfs::is_zero(&buf[..n]) {
-                self.spool.seek(SeekFrom::Current(n as i64))?;
-            } else {
-                self.spool.write_all(&buf[..n]).with_context(|| {
-                    format!("archive {}: spooling {}", self.archive.display(), show(rel))
-                })?;
+    ) -> Result<()> {
+        let spool = &mut self.spool;
+        let archive = self.archive;
+        ar.read_data(m, &mut |off, bytes| {
+            if !crate::squashfs::is_zero(bytes) {
+                spool.seek(SeekFrom::Start(at + off))?;
+                spool.write_all(bytes)?;
             }
-            done += n as u64;
+            Ok(())
+        })
+        .with_context(|| format!("archive {}: reading {}", archive.display(), show(rel)))?;
+        self.spool_len = at + m.size;
+        // Holes at the end are not writes: give the spool its length.
+        if self.spool.metadata()?.len() < self.spool_len {
+            self.spool.set_len(self.spool_len).with_context(|| {
+                format!("archive {}: spooling {}", self.archive.display(), show(rel))
+            })?;
         }
-        if let Some(l) = len {
-            if done < l {
-                bail!(
-                    "archive {}: entry {} is truncated",
-                    self.archive.display(),
-                    show(rel)
-                );
-            }
-        }
-        Ok(done)
-    }
-
-    /// PAX sparse 1.0 data: a map (decimal count, then offset and length of
-    /// each chunk, one per line, padded to 512 bytes), then the chunks.
-    fn copy_sparse<R: Read>(&mut self, r: &mut R, at: u64, real: u64, rel: &[u8]) -> Result<u64> {
-        let bad = |what: &str| {
-            anyhow::anyhow!(
-                "archive {}: sparse entry {}: {what}",
-                self.archive.display(),
-                show(rel)
-            )
-        };
-        let mut consumed = 0u64;
-        let mut number = |r: &mut R| -> Result<u64> {
-            let mut digits = String::new();
-            let mut b = [0u8; 1];
-            loop {
-                r.read_exact(&mut b).map_err(|_| bad("map cut short"))?;
-                consumed += 1;
-                match b[0] {
-                    b'\n' => break,
-                    d @ b'0'..=b'9' if digits.len() < 20 => digits.push(d as char),
-                    _ => return Err(bad("bad sparse map")),
-                }
-            }
-            digits.parse().map_err(|_| bad("bad sparse map"))
-        };
-        let count = number(r)?;
-        if count > 1 << 24 {
-            return Err(bad("sparse map too large"));
-        }
-        let mut chunks = Vec::with_capacity(count as usize);
-        for _ in 0..count {
-            let off = number(r)?;
-            let len = number(r)?;
-            if off.checked_add(len).is_none_or(|e| e > real) {
-                return Err(bad("a chunk beyond the file's size"));
-            }
-            chunks.push((off, len));
-        }
-        let pad = (512 - consumed % 512) % 512;
-        std::io::copy(&mut r.take(pad), &mut std::io::sink())?;
-        for (off, len) in chunks {
-            self.copy_to_spool(r, at + off, Some(len), rel)?;
-        }
-        Ok(real)
+        Ok(())
     }
 
     /// The node at `comps`, following nothing.
