@@ -343,7 +343,7 @@ impl<R: Read> Reader<R> {
                     .split(|&b| b == b',')
                     .map(|n| decimal(n).context("bad GNU.sparse.map"))
                     .collect::<Result<_>>()?;
-                if nums.len() % 2 != 0 {
+                if !nums.len().is_multiple_of(2) {
                     bail!("bad GNU.sparse.map: an odd count of numbers");
                 }
                 Sparse::Map(nums.chunks(2).map(|c| (c[0], c[1])).collect())
