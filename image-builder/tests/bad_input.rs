@@ -288,3 +288,40 @@ fn output_directory_missing() {
     );
     assert!(!dir.exists(), "{} was created", dir.display());
 }
+
+/// A directory in the source the builder may not read. Root reads
+/// everything, so the build runs as nobody (setpriv, util-linux) on a tree
+/// with a 0700 directory owned by root; without root the test user is
+/// already unprivileged.
+#[test]
+fn unreadable_source_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    if skip_under_mksquashfs("unreadable_source_directory") {
+        return;
+    }
+    let t = tempdir();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let src = t.path().join("root");
+    let secret = src.join("etc/private");
+    fs::create_dir_all(&secret).unwrap();
+    fs::write(secret.join("key"), "k").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o700)).unwrap();
+    let (dir, img) = out_dir(&t);
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let mut c = if is_root() {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_nodeimg"));
+        c
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+    };
+    c.arg("build").arg(&src).arg("-o").arg(&img);
+    let out = run_with_timeout(c, Duration::from_secs(60));
+    assert_failed(
+        "unreadable source directory",
+        &out,
+        &dir,
+        &[secret.to_str().unwrap(), "Permission denied"],
+    );
+}
