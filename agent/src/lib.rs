@@ -4,5 +4,6 @@ pub mod cmdline;
 pub mod fetch;
 pub mod initrd;
 pub mod live;
+pub mod log;
 pub mod net;
 pub mod status;

@@ -84,16 +84,7 @@ const fn marker() -> [u8; MARKER_LEN] {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .without_time()
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NODECTL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    nodeboot_agent::log::init("NODECTL_LOG");
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {

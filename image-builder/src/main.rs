@@ -23,16 +23,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .without_time()
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NODEIMG_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    nodeboot_agent::log::init("NODEIMG_LOG");
     let r = match Cli::parse().cmd {
         Cmd::Build(a) => nodeimg::build::run(&a),
         Cmd::Initramfs(a) => nodeimg::initramfs::run(&a),
