@@ -36,30 +36,41 @@ fn check_superblock(image: &Path, src: &Path, block_size: u32) {
     );
 }
 
+/// A source directory in `t` holding `full_tree(opts)`.
+fn source(t: &tempfile::TempDir, opts: TreeOpts) -> std::path::PathBuf {
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let spec = full_tree(opts);
+    write_tree(&src, &spec, Order::AsListed);
+    assert_source_has(&src, &spec);
+    src
+}
+
+/// Build `input` with `o`, check the superblock against `src`, mount the
+/// image and compare it with `src`.
+fn build_and_compare(t: &tempfile::TempDir, input: &Path, src: &Path, name: &str, o: &BuildOpts) {
+    let img = t.path().join(format!("{name}.squashfs"));
+    build_ok(input, &img, o);
+    check_superblock(&img, src, o.block_size.unwrap_or(131_072));
+    let m = Mount::new(&img, &t.path().join(format!("mnt-{name}")));
+    assert_same_trees(src, &m.dir, Expect::default());
+}
+
 #[test]
 fn directory_round_trip() {
     if skip_without_mount("directory_round_trip") {
         return;
     }
     let t = tempdir();
-    let src = t.path().join("src");
-    fs::create_dir(&src).unwrap();
-    let spec = full_tree(TreeOpts {
-        socket: true,
-        big: true,
-        privileged: true,
-    });
-    write_tree(&src, &spec, Order::AsListed);
-    assert_source_has(&src, &spec);
-
-    let out = t.path().join("out");
-    fs::create_dir(&out).unwrap();
-    let img = out.join("root.squashfs");
-    build_ok(&src, &img, &BuildOpts::default());
-    check_superblock(&img, &src, 131_072);
-
-    let m = Mount::new(&img, &t.path().join("mnt"));
-    assert_same_trees(&src, &m.dir, Expect::default());
+    let src = source(
+        &t,
+        TreeOpts {
+            socket: true,
+            big: true,
+            privileged: true,
+        },
+    );
+    build_and_compare(&t, &src, &src, "root", &BuildOpts::default());
 }
 
 #[test]
@@ -68,27 +79,18 @@ fn tar_zst_round_trip() {
         return;
     }
     let t = tempdir();
-    let src = t.path().join("src");
-    fs::create_dir(&src).unwrap();
     // A tar cannot hold a socket.
-    let spec = full_tree(TreeOpts {
-        socket: false,
-        big: true,
-        privileged: true,
-    });
-    write_tree(&src, &spec, Order::AsListed);
-    assert_source_has(&src, &spec);
+    let src = source(
+        &t,
+        TreeOpts {
+            socket: false,
+            big: true,
+            privileged: true,
+        },
+    );
     let archive = t.path().join("root.tar.zst");
     make_tar_zst(&src, &archive);
-
-    let out = t.path().join("out");
-    fs::create_dir(&out).unwrap();
-    let img = out.join("root.squashfs");
-    build_ok(&archive, &img, &BuildOpts::default());
-    check_superblock(&img, &src, 131_072);
-
-    let m = Mount::new(&img, &t.path().join("mnt"));
-    assert_same_trees(&src, &m.dir, Expect::default());
+    build_and_compare(&t, &archive, &src, "root", &BuildOpts::default());
 }
 
 /// The smallest and the largest block sizes: other block counts, fragments
@@ -99,28 +101,21 @@ fn block_sizes_round_trip() {
         return;
     }
     let t = tempdir();
-    let src = t.path().join("src");
-    fs::create_dir(&src).unwrap();
-    let spec = full_tree(TreeOpts {
-        socket: true,
-        big: false,
-        privileged: true,
-    });
-    write_tree(&src, &spec, Order::AsListed);
+    let src = source(
+        &t,
+        TreeOpts {
+            socket: true,
+            big: false,
+            privileged: true,
+        },
+    );
     for bs in [4096u32, 1 << 20] {
-        let img = t.path().join(format!("bs-{bs}.squashfs"));
-        build_ok(
-            &src,
-            &img,
-            &BuildOpts {
-                block_size: Some(bs),
-                level: Some(1),
-                ..Default::default()
-            },
-        );
-        check_superblock(&img, &src, bs);
-        let m = Mount::new(&img, &t.path().join(format!("mnt-{bs}")));
-        assert_same_trees(&src, &m.dir, Expect::default());
+        let o = BuildOpts {
+            block_size: Some(bs),
+            level: Some(1),
+            ..Default::default()
+        };
+        build_and_compare(&t, &src, &src, &format!("bs-{bs}"), &o);
     }
 }
 
