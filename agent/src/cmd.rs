@@ -3,8 +3,10 @@ use anyhow::{bail, Context, Result};
 use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// How many of the last output lines an error carries.
 const TAIL_LINES: usize = 10;
@@ -46,14 +48,46 @@ pub fn run<S: AsRef<OsStr>>(argv: &[S]) -> Result<String> {
 /// by line as they come, and on failure the error names the command and
 /// carries the last lines of that output.
 pub fn run_streaming<S: AsRef<OsStr>>(argv: &[S]) -> Result<()> {
+    let (status, tail) = stream(argv, None)?;
+    if !status.success() {
+        bail!(
+            "{} failed ({}): {}",
+            shown(argv).join(" "),
+            status,
+            tail.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// Like [`run_streaming`], for a program that must not run for ever (a
+/// site's postscript): it runs in its own process group, which gets SIGTERM
+/// when `timeout` is reached and SIGKILL 5 s later; that is an error naming
+/// the command. The exit status is returned, whatever it is, with the last
+/// lines of output.
+pub fn run_bounded<S: AsRef<OsStr>>(
+    argv: &[S],
+    timeout: Duration,
+) -> Result<(ExitStatus, Vec<String>)> {
+    stream(argv, Some(timeout))
+}
+
+fn stream<S: AsRef<OsStr>>(
+    argv: &[S],
+    timeout: Option<Duration>,
+) -> Result<(ExitStatus, Vec<String>)> {
     let (prog, args) = argv.split_first().context("run: empty argv")?;
     let shown = shown(argv);
     tracing::debug!(argv = ?shown, "running");
-    let mut child = Command::new(prog)
-        .args(args)
+    let mut cmd = Command::new(prog);
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    if timeout.is_some() {
+        cmd.process_group(0);
+    }
+    let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {}", shown.join(" ")))?;
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES + 1)));
@@ -73,23 +107,58 @@ pub fn run_streaming<S: AsRef<OsStr>>(argv: &[S]) -> Result<()> {
             &tail,
         ),
     ];
-    let status = child
-        .wait()
-        .with_context(|| format!("waiting for {}", shown.join(" ")))?;
+    let start = Instant::now();
+    let mut killed = None;
+    let status = loop {
+        let Some(limit) = timeout else {
+            break child
+                .wait()
+                .with_context(|| format!("waiting for {}", shown.join(" ")))?;
+        };
+        if let Some(st) = child
+            .try_wait()
+            .with_context(|| format!("waiting for {}", shown.join(" ")))?
+        {
+            break st;
+        }
+        let pgid = child.id() as libc::pid_t;
+        match killed {
+            None if start.elapsed() >= limit => {
+                tracing::warn!(
+                    "{} still runs after {}s: SIGTERM",
+                    shown.join(" "),
+                    limit.as_secs()
+                );
+                // SAFETY: kill(2) on the child's own process group.
+                unsafe { libc::kill(-pgid, libc::SIGTERM) };
+                killed = Some(Instant::now());
+            }
+            Some(t) if t.elapsed() >= Duration::from_secs(5) => {
+                // SAFETY: as above.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     for p in pumps.into_iter().flatten() {
         let _ = p.join();
     }
-    if !status.success() {
-        let tail = tail.lock().unwrap_or_else(|e| e.into_inner());
-        let tail: Vec<&str> = tail.iter().map(String::as_str).collect();
+    let tail: Vec<String> = tail
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    if killed.is_some() {
         bail!(
-            "{} failed ({}): {}",
+            "{} did not finish within {}s and was killed: {}",
             shown.join(" "),
-            status,
+            timeout.unwrap_or_default().as_secs(),
             tail.join("\n")
         );
     }
-    Ok(())
+    Ok((status, tail))
 }
 
 /// Copy `r` to our stderr line by line, keeping the last lines in `tail`.
@@ -163,5 +232,31 @@ mod tests {
             run_streaming(&["nodeboot-no-such-prog"]).unwrap_err()
         );
         assert!(e.contains("starting nodeboot-no-such-prog"), "{e}");
+    }
+
+    #[test]
+    fn bounded_returns_the_exit_status() {
+        let (st, tail) = run_bounded(
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(st.code(), Some(3));
+        assert!(
+            tail.contains(&"out".to_string()) && tail.contains(&"err".to_string()),
+            "{tail:?}"
+        );
+    }
+
+    #[test]
+    fn bounded_kills_the_whole_group_at_the_timeout() {
+        let t = Instant::now();
+        // The child of the shell would keep the output pipe open if only
+        // the shell were killed.
+        let e = run_bounded(&["sh", "-c", "sleep 30 & sleep 30"], Duration::from_secs(1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did not finish within 1s and was killed"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     }
 }

@@ -126,7 +126,8 @@ impl Cmdline {
         }
     }
 
-    fn seconds(&self, key: &str, default: u64) -> Result<Duration, CmdlineError> {
+    /// A whole number of seconds > 0 (`default` when absent).
+    pub fn seconds(&self, key: &str, default: u64) -> Result<Duration, CmdlineError> {
         match self.value(key) {
             None => Ok(Duration::from_secs(default)),
             Some(v) => v

@@ -6,4 +6,5 @@ pub mod initrd;
 pub mod live;
 pub mod log;
 pub mod net;
+pub mod provision;
 pub mod status;

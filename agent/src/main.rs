@@ -47,6 +47,14 @@ Exit status:
         #[arg(long, default_value = "/run/nodeboot/boot.json")]
         record: PathBuf,
     },
+    /// After boot (run by nodectl-provision.service): the site's provisioning.
+    ///
+    /// Grendel compatibility: with nodeboot.postscript=1 on the kernel command
+    /// line (or [postscript] enabled = true in /etc/nodeboot/provision.toml),
+    /// fetch {grendel.address}/repo/postscript.sh with retries and run it as
+    /// `sh postscript.sh HOSTNAME` under a timeout. Every phase goes to
+    /// /run/nodeboot/status.json; exits 1 when a step failed.
+    Provision,
     /// The initramfs step (run by nodectl-live.service): network, fetch, mount /sysroot.
     Initrd,
     /// Bring up the boot NIC (BOOTIF MAC) and configure it (DHCP or ip=); prints JSON.
@@ -139,6 +147,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 nodeboot_agent::status::PREFIX,
                 serde_json::to_string(&s)?
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Provision => {
+            let host = nix::unistd::gethostname()?.to_string_lossy().into_owned();
+            let st = nodeboot_agent::provision::run(&Default::default(), &host);
+            if let Some(e) = &st.error {
+                eprintln!("nodectl provision: FAILED: {e}");
+                return Ok(ExitCode::from(1));
+            }
+            eprintln!("nodectl provision: {} ({:.1}s)", st.phase, st.seconds);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Initrd => {

@@ -24,6 +24,10 @@ pub fn status(
             .next()
             .and_then(|v| v.parse::<f64>().ok())
     });
+    // Provisioning's status, beside the record (`nodectl provision`).
+    let provision = std::fs::read(record.with_file_name("status.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
     let fetch = &rec["fetch"];
     Ok(serde_json::json!({
         "hostname": hostname,
@@ -40,6 +44,7 @@ pub fn status(
         "initrd_seconds": rec["timings"]["total"],
         "uptime": up,
         "error": rec["error"],
+        "provision": provision,
     }))
 }
 

@@ -338,6 +338,22 @@ impl Bootd {
         rate_limit: Option<u64>,
         log: &Path,
     ) -> Result<Bootd> {
+        Bootd::spawn(bin, www, None, port, rate_limit, log)
+    }
+
+    /// Serving `repo` at /repo/ too (Grendel's postscript).
+    pub fn start_with_repo(bin: &Path, www: &Path, repo: &Path, log: &Path) -> Result<Bootd> {
+        Bootd::spawn(bin, www, Some(repo), 0, None, log)
+    }
+
+    fn spawn(
+        bin: &Path,
+        www: &Path,
+        repo: Option<&Path>,
+        port: u16,
+        rate_limit: Option<u64>,
+        log: &Path,
+    ) -> Result<Bootd> {
         let port_file = log.with_extension("port");
         let _ = std::fs::remove_file(&port_file);
         let logf = std::fs::OpenOptions::new()
@@ -354,6 +370,9 @@ impl Bootd {
             .stderr(logf);
         if let Some(r) = rate_limit {
             cmd.args(["--rate-limit", &r.to_string()]);
+        }
+        if let Some(r) = repo {
+            cmd.arg("--repo").arg(r);
         }
         let child = cmd
             .spawn()

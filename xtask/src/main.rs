@@ -28,7 +28,8 @@ enum Cmd {
         #[arg(long)]
         no_qemu: bool,
     },
-    /// Run QEMU boots: boot, bad-digest, unreachable, resume (default: all).
+    /// Run QEMU boots: boot, bad-digest, unreachable, resume, postscript,
+    /// postscript-fails (default: all).
     E2e { names: Vec<String> },
     /// Benchmarks against the tools users would use instead.
     Bench {

@@ -6,7 +6,14 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub const NAMES: &[&str] = &["boot", "bad-digest", "unreachable", "resume"];
+pub const NAMES: &[&str] = &[
+    "boot",
+    "bad-digest",
+    "unreachable",
+    "resume",
+    "postscript",
+    "postscript-fails",
+];
 
 pub struct Ctx {
     pub art: Artifacts,
@@ -62,6 +69,8 @@ pub fn run(ctx: &Ctx, name: &str) -> Result<Value> {
         "bad-digest" => bad_digest(ctx, &dir),
         "unreachable" => unreachable(ctx, &dir),
         "resume" => resume(ctx, &dir),
+        "postscript" => postscript(ctx, &dir, true),
+        "postscript-fails" => postscript(ctx, &dir, false),
         other => bail!("unknown scenario {other}; known: {}", NAMES.join(", ")),
     }
 }
@@ -224,4 +233,68 @@ fn resume(ctx: &Ctx, dir: &std::path::Path) -> Result<Value> {
     Ok(
         json!({ "resumes": resumes, "range_requests": ranged, "milestones": r.milestones, "seconds": r.seconds }),
     )
+}
+
+/// Grendel compatibility: with `nodeboot.postscript=1` the booted node
+/// fetches `{grendel.address}/repo/postscript.sh` from bootd and runs it with
+/// its hostname; a failing script fails provisioning, which the node's
+/// status line reports with the URL and the exit status.
+fn postscript(ctx: &Ctx, dir: &std::path::Path, succeed: bool) -> Result<Value> {
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(&repo)?;
+    let script = if succeed {
+        "#!/bin/sh\nset -e\necho \"postscript: argument $1, hostname $(hostname)\"\n\
+         test \"$1\" = \"$(hostname)\"\necho postscript: done\n"
+    } else {
+        "#!/bin/sh\necho postscript: failing on purpose\nexit 3\n"
+    };
+    std::fs::write(repo.join("postscript.sh"), script)?;
+    let log = dir.join("bootd.log");
+    let _ = std::fs::remove_file(&log);
+    let srv = Bootd::start_with_repo(&ctx.bootd, &ctx.art.www, &repo, &log)?;
+    let cmdline = e2e::cmdline(srv.port, "nodeboot.postscript=1");
+    let url = format!("http://10.0.2.2:{}/repo/postscript.sh", srv.port);
+    let mut said_done = false;
+    let mut judge = |s: &Value, line: &str| {
+        if line.contains("postscript: done") {
+            said_done = true;
+        }
+        let ready = e2e::judge_ready(s, line)?;
+        let p = &s["status"]["provision"];
+        let ps = &p["postscript"];
+        Some(ready.and_then(|()| {
+            if ps["url"] != url.as_str() {
+                bail!("provisioning ran {} instead of {url}: {p}", ps["url"]);
+            }
+            if succeed {
+                if p["phase"] != "ready" || ps["exit_code"] != 0 {
+                    bail!("provisioning did not succeed: {p}");
+                }
+                if !said_done {
+                    bail!("the postscript's output is not on the console");
+                }
+            } else {
+                let err = p["error"].as_str().unwrap_or_default();
+                if p["phase"] != "failed"
+                    || ps["exit_code"] != 3
+                    || !err.contains("exited with exit status: 3")
+                    || !err.contains(&url)
+                {
+                    bail!("the failure is not reported as expected: {p}");
+                }
+            }
+            Ok(())
+        }))
+    };
+    let r = ctx.boot(&cmdline, dir, &mut judge, 420)?;
+    drop(srv);
+    let served = std::fs::read_to_string(&log)?
+        .lines()
+        .filter(|l| l.contains("/repo/postscript.sh"))
+        .count();
+    if served == 0 {
+        bail!("bootd never served /repo/postscript.sh ({})", log.display());
+    }
+    let st = r.status.clone().unwrap_or_default();
+    Ok(json!({ "provision": st["provision"], "seconds": r.seconds }))
 }
