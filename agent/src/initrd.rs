@@ -107,10 +107,17 @@ pub fn run(paths: &Paths) -> Result<Option<BootRecord>> {
         },
         error: None,
     };
-    let result = steps(paths, &params, &url, &mut rec, t0);
+    let reporter = crate::report::Reporter::new(&params, "");
+    let result = steps(paths, &params, &url, &mut rec, t0, &reporter);
     rec.timings.total = t0.elapsed().as_secs_f64();
-    if let Err(e) = &result {
-        rec.error = Some(format!("{e:#}"));
+    match &result {
+        Err(e) => {
+            rec.error = Some(format!("{e:#}"));
+            reporter.phase("failed", rec.error.as_deref());
+        }
+        Ok(()) => {
+            reporter.phase("booted", Some("live root mounted, switching root"));
+        }
     }
     // The record is written on failure too: the emergency shell and a later
     // status report read it. A failure to write it must not hide the real error.
@@ -135,6 +142,7 @@ fn steps(
     url: &str,
     rec: &mut BootRecord,
     t0: Instant,
+    reporter: &crate::report::Reporter,
 ) -> Result<()> {
     // A bad name must stop the boot before minutes of download, naming the key.
     if let Some(h) = &p.hostname {
@@ -162,6 +170,7 @@ fn steps(
             .unwrap_or_else(|| "-".into())
     );
     rec.net = Some(n);
+    reporter.phase("fetching", None);
 
     let t = Instant::now();
     let image = image_path(&paths.run);

@@ -7,4 +7,5 @@ pub mod live;
 pub mod log;
 pub mod net;
 pub mod provision;
+pub mod report;
 pub mod status;

@@ -214,6 +214,13 @@ pub fn run(paths: &Paths, hostname: &str) -> Status {
         notify_status(&st.phase);
     };
     report(&mut st);
+    // The boot server hears the start and the outcome.
+    let reporter = crate::cmdline::BootParams::from_path(&paths.cmdline)
+        .ok()
+        .map(|p| crate::report::Reporter::new(&p, hostname));
+    if let Some(r) = &reporter {
+        r.phase("provisioning", None);
+    }
     let r = steps(paths, &mut st, &mut report);
     match r {
         Ok(()) => st.phase = "ready".into(),
@@ -223,6 +230,9 @@ pub fn run(paths: &Paths, hostname: &str) -> Status {
         }
     }
     report(&mut st);
+    if let Some(r) = &reporter {
+        r.phase(&st.phase, st.error.as_deref());
+    }
     st
 }
 
@@ -365,26 +375,49 @@ mod tests {
         assert!(load_config(&d.path().join("absent.toml")).is_ok());
     }
 
-    /// A local server serves the script; the run writes status.json.
-    fn serve_once(body: &'static str) -> (u16, std::thread::JoinHandle<()>) {
+    /// A local server: the script for GET, 204 for the status reports;
+    /// returns each request's first line and body.
+    fn serve(body: &'static str, requests: usize) -> (u16, std::thread::JoinHandle<Vec<String>>) {
         use std::io::{Read, Write};
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let h = std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let _ = write!(
-                s,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
+            let mut seen = Vec::new();
+            for _ in 0..requests {
+                let (mut s, _) = l.accept().unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(300)))
+                    .unwrap();
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                }
+                let req = String::from_utf8_lossy(&req).to_string();
+                let first = req.lines().next().unwrap_or_default().to_string();
+                if first.starts_with("POST") {
+                    let b = req.split("\r\n\r\n").nth(1).unwrap_or_default();
+                    seen.push(format!("{first} {b}"));
+                    let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+                } else {
+                    seen.push(first);
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+            }
+            seen
         });
         (port, h)
     }
 
-    fn run_with(script: &'static str, extra: &str) -> (Status, tempfile::TempDir) {
-        let (port, h) = serve_once(script);
+    fn run_with(script: &'static str, extra: &str) -> (Status, tempfile::TempDir, Vec<String>) {
+        // The "provisioning" report, the script, the outcome's report.
+        let (port, h) = serve(script, 3);
         let d = tempfile::tempdir().unwrap();
         let paths = Paths {
             cmdline: d.path().join("cmdline"),
@@ -397,16 +430,26 @@ mod tests {
         )
         .unwrap();
         let st = run(&paths, "localhost");
-        h.join().unwrap();
+        let seen = h.join().unwrap();
         let on_disk: Status =
             serde_json::from_slice(&std::fs::read(paths.run.join("status.json")).unwrap()).unwrap();
         assert_eq!(on_disk, st);
-        (st, d)
+        assert!(
+            seen[0].starts_with("POST /status") && seen[0].contains("\"phase\":\"provisioning\""),
+            "{seen:?}"
+        );
+        assert!(seen[1].starts_with("GET /repo/postscript.sh"), "{seen:?}");
+        assert!(
+            seen[2].starts_with("POST /status")
+                && seen[2].contains(&format!("\"phase\":\"{}\"", st.phase)),
+            "{seen:?}"
+        );
+        (st, d, seen)
     }
 
     #[test]
     fn postscript_runs_with_the_hostname() {
-        let (st, d) = run_with("echo \"$1\" > \"$(dirname \"$0\")/ran\"\n", "");
+        let (st, d, _) = run_with("echo \"$1\" > \"$(dirname \"$0\")/ran\"\n", "");
         assert_eq!(st.phase, "ready", "{st:?}");
         let ps = st.postscript.unwrap();
         assert_eq!(ps.exit_code, Some(0));
@@ -421,7 +464,8 @@ mod tests {
 
     #[test]
     fn failing_postscript_fails_the_step() {
-        let (st, _d) = run_with("echo about to fail; exit 3\n", "");
+        let (st, _d, seen) = run_with("echo about to fail; exit 3\n", "");
+        assert!(seen[2].contains("exited with exit status: 3"), "{seen:?}");
         assert_eq!(st.phase, "failed");
         assert_eq!(st.postscript.as_ref().unwrap().exit_code, Some(3));
         let e = st.error.unwrap();
@@ -433,7 +477,7 @@ mod tests {
 
     #[test]
     fn hanging_postscript_is_killed() {
-        let (st, _d) = run_with("sleep 60\n", "nodeboot.postscript.timeout=1");
+        let (st, _d, _) = run_with("sleep 60\n", "nodeboot.postscript.timeout=1");
         assert_eq!(st.phase, "failed");
         let e = st.error.unwrap();
         assert!(e.contains("did not finish within 1s and was killed"), "{e}");

@@ -1,0 +1,158 @@
+//! Phase reports to the boot server: `POST {grendel.address}/status` with
+//! `{"hostname", "mac", "phase", "message", "image"}` (bootd keeps them for
+//! `GET /nodes` and its page). Best effort: one try with a short timeout, a
+//! failure is logged and never stops the boot (a Grendel server answers 404).
+use crate::cmdline::{BootParams, Mac};
+use std::time::Duration;
+
+/// Bound of one report, connection included.
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+pub struct Reporter {
+    url: Option<String>,
+    hostname: String,
+    mac: Option<Mac>,
+    image: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Reporter {
+    /// Reports go to `grendel.address`; none without it.
+    pub fn new(p: &BootParams, fallback_hostname: &str) -> Reporter {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(TIMEOUT))
+            .user_agent(concat!("nodectl/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Reporter {
+            url: p
+                .grendel_address
+                .as_deref()
+                .filter(|a| !a.is_empty())
+                .map(|a| format!("{}/status", a.trim_end_matches('/'))),
+            hostname: p
+                .hostname
+                .clone()
+                .unwrap_or_else(|| fallback_hostname.to_string()),
+            mac: p.bootif,
+            image: p.live_url.clone(),
+            agent: ureq::Agent::new_with_config(config),
+        }
+    }
+
+    /// The JSON body of a report.
+    pub fn body(&self, phase: &str, message: Option<&str>) -> serde_json::Value {
+        serde_json::json!({
+            "hostname": self.hostname,
+            "mac": self.mac.map(|m| m.to_string()),
+            "phase": phase,
+            "message": message.map(|m| m.chars().take(4000).collect::<String>()),
+            "image": self.image,
+        })
+    }
+
+    /// Send a phase; returns whether the server took it (for the logs and tests).
+    pub fn phase(&self, phase: &str, message: Option<&str>) -> bool {
+        let Some(url) = &self.url else {
+            return false;
+        };
+        let body = self.body(phase, message).to_string();
+        match self
+            .agent
+            .post(url)
+            .header("Content-Type", "application/json")
+            .send(body.as_bytes())
+        {
+            Ok(r) if r.status().is_success() => {
+                tracing::debug!("reported {phase} to {url}");
+                true
+            }
+            Ok(r) => {
+                tracing::debug!("{url} answered {} to the {phase} report", r.status());
+                false
+            }
+            Err(e) => {
+                tracing::info!("could not report {phase} to {url}: {e}");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn params(cmdline: &str) -> BootParams {
+        BootParams::from_cmdline(&crate::cmdline::Cmdline::parse(cmdline)).unwrap()
+    }
+
+    #[test]
+    fn posts_the_phase_as_json() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers, then the body announced by Content-Length.
+            loop {
+                let n = s.read(&mut buf).unwrap();
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap();
+                    if req.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            String::from_utf8(req).unwrap()
+        });
+        let r = Reporter::new(
+            &params(&format!(
+                "root=live:http://x/live.squashfs BOOTIF=01-52-54-00-12-34-56 grendel.hostname=cn1 grendel.address=http://127.0.0.1:{port}/"
+            )),
+            "other",
+        );
+        assert!(r.phase("fetching", Some("1 of 2")));
+        let req = h.join().unwrap();
+        assert!(req.starts_with("POST /status HTTP/1.1"), "{req}");
+        let body: serde_json::Value =
+            serde_json::from_str(req.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["hostname"], "cn1");
+        assert_eq!(body["mac"], "52:54:00:12:34:56");
+        assert_eq!(body["phase"], "fetching");
+        assert_eq!(body["message"], "1 of 2");
+        assert_eq!(body["image"], "http://x/live.squashfs");
+    }
+
+    #[test]
+    fn no_server_is_not_an_error() {
+        // Nothing listens there: the report fails quickly and quietly.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let r = Reporter::new(
+            &params(&format!("grendel.address=http://127.0.0.1:{port}")),
+            "h",
+        );
+        let t = std::time::Instant::now();
+        assert!(!r.phase("booted", None));
+        assert!(t.elapsed() < Duration::from_secs(5));
+        // Without grendel.address nothing is sent.
+        assert!(!Reporter::new(&params(""), "h").phase("booted", None));
+    }
+}
