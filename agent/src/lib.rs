@@ -1,6 +1,7 @@
 //! nodeboot agent: the code behind `nodectl`, everything that runs on a node.
 pub mod cmd;
 pub mod cmdline;
+pub mod disk;
 pub mod fetch;
 pub mod initrd;
 pub mod live;

@@ -72,7 +72,107 @@ Exit status:
         #[arg(long, default_value = "/etc")]
         etc: PathBuf,
     },
+    /// Partition and format a node's local disk: GPT, an optional key partition, one data
+    /// filesystem created with the UUID (and label) you give. Safe and idempotent.
+    ///
+    /// Prints the disk's model, serial, size, what is on it now and the plan before
+    /// writing anything; --dry-run stops there. Refuses, naming the device and the reason,
+    /// rather than touch a disk in use or holding data.
+    #[command(after_help = FORMAT_DISK_HELP)]
+    FormatDisk {
+        /// The whole disk; a stable name is safer: /dev/disk/by-id/nvme-…
+        device: PathBuf,
+        /// Filesystem of the data partition: xfs, ext4 or btrfs.
+        #[arg(long, value_parser = clap::builder::TypedValueParser::map(
+            clap::builder::PossibleValuesParser::new(["xfs", "ext4", "btrfs"]),
+            |s| s.parse::<nodeboot_agent::disk::Fs>().expect("one of the listed values")))]
+        fs: nodeboot_agent::disk::Fs,
+        /// UUID of the data filesystem (8-4-4-4-12 hex digits; `uuidgen` makes one);
+        /// the node mounts /dev/disk/by-uuid/UUID.
+        #[arg(long, value_parser = |s: &str| s.parse::<nodeboot_agent::disk::Uuid>())]
+        uuid: nodeboot_agent::disk::Uuid,
+        /// Label of the data filesystem (at most xfs 12, ext4 16, btrfs 255 bytes).
+        #[arg(long)]
+        label: Option<String>,
+        /// Make a partition for the deploy key first (ext4, GPT name and label
+        /// nodeboot-key) of SIZE, e.g. 64M (8M to 1G, whole MiB); the data partition
+        /// takes the rest.
+        #[arg(long, value_name = "SIZE", value_parser = nodeboot_agent::disk::plan::parse_key_size)]
+        key_partition: Option<u64>,
+        /// Erase existing partition tables and filesystem signatures first. Never
+        /// allowed on the disk of the running root, the live image cache or the boot medium.
+        #[arg(long)]
+        wipe: bool,
+        /// Print the facts and the plan and run every check; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON on stdout (the text goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the deploy key on the key partition (made by format-disk --key-partition)
+    /// as the file `key`, mode 0600, owner root; read it back and compare.
+    #[command(after_help = INSTALL_KEY_HELP)]
+    InstallKey {
+        /// The key partition, or the whole disk (its partition named nodeboot-key is used).
+        device: PathBuf,
+        /// The private key to install (never printed).
+        keyfile: PathBuf,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
+
+const FORMAT_DISK_HELP: &str = "\
+Examples:
+  # look first: facts, what is on the disk, the plan, and whether it would be refused
+  nodectl format-disk /dev/disk/by-id/nvme-EXAMPLE_SN123 --fs xfs \\
+      --uuid 0b1f6a5e-3c1d-4b6e-9a7c-2f7e8d9c0a11 --key-partition 64M --dry-run
+  # a blank disk: partition 1 for the key (64 MiB), partition 2 xfs over the rest
+  nodectl format-disk /dev/nvme0n1 --fs xfs --uuid 0b1f6a5e-3c1d-4b6e-9a7c-2f7e8d9c0a11 \\
+      --label scratch --key-partition 64M
+  # a disk used before: erase what is on it first
+  nodectl format-disk /dev/sdb --fs ext4 --uuid 0b1f6a5e-3c1d-4b6e-9a7c-2f7e8d9c0a11 --wipe
+  # then the deploy key
+  nodectl install-key /dev/nvme0n1 ./deploy_key
+
+What it does: (with --wipe) erase the signatures in each old partition and on the disk;
+write a GPT with 1 MiB-aligned partitions (nodeboot-key, nodeboot-data); mkfs with the
+UUID and label; re-read the partition table and wait for udev until
+/dev/disk/by-uuid/UUID exists. Run again with the same options on a disk that has that
+layout, filesystem, UUID (and label), it writes nothing and prints \"already formatted\".
+If mkfs (or anything after the partition table) fails, the disk is reset to an empty
+GPT: never a half-made filesystem under your UUID.
+
+Refused, nothing written (the message names the device and the reason):
+  not a block device, or a partition instead of a whole disk; read-only;
+  a partition mounted, in use as swap, or held by device-mapper or md;
+  a partition table or filesystem already there (unless --wipe);
+  a --uuid that /dev/disk/by-uuid already gives to another device;
+  the disk holding the running root, the live image cache (/run/nodeboot) or the
+  boot medium (/boot, /efi) -- even with --wipe.
+
+Exit status:
+  0  formatted; already formatted; or --dry-run and nothing against it
+  3  refused: nothing was written
+  4  failed after the partition table was written: the disk was reset to an empty GPT
+  2  bad command line (UUID, label length, --key-partition size)
+  1  anything else (reading the disk, wiping, /dev/disk/by-uuid/UUID not made by udev)
+
+See also: man nodectl-format-disk";
+
+const INSTALL_KEY_HELP: &str = "\
+Example:
+  nodectl install-key /dev/disk/by-id/nvme-EXAMPLE_SN123 ./deploy_key
+
+DEVICE is mounted (ext4, nosuid,nodev,noexec) on a private directory under /run, the key
+is written to a temporary file (0600, root:root), synced and renamed to `key`, read back
+and compared, and the partition is unmounted on every path. The key is never printed.
+
+Exit status:
+  0  installed and read back
+  1  not a key partition, no ext4 on it, empty or oversized KEYFILE, I/O error";
 
 /// Read by `nodeimg build` from the binary in an image, for its manifest
 /// (`nodectl_version`); the marker is `nodeimg::build::NODECTL_VERSION_MARKER`.
@@ -194,6 +294,134 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let r = nodeboot_agent::net::bring_up(&cfg, &etc)?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::FormatDisk {
+            device,
+            fs,
+            uuid,
+            label,
+            key_partition,
+            wipe,
+            dry_run,
+            json,
+        } => {
+            if let Some(l) = &label {
+                if let Err(e) = nodeboot_agent::disk::plan::check_label(fs, l) {
+                    use clap::CommandFactory;
+                    Cli::command()
+                        .error(clap::error::ErrorKind::ValueValidation, e)
+                        .exit();
+                }
+            }
+            let req = nodeboot_agent::disk::FormatRequest {
+                device,
+                fs,
+                uuid,
+                label,
+                key_partition,
+                wipe,
+                dry_run,
+            };
+            format_disk(&req, json)
+        }
+        Cmd::InstallKey {
+            device,
+            keyfile,
+            json,
+        } => {
+            let r = nodeboot_agent::disk::key::install_key(
+                &device,
+                &keyfile,
+                &Default::default(),
+                &Default::default(),
+            )?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "installed the key on {} as {} ({} bytes, mode {}, owner {}), read back and compared",
+                    r.partition.display(),
+                    r.file,
+                    r.bytes,
+                    r.mode,
+                    r.owner
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `nodectl format-disk`: the text (stdout, or stderr with --json) before
+/// anything is written, the result line or JSON at the end.
+fn format_disk(req: &nodeboot_agent::disk::FormatRequest, json: bool) -> Result<ExitCode> {
+    use nodeboot_agent::disk::{format_disk, Report};
+    use std::io::Write;
+    let mut shown: Option<Report> = None;
+    let text = |s: &str| {
+        if json {
+            eprint!("{s}");
+        } else {
+            print!("{s}");
+            let _ = std::io::stdout().flush();
+        }
+    };
+    let r = format_disk(
+        req,
+        &Default::default(),
+        &Default::default(),
+        &mut |r: &Report| {
+            text(&r.human());
+            shown = Some(r.clone());
+        },
+    );
+    match r {
+        Ok(r) => {
+            let data = r
+                .plan
+                .iter()
+                .find(|p| p.part.role == nodeboot_agent::disk::plan::Role::Data);
+            let what = data
+                .map(|p| format!("{} {} UUID {}", p.device.display(), p.part.fs, req.uuid))
+                .unwrap_or_default();
+            let link = r
+                .by_uuid
+                .as_ref()
+                .map(|l| format!(" ({})", l.display()))
+                .unwrap_or_default();
+            let line = match r.result.as_deref() {
+                Some("already-formatted") => {
+                    format!("already formatted: {what}{link}; nothing written\n")
+                }
+                Some("dry-run") => format!(
+                    "dry run: nothing written; without --dry-run: {}write the GPT and make {what}\n",
+                    if req.wipe { "wipe the signatures, " } else { "" }
+                ),
+                _ => format!("formatted: {what}{link} in {:.1} s\n", r.seconds),
+            };
+            text(&line);
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("nodectl: error: {e}");
+            if json {
+                let mut r = shown
+                    .map(serde_json::to_value)
+                    .transpose()?
+                    .unwrap_or_else(|| serde_json::json!({ "device": req.device }));
+                r["result"] = (if e.exit_code() == 3 {
+                    "refused"
+                } else {
+                    "failed"
+                })
+                .into();
+                r["error"] = e.to_string().into();
+                println!("{r}");
+            }
+            Ok(ExitCode::from(e.exit_code()))
         }
     }
 }

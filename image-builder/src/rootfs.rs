@@ -41,6 +41,7 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
     "slurmd",
     "nfs-common",
     "xfsprogs",
+    "btrfs-progs",
 ];
 
 /// Installed with apt inside the tree after debootstrap (`--no-install-recommends`):

@@ -19,6 +19,12 @@ pub const PACKAGES: &[&str] = &[
     "strace",          // bootd test: bodies go out with sendfile
     "zstd",
     "cpio",
+    "xfsprogs",    // format-disk tests: mkfs.xfs
+    "e2fsprogs",   // format-disk tests: mkfs.ext4 (data and key partitions)
+    "btrfs-progs", // format-disk tests: mkfs.btrfs
+    "fdisk",       // sfdisk --json/--verify: the tests read nodectl's GPT with libfdisk
+    "util-linux",  // wipefs, blkid, losetup, mkswap/swapon, unshare (format-disk and its tests)
+    "dmsetup",     // format-disk tests: a device-mapper holder (faked if the kernel has no dm)
 ];
 
 fn installed(pkg: &str) -> bool {
