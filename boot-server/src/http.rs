@@ -142,6 +142,64 @@ pub fn read_request<R: BufRead>(r: &mut R) -> Result<Option<Request>, HeadError>
     }))
 }
 
+/// Why a request body is not read: the server answers with
+/// [`status`](BodyError::status) and the message, then closes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("chunked request bodies are not accepted: send Content-Length")]
+    Chunked,
+    #[error("Content-Length required")]
+    NoLength,
+    #[error("bad Content-Length {0:?}")]
+    BadLength(String),
+    #[error("body of {len} bytes is larger than {max} bytes")]
+    TooLarge { len: u64, max: usize },
+}
+
+impl BodyError {
+    /// 411 without a length, 413 over the limit, 400 for a bad length.
+    pub fn status(&self) -> u16 {
+        match self {
+            BodyError::Chunked | BodyError::NoLength => 411,
+            BodyError::BadLength(_) => 400,
+            BodyError::TooLarge { .. } => 413,
+        }
+    }
+}
+
+/// The length of a request body that must come with `Content-Length` and
+/// be at most `max` bytes. Any `Transfer-Encoding` is refused; several
+/// `Content-Length` fields (or a list) must all carry the same number
+/// (RFC 9112 §6.3).
+pub fn body_length(req: &Request, max: usize) -> Result<usize, BodyError> {
+    if req.header("transfer-encoding").is_some() {
+        return Err(BodyError::Chunked);
+    }
+    let mut len: Option<u64> = None;
+    for v in req
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .flat_map(|(_, v)| v.split(','))
+    {
+        let v = v.trim();
+        let bad = || BodyError::BadLength(v.chars().take(40).collect());
+        if v.is_empty() || !v.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let n = v.parse::<u64>().unwrap_or(u64::MAX);
+        if len.is_some_and(|l| l != n) {
+            return Err(bad());
+        }
+        len = Some(n);
+    }
+    let len = len.ok_or(BodyError::NoLength)?;
+    match usize::try_from(len) {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(BodyError::TooLarge { len, max }),
+    }
+}
+
 /// The outcome of a `Range` header against a representation of `size` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeReq {
@@ -253,35 +311,80 @@ pub fn if_range_matches(header: &str, etag: &str, last_modified: &str) -> bool {
 /// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110 §5.6.7).
 /// Times before 1970 are clamped to the epoch.
 pub fn http_date(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = secs / 86400;
-    let (h, m, s) = ((secs % 86400) / 3600, (secs % 3600) / 60, secs % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    let c = Civil::of(t);
+    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(c.days % 7) as usize];
     let mn = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ][(mo - 1) as usize];
-    format!("{wd}, {d:02} {mn} {y} {h:02}:{m:02}:{s:02} GMT")
+    ][(c.month - 1) as usize];
+    format!(
+        "{wd}, {:02} {mn} {} {:02}:{:02}:{:02} GMT",
+        c.day, c.year, c.hour, c.min, c.sec
+    )
+}
+
+/// An RFC 3339 UTC time with milliseconds (`1994-11-06T08:49:37.000Z`), as
+/// the status JSON and page show them. Times before 1970 are clamped to the
+/// epoch.
+pub fn rfc3339(t: SystemTime) -> String {
+    let c = Civil::of(t);
+    format!(
+        "{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        c.year, c.month, c.day, c.hour, c.min, c.sec, c.millis
+    )
+}
+
+/// A UTC calendar date and time of day.
+struct Civil {
+    /// Days since 1970-01-01.
+    days: u64,
+    year: i64,
+    month: i64,
+    day: i64,
+    hour: u64,
+    min: u64,
+    sec: u64,
+    millis: u32,
+}
+
+impl Civil {
+    fn of(t: SystemTime) -> Civil {
+        let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let days = secs / 86400;
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        Civil {
+            days,
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month,
+            day,
+            hour: (secs % 86400) / 3600,
+            min: (secs % 3600) / 60,
+            sec: secs % 60,
+            millis: since.subsec_millis(),
+        }
+    }
 }
 
 /// The reason phrase bootd sends with a status code.
 pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        204 => "No Content",
         206 => "Partial Content",
         304 => "Not Modified",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Content Too Large",
         416 => "Range Not Satisfiable",
         431 => "Request Header Fields Too Large",
         _ => "Internal Server Error",
@@ -440,6 +543,66 @@ mod tests {
         assert!(!if_range_matches("W/\"186a0-1\"", tag, lm));
         assert!(!if_range_matches("\"other\"", tag, lm));
         assert!(!if_range_matches("Fri, 02 Jan 1970 00:00:00 GMT", tag, lm));
+    }
+
+    #[test]
+    fn body_lengths() {
+        let len = |raw: &[u8]| {
+            let r = read_request(&mut &raw[..]).unwrap().unwrap();
+            body_length(&r, 100)
+        };
+        assert_eq!(
+            len(b"POST /s HTTP/1.1\r\nContent-Length: 12\r\n\r\n"),
+            Ok(12)
+        );
+        assert_eq!(len(b"POST /s HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), Ok(0));
+        assert_eq!(
+            len(b"POST /s HTTP/1.1\r\nContent-Length: 100\r\n\r\n"),
+            Ok(100)
+        );
+        assert_eq!(
+            len(b"POST /s HTTP/1.1\r\ncontent-length: 7\r\nContent-Length: 7, 7\r\n\r\n"),
+            Ok(7)
+        );
+        assert_eq!(len(b"POST /s HTTP/1.1\r\n\r\n"), Err(BodyError::NoLength));
+        assert_eq!(
+            len(b"POST /s HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"),
+            Err(BodyError::Chunked)
+        );
+        assert_eq!(
+            len(b"POST /s HTTP/1.1\r\nContent-Length: 101\r\n\r\n"),
+            Err(BodyError::TooLarge { len: 101, max: 100 })
+        );
+        assert_eq!(
+            len(b"POST /s HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n")
+                .map_err(|e| e.status()),
+            Err(413)
+        );
+        for bad in ["-1", "+3", "0x10", "1 2", "abc"] {
+            let raw = format!("POST /s HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n");
+            let e = len(raw.as_bytes()).unwrap_err();
+            assert_eq!(
+                (e.status(), matches!(e, BodyError::BadLength(_))),
+                (400, true),
+                "{bad}"
+            );
+        }
+        let e = len(b"POST /s HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n");
+        assert_eq!(e, Err(BodyError::BadLength("4".into())));
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        let at = |ms| rfc3339(UNIX_EPOCH + Duration::from_millis(ms));
+        assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(784_111_777_000), "1994-11-06T08:49:37.000Z");
+        assert_eq!(at(951_825_600_042), "2000-02-29T12:00:00.042Z");
+        assert_eq!(at(1_700_000_000_999), "2023-11-14T22:13:20.999Z");
+        assert_eq!(at(4_102_444_799_000), "2099-12-31T23:59:59.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00.000Z"
+        );
     }
 
     #[test]

@@ -11,14 +11,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Serve boot artifacts over HTTP/1.1 (GET/HEAD, Range, ETag).
+    /// Serve boot artifacts over HTTP/1.1 (GET/HEAD, Range, ETag) and the
+    /// nodes' status.
     ///
     /// One access-log line per request goes to stderr (BOOTD_LOG=debug also
-    /// says why a path got 404).
+    /// says why a path got 404), and one per node status.
     #[command(after_help = "\
 Paths are percent-decoded; `..` components, NUL bytes, directories and
 anything resolving outside the served directory (symlinks included) get 404.
-A Range header with several ranges gets the whole file (200).")]
+A Range header with several ranges gets the whole file (200).
+
+Nodes POST their phase to /status as JSON ({\"hostname\", \"mac\", \"phase\",
+\"message\", \"image\"}); GET /nodes lists them as JSON and GET / as an HTML
+page. The status is kept in memory only.")]
     Serve {
         /// Directory served at /.
         #[arg(long)]

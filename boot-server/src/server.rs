@@ -1,24 +1,32 @@
-//! The artifact server: a std `TcpListener`, one thread per connection,
-//! HTTP/1.1 keep-alive, GET and HEAD of the files under the served trees
-//! with single byte ranges, validators (ETag, Last-Modified) and zero-copy
-//! bodies (see [`crate::transfer`]). One access-log line per request.
+//! The server: a std `TcpListener`, one thread per connection, HTTP/1.1
+//! keep-alive. GET and HEAD of the files under the served trees with single
+//! byte ranges, validators (ETag, Last-Modified) and zero-copy bodies (see
+//! [`crate::transfer`]); `POST /status` from the nodes, `GET /nodes` (JSON)
+//! and `GET /` (the status page) from [`crate::status`] and [`crate::page`].
+//! One access-log line per request, plus one per node status.
 use crate::files::{content_type, Artifact, Trees};
 use crate::http::{
-    http_date, if_range_matches, none_match, parse_range, read_request, write_head, HeadError,
-    RangeReq, Request,
+    body_length, http_date, if_range_matches, none_match, parse_range, read_request, write_head,
+    BodyError, HeadError, RangeReq, Request,
 };
+use crate::status::{nodes_json, Nodes, Report, MAX_BODY};
 use crate::transfer::send_range;
 use anyhow::{Context, Result};
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long an idle keep-alive connection (or a slow request head) may wait.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one write to a client may block (a node that stopped reading).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A refused status body up to this size is read and dropped before the
+/// answer, so that closing the connection does not reset it under the
+/// client (unread data makes the kernel send RST, which can discard the
+/// response).
+const MAX_DRAIN: u64 = 1 << 20;
 
 /// What `bootd serve` serves.
 #[derive(Debug, Clone)]
@@ -40,6 +48,7 @@ pub struct Server {
 struct State {
     trees: Trees,
     rate_limit: Option<u64>,
+    nodes: Nodes,
 }
 
 impl Server {
@@ -53,6 +62,7 @@ impl Server {
             state: Arc::new(State {
                 trees,
                 rate_limit: cfg.rate_limit,
+                nodes: Nodes::default(),
             }),
         })
     }
@@ -159,7 +169,7 @@ fn connection(stream: TcpStream, state: &State) {
                     400
                 };
                 let t = Instant::now();
-                let o = error_page(&mut out, status, false, "close");
+                let o = error_page(&mut out, status, false, Conn::CLOSE);
                 tracing::info!(
                     status = o.status,
                     bytes = o.bytes,
@@ -171,14 +181,13 @@ fn connection(stream: TcpStream, state: &State) {
             }
         };
         let t = Instant::now();
-        // Request bodies are never read, so their connection cannot be reused.
-        let keep = req.keep_alive() && !req.has_body();
-        let connection = match (keep, req.minor_version) {
-            (false, _) => "close",
-            (true, 0) => "keep-alive",
-            (true, _) => "",
+        // Only `POST /status` reads its body: other requests with one end
+        // their connection.
+        let mut conn = Conn {
+            keep: req.keep_alive() && !req.has_body(),
+            http10: req.minor_version == 0,
         };
-        let o = respond(&req, &mut out, state, connection);
+        let o = respond(&req, &mut reader, &mut out, state, &mut conn);
         tracing::info!(
             status = o.status,
             bytes = o.bytes,
@@ -189,25 +198,52 @@ fn connection(stream: TcpStream, state: &State) {
             req.method,
             req.target,
         );
-        if !keep || o.error.is_some() {
+        if !conn.keep || o.error.is_some() {
             return;
         }
     }
 }
 
-/// A short text/plain error response.
-fn error_page(out: &mut TcpStream, status: u16, head_only: bool, connection: &str) -> Outcome {
-    let body = format!("{status} {}\n", crate::http::reason(status));
+/// Whether the connection stays open after a response.
+#[derive(Debug, Clone, Copy)]
+struct Conn {
+    keep: bool,
+    /// An HTTP/1.0 client, which keeps the connection only when told.
+    http10: bool,
+}
+
+impl Conn {
+    const CLOSE: Conn = Conn {
+        keep: false,
+        http10: false,
+    };
+
+    /// The `Connection` header to send, if any.
+    fn header(self) -> Option<(&'static str, String)> {
+        match (self.keep, self.http10) {
+            (false, _) => Some(("Connection", "close".into())),
+            (true, true) => Some(("Connection", "keep-alive".into())),
+            (true, false) => None,
+        }
+    }
+}
+
+/// A response with a small body held in memory.
+fn small_response(
+    out: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &str,
+    head_only: bool,
+    conn: Conn,
+    extra: &[(&'static str, String)],
+) -> Outcome {
     let mut headers = vec![
-        ("Content-Type", "text/plain; charset=utf-8".to_string()),
+        ("Content-Type", content_type.to_string()),
         ("Content-Length", body.len().to_string()),
     ];
-    if status == 405 {
-        headers.push(("Allow", "GET, HEAD".into()));
-    }
-    if !connection.is_empty() {
-        headers.push(("Connection", connection.into()));
-    }
+    headers.extend(extra.iter().cloned());
+    headers.extend(conn.header());
     let r = write_head(out, status, &headers).and_then(|()| {
         if head_only {
             Ok(())
@@ -216,6 +252,109 @@ fn error_page(out: &mut TcpStream, status: u16, head_only: bool, connection: &st
         }
     });
     Outcome::done(status, if head_only { 0 } else { body.len() as u64 }, r)
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// An error response whose body is `reason`, one line saying what the
+/// client should fix.
+fn text_error(out: &mut TcpStream, status: u16, reason: &str, conn: Conn) -> Outcome {
+    small_response(out, status, TEXT, &format!("{reason}\n"), false, conn, &[])
+}
+
+/// A short text/plain error response.
+fn error_page(out: &mut TcpStream, status: u16, head_only: bool, conn: Conn) -> Outcome {
+    let body = format!("{status} {}\n", crate::http::reason(status));
+    let allow = if status == 405 {
+        vec![("Allow", "GET, HEAD".to_string())]
+    } else {
+        vec![]
+    };
+    small_response(out, status, TEXT, &body, head_only, conn, &allow)
+}
+
+/// Path of the node status endpoint (`POST`).
+pub const STATUS_PATH: &str = "/status";
+/// Path of the node list (`GET`, JSON).
+pub const NODES_PATH: &str = "/nodes";
+
+/// `POST /status`: read the JSON body (Content-Length, at most
+/// [`MAX_BODY`]), check it, record it, answer 204.
+fn post_status(
+    req: &Request,
+    reader: &mut BufReader<TcpStream>,
+    out: &mut TcpStream,
+    state: &State,
+    conn: &mut Conn,
+) -> Outcome {
+    if req.method != "POST" {
+        let body = "405 Method Not Allowed: POST a node status here\n";
+        let head_only = req.method == "HEAD";
+        let allow = [("Allow", "POST".to_string())];
+        return small_response(out, 405, TEXT, body, head_only, *conn, &allow);
+    }
+    let expects_continue = req.minor_version >= 1
+        && req
+            .header("expect")
+            .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
+    let len = match body_length(req, MAX_BODY) {
+        Ok(n) => n,
+        Err(e) => {
+            conn.keep = false;
+            if let BodyError::TooLarge { len, .. } = e {
+                if !expects_continue && len <= MAX_DRAIN {
+                    let _ = std::io::copy(&mut reader.by_ref().take(len), &mut std::io::sink());
+                }
+            }
+            tracing::info!("status refused: {e}");
+            return text_error(out, e.status(), &e.to_string(), *conn);
+        }
+    };
+    if expects_continue {
+        if let Err(e) = out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n") {
+            return Outcome::done(100, 0, Err(e));
+        }
+    }
+    let mut body = vec![0; len];
+    if let Err(e) = reader.read_exact(&mut body) {
+        // The client went away inside its body: nobody to answer.
+        conn.keep = false;
+        return Outcome::done(400, 0, Err(e));
+    }
+    conn.keep = req.keep_alive();
+    match Report::parse(&body) {
+        Err(e) => {
+            tracing::info!("status refused: {e}");
+            text_error(out, 400, &e.to_string(), *conn)
+        }
+        Ok(r) => {
+            tracing::info!(
+                mac = r.mac.as_deref().map(tracing::field::display),
+                msg = r.message.as_deref().map(tracing::field::debug),
+                image = r.image.as_deref().map(tracing::field::display),
+                "node {} {}",
+                r.hostname,
+                r.phase,
+            );
+            state.nodes.record(r, SystemTime::now());
+            let headers: Vec<_> = conn.header().into_iter().collect();
+            Outcome::done(204, 0, write_head(out, 204, &headers))
+        }
+    }
+}
+
+/// `GET /nodes` (JSON) and `GET /` (the page), never cached.
+fn node_list(req: &Request, path: &str, out: &mut TcpStream, state: &State, conn: Conn) -> Outcome {
+    let now = SystemTime::now();
+    let nodes = state.nodes.snapshot();
+    let (ctype, body) = if path == NODES_PATH {
+        ("application/json", nodes_json(&nodes, now))
+    } else {
+        ("text/html; charset=utf-8", crate::page::render(&nodes, now))
+    };
+    let head_only = req.method == "HEAD";
+    let extra = [("Cache-Control", "no-store".to_string())];
+    small_response(out, 200, ctype, &body, head_only, conn, &extra)
 }
 
 /// The strong validator of a file: `"<size>-<mtime in ns>"`, both in hex.
@@ -228,9 +367,23 @@ pub fn etag(meta: &std::fs::Metadata) -> String {
     format!("\"{:x}-{:x}\"", meta.len(), mtime.as_nanos())
 }
 
-fn respond(req: &Request, out: &mut TcpStream, state: &State, connection: &str) -> Outcome {
+fn respond(
+    req: &Request,
+    reader: &mut BufReader<TcpStream>,
+    out: &mut TcpStream,
+    state: &State,
+    conn: &mut Conn,
+) -> Outcome {
     let head_only = req.method == "HEAD";
-    if req.method != "GET" && !head_only {
+    let get = req.method == "GET" || head_only;
+    match req.path() {
+        Some(STATUS_PATH) => return post_status(req, reader, out, state, conn),
+        // Only the exact path `/`: everything else under it is a file.
+        Some(p @ (NODES_PATH | "/")) if get => return node_list(req, p, out, state, *conn),
+        _ => {}
+    }
+    let connection = *conn;
+    if !get {
         return error_page(out, 405, false, connection);
     }
     let Some(path) = req.path() else {
@@ -252,9 +405,7 @@ fn respond(req: &Request, out: &mut TcpStream, state: &State, connection: &str) 
         ("Last-Modified", last_modified.clone()),
         ("Content-Type", content_type(&path).to_string()),
     ];
-    if !connection.is_empty() {
-        headers.push(("Connection", connection.into()));
-    }
+    headers.extend(connection.header());
 
     // Conditionals (RFC 9110 §13.2.2): If-None-Match wins over
     // If-Modified-Since, which is compared exactly with the Last-Modified we

@@ -340,7 +340,7 @@ fn traversal_and_missing_get_404() {
         "/%2Fetc%2Fpasswd",
         "//etc/passwd",
         "/live.squashfs%00.txt",
-        "/",
+        "/.", // "/" itself is the node status page (tests/status.rs)
         "/sub",
         "/sub/",
         "/repo/",

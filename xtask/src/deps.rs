@@ -17,6 +17,7 @@ pub const PACKAGES: &[&str] = &[
     "iputils-ping",    // reachability checks in the netns tests
     "file",            // checks nodectl is statically linked
     "strace",          // bootd test: bodies go out with sendfile
+    "chromium",        // bootd test: headless screenshot of the node status page
     "zstd",
     "cpio",
     "xfsprogs",    // format-disk tests: mkfs.xfs

@@ -1,0 +1,636 @@
+//! Node status: the phases nodes report with `POST /status` (nodectl posts
+//! `{"hostname","mac","phase","message","image"}` as it boots), validated
+//! here and kept in memory, and the `GET /nodes` document built from them.
+//!
+//! A node is keyed by its MAC (normalised to lowercase `aa:bb:cc:dd:ee:ff`)
+//! when it sends one, else by its hostname. A boot starts at the first
+//! `fetching` after any other phase (or the node's first report);
+//! `boot_seconds` runs from there to the boot's first `ready`.
+use serde::{Serialize, Serializer};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+/// Largest `POST /status` body accepted (413 above).
+pub const MAX_BODY: usize = 16 * 1024;
+/// Longest hostname, in characters (letters, digits, `.` and `-`).
+pub const MAX_HOSTNAME: usize = 64;
+/// Longest message, in characters.
+pub const MAX_MESSAGE: usize = 4096;
+/// Longest image URL, in characters.
+pub const MAX_IMAGE: usize = 2048;
+/// Phases kept per node.
+pub const HISTORY: usize = 20;
+/// Nodes kept; a new node beyond this replaces the one seen least recently.
+pub const MAX_NODES: usize = 10_000;
+
+/// Where a node is in its boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// In the initramfs, downloading the live image.
+    Fetching,
+    /// Switched to the live root.
+    Booted,
+    /// Running the site's provisioning.
+    Provisioning,
+    /// Provisioned: the boot is complete.
+    Ready,
+    /// The boot or the provisioning failed (see the message).
+    Failed,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::Fetching,
+        Phase::Booted,
+        Phase::Provisioning,
+        Phase::Ready,
+        Phase::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Fetching => "fetching",
+            Phase::Booted => "booted",
+            Phase::Provisioning => "provisioning",
+            Phase::Ready => "ready",
+            Phase::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a status body was refused (400). The message names the field and
+/// fits on one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("body: not JSON: {0}")]
+    Json(String),
+    #[error("body: not a JSON object")]
+    NotObject,
+    #[error("{0}: missing")]
+    Missing(&'static str),
+    #[error("{0}: not a string")]
+    NotString(&'static str),
+    #[error("{0}: empty")]
+    Empty(&'static str),
+    #[error("{field}: longer than {max} characters")]
+    TooLong { field: &'static str, max: usize },
+    #[error("hostname: only letters, digits, '.' and '-' are allowed")]
+    HostnameChars,
+    #[error("phase: unknown phase {0:?} (fetching, booted, provisioning, ready, failed)")]
+    Phase(String),
+    #[error("mac: {0:?} is not a MAC address (aa:bb:cc:dd:ee:ff)")]
+    Mac(String),
+}
+
+/// One validated `POST /status` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub hostname: String,
+    /// Normalised: lowercase, colon-separated.
+    pub mac: Option<String>,
+    pub phase: Phase,
+    pub message: Option<String>,
+    pub image: Option<String>,
+}
+
+/// At most 40 characters of a refused value, for an error message.
+fn clip(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+impl Report {
+    /// Parse and check a status body. Unknown fields are ignored; `mac`,
+    /// `message` and `image` may be absent, null or empty.
+    pub fn parse(body: &[u8]) -> Result<Report, Invalid> {
+        let v: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| Invalid::Json(e.to_string()))?;
+        let obj = v.as_object().ok_or(Invalid::NotObject)?;
+        let text = |field: &'static str, max: usize| -> Result<Option<String>, Invalid> {
+            match obj.get(field) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) if s.chars().count() > max => {
+                    Err(Invalid::TooLong { field, max })
+                }
+                Some(serde_json::Value::String(s)) => Ok((!s.is_empty()).then(|| s.clone())),
+                Some(_) => Err(Invalid::NotString(field)),
+            }
+        };
+        let hostname = match obj.get("hostname") {
+            None | Some(serde_json::Value::Null) => return Err(Invalid::Missing("hostname")),
+            Some(_) => text("hostname", MAX_HOSTNAME)?.ok_or(Invalid::Empty("hostname"))?,
+        };
+        if !hostname
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            return Err(Invalid::HostnameChars);
+        }
+        let phase = match obj.get("phase") {
+            None | Some(serde_json::Value::Null) => return Err(Invalid::Missing("phase")),
+            Some(serde_json::Value::String(s)) => {
+                Phase::parse(s).ok_or_else(|| Invalid::Phase(clip(s)))?
+            }
+            Some(_) => return Err(Invalid::NotString("phase")),
+        };
+        let mac = text("mac", usize::MAX)?
+            .map(|m| normalise_mac(&m).ok_or_else(|| Invalid::Mac(clip(&m))))
+            .transpose()?;
+        Ok(Report {
+            hostname,
+            mac,
+            phase,
+            message: text("message", MAX_MESSAGE)?,
+            image: text("image", MAX_IMAGE)?,
+        })
+    }
+}
+
+/// `52:54:00:AB:cd:EF` or `52-54-00-ab-cd-ef` → `52:54:00:ab:cd:ef`.
+pub fn normalise_mac(s: &str) -> Option<String> {
+    let sep = if s.contains('-') { '-' } else { ':' };
+    let parts: Vec<&str> = s.split(sep).collect();
+    let ok = parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    ok.then(|| parts.join(":").to_ascii_lowercase())
+}
+
+/// One entry of a node's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub phase: Phase,
+    #[serde(serialize_with = "time")]
+    pub at: SystemTime,
+}
+
+/// What bootd knows about one node.
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    pub hostname: String,
+    pub mac: Option<String>,
+    pub phase: Phase,
+    pub message: Option<String>,
+    pub image: Option<String>,
+    #[serde(serialize_with = "time")]
+    pub first_seen: SystemTime,
+    #[serde(serialize_with = "time")]
+    pub last_seen: SystemTime,
+    /// The current boot's first `fetching`; `None` when bootd has not seen it.
+    #[serde(serialize_with = "opt_time")]
+    pub boot_started: Option<SystemTime>,
+    /// From `boot_started` to the boot's first `ready`.
+    #[serde(serialize_with = "opt_secs")]
+    pub boot_seconds: Option<Duration>,
+    /// The last [`HISTORY`] phases, oldest first.
+    pub history: VecDeque<Event>,
+}
+
+fn time<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::http::rfc3339(*t))
+}
+
+fn opt_time<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => time(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// Seconds, to the millisecond.
+fn opt_secs<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_millis() as f64 / 1000.0),
+        None => s.serialize_none(),
+    }
+}
+
+impl Node {
+    fn new(r: &Report, now: SystemTime) -> Node {
+        Node {
+            hostname: r.hostname.clone(),
+            mac: r.mac.clone(),
+            phase: r.phase,
+            message: None,
+            image: None,
+            first_seen: now,
+            last_seen: now,
+            boot_started: None,
+            boot_seconds: None,
+            history: VecDeque::new(),
+        }
+    }
+
+    fn update(&mut self, r: Report, now: SystemTime) {
+        let previous = self.history.back().map(|e| e.phase);
+        let new_boot = r.phase == Phase::Fetching && previous != Some(Phase::Fetching);
+        if new_boot {
+            self.boot_started = Some(now);
+            self.boot_seconds = None;
+            self.image = None;
+        }
+        if r.phase == Phase::Ready && self.boot_seconds.is_none() {
+            self.boot_seconds = self
+                .boot_started
+                .map(|t| now.duration_since(t).unwrap_or_default());
+        }
+        self.hostname = r.hostname;
+        self.mac = r.mac;
+        self.phase = r.phase;
+        self.message = r.message;
+        // The image URL is known in the initramfs; later phases may omit it.
+        self.image = r.image.or(self.image.take());
+        self.last_seen = now;
+        self.history.push_back(Event {
+            phase: r.phase,
+            at: now,
+        });
+        while self.history.len() > HISTORY {
+            self.history.pop_front();
+        }
+    }
+}
+
+/// The nodes' state, shared by the connection threads.
+#[derive(Debug)]
+pub struct Nodes {
+    map: Mutex<BTreeMap<String, Node>>,
+    cap: usize,
+}
+
+impl Default for Nodes {
+    fn default() -> Nodes {
+        Nodes::with_capacity(MAX_NODES)
+    }
+}
+
+impl Nodes {
+    /// At most `cap` nodes are kept (at least one).
+    pub fn with_capacity(cap: usize) -> Nodes {
+        Nodes {
+            map: Mutex::new(BTreeMap::new()),
+            cap: cap.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Node>> {
+        // A panic elsewhere cannot leave a node half-updated in a way that
+        // matters more than losing the page: keep serving.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Apply a report received at `now`.
+    pub fn record(&self, r: Report, now: SystemTime) {
+        let mut map = self.lock();
+        let key = r.mac.clone().unwrap_or_else(|| r.hostname.clone());
+        if !map.contains_key(&key) {
+            // A node that reported by hostname before it sent its MAC keeps
+            // its history (hostnames hold no ':', MACs always do).
+            let adopted = match r.mac {
+                Some(_) => map.remove(&r.hostname),
+                None => None,
+            };
+            if adopted.is_none() && map.len() >= self.cap {
+                let oldest = map
+                    .iter()
+                    .min_by_key(|(_, n)| n.last_seen)
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = oldest {
+                    tracing::warn!("more than {} nodes: forgetting {k}", self.cap);
+                    map.remove(&k);
+                }
+            }
+            map.insert(key.clone(), adopted.unwrap_or_else(|| Node::new(&r, now)));
+        }
+        if let Some(node) = map.get_mut(&key) {
+            node.update(r, now);
+        }
+    }
+
+    /// The nodes, sorted by hostname (then MAC).
+    pub fn snapshot(&self) -> Vec<Node> {
+        let mut v: Vec<Node> = self.lock().values().cloned().collect();
+        v.sort_by(|a, b| (&a.hostname, &a.mac).cmp(&(&b.hostname, &b.mac)));
+        v
+    }
+}
+
+/// The `GET /nodes` document: `{"now": RFC 3339, "nodes": [...]}`.
+pub fn nodes_json(nodes: &[Node], now: SystemTime) -> String {
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        #[serde(serialize_with = "time")]
+        now: SystemTime,
+        nodes: &'a [Node],
+    }
+    let mut s = serde_json::to_string_pretty(&Doc { now, nodes })
+        .unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()));
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn report(json: &str) -> Result<Report, String> {
+        Report::parse(json.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    fn at(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s)
+    }
+
+    fn post(nodes: &Nodes, json: &str, t: u64) {
+        nodes.record(report(json).unwrap(), at(t));
+    }
+
+    #[test]
+    fn valid_reports() {
+        let r = report(
+            r#"{"hostname":"cn1","mac":"52:54:00:12:34:5F","phase":"fetching",
+                "message":"get <x>","image":"http://h/live.squashfs","extra":1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Report {
+                hostname: "cn1".into(),
+                mac: Some("52:54:00:12:34:5f".into()),
+                phase: Phase::Fetching,
+                message: Some("get <x>".into()),
+                image: Some("http://h/live.squashfs".into()),
+            }
+        );
+        let r = report(r#"{"hostname":"a-b.c","phase":"ready","mac":null,"message":""}"#).unwrap();
+        assert_eq!((r.mac, r.message, r.image), (None, None, None));
+        let long = "x".repeat(MAX_HOSTNAME);
+        assert!(report(&format!(r#"{{"hostname":"{long}","phase":"ready"}}"#)).is_ok());
+        let m = "é".repeat(MAX_MESSAGE);
+        assert!(report(&format!(
+            r#"{{"hostname":"a","phase":"ready","message":"{m}"}}"#
+        ))
+        .is_ok());
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let h65 = "x".repeat(MAX_HOSTNAME + 1);
+        let m = "m".repeat(MAX_MESSAGE + 1);
+        let i = "i".repeat(MAX_IMAGE + 1);
+        let rows: Vec<(String, &str)> = vec![
+            ("{".into(), "body: not JSON: "),
+            ("[1]".into(), "body: not a JSON object"),
+            (r#"{"phase":"ready"}"#.into(), "hostname: missing"),
+            (
+                r#"{"hostname":null,"phase":"ready"}"#.into(),
+                "hostname: missing",
+            ),
+            (
+                r#"{"hostname":"","phase":"ready"}"#.into(),
+                "hostname: empty",
+            ),
+            (
+                r#"{"hostname":7,"phase":"ready"}"#.into(),
+                "hostname: not a string",
+            ),
+            (
+                format!(r#"{{"hostname":"{h65}","phase":"ready"}}"#),
+                "hostname: longer than 64 characters",
+            ),
+            (
+                r#"{"hostname":"cn 1","phase":"ready"}"#.into(),
+                "hostname: only letters",
+            ),
+            (
+                r#"{"hostname":"cn:1","phase":"ready"}"#.into(),
+                "hostname: only letters",
+            ),
+            (r#"{"hostname":"cn1"}"#.into(), "phase: missing"),
+            (
+                r#"{"hostname":"cn1","phase":"Ready"}"#.into(),
+                r#"phase: unknown phase "Ready" (fetching"#,
+            ),
+            (
+                r#"{"hostname":"cn1","phase":1}"#.into(),
+                "phase: not a string",
+            ),
+            (
+                r#"{"hostname":"cn1","phase":"ready","mac":"52:54:00:12:34"}"#.into(),
+                r#"mac: "52:54:00:12:34" is not a MAC"#,
+            ),
+            (
+                r#"{"hostname":"cn1","phase":"ready","mac":"52:54:00:12:34:5g"}"#.into(),
+                "mac: ",
+            ),
+            (
+                format!(r#"{{"hostname":"cn1","phase":"ready","message":"{m}"}}"#),
+                "message: longer than 4096 characters",
+            ),
+            (
+                r#"{"hostname":"cn1","phase":"ready","message":["x"]}"#.into(),
+                "message: not a string",
+            ),
+            (
+                format!(r#"{{"hostname":"cn1","phase":"ready","image":"{i}"}}"#),
+                "image: longer than 2048 characters",
+            ),
+        ];
+        for (body, want) in rows {
+            let e = report(&body).unwrap_err();
+            assert!(e.starts_with(want), "{body:.80}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn macs() {
+        for (raw, want) in [
+            ("52:54:00:12:34:56", Some("52:54:00:12:34:56")),
+            ("52-54-00-AB-CD-EF", Some("52:54:00:ab:cd:ef")),
+            ("52:54:00:Ab:cD:eF", Some("52:54:00:ab:cd:ef")),
+            ("52:54:00:12:34", None),
+            ("52:54:00:12:34:56:78", None),
+            ("525400123456", None),
+            ("52:54:00-12:34:56", None),
+            ("5:54:00:12:34:56", None),
+        ] {
+            assert_eq!(normalise_mac(raw).as_deref(), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_boot_from_fetching_to_ready() {
+        let n = Nodes::default();
+        let mac = r#""mac":"52:54:00:12:34:56""#;
+        post(
+            &n,
+            &format!(r#"{{"hostname":"cn1",{mac},"phase":"fetching","image":"http://h/l"}}"#),
+            0,
+        );
+        post(
+            &n,
+            &format!(r#"{{"hostname":"cn1",{mac},"phase":"fetching"}}"#),
+            2,
+        );
+        post(
+            &n,
+            &format!(r#"{{"hostname":"cn1",{mac},"phase":"booted"}}"#),
+            10,
+        );
+        let v = n.snapshot();
+        assert_eq!(
+            v[0].boot_started,
+            Some(at(0)),
+            "a retried fetch is the same boot"
+        );
+        assert_eq!(v[0].boot_seconds, None);
+        post(
+            &n,
+            &format!(r#"{{"hostname":"cn1",{mac},"phase":"provisioning"}}"#),
+            12,
+        );
+        post(
+            &n,
+            &format!(r#"{{"hostname":"cn1",{mac},"phase":"ready"}}"#),
+            30,
+        );
+        post(
+            &n,
+            &format!(r#"{{"hostname":"cn1",{mac},"phase":"ready"}}"#),
+            40,
+        );
+        let v = n.snapshot();
+        assert_eq!(v.len(), 1);
+        let cn1 = &v[0];
+        assert_eq!(cn1.boot_seconds, Some(Duration::from_secs(30)));
+        assert_eq!((cn1.first_seen, cn1.last_seen), (at(0), at(40)));
+        assert_eq!(cn1.image.as_deref(), Some("http://h/l"));
+        assert_eq!(cn1.history.len(), 6);
+
+        // The next boot: a new start, no duration until it is ready.
+        post(
+            &n,
+            &format!(r#"{{"hostname":"cn1",{mac},"phase":"fetching"}}"#),
+            100,
+        );
+        let cn1 = &n.snapshot()[0];
+        assert_eq!((cn1.boot_started, cn1.boot_seconds), (Some(at(100)), None));
+        assert_eq!(cn1.image, None);
+        post(
+            &n,
+            &format!(r#"{{"hostname":"cn1",{mac},"phase":"failed","message":"x"}}"#),
+            105,
+        );
+        post(
+            &n,
+            &format!(r#"{{"hostname":"cn1",{mac},"phase":"fetching"}}"#),
+            200,
+        );
+        post(
+            &n,
+            &format!(r#"{{"hostname":"cn1",{mac},"phase":"ready"}}"#),
+            207,
+        );
+        let cn1 = &n.snapshot()[0];
+        assert_eq!(cn1.boot_seconds, Some(Duration::from_secs(7)));
+        assert_eq!(cn1.message, None, "the message is the last report's");
+        assert_eq!(cn1.first_seen, at(0));
+    }
+
+    #[test]
+    fn ready_without_a_fetch_has_no_duration() {
+        let n = Nodes::default();
+        post(&n, r#"{"hostname":"cn1","phase":"booted"}"#, 0);
+        post(&n, r#"{"hostname":"cn1","phase":"ready"}"#, 5);
+        let cn1 = &n.snapshot()[0];
+        assert_eq!((cn1.boot_started, cn1.boot_seconds), (None, None));
+    }
+
+    #[test]
+    fn history_keeps_the_last_phases() {
+        let n = Nodes::default();
+        for t in 0..(HISTORY as u64 + 5) {
+            post(&n, r#"{"hostname":"cn1","phase":"provisioning"}"#, t);
+        }
+        let h = &n.snapshot()[0].history;
+        assert_eq!(h.len(), HISTORY);
+        assert_eq!(h.front().unwrap().at, at(5));
+        assert_eq!(h.back().unwrap().at, at(HISTORY as u64 + 4));
+    }
+
+    #[test]
+    fn keys_sorting_and_capacity() {
+        let n = Nodes::with_capacity(3);
+        post(&n, r#"{"hostname":"cn2","phase":"booted"}"#, 0);
+        // cn2 learns its MAC: the same node, keyed by MAC from now on.
+        post(
+            &n,
+            r#"{"hostname":"cn2","mac":"AA-BB-CC-DD-EE-02","phase":"ready"}"#,
+            1,
+        );
+        post(
+            &n,
+            r#"{"hostname":"cn1","mac":"aa:bb:cc:dd:ee:01","phase":"ready"}"#,
+            2,
+        );
+        // Renamed, same MAC: still one node.
+        post(
+            &n,
+            r#"{"hostname":"cn0","mac":"aa:bb:cc:dd:ee:01","phase":"ready"}"#,
+            3,
+        );
+        let v = n.snapshot();
+        let names: Vec<_> = v.iter().map(|n| n.hostname.as_str()).collect();
+        assert_eq!(names, ["cn0", "cn2"]);
+        assert_eq!(v[1].mac.as_deref(), Some("aa:bb:cc:dd:ee:02"));
+        assert_eq!(v[1].history.len(), 2);
+        post(&n, r#"{"hostname":"cn9","phase":"ready"}"#, 4);
+        post(&n, r#"{"hostname":"cn8","phase":"ready"}"#, 5);
+        let names: Vec<_> = n.snapshot().into_iter().map(|n| n.hostname).collect();
+        assert_eq!(
+            names,
+            ["cn0", "cn8", "cn9"],
+            "cn2, seen least recently, is gone"
+        );
+    }
+
+    #[test]
+    fn json_document() {
+        let n = Nodes::default();
+        post(&n, r#"{"hostname":"cn1","phase":"fetching"}"#, 0);
+        post(&n, r#"{"hostname":"cn1","phase":"ready"}"#, 3);
+        post(
+            &n,
+            r#"{"hostname":"cn0","phase":"booted","message":"a\"b"}"#,
+            4,
+        );
+        let doc: serde_json::Value =
+            serde_json::from_str(&nodes_json(&n.snapshot(), at(5))).unwrap();
+        assert_eq!(doc["now"], "2023-11-14T22:13:25.000Z");
+        let nodes = doc["nodes"].as_array().unwrap();
+        assert_eq!(nodes[0]["hostname"], "cn0");
+        assert_eq!(nodes[0]["message"], "a\"b");
+        assert_eq!(nodes[0]["boot_seconds"], serde_json::Value::Null);
+        assert_eq!(nodes[0]["mac"], serde_json::Value::Null);
+        assert_eq!(nodes[1]["boot_seconds"], 3.0);
+        assert_eq!(nodes[1]["boot_started"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(nodes[1]["last_seen"], "2023-11-14T22:13:23.000Z");
+        assert_eq!(nodes[1]["phase"], "ready");
+        assert_eq!(nodes[1]["history"][0]["phase"], "fetching");
+        assert_eq!(nodes[1]["history"][1]["at"], "2023-11-14T22:13:23.000Z");
+    }
+}
