@@ -96,10 +96,77 @@ fn boot(ctx: &Ctx, dir: &std::path::Path) -> Result<Value> {
             );
         }
     }
-    let report = e2e::report(&r, &ctx.accel, &ctx.art, json!({ "cmdline": cmdline }));
+    let node = reported_node(srv.port, dir)?;
+    let report = e2e::report(
+        &r,
+        &ctx.accel,
+        &ctx.art,
+        json!({ "cmdline": cmdline, "bootd_node": node }),
+    );
     e2e::write_json(&e2e::e2e_dir().join("report.json"), &report)?;
     e2e::write_json(&dir.join("report.json"), &report)?;
     Ok(report)
+}
+
+/// What bootd learnt from the node's phase reports (`GET /nodes`): cn1,
+/// by its MAC, ready after fetching, booted and provisioning, with a boot
+/// duration. With Chromium installed, bootd's page is kept as
+/// `bootd-page.png` beside the console.
+fn reported_node(port: u16, dir: &std::path::Path) -> Result<Value> {
+    let out = std::process::Command::new("curl")
+        .args(["-sf", &format!("http://127.0.0.1:{port}/nodes")])
+        .output()?;
+    if !out.status.success() {
+        bail!("GET /nodes from bootd failed ({})", out.status);
+    }
+    let doc: Value = serde_json::from_slice(&out.stdout)?;
+    let nodes = doc["nodes"].as_array().cloned().unwrap_or_default();
+    let Some(n) = nodes.iter().find(|n| n["hostname"] == e2e::HOSTNAME) else {
+        bail!("bootd has no report from {}: {doc}", e2e::HOSTNAME);
+    };
+    let phases: Vec<&str> = n["history"]
+        .as_array()
+        .map(|h| h.iter().filter_map(|e| e["phase"].as_str()).collect())
+        .unwrap_or_default();
+    if n["mac"] != e2e::MAC
+        || n["phase"] != "ready"
+        || phases != ["fetching", "booted", "provisioning", "ready"]
+        || !n["boot_seconds"].is_number()
+    {
+        bail!("bootd's record of the node is not fetching → booted → provisioning → ready: {n}");
+    }
+    let chromium = std::path::Path::new("/usr/bin/chromium");
+    if chromium.exists() {
+        let profile = dir.join("chromium-profile");
+        let _ = std::fs::remove_dir_all(&profile);
+        let png = dir.join("bootd-page.png");
+        let st = std::process::Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1000,400",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("--screenshot={}", png.display()))
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&profile);
+        match st {
+            Ok(s) if s.success() && png.exists() => {
+                eprintln!("xtask: bootd's page after the boot: {}", png.display())
+            }
+            other => eprintln!("xtask: no screenshot of bootd's page ({other:?})"),
+        }
+    }
+    Ok(n.clone())
 }
 
 /// A wrong pinned digest stops the boot, naming both digests.
