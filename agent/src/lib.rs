@@ -7,6 +7,7 @@ pub mod initrd;
 pub mod live;
 pub mod log;
 pub mod net;
+pub mod nodetoml;
 pub mod provision;
 pub mod report;
 pub mod status;

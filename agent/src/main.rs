@@ -55,6 +55,16 @@ Exit status:
     /// `sh postscript.sh HOSTNAME` under a timeout. Every phase goes to
     /// /run/nodeboot/status.json; exits 1 when a step failed.
     Provision,
+    /// Apply a node.toml: mounts (by UUID, NFS, with a bounded wait) and the
+    /// storage layout's symlinks. Idempotent; stops at the first entry that
+    /// cannot be applied, naming it.
+    Apply {
+        /// The node.toml to apply.
+        file: PathBuf,
+        /// Apply under this directory instead of / (tests, images).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
     /// The initramfs step (run by nodectl-live.service): network, fetch, mount /sysroot.
     Initrd,
     /// Bring up the boot NIC (BOOTIF MAC) and configure it (DHCP or ip=); prints JSON.
@@ -257,6 +267,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
             eprintln!("nodectl provision: {} ({:.1}s)", st.phase, st.seconds);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Apply { file, root } => {
+            let n = nodeboot_agent::nodetoml::load(&file)?;
+            for line in nodeboot_agent::nodetoml::apply(
+                &n,
+                &root,
+                std::path::Path::new("/proc/self/mountinfo"),
+            )? {
+                println!("{line}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Initrd => {

@@ -518,6 +518,8 @@ pub struct Watch<'a> {
     /// The boot is done (passed) when this returns Some(Ok) / failed with Some(Err).
     pub judge: &'a mut dyn FnMut(&Value, &str) -> Option<Result<()>>,
     pub timeout: Duration,
+    /// Raw disk images attached as virtio disks (serial nodeboot-<file stem>).
+    pub disks: &'a [PathBuf],
 }
 
 pub struct BootResult {
@@ -543,7 +545,20 @@ pub fn boot(
     let mut log = std::fs::File::create(&console)?;
     writeln!(log, "# accel={accel} cmdline: {cmdline}")?;
     let cpu = if accel == "kvm" { "host" } else { "max" };
-    let mut child = Command::new("qemu-system-x86_64")
+    let mut qemu = Command::new("qemu-system-x86_64");
+    // Each disk gets the serial nodeboot-<file stem>: the node sees it as
+    // /dev/disk/by-id/virtio-nodeboot-<stem>, the stable name operators use.
+    for (i, d) in watch.disks.iter().enumerate() {
+        let stem = d.file_stem().unwrap_or_default().to_string_lossy();
+        qemu.arg("-drive")
+            .arg(format!(
+                "file={},if=none,id=d{i},format=raw,cache=unsafe",
+                d.display()
+            ))
+            .arg("-device")
+            .arg(format!("virtio-blk-pci,drive=d{i},serial=nodeboot-{stem}"));
+    }
+    let mut child = qemu
         .args(["-accel", accel, "-cpu", cpu, "-m", "2048"])
         // Two TCG vCPUs on this 2-core machine starved each other (RCU stalls).
         .args(["-smp", if accel == "kvm" { "2" } else { "1" }])

@@ -13,6 +13,7 @@ pub const NAMES: &[&str] = &[
     "resume",
     "postscript",
     "postscript-fails",
+    "disk",
 ];
 
 pub struct Ctx {
@@ -52,9 +53,22 @@ impl Ctx {
         judge: &mut dyn FnMut(&Value, &str) -> Option<Result<()>>,
         tcg_secs: u64,
     ) -> Result<e2e::BootResult> {
+        self.boot_with_disks(cmdline, dir, judge, tcg_secs, &[])
+    }
+
+    /// [`Ctx::boot`] with raw disk images attached (see [`e2e::Watch::disks`]).
+    fn boot_with_disks(
+        &self,
+        cmdline: &str,
+        dir: &std::path::Path,
+        judge: &mut dyn FnMut(&Value, &str) -> Option<Result<()>>,
+        tcg_secs: u64,
+        disks: &[PathBuf],
+    ) -> Result<e2e::BootResult> {
         let watch = e2e::Watch {
             judge,
             timeout: self.timeout(tcg_secs),
+            disks,
         };
         e2e::boot(&self.art, &self.accel, cmdline, dir, self.echo, watch)
     }
@@ -71,6 +85,7 @@ pub fn run(ctx: &Ctx, name: &str) -> Result<Value> {
         "resume" => resume(ctx, &dir),
         "postscript" => postscript(ctx, &dir, true),
         "postscript-fails" => postscript(ctx, &dir, false),
+        "disk" => disk(ctx, &dir),
         other => bail!("unknown scenario {other}; known: {}", NAMES.join(", ")),
     }
 }
@@ -364,4 +379,78 @@ fn postscript(ctx: &Ctx, dir: &std::path::Path, succeed: bool) -> Result<Value> 
     }
     let st = r.status.clone().unwrap_or_default();
     Ok(json!({ "provision": st["provision"], "seconds": r.seconds }))
+}
+
+/// The node's local disk (issue 7), driven from the site's postscript as a
+/// Grendel site would: `nodectl format-disk` on a blank virtio disk, named
+/// by its stable /dev/disk/by-id path (run
+/// twice: the second says "already formatted"), then `nodectl apply` of a
+/// node.toml from bootd's /repo/ mounts it by UUID at /mnt/disk and makes
+/// the seed's storage layout links, which must resolve to it.
+fn disk(ctx: &Ctx, dir: &std::path::Path) -> Result<Value> {
+    const UUID: &str = "6f1c9d3e-1b7a-4c55-9d2e-2f0c8a1b7e31";
+    let disk = dir.join("disk.raw");
+    let _ = std::fs::remove_file(&disk);
+    std::fs::File::create(&disk)?.set_len(1 << 30)?;
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(&repo)?;
+    std::fs::write(
+        repo.join("node.toml"),
+        format!(
+            "[[mount]]\nwhat = \"UUID={UUID}\"\nwhere = \"/mnt/disk\"\ntype = \"xfs\"\nwait = 30\n\n\
+             [[link]]\npath = \"/opt/cache/disk/tmp\"\ntarget = \"/mnt/disk/tmp\"\ntarget_mode = \"1777\"\n\n\
+             [[link]]\npath = \"/opt/cache/disk/world-tmp\"\ntarget = \"/mnt/disk/world-tmp\"\ntarget_mode = \"1777\"\n\n\
+             [[link]]\npath = \"/mnt/scratch\"\ntarget = \"/mnt/disk/scratch\"\ntarget_mode = \"0755\"\n"
+        ),
+    )?;
+    let format = format!(
+        "nodectl format-disk /dev/disk/by-id/virtio-nodeboot-disk --fs xfs --uuid {UUID} --label scratch --key-partition 64M"
+    );
+    std::fs::write(
+        repo.join("postscript.sh"),
+        format!(
+            "#!/bin/sh\nset -e\n\
+             addr=$(sed -n 's/.*grendel.address=\\([^ ]*\\).*/\\1/p' /proc/cmdline)\n\
+             {format}\n{format}\n\
+             nodectl fetch \"$addr/repo/node.toml\" -o /run/nodeboot/node.toml --no-sidecar >/dev/null\n\
+             nodectl apply /run/nodeboot/node.toml\n\
+             echo \"disk-check: mount $(findmnt -n -r -o SOURCE,FSTYPE,UUID /mnt/disk)\"\n\
+             echo \"disk-check: link $(readlink -f /opt/cache/disk/tmp) $(stat -c %a /mnt/disk/tmp)\"\n\
+             touch /opt/cache/disk/tmp/probe && test -e /mnt/disk/tmp/probe && echo disk-check: written through the link\n"
+        ),
+    )?;
+    let log = dir.join("bootd.log");
+    let _ = std::fs::remove_file(&log);
+    let srv = Bootd::start_with_repo(&ctx.bootd, &ctx.art.www, &repo, &log)?;
+    let cmdline = e2e::cmdline(srv.port, "nodeboot.postscript=1");
+    let mut seen: Vec<String> = Vec::new();
+    let wanted = [
+        "already formatted".to_string(),
+        format!("disk-check: mount /dev/vda2 xfs {UUID}"),
+        "disk-check: link /mnt/disk/tmp 1777".to_string(),
+        "disk-check: written through the link".to_string(),
+    ];
+    let mut judge = |s: &Value, line: &str| {
+        for w in &wanted {
+            if line.contains(w.as_str()) && !seen.contains(w) {
+                seen.push(w.clone());
+            }
+        }
+        let ready = e2e::judge_ready(s, line)?;
+        let p = &s["status"]["provision"];
+        Some(ready.and_then(|()| {
+            if p["phase"] != "ready" {
+                bail!("provisioning did not succeed: {p}");
+            }
+            let missing: Vec<&String> = wanted.iter().filter(|w| !seen.contains(w)).collect();
+            if !missing.is_empty() {
+                bail!("not on the console: {missing:?}");
+            }
+            Ok(())
+        }))
+    };
+    let r = ctx.boot_with_disks(&cmdline, dir, &mut judge, 480, std::slice::from_ref(&disk))?;
+    drop(srv);
+    let _ = std::fs::remove_file(&disk);
+    Ok(json!({ "uuid": UUID, "seconds": r.seconds, "milestones": r.milestones }))
 }
