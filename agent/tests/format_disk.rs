@@ -134,6 +134,21 @@ impl Drop for Mounted {
     }
 }
 
+/// xfs with UUID U1 and a 16 MiB key partition: the layout several tests start from.
+fn format_with_key_partition(l: &Loop) {
+    let o = nodectl(&[
+        "format-disk",
+        &l.dev,
+        "--fs",
+        "xfs",
+        "--uuid",
+        U1,
+        "--key-partition",
+        "16M",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 fn nodectl(args: &[&str]) -> Output {
     let o = Command::new(NODECTL)
         .args(args)
@@ -454,18 +469,7 @@ fn refuses_swap() {
         return;
     }
     let l = Loop::new();
-    assert!(nodectl(&[
-        "format-disk",
-        &l.dev,
-        "--fs",
-        "xfs",
-        "--uuid",
-        U1,
-        "--key-partition",
-        "16M"
-    ])
-    .status
-    .success());
+    format_with_key_partition(&l);
     ok(&["mkswap", &l.part(1)]);
     let on = run(&["swapon", &l.part(1)]);
     if !on.status.success() {
@@ -770,18 +774,7 @@ fn install_key_writes_0600_and_reads_back() {
         return;
     }
     let l = Loop::new();
-    assert!(nodectl(&[
-        "format-disk",
-        &l.dev,
-        "--fs",
-        "xfs",
-        "--uuid",
-        U1,
-        "--key-partition",
-        "16M"
-    ])
-    .status
-    .success());
+    format_with_key_partition(&l);
     let d = tempfile::tempdir().unwrap();
     let key = d.path().join("deploy_key");
     let secret = "-----BEGIN OPENSSH PRIVATE KEY-----\nnodeboot-test-secret-material\n-----END OPENSSH PRIVATE KEY-----\n";
