@@ -9,5 +9,6 @@ pub mod log;
 pub mod net;
 pub mod nodetoml;
 pub mod provision;
+pub mod repo;
 pub mod report;
 pub mod status;

@@ -18,6 +18,8 @@ pub const PACKAGES: &[&str] = &[
     "file",            // checks nodectl is statically linked
     "strace",          // bootd test: bodies go out with sendfile
     "chromium",        // bootd test: headless screenshot of the node status page
+    "openssh-server",  // repo tests: a real sshd serving the postscripts repo
+    "git",             // repo tests: the bare repository the clone reads
     "zstd",
     "cpio",
     "xfsprogs",    // format-disk tests: mkfs.xfs

@@ -1,0 +1,589 @@
+//! The native provision path's first pieces against real tools:
+//! - the deploy key read back from a key partition on a loop device
+//!   (`nodectl format-disk --key-partition`, `nodectl install-key`), and the
+//!   partition unmounted afterwards on success and on failure;
+//! - git2 clones over SSH from a real `sshd` (Debian's openssh-server) on
+//!   127.0.0.1 with a test-generated host key and deploy key, serving a bare
+//!   repository with `post.sh` and `node.toml`; and the bad inputs: wrong
+//!   deploy key, unknown host key, server down, a ref pin that does not exist.
+//!
+//! Needs root (sshd, loop devices, mount); prints `SKIP: …` otherwise.
+use nodeboot_agent::disk::{System, Tools};
+use nodeboot_agent::repo::{self, CloneError, Retries};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const NODECTL: &str = env!("CARGO_BIN_EXE_nodectl");
+const SSHD: &str = "/usr/sbin/sshd";
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn can_ssh(test: &str) -> bool {
+    if !is_root() {
+        eprintln!("SKIP: {test}: needs root (sshd logs in as root)");
+        return false;
+    }
+    for (tool, pkg) in [(SSHD, "openssh-server"), ("ssh-keygen", "openssh-client")] {
+        if Command::new(tool).arg("-?").output().is_err() {
+            panic!("{tool} missing: apt-get install {pkg} (cargo xtask test installs it)");
+        }
+    }
+    if Command::new("git").arg("--version").output().is_err() {
+        panic!("git missing: apt-get install git");
+    }
+    true
+}
+
+fn run(argv: &[&str], dir: Option<&Path>) -> Output {
+    let mut c = Command::new(argv[0]);
+    c.args(&argv[1..]).stdin(Stdio::null());
+    if let Some(d) = dir {
+        c.current_dir(d);
+    }
+    c.output().unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+}
+
+fn ok(argv: &[&str], dir: Option<&Path>) -> String {
+    let o = run(argv, dir);
+    assert!(
+        o.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// An ed25519 key pair: (private key path, "type base64" of the public key).
+fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let p = dir.join(name);
+    ok(
+        &[
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            name,
+            "-f",
+            p.to_str().unwrap(),
+        ],
+        None,
+    );
+    let pubk = std::fs::read_to_string(p.with_extension("pub")).unwrap();
+    let mut f = pubk.split_whitespace();
+    let pubk = format!("{} {}", f.next().unwrap(), f.next().unwrap());
+    (p, pubk)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real sshd serving a bare repo; killed on drop.
+struct Server {
+    dir: tempfile::TempDir,
+    child: Child,
+    port: u16,
+    /// "ssh-ed25519 AAAA…" of the server's host key.
+    host_pub: String,
+    /// The authorised deploy key (private, OpenSSH format).
+    deploy_key: PathBuf,
+    /// The first commit (tagged v1) and the head of main.
+    v1: String,
+    head: String,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (host_key, host_pub) = keygen(d, "host_ed25519");
+        let (deploy_key, deploy_pub) = keygen(d, "deploy_ed25519");
+        std::fs::write(d.join("authorized_keys"), format!("{deploy_pub}\n")).unwrap();
+        // The repository: post.sh and node.toml, a tag v1, then a second commit.
+        let work = d.join("work");
+        std::fs::create_dir(&work).unwrap();
+        ok(&["git", "init", "-q", "-b", "main"], Some(&work));
+        std::fs::write(work.join("post.sh"), "#!/bin/sh\necho provisioned \"$1\"\n").unwrap();
+        std::fs::write(work.join("node.toml"), "# storage comes later\n").unwrap();
+        let git = |args: &[&str]| {
+            let mut a = vec![
+                "git",
+                "-c",
+                "user.name=test",
+                "-c",
+                "user.email=test@localhost",
+            ];
+            a.extend(args);
+            ok(&a, Some(&work))
+        };
+        git(&["add", "post.sh", "node.toml"]);
+        git(&["commit", "-q", "-m", "first"]);
+        git(&["tag", "v1"]);
+        let v1 = git(&["rev-parse", "HEAD"]).trim().to_string();
+        std::fs::write(work.join("README"), "second\n").unwrap();
+        git(&["add", "README"]);
+        git(&["commit", "-q", "-m", "second"]);
+        let head = git(&["rev-parse", "HEAD"]).trim().to_string();
+        let bare = d.join("post.git");
+        ok(
+            &[
+                "git",
+                "init",
+                "-q",
+                "--bare",
+                "-b",
+                "main",
+                bare.to_str().unwrap(),
+            ],
+            None,
+        );
+        git(&["push", "-q", bare.to_str().unwrap(), "main", "v1"]);
+
+        let port = free_port();
+        let cfg = d.join("sshd_config");
+        std::fs::write(
+            &cfg,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\n\
+                 AuthorizedKeysFile {ak}\nPidFile {pid}\nStrictModes no\nUsePAM no\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
+                 AllowUsers root\nLogLevel VERBOSE\n",
+                hk = host_key.display(),
+                ak = d.join("authorized_keys").display(),
+                pid = d.join("sshd.pid").display(),
+            ),
+        )
+        .unwrap();
+        // Privilege separation directory sshd insists on.
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        std::fs::set_permissions("/run/sshd", std::fs::Permissions::from_mode(0o755)).unwrap();
+        let log = std::fs::File::create(d.join("sshd.log")).unwrap();
+        let child = Command::new(SSHD)
+            .args(["-D", "-e", "-f", cfg.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut s = Server {
+            dir,
+            child,
+            port,
+            host_pub,
+            deploy_key,
+            v1,
+            head,
+        };
+        let t = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(st)) = s.child.try_wait() {
+                panic!("sshd exited ({st}): {}", s.log());
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "sshd did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "ssh://root@127.0.0.1:{}{}",
+            self.port,
+            self.dir.path().join("post.git").display()
+        )
+    }
+
+    /// A known_hosts file pinning `key` ("type base64") for this server.
+    fn known_hosts(&self, key: &str) -> PathBuf {
+        let p = self.dir.path().join(format!(
+            "known_hosts.{}",
+            key.len() + key.as_bytes()[20] as usize
+        ));
+        std::fs::write(&p, format!("[127.0.0.1]:{} {key}\n", self.port)).unwrap();
+        p
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn quick() -> Retries {
+    Retries {
+        attempts: 3,
+        first_delay: Duration::from_millis(100),
+        max_delay: Duration::from_millis(400),
+    }
+}
+
+/// A fresh destination under a private tempdir (standing in for /run).
+fn dest() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("postscripts");
+    (d, p)
+}
+
+#[test]
+fn clone_over_ssh_with_pinned_host_key() {
+    if !can_ssh("clone_over_ssh_with_pinned_host_key") {
+        return;
+    }
+    let s = Server::start();
+    let key = std::fs::read(&s.deploy_key).unwrap();
+    let kh = s.known_hosts(&s.host_pub);
+    let (_t, dst) = dest();
+    let c = repo::clone(&s.url(), None, &key, &kh, &dst, quick())
+        .unwrap_or_else(|e| panic!("{e}\nsshd: {}", s.log()));
+    assert_eq!(c.commit, s.head);
+    assert_eq!(c.attempts, 1);
+    assert!(std::fs::read_to_string(dst.join("post.sh"))
+        .unwrap()
+        .contains("provisioned"));
+    assert!(dst.join("node.toml").is_file());
+    assert!(dst.join("README").is_file());
+    assert_eq!(
+        std::fs::metadata(&dst).unwrap().mode() & 0o7777,
+        0o700,
+        "dest is 0700"
+    );
+
+    // Pinned to the tag v1, then to its commit id: the first commit.
+    for pin in ["v1", s.v1.as_str()] {
+        let (_t, dst) = dest();
+        let c = repo::clone(&s.url(), Some(pin), &key, &kh, &dst, quick()).unwrap();
+        assert_eq!(c.commit, s.v1, "pin {pin}");
+        assert!(dst.join("post.sh").is_file());
+        assert!(
+            !dst.join("README").exists(),
+            "pin {pin}: README is not in v1"
+        );
+    }
+    // Pinned to the branch.
+    let (_t, dst) = dest();
+    let c = repo::clone(&s.url(), Some("main"), &key, &kh, &dst, quick()).unwrap();
+    assert_eq!(c.commit, s.head);
+}
+
+#[test]
+fn clone_refuses_wrong_deploy_key() {
+    if !can_ssh("clone_refuses_wrong_deploy_key") {
+        return;
+    }
+    let s = Server::start();
+    let (other, _) = keygen(s.dir.path(), "not_authorised");
+    let key = std::fs::read(other).unwrap();
+    let kh = s.known_hosts(&s.host_pub);
+    let (_t, dst) = dest();
+    let t = Instant::now();
+    let e = repo::clone(&s.url(), None, &key, &kh, &dst, quick()).unwrap_err();
+    let msg = e.to_string();
+    eprintln!("{msg}");
+    assert!(matches!(e, CloneError::Auth { .. }), "{e:?}");
+    assert!(
+        msg.contains("refused the deploy key") && msg.contains("root"),
+        "{msg}"
+    );
+    assert!(msg.contains(&s.url()), "{msg}");
+    // Not retried.
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(
+        std::fs::read_dir(&dst).unwrap().count(),
+        0,
+        "dest left empty"
+    );
+}
+
+#[test]
+fn clone_refuses_unknown_host_key() {
+    if !can_ssh("clone_refuses_unknown_host_key") {
+        return;
+    }
+    let s = Server::start();
+    let key = std::fs::read(&s.deploy_key).unwrap();
+    let (_, other_host) = keygen(s.dir.path(), "other_host");
+    let kh = s.known_hosts(&other_host);
+    let (_t, dst) = dest();
+    let e = repo::clone(&s.url(), None, &key, &kh, &dst, quick()).unwrap_err();
+    let msg = e.to_string();
+    eprintln!("{msg}");
+    let CloneError::UnknownHostKey {
+        host, fingerprint, ..
+    } = &e
+    else {
+        panic!("{e:?}")
+    };
+    assert_eq!(host, &format!("[127.0.0.1]:{}", s.port));
+    // The fingerprint is OpenSSH's, as `ssh-keygen -lf` prints it.
+    let want = ok(
+        &[
+            "ssh-keygen",
+            "-lf",
+            s.dir.path().join("host_ed25519.pub").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        want.contains(fingerprint.as_str()),
+        "{want} vs {fingerprint}"
+    );
+    assert!(
+        msg.contains("ssh-ed25519") && msg.contains(fingerprint.as_str()),
+        "{msg}"
+    );
+    assert!(msg.contains("refused"), "{msg}");
+
+    // An empty known_hosts refuses too (never trust on first use).
+    let empty = s.dir.path().join("known_hosts.empty");
+    std::fs::write(&empty, "").unwrap();
+    let (_t, dst) = dest();
+    let e = repo::clone(&s.url(), None, &key, &empty, &dst, quick()).unwrap_err();
+    assert!(matches!(e, CloneError::UnknownHostKey { .. }), "{e:?}");
+}
+
+#[test]
+fn clone_gives_up_when_server_is_down() {
+    if !can_ssh("clone_gives_up_when_server_is_down") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (k, _) = keygen(d.path(), "deploy");
+    let key = std::fs::read(k).unwrap();
+    let kh = d.path().join("known_hosts");
+    std::fs::write(&kh, "").unwrap();
+    let port = free_port(); // nothing listens there
+    let url = format!("ssh://root@127.0.0.1:{port}/srv/post.git");
+    let (_t, dst) = dest();
+    let t = Instant::now();
+    let e = repo::clone(&url, None, &key, &kh, &dst, quick()).unwrap_err();
+    let msg = e.to_string();
+    eprintln!("{msg}");
+    let CloneError::Network { attempts, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(*attempts, 3);
+    assert!(
+        msg.contains("unreachable after 3 attempts") && msg.contains(&url),
+        "{msg}"
+    );
+    // 100 ms + 200 ms of backoff, well within a bound.
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn clone_refuses_missing_ref_pin() {
+    if !can_ssh("clone_refuses_missing_ref_pin") {
+        return;
+    }
+    let s = Server::start();
+    let key = std::fs::read(&s.deploy_key).unwrap();
+    let kh = s.known_hosts(&s.host_pub);
+    let (_t, dst) = dest();
+    let e = repo::clone(&s.url(), Some("no-such-ref"), &key, &kh, &dst, quick()).unwrap_err();
+    let msg = e.to_string();
+    eprintln!("{msg}");
+    assert!(matches!(e, CloneError::RefNotFound { .. }), "{e:?}");
+    assert!(
+        msg.contains("\"no-such-ref\"") && msg.contains("neither a branch, a tag nor a commit"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&dst).unwrap().count(),
+        0,
+        "dest left empty"
+    );
+}
+
+// ------------------------------------------------------- key partition
+
+fn can_loop(test: &str) -> bool {
+    if !is_root() {
+        eprintln!("SKIP: {test}: needs root (loop devices, mkfs, mount)");
+        return false;
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        eprintln!("SKIP: {test}: no /dev/loop-control");
+        return false;
+    }
+    true
+}
+
+/// A sparse 512 MiB file on a loop device with partition scanning.
+struct Loop {
+    dev: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Loop {
+    fn new() -> Loop {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("disk.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(512 << 20)
+            .unwrap();
+        let dev = ok(
+            &[
+                "losetup",
+                "--find",
+                "--show",
+                "--partscan",
+                img.to_str().unwrap(),
+            ],
+            None,
+        )
+        .trim()
+        .to_string();
+        Loop { dev, _dir: dir }
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.dev]).output();
+    }
+}
+
+fn nodectl(args: &[&str]) -> Output {
+    let o = Command::new(NODECTL)
+        .args(args)
+        .env("NODECTL_LOG", "info")
+        .output()
+        .unwrap();
+    eprintln!(
+        "$ nodectl {}\n{}{}-> {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        o.status
+    );
+    o
+}
+
+/// The partition of the loop device whose GPT name is (or is not) nodeboot-key
+/// (blkid -p reads the table itself: no udev needed).
+fn partition(dev: &str, key: bool) -> String {
+    (1..=2)
+        .map(|n| format!("{dev}p{n}"))
+        .find(|p| {
+            let name = ok(
+                &["blkid", "-p", "-s", "PART_ENTRY_NAME", "-o", "value", p],
+                None,
+            );
+            (name.trim() == "nodeboot-key") == key
+        })
+        .unwrap_or_else(|| panic!("{dev}: no partition with key={key}"))
+}
+
+/// Is anything mounted from `part` (by device number), or a keyread dir left?
+fn assert_unmounted(part: &str) {
+    let rdev = std::fs::metadata(part).unwrap().rdev();
+    let devnum = format!(
+        "{}:{}",
+        libc::major(rdev as libc::dev_t),
+        libc::minor(rdev as libc::dev_t)
+    );
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for l in mi.lines() {
+        assert!(
+            l.split_whitespace().nth(2) != Some(devnum.as_str()),
+            "{part} still mounted: {l}"
+        );
+        assert!(!l.contains("nodectl-keyread"), "left mounted: {l}");
+    }
+    let left: Vec<_> = std::fs::read_dir("/run")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("nodectl-keyread")
+        })
+        .collect();
+    assert!(left.is_empty(), "directories left in /run: {left:?}");
+}
+
+#[test]
+fn deploy_key_from_key_partition() {
+    if !can_loop("deploy_key_from_key_partition") {
+        return;
+    }
+    let l = Loop::new();
+    let o = nodectl(&[
+        "format-disk",
+        &l.dev,
+        "--fs",
+        "xfs",
+        "--uuid",
+        "0b1f6a5e-3c1d-4b6e-9a7c-2f7e8d9c0a12",
+        "--key-partition",
+        "16M",
+    ]);
+    assert!(o.status.success());
+    let part = partition(&l.dev, true);
+
+    // No key installed yet: the error names the device and the file; unmounted.
+    let e = repo::read_deploy_key(
+        Some(Path::new(&l.dev)),
+        &System::default(),
+        &Tools::default(),
+    )
+    .unwrap_err();
+    let msg = format!("{e:#}");
+    eprintln!("{msg}");
+    assert!(
+        msg.contains(&part) && msg.contains("no usable file key"),
+        "{msg}"
+    );
+    assert!(msg.contains("nodectl install-key"), "{msg}");
+    assert_unmounted(&part);
+
+    // install-key, then read it back (by the disk and by the partition).
+    let d = tempfile::tempdir().unwrap();
+    let (k, _) = keygen(d.path(), "deploy");
+    let o = nodectl(&["install-key", &l.dev, k.to_str().unwrap()]);
+    assert!(o.status.success());
+    let want = std::fs::read(&k).unwrap();
+    for dev in [l.dev.as_str(), part.as_str()] {
+        let key =
+            repo::read_deploy_key(Some(Path::new(dev)), &System::default(), &Tools::default())
+                .unwrap();
+        assert_eq!(&key[..], &want[..], "read from {dev}");
+        assert_unmounted(&part);
+    }
+
+    // Not a key partition: refused before any mount.
+    let data = partition(&l.dev, false);
+    let e = repo::read_deploy_key(
+        Some(Path::new(&data)),
+        &System::default(),
+        &Tools::default(),
+    )
+    .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("not a nodeboot key partition"), "{msg}");
+}
