@@ -231,13 +231,19 @@ impl Drop for RoMount {
 
 // ---------------------------------------------------------------- clone
 
-/// Bounded retries with exponential backoff (network errors only).
+/// Bounded retries with exponential backoff (network errors only), and the
+/// bounds of each attempt.
 #[derive(Debug, Clone, Copy)]
 pub struct Retries {
     /// Attempts in all (at least 1).
     pub attempts: u32,
     pub first_delay: Duration,
     pub max_delay: Duration,
+    /// TCP connect bound of an attempt (a host that drops packets).
+    pub connect_timeout: Duration,
+    /// Bound of each blocking SSH read or write (a server that accepts and
+    /// then says nothing).
+    pub io_timeout: Duration,
 }
 
 impl Default for Retries {
@@ -246,8 +252,30 @@ impl Default for Retries {
             attempts: 5,
             first_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(16),
+            connect_timeout: Duration::from_secs(10),
+            io_timeout: Duration::from_secs(30),
         }
     }
+}
+
+/// libgit2's socket timeouts are process-wide settings: set them under a
+/// lock, and only when they change, so a clone in flight never sees a write
+/// (nodectl runs one clone at a time; tests use one set of values).
+fn set_timeouts(connect: Duration, io: Duration) -> Result<(), git2::Error> {
+    static LAST: std::sync::Mutex<Option<(Duration, Duration)>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if *last == Some((connect, io)) {
+        return Ok(());
+    }
+    let ms = |d: Duration| d.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+    // SAFETY: libgit2 stores two ints; the lock above and the value check
+    // keep this from racing with another set, and callers share one value.
+    unsafe {
+        git2::opts::set_server_connect_timeout_in_milliseconds(ms(connect))?;
+        git2::opts::set_server_timeout_in_milliseconds(ms(io))?;
+    }
+    *last = Some((connect, io));
+    Ok(())
 }
 
 /// Why a clone failed; callers match on it (status, retry policy).
@@ -451,6 +479,8 @@ pub fn clone(
     })?;
     let key = std::str::from_utf8(key)
         .map_err(|_| other("the deploy key is not text (an OpenSSH private key)".into()))?;
+    set_timeouts(retries.connect_timeout, retries.io_timeout)
+        .map_err(|e| other(format!("setting libgit2's timeouts: {}", e.message())))?;
     let start = Instant::now();
     let attempts = retries.attempts.max(1);
     let mut delay = retries.first_delay;

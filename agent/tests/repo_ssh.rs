@@ -234,6 +234,8 @@ fn quick() -> Retries {
         attempts: 3,
         first_delay: Duration::from_millis(100),
         max_delay: Duration::from_millis(400),
+        connect_timeout: Duration::from_secs(2),
+        io_timeout: Duration::from_secs(2),
     }
 }
 
@@ -392,6 +394,38 @@ fn clone_gives_up_when_server_is_down() {
         took >= Duration::from_millis(300) && took < Duration::from_secs(10),
         "{took:?}"
     );
+}
+
+#[test]
+fn clone_gives_up_on_a_silent_server() {
+    if !can_ssh("clone_gives_up_on_a_silent_server") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (k, _) = keygen(d.path(), "deploy");
+    let key = std::fs::read(k).unwrap();
+    let kh = d.path().join("known_hosts");
+    std::fs::write(&kh, "").unwrap();
+    // Accepts connections (the kernel's backlog) and never says a word.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let url = format!("ssh://root@127.0.0.1:{port}/srv/post.git");
+    let (_t, dst) = dest();
+    let t = Instant::now();
+    let e = repo::clone(&url, None, &key, &kh, &dst, quick()).unwrap_err();
+    let msg = e.to_string();
+    eprintln!("{msg}");
+    assert!(
+        matches!(e, CloneError::Network { attempts: 3, .. }),
+        "{e:?}"
+    );
+    // 3 attempts of a 2 s bound plus 300 ms of backoff: never a hang.
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_secs(6) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+    drop(silent);
 }
 
 #[test]
