@@ -1,18 +1,23 @@
 //! bootd, the nodeboot boot server. For now the artifact server: kernel,
 //! initramfs, the live image and its `.sha256` sidecar over HTTP/1.1 with
 //! Range, HEAD and validators, plus Grendel's `/repo/` tree; and the nodes'
-//! status (`POST /status`, `GET /nodes`, the page at `/`). The inventory,
-//! iPXE scripts, tokens and DHCP/TFTP come later as modules beside these.
+//! status (`POST /status`, `GET /nodes`, the page at `/`); the inventory and
+//! the per-host iPXE script (`GET /boot/ipxe?mac=…`). Tokens and DHCP/TFTP
+//! come later as modules beside these.
 //!
 //! - [`http`]: request heads (httparse), ranges, validators, dates.
 //! - [`files`]: URL path → file inside the served trees, refusals.
 //! - [`transfer`]: file range → socket (sendfile, or paced for tests).
 //! - [`status`]: node status reports, validated and kept in memory; `/nodes`.
 //! - [`page`]: the HTML status page at `/`.
+//! - [`inventory`]: hosts and images (TOML), reload, Grendel import, iPXE.
+//! - [`template`]: the Go-template kernel command line (gtmpl).
 //! - [`server`]: listener, connections, responses, access log.
 pub mod files;
 pub mod http;
+pub mod inventory;
 pub mod page;
 pub mod server;
 pub mod status;
+pub mod template;
 pub mod transfer;

@@ -40,7 +40,52 @@ page. The status is kept in memory only.")]
         /// Write the port actually bound to this file (atomically).
         #[arg(long)]
         port_file: Option<PathBuf>,
+        /// Inventory (TOML: [[image]], [[host]]) behind GET /boot/ipxe?mac=…;
+        /// reloaded when it changes (a bad new file is logged, the old kept).
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// Base URL of the kernel, initrd and live image in iPXE scripts
+        /// (default: http:// + the request's Host header).
+        #[arg(long)]
+        public_url: Option<String>,
     },
+    /// Convert Grendel's hosts and images JSON into an inventory (TOML).
+    ///
+    /// Absolute paths on the Grendel server (/var/lib/grendel/vmlinuz)
+    /// become their file name, to be copied into bootd's root; each is
+    /// listed on stderr.
+    ImportGrendel {
+        /// Grendel's hosts: a JSON array of model.Host.
+        hosts: PathBuf,
+        /// Grendel's boot images: a JSON array of model.BootImage.
+        images: PathBuf,
+        /// Where to write the inventory (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn import_grendel(
+    hosts: &std::path::Path,
+    images: &std::path::Path,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let (text, notes) =
+        nodeboot_boot_server::inventory::import_grendel(&read(hosts)?, &read(images)?)?;
+    for n in notes {
+        eprintln!("bootd: {n}");
+    }
+    match output {
+        Some(o) => std::fs::write(o, text).with_context(|| format!("writing {}", o.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -61,15 +106,24 @@ fn main() -> ExitCode {
             listen,
             rate_limit,
             port_file,
+            inventory,
+            public_url,
         } => nodeboot_boot_server::server::run(
             &listen,
             &nodeboot_boot_server::server::Config {
                 root,
                 repo,
                 rate_limit,
+                inventory,
+                public_url,
             },
             port_file.as_deref(),
         ),
+        Cmd::ImportGrendel {
+            hosts,
+            images,
+            output,
+        } => import_grendel(&hosts, &images, output.as_deref()),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,7 @@ use crate::http::{
     body_length, http_date, if_range_matches, none_match, parse_range, read_request, write_head,
     BodyError, HeadError, RangeReq, Request,
 };
+use crate::inventory::{ipxe_script, Live};
 use crate::status::{nodes_json, Nodes, Report, MAX_BODY};
 use crate::transfer::send_range;
 use anyhow::{Context, Result};
@@ -37,6 +38,11 @@ pub struct Config {
     pub repo: Option<PathBuf>,
     /// Bytes per second per transfer; `None`: unlimited, with sendfile.
     pub rate_limit: Option<u64>,
+    /// The inventory file (hosts, images) behind `GET /boot/ipxe`.
+    pub inventory: Option<PathBuf>,
+    /// Base of the URLs in iPXE scripts (`http://10.0.0.1:8080`); default:
+    /// `http://` + the request's Host header.
+    pub public_url: Option<String>,
 }
 
 /// A bound, not yet running server.
@@ -49,12 +55,18 @@ struct State {
     trees: Trees,
     rate_limit: Option<u64>,
     nodes: Nodes,
+    inventory: Option<Arc<Live>>,
+    public_url: Option<String>,
 }
 
 impl Server {
     /// Check the trees and bind `listen` (`127.0.0.1:0` picks a free port).
     pub fn bind(listen: &str, cfg: &Config) -> Result<Server> {
         let trees = Trees::new(&cfg.root, cfg.repo.as_deref())?;
+        let inventory = match &cfg.inventory {
+            Some(p) => Some(Live::start(p)?),
+            None => None,
+        };
         let listener =
             TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
         Ok(Server {
@@ -63,6 +75,8 @@ impl Server {
                 trees,
                 rate_limit: cfg.rate_limit,
                 nodes: Nodes::default(),
+                inventory,
+                public_url: cfg.public_url.clone(),
             }),
         })
     }
@@ -357,6 +371,74 @@ fn node_list(req: &Request, path: &str, out: &mut TcpStream, state: &State, conn
     small_response(out, 200, ctype, &body, head_only, conn, &extra)
 }
 
+/// Path of the per-host iPXE script (`GET ?mac=…`).
+pub const IPXE_PATH: &str = "/boot/ipxe";
+
+/// The value of `name` in the request's query string, percent-decoded.
+fn query_param(req: &Request, name: &str) -> Option<String> {
+    let q = req.target.split_once('?')?.1;
+    let q = q.split('#').next().unwrap_or("");
+    q.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then(|| {
+            crate::http::percent_decode(v)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        })
+    })
+}
+
+/// `GET /boot/ipxe?mac=…`: the host's iPXE script.
+fn ipxe(req: &Request, out: &mut TcpStream, state: &State, conn: Conn) -> Outcome {
+    let head_only = req.method == "HEAD";
+    let Some(live) = &state.inventory else {
+        return text_error(
+            out,
+            404,
+            "404 Not Found: bootd runs without --inventory",
+            conn,
+        );
+    };
+    let Some(mac) = query_param(req, "mac").filter(|m| !m.is_empty()) else {
+        return text_error(
+            out,
+            400,
+            "400 Bad Request: want ?mac=aa:bb:cc:dd:ee:ff",
+            conn,
+        );
+    };
+    let base = match &state.public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => match req.header("host") {
+            Some(h) if !h.is_empty() => format!("http://{h}"),
+            _ => match out.local_addr() {
+                Ok(a) => format!("http://{a}"),
+                Err(_) => "http://localhost".into(),
+            },
+        },
+    };
+    let inv = live.get();
+    match ipxe_script(&inv, &mac, &base) {
+        None => {
+            tracing::warn!("iPXE script: unknown MAC {mac:?}: no host has it in the inventory");
+            text_error(
+                out,
+                404,
+                &format!("404 Not Found: no host has MAC {mac}"),
+                conn,
+            )
+        }
+        Some(Err(e)) => {
+            tracing::error!("iPXE script for MAC {mac}: {e}");
+            text_error(out, 500, &format!("500 Internal Server Error: {e}"), conn)
+        }
+        Some(Ok(script)) => {
+            let extra = [("Cache-Control", "no-store".to_string())];
+            small_response(out, 200, TEXT, &script, head_only, conn, &extra)
+        }
+    }
+}
+
 /// The strong validator of a file: `"<size>-<mtime in ns>"`, both in hex.
 pub fn etag(meta: &std::fs::Metadata) -> String {
     let mtime = meta
@@ -380,6 +462,7 @@ fn respond(
         Some(STATUS_PATH) => return post_status(req, reader, out, state, conn),
         // Only the exact path `/`: everything else under it is a file.
         Some(p @ (NODES_PATH | "/")) if get => return node_list(req, p, out, state, *conn),
+        Some(IPXE_PATH) if get => return ipxe(req, out, state, *conn),
         _ => {}
     }
     let connection = *conn;

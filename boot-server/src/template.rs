@@ -1,0 +1,304 @@
+//! Kernel command line templates: Go `text/template` as Grendel renders
+//! `BootImage.CommandLine`, through the `gtmpl` crate, with Sprig's
+//! `toString` and `replace` (what the seed's `{{ $.nic.MAC | toString |
+//! replace ":" "-" }}` needs).
+//!
+//! gtmpl 0.7 quirks handled here: an action left open at the end of the
+//! text (`{{ $.host.Name `) makes its parser spin forever, so [`check`]
+//! refuses it first; its builtins index their arguments without checking
+//! the count (`{{ not }}` panics), so they are replaced by wrappers that
+//! check it; its error messages carry a line number of its own, dropped.
+use gtmpl::{Context, Func, FuncError, Template, Value};
+use std::collections::HashMap;
+
+/// Why a template cannot be parsed or rendered (one line).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TemplateError(pub String);
+
+/// Go's `%v` of a value: strings as they are, lists as `[a b]`, maps as
+/// `map[k:v]`, nil as `<nil>` (what Sprig's `toString` gives).
+pub fn go_string(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(go_string).collect::<Vec<_>>().join(" ")
+        ),
+        Value::Object(m) | Value::Map(m) => {
+            let mut keys: Vec<_> = m.keys().collect();
+            keys.sort();
+            let kv: Vec<_> = keys
+                .iter()
+                .map(|k| format!("{k}:{}", go_string(&m[*k])))
+                .collect();
+            format!("map[{}]", kv.join(" "))
+        }
+        Value::Nil | Value::NoValue => "<nil>".into(),
+        Value::Function(_) => "<func>".into(),
+    }
+}
+
+fn arity(name: &str, args: &[Value], min: usize, max: Option<usize>) -> Result<(), FuncError> {
+    let ok = args.len() >= min && max.is_none_or(|m| args.len() <= m);
+    if ok {
+        Ok(())
+    } else {
+        let want = match max {
+            Some(m) if m == min => format!("{min}"),
+            Some(m) => format!("{min} to {m}"),
+            None => format!("at least {min}"),
+        };
+        Err(FuncError::Generic(format!(
+            "{name}: wants {want} arguments, got {}",
+            args.len()
+        )))
+    }
+}
+
+/// Sprig `toString`: `%v` of its argument.
+fn to_string(args: &[Value]) -> Result<Value, FuncError> {
+    arity("toString", args, 1, Some(1))?;
+    Ok(Value::from(go_string(&args[0])))
+}
+
+/// Sprig `replace OLD NEW STRING`: every OLD in STRING becomes NEW (so it
+/// takes the piped value last).
+fn replace(args: &[Value]) -> Result<Value, FuncError> {
+    arity("replace", args, 3, Some(3))?;
+    let (old, new, s) = (
+        go_string(&args[0]),
+        go_string(&args[1]),
+        go_string(&args[2]),
+    );
+    Ok(Value::from(s.replace(&old, &new)))
+}
+
+macro_rules! checked {
+    ($($wrap:ident = $name:literal, $f:path, $min:expr, $max:expr;)*) => {
+        $(fn $wrap(args: &[Value]) -> Result<Value, FuncError> {
+            arity($name, args, $min, $max)?;
+            $f(args)
+        })*
+        const CHECKED: &[(&str, Func)] = &[$(($name, $wrap as Func)),*];
+    };
+}
+
+checked! {
+    eq_ = "eq", gtmpl::funcs::eq, 2, None;
+    ne_ = "ne", gtmpl::funcs::ne, 2, Some(2);
+    lt_ = "lt", gtmpl::funcs::lt, 2, Some(2);
+    le_ = "le", gtmpl::funcs::le, 2, Some(2);
+    gt_ = "gt", gtmpl::funcs::gt, 2, Some(2);
+    ge_ = "ge", gtmpl::funcs::ge, 2, Some(2);
+    len_ = "len", gtmpl::funcs::len, 1, Some(1);
+    and_ = "and", gtmpl::funcs::and, 1, None;
+    or_ = "or", gtmpl::funcs::or, 1, None;
+    not_ = "not", gtmpl::funcs::not, 1, Some(1);
+    urlquery_ = "urlquery", gtmpl::funcs::urlquery, 1, None;
+    printf_ = "printf", gtmpl::funcs::printf, 1, None;
+    index_ = "index", gtmpl::funcs::index, 1, None;
+    call_ = "call", gtmpl::funcs::call, 1, None;
+}
+
+/// gtmpl's messages start with `template: :N:` (its own, off-by-one line).
+fn clean(e: impl std::fmt::Display) -> String {
+    let s = e.to_string();
+    let rest = s.strip_prefix("template: ").unwrap_or(&s);
+    match rest.strip_prefix(':').and_then(|r| r.split_once(':')) {
+        Some((n, msg)) if n.bytes().all(|b| b.is_ascii_digit()) => msg.trim().to_string(),
+        _ => rest.to_string(),
+    }
+}
+
+/// Refuse what gtmpl cannot parse safely: an action (`{{`) still open at
+/// the end of the text. Quotes, raw strings, character constants and
+/// comments inside an action are skipped; a quote left open is left to
+/// gtmpl, which reports it.
+fn check_closed(text: &str) -> Result<(), TemplateError> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(off) = text[i..].find("{{") {
+        let start = i + off;
+        i = start + 2;
+        loop {
+            if i >= b.len() {
+                let col = text[..start].chars().count() + 1;
+                return Err(TemplateError(format!(
+                    "unclosed action: the `{{{{` at character {col} has no `}}}}`"
+                )));
+            }
+            if b[i..].starts_with(b"}}") {
+                i += 2;
+                break;
+            }
+            if b[i..].starts_with(b"/*") {
+                match text[i + 2..].find("*/") {
+                    Some(e) => i += 2 + e + 2,
+                    None => return Ok(()),
+                }
+                continue;
+            }
+            match b[i] {
+                q @ (b'"' | b'\'') => {
+                    i += 1;
+                    while i < b.len() && b[i] != q && b[i] != b'\n' {
+                        i += if b[i] == b'\\' { 2 } else { 1 };
+                    }
+                    if i >= b.len() || b[i] != q {
+                        return Ok(());
+                    }
+                    i += 1;
+                }
+                b'`' => match text[i + 1..].find('`') {
+                    Some(e) => i += 1 + e + 1,
+                    None => return Ok(()),
+                },
+                _ => i += 1,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A parsed template with the functions registered.
+fn parse(text: &str) -> Result<Template, TemplateError> {
+    check_closed(text)?;
+    let mut t = Template::default();
+    t.add_funcs(CHECKED);
+    t.add_func("toString", to_string);
+    t.add_func("replace", replace);
+    t.parse(text).map_err(|e| TemplateError(clean(e)))?;
+    Ok(t)
+}
+
+/// Check that `text` parses.
+pub fn check(text: &str) -> Result<(), TemplateError> {
+    parse(text).map(|_| ())
+}
+
+/// Render `text` with `data` as `.` (and `$`).
+pub fn render(text: &str, data: &Value) -> Result<String, TemplateError> {
+    let t = parse(text)?;
+    t.render(&Context::from(data.clone()))
+        .map_err(|e| TemplateError(clean(e)))
+}
+
+/// A Go-style object (struct fields by name) from pairs.
+pub fn object(fields: Vec<(&str, Value)>) -> Value {
+    Value::Object(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect::<HashMap<_, _>>(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data() -> Value {
+        object(vec![
+            (
+                "host",
+                object(vec![
+                    ("Name", "cn1".into()),
+                    (
+                        "Tags",
+                        Value::from(vec![Value::from("compute"), "gpu".into()]),
+                    ),
+                    ("Provision", true.into()),
+                ]),
+            ),
+            (
+                "nic",
+                object(vec![
+                    ("MAC", "52:54:00:12:34:56".into()),
+                    ("IP", "10.0.2.15/24".into()),
+                ]),
+            ),
+            ("image", object(vec![("Name", "squareos-9.2".into())])),
+            ("liveimg", "http://10.0.2.2:8080/live.squashfs".into()),
+            ("address", "http://10.0.2.2:8080".into()),
+        ])
+    }
+
+    #[test]
+    fn renders_like_grendel() {
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"BOOTIF=01-{{ $.nic.MAC | toString | replace ":" "-" }} grendel.hostname={{ $.host.Name }}"#,
+                "BOOTIF=01-52-54-00-12-34-56 grendel.hostname=cn1",
+            ),
+            (
+                "root=live:{{ $.liveimg }}",
+                "root=live:http://10.0.2.2:8080/live.squashfs",
+            ),
+            (
+                "grendel.address={{ .address }}",
+                "grendel.address=http://10.0.2.2:8080",
+            ),
+            (
+                "{{ $.image.Name }} {{ $.nic.IP }}",
+                "squareos-9.2 10.0.2.15/24",
+            ),
+            ("{{ $.host.Tags | toString }}", "[compute gpu]"),
+            ("{{ $.host.Provision }}", "true"),
+            (
+                "{{ range $i, $t := $.host.Tags }}{{ $i }}={{ $t }},{{ end }}",
+                "0=compute,1=gpu,",
+            ),
+            (
+                r#"{{ if eq $.host.Name "cn1" }}first{{ else }}other{{ end }}"#,
+                "first",
+            ),
+            (r#"{{ replace "-" "" "a-b-c" }}"#, "abc"),
+            (
+                r#"{{ printf "%s.%s" $.host.Name "cluster" }}"#,
+                "cn1.cluster",
+            ),
+            ("{{- $.host.Name -}} x", "cn1x"),
+            ("no actions at all", "no actions at all"),
+            ("quoted {{ \"}}\" }}", "quoted }}"),
+        ];
+        for (t, want) in cases {
+            assert_eq!(render(t, &data()).as_deref(), Ok(*want), "{t}");
+        }
+    }
+
+    #[test]
+    fn refuses() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "{{ $.host.Name ",
+                "unclosed action: the `{{` at character 1 has no `}}`",
+            ),
+            (
+                "a {{ }} b {{ ",
+                "unclosed action: the `{{` at character 11 has no `}}`",
+            ),
+            ("{{ $.host.Name | nosuch }}", "function nosuch not defined"),
+            ("{{ if $.host.Name }}", "unexpected EOF"),
+            (
+                "{{ \"abc }}",
+                "unexpected unterminated quoted string in command",
+            ),
+        ];
+        for (t, want) in cases {
+            assert_eq!(check(t), Err(TemplateError(want.to_string())), "{t}");
+        }
+        // Render-time errors (Go reports them at Execute too).
+        assert!(render("{{ $.nic.Nope }}", &data()).is_err());
+        assert_eq!(
+            render("{{ not }}", &data()),
+            Err(TemplateError("not: wants 1 arguments, got 0".into()))
+        );
+        assert!(render(r#"{{ replace "a" }}"#, &data())
+            .unwrap_err()
+            .0
+            .contains("replace: wants 3"));
+    }
+}
