@@ -2,6 +2,7 @@
 //! binary on 127.0.0.1, with curl as the client: exact script text, both
 //! MAC spellings, unknown MAC, provision = false, reload on change, a bad
 //! rewrite, and import-grendel of the fixtures.
+mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -68,28 +69,14 @@ impl Srv {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut srv = Srv {
+        let port = common::wait_for_port(&pf);
+        Srv {
             child,
-            port: 0,
+            port,
             log,
             inv,
             _dir: dir,
-        };
-        let t0 = Instant::now();
-        while srv.port == 0 {
-            if let Some(p) = std::fs::read_to_string(&pf)
-                .ok()
-                .and_then(|s| s.parse().ok())
-            {
-                srv.port = p;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "bootd did not start"
-            );
-            std::thread::sleep(Duration::from_millis(10));
         }
-        srv
     }
 
     /// `curl` the script for `mac`: (status, content type, body).

@@ -1,4 +1,5 @@
 //! The real bootd binary (on port 0, with --port-file) against real curl.
+mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -78,26 +79,8 @@ impl Srv {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut srv = Srv {
-            child,
-            port: 0,
-            log,
-        };
-        let t0 = Instant::now();
-        while srv.port == 0 {
-            if let Some(p) = std::fs::read_to_string(&pf)
-                .ok()
-                .and_then(|s| s.parse().ok())
-            {
-                srv.port = p;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "bootd did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        srv
+        let port = common::wait_for_port(&pf);
+        Srv { child, port, log }
     }
 
     fn url(&self, path: &str) -> String {

@@ -1,6 +1,7 @@
 //! Node status against the real bootd binary: `POST /status`, `GET /nodes`,
 //! the page at `/` (and its screenshot in headless Chromium), with file
 //! serving still working beside them.
+mod common;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -48,27 +49,13 @@ impl Srv {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut srv = Srv {
+        let port = common::wait_for_port(&pf);
+        Srv {
             child,
-            port: 0,
+            port,
             log,
             dir,
-        };
-        let t0 = Instant::now();
-        while srv.port == 0 {
-            if let Some(p) = std::fs::read_to_string(&pf)
-                .ok()
-                .and_then(|s| s.parse().ok())
-            {
-                srv.port = p;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "bootd did not start"
-            );
-            std::thread::sleep(Duration::from_millis(10));
         }
-        srv
     }
 
     fn url(&self, path: &str) -> String {
