@@ -537,30 +537,10 @@ pub fn write_hostname(sysroot: &Path, name: &str) -> Result<()> {
 fn mount_points() -> Result<Vec<PathBuf>> {
     let mi =
         std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    Ok(mi
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+    Ok(crate::disk::probe::parse_mountinfo(&mi)
+        .into_iter()
+        .map(|e| e.mountpoint)
         .collect())
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Is `p` (absolute) a mount point? A path that does not exist is not.
@@ -1012,13 +992,6 @@ mod tests {
         assert!(e.starts_with("opening ") && e.contains("missing"), "{e}");
         let e = format!("{:#}", read_superblock(d.path()).unwrap_err());
         assert!(e.contains("is not a regular file"), "{e}");
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape_mountinfo("/a\\040b\\011c\\134d"), "/a b\tc\\d");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
-        assert_eq!(unescape_mountinfo("/trailing\\04"), "/trailing\\04");
     }
 
     #[test]

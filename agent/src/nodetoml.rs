@@ -121,22 +121,13 @@ fn device(what: &str) -> Option<PathBuf> {
     what.starts_with("/dev/").then(|| PathBuf::from(what))
 }
 
-/// Mount points in `mountinfo` (field 5, octal escapes decoded).
+/// Is `at` a mount point in `mountinfo` (proc(5) format)?
 fn mounted(mountinfo: &Path, at: &Path) -> Result<bool> {
     let text = std::fs::read_to_string(mountinfo)
         .with_context(|| format!("reading {}", mountinfo.display()))?;
-    let want = at.to_string_lossy();
-    Ok(text.lines().any(|l| {
-        l.split(' ')
-            .nth(4)
-            .map(|p| {
-                p.replace("\\040", " ")
-                    .replace("\\011", "\t")
-                    .replace("\\012", "\n")
-                    .replace("\\134", "\\")
-            })
-            .is_some_and(|p| p == want)
-    }))
+    Ok(crate::disk::probe::parse_mountinfo(&text)
+        .iter()
+        .any(|e| e.mountpoint == at))
 }
 
 /// Apply `n` under `root` ("/" on a node); returns what was done, one line each.

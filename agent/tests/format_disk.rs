@@ -3,16 +3,16 @@
 //! them). Each test has its own sparse 512 MiB file on its own loop device
 //! (`losetup --partscan`), detached by a guard. Needs root and
 //! /dev/loop-control; prints `SKIP: …` otherwise.
+mod common;
+use common::{nodectl, ok, run, Loop, MIB, NODECTL};
 use nodeboot_agent::disk::{format_disk, FormatError, FormatRequest, Fs, Refusal, System, Tools};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-const NODECTL: &str = env!("CARGO_BIN_EXE_nodectl");
 const U1: &str = "0b1f6a5e-3c1d-4b6e-9a7c-2f7e8d9c0a11";
 const U2: &str = "5d0c4a87-2b1e-4f3d-8c6a-9e7f1b2d3c4e";
-const MIB: u64 = 1 << 20;
 
 fn can_run(test: &str) -> bool {
     // SAFETY: geteuid cannot fail.
@@ -38,78 +38,6 @@ fn can_run(test: &str) -> bool {
         }
     }
     true
-}
-
-fn run(argv: &[&str]) -> Output {
-    Command::new(argv[0])
-        .args(&argv[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
-}
-
-fn ok(argv: &[&str]) -> String {
-    let o = run(argv);
-    assert!(
-        o.status.success(),
-        "{argv:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A sparse 512 MiB file on a loop device with partition scanning;
-/// detached (and its partitions gone) on drop.
-struct Loop {
-    dev: String,
-    img: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Loop {
-    fn new() -> Loop {
-        Loop::sized(512 * MIB)
-    }
-
-    fn sized(bytes: u64) -> Loop {
-        let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("disk.img");
-        std::fs::File::create(&img).unwrap().set_len(bytes).unwrap();
-        let dev = ok(&[
-            "losetup",
-            "--find",
-            "--show",
-            "--partscan",
-            img.to_str().unwrap(),
-        ])
-        .trim()
-        .to_string();
-        Loop {
-            dev,
-            img,
-            _dir: dir,
-        }
-    }
-
-    fn part(&self, n: u32) -> String {
-        format!("{}p{n}", self.dev)
-    }
-
-    /// sha256 of the whole backing file (what the disk holds); sha256sum
-    /// because sha2 in a debug build takes seconds per 512 MiB.
-    fn digest(&self) -> String {
-        ok(&["blockdev", "--flushbufs", &self.dev]);
-        ok(&["sha256sum", self.img.to_str().unwrap()])
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_string()
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.dev]).output();
-    }
 }
 
 /// A mount on a tempdir, unmounted on drop.
@@ -147,22 +75,6 @@ fn format_with_key_partition(l: &Loop) {
         "16M",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn nodectl(args: &[&str]) -> Output {
-    let o = Command::new(NODECTL)
-        .args(args)
-        .env("NODECTL_LOG", "info")
-        .output()
-        .unwrap();
-    eprintln!(
-        "$ nodectl {}\n{}{}-> {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-        o.status
-    );
-    o
 }
 
 fn stdout(o: &Output) -> String {

@@ -8,6 +8,8 @@
 //!   deploy key, unknown host key, server down, a ref pin that does not exist.
 //!
 //! Needs root (sshd, loop devices, mount); prints `SKIP: …` otherwise.
+mod common;
+use common::{nodectl, Loop};
 use nodeboot_agent::disk::{System, Tools};
 use nodeboot_agent::repo::{self, CloneError, Retries};
 use std::net::{TcpListener, TcpStream};
@@ -16,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const NODECTL: &str = env!("CARGO_BIN_EXE_nodectl");
 const SSHD: &str = "/usr/sbin/sshd";
 
 fn is_root() -> bool {
@@ -464,58 +465,6 @@ fn can_loop(test: &str) -> bool {
         return false;
     }
     true
-}
-
-/// A sparse 512 MiB file on a loop device with partition scanning.
-struct Loop {
-    dev: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Loop {
-    fn new() -> Loop {
-        let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("disk.img");
-        std::fs::File::create(&img)
-            .unwrap()
-            .set_len(512 << 20)
-            .unwrap();
-        let dev = ok(
-            &[
-                "losetup",
-                "--find",
-                "--show",
-                "--partscan",
-                img.to_str().unwrap(),
-            ],
-            None,
-        )
-        .trim()
-        .to_string();
-        Loop { dev, _dir: dir }
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.dev]).output();
-    }
-}
-
-fn nodectl(args: &[&str]) -> Output {
-    let o = Command::new(NODECTL)
-        .args(args)
-        .env("NODECTL_LOG", "info")
-        .output()
-        .unwrap();
-    eprintln!(
-        "$ nodectl {}\n{}{}-> {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-        o.status
-    );
-    o
 }
 
 /// The partition of the loop device whose GPT name is (or is not) nodeboot-key

@@ -640,6 +640,7 @@ garbage line
     #[test]
     fn escapes() {
         assert_eq!(unescape("a\\040b\\011c\\134d"), "a b\tc\\d");
+        assert_eq!(unescape("/plain"), "/plain");
         assert_eq!(unescape("trailing\\04"), "trailing\\04");
         assert_eq!(unescape("\\999"), "\\999");
     }
