@@ -396,9 +396,15 @@ impl Inventory {
     }
 }
 
-/// The iPXE script for `mac`, with URLs under `base` (`http://host:port`).
-/// `None` when no interface has that MAC.
-pub fn ipxe_script(inv: &Inventory, mac: &str, base: &str) -> Option<Result<String, String>> {
+/// The iPXE script for `mac`, with URLs under `base` (`http://host:port`);
+/// `extra` (`nodeboot.token=…`), when not empty, ends the kernel command
+/// line. `None` when no interface has that MAC.
+pub fn ipxe_script(
+    inv: &Inventory,
+    mac: &str,
+    base: &str,
+    extra: &str,
+) -> Option<Result<String, String>> {
     let (host, nic) = inv.by_mac(mac)?;
     let mac = nic.mac.as_deref().unwrap_or_default();
     if !host.provision {
@@ -411,10 +417,16 @@ pub fn ipxe_script(inv: &Inventory, mac: &str, base: &str) -> Option<Result<Stri
         return Some(Err(format!("host {} has no boot image", host.name)));
     };
     let data = template_data(host, nic, image, base);
-    let cmdline = match template::render(&image.cmdline, &data) {
+    let mut cmdline = match template::render(&image.cmdline, &data) {
         Ok(c) => c,
         Err(e) => return Some(Err(format!("image {} cmdline: {e}", image.name))),
     };
+    if !extra.is_empty() {
+        if !cmdline.is_empty() {
+            cmdline.push(' ');
+        }
+        cmdline.push_str(extra);
+    }
     let mut s = format!("#!ipxe\n# {} ({mac}), image {}\n", host.name, image.name);
     let kernel = absolute(base, &image.kernel);
     if cmdline.is_empty() {
@@ -681,7 +693,7 @@ mac = "52:54:00:12:34:57"
             "52-54-00-12-34-56",
             "52:54:00:12:34:56".to_uppercase().as_str(),
         ] {
-            let s = ipxe_script(&inv, mac, "http://10.0.2.2:8080")
+            let s = ipxe_script(&inv, mac, "http://10.0.2.2:8080", "")
                 .unwrap()
                 .unwrap();
             assert_eq!(
@@ -692,15 +704,19 @@ mac = "52:54:00:12:34:57"
                  initrd http://10.0.2.2:8080/initrd.img\nboot\n"
             );
         }
-        let s = ipxe_script(&inv, "52:54:00:12:34:57", "http://x")
+        let s = ipxe_script(&inv, "52:54:00:12:34:56", "http://x", "nodeboot.token=ab")
+            .unwrap()
+            .unwrap();
+        assert!(s.contains(" rd.neednet=1 nodeboot.token=ab\n"), "{s}");
+        let s = ipxe_script(&inv, "52:54:00:12:34:57", "http://x", "")
             .unwrap()
             .unwrap();
         assert!(
             s.ends_with("\nexit\n") && s.contains("provision = false"),
             "{s}"
         );
-        assert!(ipxe_script(&inv, "52:54:00:00:00:00", "http://x").is_none());
-        assert!(ipxe_script(&inv, "nonsense", "http://x").is_none());
+        assert!(ipxe_script(&inv, "52:54:00:00:00:00", "http://x", "").is_none());
+        assert!(ipxe_script(&inv, "nonsense", "http://x", "").is_none());
     }
 
     #[test]
@@ -799,7 +815,7 @@ mac = "52:54:00:12:34:57"
         assert_eq!(text, read("grendel-inventory.toml"));
         assert_eq!(notes.len(), 2, "{notes:?}");
         let inv = Inventory::parse(&text, "x").unwrap();
-        let s = ipxe_script(&inv, "AA:BB:CC:11:22:33", "http://grendel.example.com")
+        let s = ipxe_script(&inv, "AA:BB:CC:11:22:33", "http://grendel.example.com", "")
             .unwrap()
             .unwrap();
         assert!(

@@ -2,8 +2,9 @@
 //! initramfs, the live image and its `.sha256` sidecar over HTTP/1.1 with
 //! Range, HEAD and validators, plus Grendel's `/repo/` tree; and the nodes'
 //! status (`POST /status`, `GET /nodes`, the page at `/`); the inventory and
-//! the per-host iPXE script (`GET /boot/ipxe?mac=…`). Tokens and DHCP/TFTP
-//! come later as modules beside these.
+//! the per-host iPXE script (`GET /boot/ipxe?mac=…`); per-host secrets behind
+//! tokens minted into those scripts (`GET /secrets/<name>`). DHCP/TFTP come
+//! later as modules beside these.
 //!
 //! - [`http`]: request heads (httparse), ranges, validators, dates.
 //! - [`files`]: URL path → file inside the served trees, refusals.
@@ -12,11 +13,13 @@
 //! - [`page`]: the HTML status page at `/`.
 //! - [`inventory`]: hosts and images (TOML), reload, Grendel import, iPXE.
 //! - [`template`]: the Go-template kernel command line (gtmpl).
+//! - [`secrets`]: per-host secrets behind tokens minted into iPXE scripts.
 //! - [`server`]: listener, connections, responses, access log.
 pub mod files;
 pub mod http;
 pub mod inventory;
 pub mod page;
+pub mod secrets;
 pub mod server;
 pub mod status;
 pub mod template;

@@ -23,7 +23,12 @@ A Range header with several ranges gets the whole file (200).
 
 Nodes POST their phase to /status as JSON ({\"hostname\", \"mac\", \"phase\",
 \"message\", \"image\"}); GET /nodes lists them as JSON and GET / as an HTML
-page. The status is kept in memory only.")]
+page. The status is kept in memory only.
+
+With --secrets, GET /secrets/NAME?mac=MAC and `Authorization: Bearer TOKEN`
+(the nodeboot.token= of that host's iPXE script) answer DIR/HOST/NAME once per
+name and token; DELETE /secrets?mac=MAC closes the token. Tokens live in
+memory: restarting bootd invalidates them.")]
     Serve {
         /// Directory served at /.
         #[arg(long)]
@@ -48,6 +53,14 @@ page. The status is kept in memory only.")]
         /// (default: http:// + the request's Host header).
         #[arg(long)]
         public_url: Option<String>,
+        /// Per-host secrets, DIR/<host>/<name> (mode 0700, outside --root and
+        /// --repo): each iPXE script gets a token (nodeboot.token=) that fetches
+        /// GET /secrets/<name>?mac= once per name with Authorization: Bearer.
+        #[arg(long, requires = "inventory")]
+        secrets: Option<PathBuf>,
+        /// Lifetime of a token from its iPXE script: 900, 90s, 15m, 1h.
+        #[arg(long, default_value = "15m", value_parser = nodeboot_boot_server::secrets::parse_ttl)]
+        token_ttl: std::time::Duration,
     },
     /// Convert Grendel's hosts and images JSON into an inventory (TOML).
     ///
@@ -108,6 +121,8 @@ fn main() -> ExitCode {
             port_file,
             inventory,
             public_url,
+            secrets,
+            token_ttl,
         } => nodeboot_boot_server::server::run(
             &listen,
             &nodeboot_boot_server::server::Config {
@@ -116,6 +131,8 @@ fn main() -> ExitCode {
                 rate_limit,
                 inventory,
                 public_url,
+                secrets,
+                token_ttl,
             },
             port_file.as_deref(),
         ),

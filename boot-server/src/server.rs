@@ -10,6 +10,7 @@ use crate::http::{
     BodyError, HeadError, RangeReq, Request,
 };
 use crate::inventory::{ipxe_script, Live};
+use crate::secrets::{Denied, Secrets};
 use crate::status::{nodes_json, Nodes, Report, MAX_BODY};
 use crate::transfer::send_range;
 use anyhow::{Context, Result};
@@ -43,6 +44,11 @@ pub struct Config {
     /// Base of the URLs in iPXE scripts (`http://10.0.0.1:8080`); default:
     /// `http://` + the request's Host header.
     pub public_url: Option<String>,
+    /// Per-host secrets (`DIR/<host>/<name>`) behind tokens minted into the
+    /// iPXE scripts; `None`: no tokens, `/secrets/` is 404.
+    pub secrets: Option<PathBuf>,
+    /// Lifetime of a token.
+    pub token_ttl: Duration,
 }
 
 /// A bound, not yet running server.
@@ -57,6 +63,7 @@ struct State {
     nodes: Nodes,
     inventory: Option<Arc<Live>>,
     public_url: Option<String>,
+    secrets: Option<Secrets>,
 }
 
 impl Server {
@@ -65,6 +72,14 @@ impl Server {
         let trees = Trees::new(&cfg.root, cfg.repo.as_deref())?;
         let inventory = match &cfg.inventory {
             Some(p) => Some(Live::start(p)?),
+            None => None,
+        };
+        let secrets = match &cfg.secrets {
+            Some(dir) => {
+                let mut served = vec![("--root", cfg.root.as_path())];
+                served.extend(cfg.repo.as_deref().map(|r| ("--repo", r)));
+                Some(Secrets::new(dir, cfg.token_ttl, &served)?)
+            }
             None => None,
         };
         let listener =
@@ -77,6 +92,7 @@ impl Server {
                 nodes: Nodes::default(),
                 inventory,
                 public_url: cfg.public_url.clone(),
+                secrets,
             }),
         })
     }
@@ -210,7 +226,7 @@ fn connection(stream: TcpStream, state: &State) {
             error = o.error.as_ref().map(tracing::field::display),
             "{} {}",
             req.method,
-            req.target,
+            crate::secrets::redact(&req.target),
         );
         if !conn.keep || o.error.is_some() {
             return;
@@ -252,6 +268,20 @@ fn small_response(
     conn: Conn,
     extra: &[(&'static str, String)],
 ) -> Outcome {
+    let body = body.as_bytes();
+    bytes_response(out, status, content_type, body, head_only, conn, extra)
+}
+
+/// [`small_response`] with a body of bytes.
+fn bytes_response(
+    out: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    head_only: bool,
+    conn: Conn,
+    extra: &[(&'static str, String)],
+) -> Outcome {
     let mut headers = vec![
         ("Content-Type", content_type.to_string()),
         ("Content-Length", body.len().to_string()),
@@ -262,7 +292,7 @@ fn small_response(
         if head_only {
             Ok(())
         } else {
-            out.write_all(body.as_bytes())
+            out.write_all(body)
         }
     });
     Outcome::done(status, if head_only { 0 } else { body.len() as u64 }, r)
@@ -342,6 +372,19 @@ fn post_status(
             text_error(out, 400, &e.to_string(), *conn)
         }
         Ok(r) => {
+            let auth = req.header("authorization");
+            if let (Some(secrets), Some(_)) = (&state.secrets, auth) {
+                let verified = secrets.verify_status(auth, &r.hostname, r.mac.as_deref());
+                if let Err(e) = verified {
+                    let id = crate::secrets::bearer(auth).map(crate::secrets::token_id);
+                    tracing::warn!(
+                        token = id.as_deref().map(tracing::field::display),
+                        "status of {} refused: {e}",
+                        r.hostname
+                    );
+                    return text_error(out, 403, &format!("403 Forbidden: {e}"), *conn);
+                }
+            }
             tracing::info!(
                 mac = r.mac.as_deref().map(tracing::field::display),
                 msg = r.message.as_deref().map(tracing::field::debug),
@@ -418,7 +461,22 @@ fn ipxe(req: &Request, out: &mut TcpStream, state: &State, conn: Conn) -> Outcom
         },
     };
     let inv = live.get();
-    match ipxe_script(&inv, &mac, &base) {
+    // A token for a host that boots from the network, when bootd has secrets.
+    let mut extra = String::new();
+    if let (Some(secrets), Some((host, nic))) = (&state.secrets, inv.by_mac(&mac)) {
+        if host.provision {
+            let nic_mac = nic.mac.as_deref().unwrap_or_default();
+            match secrets.mint(&host.name, nic_mac) {
+                Ok(t) => extra = format!("nodeboot.token={t}"),
+                Err(e) => {
+                    tracing::error!("iPXE script for {}: {e:#}", host.name);
+                    let m = format!("500 Internal Server Error: {e:#}");
+                    return text_error(out, 500, &m, conn);
+                }
+            }
+        }
+    }
+    match ipxe_script(&inv, &mac, &base, &extra) {
         None => {
             tracing::warn!("iPXE script: unknown MAC {mac:?}: no host has it in the inventory");
             text_error(
@@ -435,6 +493,81 @@ fn ipxe(req: &Request, out: &mut TcpStream, state: &State, conn: Conn) -> Outcom
         Some(Ok(script)) => {
             let extra = [("Cache-Control", "no-store".to_string())];
             small_response(out, 200, TEXT, &script, head_only, conn, &extra)
+        }
+    }
+}
+
+/// `GET /secrets/<name>?mac=` and `DELETE /secrets?mac=` (see
+/// [`crate::secrets`]). Refusals are logged with the token's id, never the
+/// token; a secret's bytes are never logged.
+fn secret(req: &Request, path: &str, out: &mut TcpStream, state: &State, conn: Conn) -> Outcome {
+    let Some(secrets) = &state.secrets else {
+        return text_error(
+            out,
+            404,
+            "404 Not Found: bootd runs without --secrets",
+            conn,
+        );
+    };
+    let mac = query_param(req, "mac");
+    let in_url = query_param(req, "token").is_some();
+    let auth = req.header("authorization");
+    let id = crate::secrets::bearer(auth).map(crate::secrets::token_id);
+    let id = id.as_deref().unwrap_or("-");
+    let shown = match &mac {
+        Some(m) => format!("{m:?}"),
+        None => "-".into(),
+    };
+    let refused = |out: &mut TcpStream, what: &str, e: Denied| {
+        tracing::warn!("{what} refused (token {id}, mac {shown}): {e}");
+        let status = e.status();
+        let msg = format!("{status} {}: {e}", crate::http::reason(status));
+        let extra = if status == 401 {
+            vec![("WWW-Authenticate", "Bearer".to_string())]
+        } else {
+            vec![]
+        };
+        small_response(out, status, TEXT, &format!("{msg}\n"), false, conn, &extra)
+    };
+    let no_store = ("Cache-Control", "no-store".to_string());
+    match (
+        req.method.as_str(),
+        path.strip_prefix(crate::secrets::PREFIX),
+    ) {
+        ("GET", Some(rest)) => match secrets.fetch(rest, mac.as_deref(), auth, in_url) {
+            Ok(s) => {
+                tracing::info!(
+                    "secret {} sent (token {id}, mac {}, {} bytes)",
+                    s.name,
+                    mac.as_deref().unwrap_or_default(),
+                    s.bytes.len()
+                );
+                let ctype = "application/octet-stream";
+                bytes_response(out, 200, ctype, &s.bytes, false, conn, &[no_store])
+            }
+            Err(e) => refused(out, &format!("secret {rest:?}"), e),
+        },
+        ("DELETE", None) => match secrets.close(mac.as_deref(), auth, in_url) {
+            Ok((host, names)) => {
+                tracing::info!(
+                    "token {id} of {host} closed by the node after {}",
+                    if names.is_empty() {
+                        "no secret".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                );
+                let headers: Vec<_> = conn.header().into_iter().chain([no_store]).collect();
+                Outcome::done(204, 0, write_head(out, 204, &headers))
+            }
+            Err(e) => refused(out, "closing the token", e),
+        },
+        (_, rest) => {
+            let allow = if rest.is_some() { "GET" } else { "DELETE" };
+            let body = format!("405 Method Not Allowed: {allow} here\n");
+            let head_only = req.method == "HEAD";
+            let allow = [("Allow", allow.to_string())];
+            small_response(out, 405, TEXT, &body, head_only, conn, &allow)
         }
     }
 }
@@ -463,6 +596,9 @@ fn respond(
         // Only the exact path `/`: everything else under it is a file.
         Some(p @ (NODES_PATH | "/")) if get => return node_list(req, p, out, state, *conn),
         Some(IPXE_PATH) if get => return ipxe(req, out, state, *conn),
+        Some(p) if p == crate::secrets::COLLECTION || p.starts_with(crate::secrets::PREFIX) => {
+            return secret(req, p, out, state, *conn)
+        }
         _ => {}
     }
     let connection = *conn;
@@ -475,7 +611,8 @@ fn respond(
     let Artifact { path, file, meta } = match state.trees.open(path) {
         Ok(a) => a,
         Err(why) => {
-            tracing::debug!("{} {}: 404, {why}", req.method, req.target);
+            let target = crate::secrets::redact(&req.target);
+            tracing::debug!("{} {target}: 404, {why}", req.method);
             return error_page(out, 404, head_only, connection);
         }
     };
