@@ -48,7 +48,7 @@ pub fn run<S: AsRef<OsStr>>(argv: &[S]) -> Result<String> {
 /// by line as they come, and on failure the error names the command and
 /// carries the last lines of that output.
 pub fn run_streaming<S: AsRef<OsStr>>(argv: &[S]) -> Result<()> {
-    let (status, tail) = stream(argv, None)?;
+    let (status, tail) = stream(argv, None, None)?;
     if !status.success() {
         bail!(
             "{} failed ({}): {}",
@@ -69,12 +69,22 @@ pub fn run_bounded<S: AsRef<OsStr>>(
     argv: &[S],
     timeout: Duration,
 ) -> Result<(ExitStatus, Vec<String>)> {
-    stream(argv, Some(timeout))
+    stream(argv, Some(timeout), None)
+}
+
+/// [`run_bounded`] in the working directory `dir` (a repository's `post.sh`).
+pub fn run_bounded_in<S: AsRef<OsStr>>(
+    argv: &[S],
+    timeout: Duration,
+    dir: &std::path::Path,
+) -> Result<(ExitStatus, Vec<String>)> {
+    stream(argv, Some(timeout), Some(dir))
 }
 
 fn stream<S: AsRef<OsStr>>(
     argv: &[S],
     timeout: Option<Duration>,
+    dir: Option<&std::path::Path>,
 ) -> Result<(ExitStatus, Vec<String>)> {
     let (prog, args) = argv.split_first().context("run: empty argv")?;
     let shown = shown(argv);
@@ -86,6 +96,9 @@ fn stream<S: AsRef<OsStr>>(
         .stderr(Stdio::piped());
     if timeout.is_some() {
         cmd.process_group(0);
+    }
+    if let Some(d) = dir {
+        cmd.current_dir(d);
     }
     let mut child = cmd
         .spawn()

@@ -6,6 +6,7 @@ pub mod fetch;
 pub mod initrd;
 pub mod live;
 pub mod log;
+pub mod native;
 pub mod net;
 pub mod nodetoml;
 pub mod provision;

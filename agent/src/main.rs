@@ -54,7 +54,16 @@ Exit status:
     /// fetch {grendel.address}/repo/postscript.sh with retries and run it as
     /// `sh postscript.sh HOSTNAME` under a timeout. Every phase goes to
     /// /run/nodeboot/status.json; exits 1 when a step failed.
+    ///
+    /// Native path: with nodeboot.postscripts=ssh://… (or [repo] url in
+    /// provision.toml) read the deploy key from the key partition, clone the
+    /// postscripts repository (host key pinned), apply its node.toml, run its
+    /// post.sh; node.toml's services are then started by start-services.
     Provision,
+    /// Start node.toml's [services] in order, each within its timeout (run by
+    /// nodectl-services.service after nodectl-provision.service); nothing is
+    /// started when provisioning failed.
+    StartServices,
     /// Apply a node.toml: mounts (by UUID, NFS, with a bounded wait) and the
     /// storage layout's symlinks. Idempotent; stops at the first entry that
     /// cannot be applied, naming it.
@@ -269,10 +278,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             eprintln!("nodectl provision: {} ({:.1}s)", st.phase, st.seconds);
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::StartServices => {
+            let st = nodeboot_agent::native::start_services(&Default::default(), "systemctl");
+            if let Some(e) = &st.error {
+                eprintln!("nodectl start-services: FAILED: {e}");
+                return Ok(ExitCode::from(1));
+            }
+            eprintln!("nodectl start-services: {} ({:.1}s)", st.phase, st.seconds);
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Apply { file, root } => {
             let n = nodeboot_agent::nodetoml::load(&file)?;
+            // Sources ([[file]], [[ca]], [ssh]) are relative to node.toml's directory.
+            let repo = match file.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
             for line in nodeboot_agent::nodetoml::apply(
                 &n,
+                &repo,
                 &root,
                 std::path::Path::new("/proc/self/mountinfo"),
             )? {

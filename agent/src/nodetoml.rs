@@ -1,7 +1,8 @@
 //! `node.toml`: a node's site setup, applied declaratively by `nodectl
-//! apply` (and, with issue 6's native path, by `nodectl provision` from the
-//! postscripts repository). This first part holds the storage: mounts (a
-//! local disk by UUID, NFS) and the storage layout as symlinks.
+//! apply` and by `nodectl provision` from the postscripts repository:
+//! mounts (a local disk by UUID, NFS), the storage layout as symlinks,
+//! configuration files with their owner, group and mode, CA certificates,
+//! SSH host keys, and the services to start, in order.
 //!
 //! ```toml
 //! [[mount]]
@@ -15,6 +16,23 @@
 //! path = "/opt/cache/disk/tmp"
 //! target = "/mnt/disk/tmp"
 //! target_mode = "1777"         # create the target directory with this mode
+//!
+//! [[file]]                     # source: relative to the repository (node.toml's directory)
+//! source = "files/munge/munge.key"
+//! path = "/etc/munge/munge.key"
+//! owner = "munge"              # name (looked up in the node's /etc/passwd) or number
+//! group = "munge"
+//! mode = "0400"                # set at creation: never readable by others, not even briefly
+//!
+//! [[ca]]                       # PEM certificates added to the trust store
+//! source = "files/certs/private-ca.pem"
+//!
+//! [ssh]
+//! host_keys = "files/ssh"      # ssh_host_*_key (0600) and .pub (0644) into /etc/ssh
+//!
+//! [services]                   # started in this order by nodectl-services.service
+//! start = ["munge", "sssd", "slurmd"]
+//! timeout = 60                 # seconds each may take to become active
 //! ```
 //!
 //! Applying is idempotent (a mount already in place, a link already right
@@ -33,6 +51,62 @@ pub struct NodeToml {
     pub mount: Vec<Mount>,
     #[serde(default)]
     pub link: Vec<Link>,
+    #[serde(default)]
+    pub file: Vec<File>,
+    #[serde(default)]
+    pub ca: Vec<Ca>,
+    pub ssh: Option<Ssh>,
+    pub services: Option<Services>,
+}
+
+/// A file from the repository, installed with its owner, group and mode.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    /// Relative to the repository (the directory of node.toml).
+    pub source: PathBuf,
+    pub path: PathBuf,
+    #[serde(default = "default_owner")]
+    pub owner: String,
+    #[serde(default = "default_owner")]
+    pub group: String,
+    #[serde(default = "default_file_mode")]
+    pub mode: String,
+}
+
+fn default_owner() -> String {
+    "root".into()
+}
+fn default_file_mode() -> String {
+    "0644".into()
+}
+
+/// A CA certificate (PEM) for the node's trust store.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ca {
+    pub source: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ssh {
+    /// A directory of the repository holding `ssh_host_*_key` and `.pub`.
+    pub host_keys: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Services {
+    /// Units started one after the other (`.service` may be left out).
+    pub start: Vec<String>,
+    /// Seconds each may take to become active.
+    #[serde(default = "default_service_timeout")]
+    pub timeout: u64,
+}
+
+fn default_service_timeout() -> u64 {
+    60
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,19 +160,72 @@ pub fn load(path: &Path) -> Result<NodeToml> {
             bail!("{what}: `path` and `target` must be absolute paths");
         }
         if let Some(m) = &l.target_mode {
-            parse_mode(m).with_context(|| what.clone())?;
+            parse_mode(m)
+                .with_context(|| format!("target_mode {m:?}"))
+                .with_context(|| what.clone())?;
+        }
+    }
+    for (i, f) in n.file.iter().enumerate() {
+        let what = format!("{}: file #{} ({})", path.display(), i + 1, f.path.display());
+        if !f.path.is_absolute() {
+            bail!("{what}: `path` must be an absolute path");
+        }
+        check_source(&f.source).with_context(|| what.clone())?;
+        parse_mode(&f.mode)
+            .with_context(|| format!("mode {:?}", f.mode))
+            .with_context(|| what.clone())?;
+        for (k, v) in [("owner", &f.owner), ("group", &f.group)] {
+            if v.is_empty() || v.contains(':') || v.contains(char::is_whitespace) {
+                bail!("{what}: {k} {v:?} is not a user or group name");
+            }
+        }
+    }
+    for (i, c) in n.ca.iter().enumerate() {
+        check_source(&c.source).with_context(|| format!("{}: ca #{}", path.display(), i + 1))?;
+    }
+    if let Some(s) = &n.ssh {
+        check_source(&s.host_keys).with_context(|| format!("{}: ssh.host_keys", path.display()))?;
+    }
+    if let Some(s) = &n.services {
+        for u in &s.start {
+            if u.is_empty() || u.contains('/') || u.contains(char::is_whitespace) {
+                bail!(
+                    "{}: services.start: {u:?} is not a unit name",
+                    path.display()
+                );
+            }
+        }
+        if s.timeout == 0 {
+            bail!(
+                "{}: services.timeout must be at least 1 (seconds)",
+                path.display()
+            );
         }
     }
     Ok(n)
 }
 
+/// A repository path: relative, no `..` (nothing outside the repository).
+fn check_source(p: &Path) -> Result<()> {
+    use std::path::Component;
+    if p.as_os_str().is_empty()
+        || !p
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        bail!(
+            "source {}: must be a path inside the repository (relative, no `..`)",
+            p.display()
+        );
+    }
+    Ok(())
+}
+
 fn parse_mode(m: &str) -> Result<u32> {
     u32::from_str_radix(m, 8)
         .ok()
-        .filter(|v| *v <= 0o7777)
-        .with_context(|| {
-            format!("target_mode {m:?}: not an octal mode such as \"0755\" or \"1777\"")
-        })
+        .filter(|v| *v <= 0o7777 && !m.is_empty())
+        .context("not an octal mode such as \"0755\", \"0400\" or \"1777\"")
 }
 
 /// `root` joined with an absolute path (tests apply under a tempdir).
@@ -130,8 +257,11 @@ fn mounted(mountinfo: &Path, at: &Path) -> Result<bool> {
         .any(|e| e.mountpoint == at))
 }
 
-/// Apply `n` under `root` ("/" on a node); returns what was done, one line each.
-pub fn apply(n: &NodeToml, root: &Path, mountinfo: &Path) -> Result<Vec<String>> {
+/// Apply `n` under `root` ("/" on a node), sources read from `repo`;
+/// returns what was done, one line each. Services are not started here
+/// (see [`Services`]): `nodectl-services.service` does it after
+/// `nodectl-provision.service`, which the services are ordered after.
+pub fn apply(n: &NodeToml, repo: &Path, root: &Path, mountinfo: &Path) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for m in &n.mount {
         let at = under(root, &m.at);
@@ -251,7 +381,217 @@ pub fn apply(n: &NodeToml, root: &Path, mountinfo: &Path) -> Result<Vec<String>>
             .with_context(|| format!("linking {} -> {}", path.display(), l.target.display()))?;
         done.push(format!("{} -> {}", path.display(), l.target.display()));
     }
+    let ids = Ids::read(root)?;
+    for f in &n.file {
+        let what = || format!("installing {} as {}", f.source.display(), f.path.display());
+        let uid = ids.user(&f.owner).with_context(what)?;
+        let gid = ids.group(&f.group).with_context(what)?;
+        let mode = parse_mode(&f.mode).with_context(what)?;
+        let src = repo_file(repo, &f.source).with_context(what)?;
+        done.push(install(&src, &under(root, &f.path), uid, gid, mode).with_context(what)?);
+    }
+    let mut new_ca = false;
+    for c in &n.ca {
+        let what = || format!("adding the CA certificate {}", c.source.display());
+        let src = repo_file(repo, &c.source).with_context(what)?;
+        let pem = std::fs::read(&src).with_context(what)?;
+        if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+            bail!(
+                "{}: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                what(),
+                src.display()
+            );
+        }
+        let stem = c
+            .source
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "ca".into());
+        // update-ca-certificates(8) takes *.crt below this directory.
+        let dest = under(root, Path::new(CA_DIR)).join(format!("{stem}.crt"));
+        let line = install(&src, &dest, 0, 0, 0o644).with_context(what)?;
+        new_ca |= !line.ends_with("already");
+        done.push(line);
+    }
+    if new_ca {
+        if root == Path::new("/") {
+            crate::cmd::run(&["update-ca-certificates"])
+                .context("adding the CA certificates to the trust store")?;
+            done.push("update-ca-certificates: trust store refreshed".into());
+        } else {
+            done.push(format!(
+                "trust store not refreshed: update-ca-certificates runs only when applying to / (not {})",
+                root.display()
+            ));
+        }
+    }
+    if let Some(s) = &n.ssh {
+        let dir = repo_path(repo, &s.host_keys)?;
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .with_context(|| format!("ssh.host_keys: reading {}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                n.starts_with("ssh_host_") && (n.ends_with("_key") || n.ends_with("_key.pub"))
+            })
+            .collect();
+        names.sort();
+        if !names.iter().any(|n| n.ends_with("_key")) {
+            bail!(
+                "ssh.host_keys: {} holds no ssh_host_*_key file",
+                dir.display()
+            );
+        }
+        for name in names {
+            let mode = if name.ends_with(".pub") { 0o644 } else { 0o600 };
+            let src = repo_file(repo, &s.host_keys.join(&name))?;
+            let dest = under(root, Path::new("/etc/ssh")).join(&name);
+            done.push(
+                install(&src, &dest, 0, 0, mode)
+                    .with_context(|| format!("installing the SSH host key {name}"))?,
+            );
+        }
+    }
     Ok(done)
+}
+
+/// Where CA certificates go (Debian's local trust anchors).
+pub const CA_DIR: &str = "/usr/local/share/ca-certificates/nodeboot";
+
+/// `rel` inside `repo`, refusing anything that resolves outside it.
+fn repo_path(repo: &Path, rel: &Path) -> Result<PathBuf> {
+    check_source(rel)?;
+    let base = repo
+        .canonicalize()
+        .with_context(|| format!("the repository {}", repo.display()))?;
+    let p = base.join(rel);
+    let real = p
+        .canonicalize()
+        .with_context(|| format!("{} (in the repository)", rel.display()))?;
+    if !real.starts_with(&base) {
+        bail!(
+            "{} resolves to {}, outside the repository",
+            rel.display(),
+            real.display()
+        );
+    }
+    Ok(real)
+}
+
+/// A regular file of the repository.
+fn repo_file(repo: &Path, rel: &Path) -> Result<PathBuf> {
+    let p = repo_path(repo, rel)?;
+    if !p.is_file() {
+        bail!("{} is not a regular file", rel.display());
+    }
+    Ok(p)
+}
+
+/// Users and groups of the node (`root/etc/passwd`, `root/etc/group`).
+struct Ids {
+    users: Vec<(String, u32)>,
+    groups: Vec<(String, u32)>,
+}
+
+impl Ids {
+    fn read(root: &Path) -> Result<Ids> {
+        let table = |name: &str| -> Result<Vec<(String, u32)>> {
+            let p = under(root, Path::new("/etc")).join(name);
+            let text = match std::fs::read_to_string(&p) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+            };
+            Ok(text
+                .lines()
+                .filter_map(|l| {
+                    let mut f = l.split(':');
+                    let name = f.next()?;
+                    let id = f.nth(1)?.parse().ok()?;
+                    Some((name.to_string(), id))
+                })
+                .collect())
+        };
+        Ok(Ids {
+            users: table("passwd")?,
+            groups: table("group")?,
+        })
+    }
+    fn find(t: &[(String, u32)], name: &str, kind: &str) -> Result<u32> {
+        if let Ok(n) = name.parse() {
+            return Ok(n);
+        }
+        t.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, id)| *id)
+            .with_context(|| {
+                format!(
+                    "no {kind} {name:?} on this node (/etc/{})",
+                    if kind == "user" { "passwd" } else { "group" }
+                )
+            })
+    }
+    fn user(&self, name: &str) -> Result<u32> {
+        Self::find(&self.users, name, "user")
+    }
+    fn group(&self, name: &str) -> Result<u32> {
+        Self::find(&self.groups, name, "group")
+    }
+}
+
+/// Install `src` at `dest` owned `uid:gid` with `mode`: written to a
+/// temporary file created 0600 (never readable by others), chowned and
+/// chmodded before a byte is written, then renamed over `dest`. A file
+/// already equal in content, owner and mode is left alone.
+fn install(src: &Path, dest: &Path, uid: u32, gid: u32, mode: u32) -> Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let data = zeroize::Zeroizing::new(
+        std::fs::read(src).with_context(|| format!("reading {}", src.display()))?,
+    );
+    let show = format!("{} ({:o} {uid}:{gid})", dest.display(), mode);
+    match std::fs::symlink_metadata(dest) {
+        Ok(md)
+            if md.is_file() && md.uid() == uid && md.gid() == gid && md.mode() & 0o7777 == mode =>
+        {
+            let cur = zeroize::Zeroizing::new(std::fs::read(dest).unwrap_or_default());
+            if *cur == *data {
+                return Ok(format!("{show} already"));
+            }
+        }
+        Ok(md) if md.is_dir() => bail!("{} is in the way (a directory)", dest.display()),
+        _ => {}
+    }
+    let parent = dest
+        .parent()
+        .with_context(|| format!("{} has no parent directory", dest.display()))?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let name = dest.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = parent.join(format!(".{name}.nodeboot-tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    let r = (|| -> Result<()> {
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
+            .with_context(|| format!("chown {uid}:{gid} {}", tmp.display()))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {mode:o} {}", tmp.display()))?;
+        f.write_all(&data)
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, dest)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r?;
+    Ok(show)
 }
 
 #[cfg(test)]
@@ -278,7 +618,7 @@ mod tests {
             ),
             (
                 "[[link]]\npath='/a'\ntarget='/b'\ntarget_mode='999'\n",
-                "not an octal mode",
+                "link #1 (/a): target_mode \"999\": not an octal mode",
             ),
             ("[[lnk]]\npath='/a'\n", "unknown field `lnk`"),
         ] {
@@ -299,7 +639,7 @@ mod tests {
             "[[link]]\npath = '/opt/cache/disk/tmp'\ntarget = '/mnt/disk/tmp'\ntarget_mode = '1777'\n",
         ))
         .unwrap();
-        let first = apply(&n, &root, &mi).unwrap();
+        let first = apply(&n, d.path(), &root, &mi).unwrap();
         assert_eq!(first.len(), 2, "{first:?}");
         use std::os::unix::fs::PermissionsExt;
         let md = std::fs::metadata(root.join("mnt/disk/tmp")).unwrap();
@@ -308,7 +648,7 @@ mod tests {
             std::fs::read_link(root.join("opt/cache/disk/tmp")).unwrap(),
             Path::new("/mnt/disk/tmp")
         );
-        let again = apply(&n, &root, &mi).unwrap();
+        let again = apply(&n, d.path(), &root, &mi).unwrap();
         assert_eq!(
             again,
             vec![format!(
@@ -319,8 +659,180 @@ mod tests {
         // A real directory in the way is refused, not replaced.
         std::fs::remove_file(root.join("opt/cache/disk/tmp")).unwrap();
         std::fs::create_dir(root.join("opt/cache/disk/tmp")).unwrap();
-        let e = format!("{:#}", apply(&n, &root, &mi).unwrap_err());
+        let e = format!("{:#}", apply(&n, d.path(), &root, &mi).unwrap_err());
         assert!(e.contains("is in the way (a directory)"), "{e}");
+    }
+
+    #[test]
+    fn the_reference_repository_loads() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../postscripts/node.toml");
+        let n = load(&p).unwrap();
+        assert_eq!(
+            n.services.unwrap().start,
+            ["munge", "sssd", "slurmd", "ssh"]
+        );
+        let munge = n
+            .file
+            .iter()
+            .find(|f| f.path == Path::new("/etc/munge/munge.key"))
+            .unwrap();
+        assert_eq!(
+            (munge.owner.as_str(), munge.mode.as_str()),
+            ("munge", "0400")
+        );
+        assert!(n
+            .link
+            .iter()
+            .any(|l| l.path == Path::new("/opt/cache/shared")));
+    }
+
+    /// A repo and a node root with munge in its /etc/passwd.
+    fn repo_and_root() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let repo = d.path().join("repo");
+        let root = d.path().join("root");
+        std::fs::create_dir_all(repo.join("files/munge")).unwrap();
+        std::fs::create_dir_all(repo.join("files/ssh")).unwrap();
+        std::fs::create_dir_all(repo.join("files/certs")).unwrap();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nmunge:x:101:106::/nonexistent:/usr/sbin/nologin\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("etc/group"), "root:x:0:\nmunge:x:106:\n").unwrap();
+        std::fs::write(repo.join("files/munge/munge.key"), [7u8; 1024]).unwrap();
+        std::fs::write(repo.join("files/ssh/ssh_host_ed25519_key"), "PRIVATE\n").unwrap();
+        std::fs::write(
+            repo.join("files/ssh/ssh_host_ed25519_key.pub"),
+            "ssh-ed25519 AAAA\n",
+        )
+        .unwrap();
+        std::fs::write(repo.join("files/ssh/README.md"), "not a key\n").unwrap();
+        std::fs::write(
+            repo.join("files/certs/site-ca.pem"),
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let mi = d.path().join("mountinfo");
+        std::fs::write(&mi, "").unwrap();
+        (d, repo, root, mi)
+    }
+
+    #[test]
+    fn files_get_owner_group_and_mode_once() {
+        use std::os::unix::fs::MetadataExt;
+        let (_d, repo, root, mi) = repo_and_root();
+        let toml = "[[file]]\nsource = 'files/munge/munge.key'\npath = '/etc/munge/munge.key'\n\
+                    owner = 'munge'\ngroup = 'munge'\nmode = '0400'\n\
+                    [[ca]]\nsource = 'files/certs/site-ca.pem'\n\
+                    [ssh]\nhost_keys = 'files/ssh'\n";
+        std::fs::write(repo.join("node.toml"), toml).unwrap();
+        let n = load(&repo.join("node.toml")).unwrap();
+        let root_user = unsafe { libc::geteuid() } == 0;
+        let r = apply(&n, &repo, &root, &mi);
+        if !root_user {
+            // chown to munge needs root: the error names the file.
+            let e = format!("{:#}", r.unwrap_err());
+            assert!(
+                e.contains("munge.key") && e.contains("chown 101:106"),
+                "{e}"
+            );
+            eprintln!("SKIP (rest): chown needs root");
+            return;
+        }
+        let done = r.unwrap();
+        let md = std::fs::metadata(root.join("etc/munge/munge.key")).unwrap();
+        assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o400, 101, 106));
+        assert_eq!(
+            std::fs::read(root.join("etc/munge/munge.key")).unwrap(),
+            [7u8; 1024]
+        );
+        let k = std::fs::metadata(root.join("etc/ssh/ssh_host_ed25519_key")).unwrap();
+        assert_eq!(k.mode() & 0o7777, 0o600);
+        let p = std::fs::metadata(root.join("etc/ssh/ssh_host_ed25519_key.pub")).unwrap();
+        assert_eq!(p.mode() & 0o7777, 0o644);
+        assert!(!root.join("etc/ssh/README.md").exists());
+        assert!(root
+            .join("usr/local/share/ca-certificates/nodeboot/site-ca.crt")
+            .is_file());
+        assert!(
+            done.iter().any(|l| l.contains("trust store not refreshed")),
+            "{done:?}"
+        );
+        // No temporary file left behind.
+        let left: Vec<_> = std::fs::read_dir(root.join("etc/munge")).unwrap().collect();
+        assert_eq!(left.len(), 1);
+        // Again: nothing changes.
+        let again = apply(&n, &repo, &root, &mi).unwrap();
+        assert!(again.iter().all(|l| l.ends_with("already")), "{again:?}");
+        // A mode changed by hand is put back.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            root.join("etc/munge/munge.key"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        apply(&n, &repo, &root, &mi).unwrap();
+        let md = std::fs::metadata(root.join("etc/munge/munge.key")).unwrap();
+        assert_eq!(md.mode() & 0o7777, 0o400);
+    }
+
+    #[test]
+    fn bad_files_sections_are_named() {
+        let (_d, repo, root, mi) = repo_and_root();
+        for (text, want) in [
+            (
+                "[[file]]\nsource='files/munge/munge.key'\npath='/etc/munge/munge.key'\nmode='0999'\n",
+                "file #1 (/etc/munge/munge.key): mode \"0999\": not an octal mode",
+            ),
+            (
+                "[[file]]\nsource='../../etc/shadow'\npath='/etc/x'\n",
+                "source ../../etc/shadow: must be a path inside the repository",
+            ),
+            (
+                "[[file]]\nsource='files/munge/munge.key'\npath='/etc/x'\nowner='munge'\nmodes='0400'\n",
+                "unknown field `modes`",
+            ),
+            ("[services]\nstart=['munge']\ntimeout=0\n", "services.timeout must be at least 1"),
+            ("[services]\nstart=['../x']\n", "is not a unit name"),
+        ] {
+            std::fs::write(repo.join("node.toml"), text).unwrap();
+            let e = format!("{:#}", load(&repo.join("node.toml")).unwrap_err());
+            assert!(e.contains("node.toml") && e.contains(want), "{e}\nwanted: {want}");
+        }
+        // Errors found when applying: an unknown user, a file that is not
+        // there, a symlink out of the repository, a CA that is not PEM, no
+        // host keys. Nothing is installed by the failing entry.
+        std::os::unix::fs::symlink("/etc/hostname", repo.join("files/escape")).unwrap();
+        std::fs::write(repo.join("files/certs/bad.pem"), "not a cert").unwrap();
+        std::fs::create_dir_all(repo.join("files/nokeys")).unwrap();
+        for (text, want) in [
+            (
+                "[[file]]\nsource='files/munge/munge.key'\npath='/etc/munge/munge.key'\nowner='slurm'\n",
+                "no user \"slurm\" on this node (/etc/passwd)",
+            ),
+            (
+                "[[file]]\nsource='files/munge/absent.key'\npath='/etc/munge/munge.key'\n",
+                "files/munge/absent.key (in the repository): No such file",
+            ),
+            (
+                "[[file]]\nsource='files/escape'\npath='/etc/x'\n",
+                "files/escape resolves to /etc/hostname, outside the repository",
+            ),
+            (
+                "[[ca]]\nsource='files/certs/bad.pem'\n",
+                "holds no PEM certificate",
+            ),
+            ("[ssh]\nhost_keys='files/nokeys'\n", "holds no ssh_host_*_key file"),
+        ] {
+            std::fs::write(repo.join("node.toml"), text).unwrap();
+            let n = load(&repo.join("node.toml")).unwrap();
+            let e = format!("{:#}", apply(&n, &repo, &root, &mi).unwrap_err());
+            assert!(e.contains(want), "{e}\nwanted: {want}");
+            assert!(!root.join("etc/munge/munge.key").exists());
+            assert!(!root.join("etc/x").exists());
+        }
     }
 
     #[test]
@@ -334,7 +846,7 @@ mod tests {
         ))
         .unwrap();
         let t = Instant::now();
-        let e = format!("{:#}", apply(&n, d.path(), &mi).unwrap_err());
+        let e = format!("{:#}", apply(&n, d.path(), d.path(), &mi).unwrap_err());
         assert!(
             e.contains("the device /dev/disk/by-uuid/6f1c9d3e-0000-4000-8000-000000000000 did not appear within 1s"),
             "{e}"
@@ -356,9 +868,9 @@ mod tests {
         .unwrap();
         let root = d.path().join("root");
         let mi = Path::new("/proc/self/mountinfo");
-        let first = apply(&n, &root, mi).unwrap();
+        let first = apply(&n, d.path(), &root, mi).unwrap();
         let at = root.join("mnt/t");
-        let again = apply(&n, &root, mi);
+        let again = apply(&n, d.path(), &root, mi);
         let _ = std::process::Command::new("umount").arg(&at).status();
         assert!(
             first[0].starts_with("mounted nodeboot-test (tmpfs)"),

@@ -19,6 +19,20 @@
 //! fetch_timeout = 120   # seconds for the download, retries included
 //! ```
 //! The command line wins over the file (`nodeboot.postscript=0` turns it off).
+//!
+//! The native path (see [`crate::native`]), asked for by
+//! `nodeboot.postscripts=ssh://…` or by `[repo]` in the same file:
+//!
+//! ```toml
+//! [repo]
+//! url = "ssh://git@git.example.com/site/postscripts.git"
+//! ref = "v12"                    # branch, tag or commit (optional)
+//! known_hosts = "/etc/nodeboot/known_hosts"   # the default
+//! hostkey = ["SHA256:…"]         # and/or fingerprints (ssh-keygen -lf)
+//! keydev = "/dev/disk/by-id/…"   # default: the partition labelled nodeboot-key
+//! timeout = 600                  # seconds post.sh may run
+//! ```
+//! Both paths may be asked for: the Grendel postscript runs first.
 use crate::cmdline::Cmdline;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -31,8 +45,14 @@ use std::time::{Duration, Instant};
 pub struct Paths {
     pub cmdline: PathBuf,
     pub config: PathBuf,
-    /// `/run/nodeboot`: status.json and the downloaded script.
+    /// `/run/nodeboot`: status.json, the downloaded script, the clone.
     pub run: PathBuf,
+    /// Where node.toml is applied ("/").
+    pub root: PathBuf,
+    /// The image's pinned known_hosts for the postscripts server.
+    pub known_hosts: PathBuf,
+    /// /dev, /sys, mountinfo: where the key partition is looked for.
+    pub system: crate::disk::System,
 }
 
 impl Default for Paths {
@@ -41,6 +61,9 @@ impl Default for Paths {
             cmdline: "/proc/cmdline".into(),
             config: "/etc/nodeboot/provision.toml".into(),
             run: "/run/nodeboot".into(),
+            root: "/".into(),
+            known_hosts: "/etc/nodeboot/known_hosts".into(),
+            system: Default::default(),
         }
     }
 }
@@ -50,6 +73,8 @@ impl Default for Paths {
 pub struct Config {
     #[serde(default)]
     pub postscript: PostscriptConfig,
+    #[serde(default)]
+    pub repo: crate::native::RepoConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,10 +169,14 @@ pub fn plan(c: &Cmdline, cfg: &Config, hostname: &str) -> Result<Option<Postscri
 /// `/run/nodeboot/status.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
-    /// provisioning, fetching-postscript, running-postscript, ready, failed.
+    /// provisioning, fetching-postscript, running-postscript, reading-key,
+    /// cloning, applying, running-post.sh, starting-services, ready, failed.
     pub phase: String,
     pub hostname: String,
     pub postscript: Option<PostscriptResult>,
+    /// The native path: the clone, node.toml, post.sh, the services.
+    #[serde(default)]
+    pub native: Option<crate::native::NativeResult>,
     pub seconds: f64,
     pub error: Option<String>,
 }
@@ -161,7 +190,14 @@ pub struct PostscriptResult {
     pub seconds: f64,
 }
 
-fn write_status(run: &Path, s: &Status) -> Result<()> {
+/// Read `status.json` from `run`.
+pub fn read_status(run: &Path) -> Result<Status> {
+    let path = run.join("status.json");
+    let b = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&b).with_context(|| format!("parsing {}", path.display()))
+}
+
+pub(crate) fn write_status(run: &Path, s: &Status) -> Result<()> {
     let path = run.join("status.json");
     let tmp = run.join(".status.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(s)?)
@@ -171,7 +207,7 @@ fn write_status(run: &Path, s: &Status) -> Result<()> {
 
 /// Tell systemd the phase (`systemctl status` shows it as "Status:"), when
 /// run by a unit with `NotifyAccess=main`.
-fn notify_status(phase: &str) {
+pub(crate) fn notify_status(phase: &str) {
     let Some(sock) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
@@ -200,38 +236,53 @@ pub fn run(paths: &Paths, hostname: &str) -> Status {
         phase: "provisioning".into(),
         hostname: hostname.to_string(),
         postscript: None,
+        native: None,
         seconds: 0.0,
         error: None,
     };
     if let Err(e) = std::fs::create_dir_all(&paths.run) {
         tracing::warn!("creating {}: {e}", paths.run.display());
     }
+    // The boot server hears every phase (bootd knows provisioning, ready
+    // and failed; the step is in the message).
+    let reporter = crate::cmdline::BootParams::from_path(&paths.cmdline)
+        .ok()
+        .map(|p| crate::report::Reporter::new(&p, hostname));
+    let mut last_posted = String::new();
     let mut report = |st: &mut Status| {
         st.seconds = (start.elapsed().as_secs_f64() * 10.0).round() / 10.0;
         if let Err(e) = write_status(&paths.run, st) {
             tracing::warn!("{e:#}");
         }
         notify_status(&st.phase);
+        tracing::info!(phase = %st.phase, seconds = st.seconds, "provision phase");
+        if let Some(r) = &reporter {
+            if st.phase != last_posted && !matches!(st.phase.as_str(), "ready" | "failed") {
+                let msg = (st.phase != "provisioning").then_some(st.phase.as_str());
+                r.phase("provisioning", msg);
+                last_posted = st.phase.clone();
+            }
+        }
     };
     report(&mut st);
-    // The boot server hears the start and the outcome.
-    let reporter = crate::cmdline::BootParams::from_path(&paths.cmdline)
-        .ok()
-        .map(|p| crate::report::Reporter::new(&p, hostname));
-    if let Some(r) = &reporter {
-        r.phase("provisioning", None);
-    }
     let r = steps(paths, &mut st, &mut report);
     match r {
+        Ok(()) if st.native.as_ref().is_some_and(|n| n.services_pending()) => {
+            // nodectl-services.service starts them and says "ready".
+            st.phase = "starting-services".into();
+        }
         Ok(()) => st.phase = "ready".into(),
         Err(e) => {
             st.phase = "failed".into();
             st.error = Some(format!("{e:#}"));
+            tracing::error!(phase = "failed", "provisioning failed: {e:#}");
         }
     }
     report(&mut st);
     if let Some(r) = &reporter {
-        r.phase(&st.phase, st.error.as_deref());
+        if matches!(st.phase.as_str(), "ready" | "failed") {
+            r.phase(&st.phase, st.error.as_deref());
+        }
     }
     st
 }
@@ -239,13 +290,34 @@ pub fn run(paths: &Paths, hostname: &str) -> Status {
 fn steps(paths: &Paths, st: &mut Status, report: &mut dyn FnMut(&mut Status)) -> Result<()> {
     let c = Cmdline::from_path(&paths.cmdline)?;
     let cfg = load_config(&paths.config)?;
-    let Some(p) = plan(&c, &cfg, &st.hostname)? else {
-        tracing::info!(
-            "no postscript asked for (nodeboot.postscript, {})",
-            paths.config.display()
-        );
-        return Ok(());
-    };
+    let native = crate::native::plan(&c, &cfg.repo, paths)?;
+    match plan(&c, &cfg, &st.hostname)? {
+        Some(p) => postscript(paths, &p, st, report)?,
+        None if native.is_none() => {
+            tracing::info!(
+                "nothing to provision: no postscript (nodeboot.postscript) and no repository \
+                 (nodeboot.postscripts) asked for on the command line or in {}",
+                paths.config.display()
+            );
+        }
+        None => {}
+    }
+    if let Some(n) = native {
+        if let Some(h) = c.value("grendel.hostname").filter(|h| !h.is_empty()) {
+            st.hostname = h.to_string();
+        }
+        crate::native::run(paths, &n, st, report)?;
+    }
+    Ok(())
+}
+
+/// The Grendel-compatible step: fetch the postscript and run it.
+fn postscript(
+    paths: &Paths,
+    p: &PostscriptPlan,
+    st: &mut Status,
+    report: &mut dyn FnMut(&mut Status),
+) -> Result<()> {
     st.hostname = p.hostname.clone();
     st.phase = "fetching-postscript".into();
     st.postscript = Some(PostscriptResult {
@@ -416,13 +488,15 @@ mod tests {
     }
 
     fn run_with(script: &'static str, extra: &str) -> (Status, tempfile::TempDir, Vec<String>) {
-        // The "provisioning" report, the script, the outcome's report.
-        let (port, h) = serve(script, 3);
+        // "provisioning", "fetching-postscript", the script,
+        // "running-postscript", the outcome.
+        let (port, h) = serve(script, 5);
         let d = tempfile::tempdir().unwrap();
         let paths = Paths {
             cmdline: d.path().join("cmdline"),
             config: d.path().join("provision.toml"),
             run: d.path().join("run"),
+            ..Default::default()
         };
         std::fs::write(
             &paths.cmdline,
@@ -438,10 +512,15 @@ mod tests {
             seen[0].starts_with("POST /status") && seen[0].contains("\"phase\":\"provisioning\""),
             "{seen:?}"
         );
-        assert!(seen[1].starts_with("GET /repo/postscript.sh"), "{seen:?}");
         assert!(
-            seen[2].starts_with("POST /status")
-                && seen[2].contains(&format!("\"phase\":\"{}\"", st.phase)),
+            seen[1].starts_with("POST /status") && seen[1].contains("fetching-postscript"),
+            "{seen:?}"
+        );
+        assert!(seen[2].starts_with("GET /repo/postscript.sh"), "{seen:?}");
+        assert!(seen[3].contains("running-postscript"), "{seen:?}");
+        assert!(
+            seen[4].starts_with("POST /status")
+                && seen[4].contains(&format!("\"phase\":\"{}\"", st.phase)),
             "{seen:?}"
         );
         (st, d, seen)
@@ -465,7 +544,7 @@ mod tests {
     #[test]
     fn failing_postscript_fails_the_step() {
         let (st, _d, seen) = run_with("echo about to fail; exit 3\n", "");
-        assert!(seen[2].contains("exited with exit status: 3"), "{seen:?}");
+        assert!(seen[4].contains("exited with exit status: 3"), "{seen:?}");
         assert_eq!(st.phase, "failed");
         assert_eq!(st.postscript.as_ref().unwrap().exit_code, Some(3));
         let e = st.error.unwrap();

@@ -282,25 +282,24 @@ fn set_timeouts(connect: Duration, io: Duration) -> Result<(), git2::Error> {
 #[derive(Debug, thiserror::Error)]
 pub enum CloneError {
     #[error(
-        "{url}: host key of {host} is not in {known_hosts}: the server offered {key_type} \
-         {fingerprint}; refused (add it to the pinned known_hosts if it is right)"
+        "{url}: host key of {host} is not in {pinned}: the server offered {key_type} \
+         {fingerprint}; refused (pin it if it is right)"
     )]
     UnknownHostKey {
         url: String,
         host: String,
         key_type: String,
         fingerprint: String,
-        known_hosts: PathBuf,
+        /// What was pinned: the known_hosts file and/or the fingerprints.
+        pinned: String,
     },
-    #[error(
-        "{url}: host key of {host} ({key_type} {fingerprint}) is marked @revoked in {known_hosts}"
-    )]
+    #[error("{url}: host key of {host} ({key_type} {fingerprint}) is marked @revoked in {pinned}")]
     RevokedHostKey {
         url: String,
         host: String,
         key_type: String,
         fingerprint: String,
-        known_hosts: PathBuf,
+        pinned: String,
     },
     #[error(
         "{url}: the server refused the deploy key for user {user} (is its public half in \
@@ -466,17 +465,73 @@ pub fn clone(
     dest: &Path,
     retries: Retries,
 ) -> Result<Cloned, CloneError> {
+    let pins = HostKeys {
+        known_hosts: Some(known_hosts.to_path_buf()),
+        fingerprints: Vec::new(),
+    };
+    clone_pinned(url, ref_pin, key, &pins, dest, retries)
+}
+
+/// The server keys a clone trusts: a known_hosts file and/or `SHA256:…`
+/// fingerprints (as `ssh-keygen -lf` prints them; `nodeboot.postscripts.hostkey=`).
+#[derive(Debug, Clone, Default)]
+pub struct HostKeys {
+    pub known_hosts: Option<PathBuf>,
+    pub fingerprints: Vec<String>,
+}
+
+impl HostKeys {
+    fn describe(&self) -> String {
+        let mut v = Vec::new();
+        if let Some(k) = &self.known_hosts {
+            v.push(k.display().to_string());
+        }
+        if !self.fingerprints.is_empty() {
+            v.push(format!(
+                "the pinned fingerprints {}",
+                self.fingerprints.join(", ")
+            ));
+        }
+        if v.is_empty() {
+            "nothing pinned".into()
+        } else {
+            v.join(" or ")
+        }
+    }
+}
+
+/// [`clone`] with the host keys given as [`HostKeys`]; with nothing pinned
+/// every server is refused.
+pub fn clone_pinned(
+    url: &str,
+    ref_pin: Option<&str>,
+    key: &[u8],
+    pins: &HostKeys,
+    dest: &Path,
+    retries: Retries,
+) -> Result<Cloned, CloneError> {
     let other = |detail: String| CloneError::Other {
         url: url.to_string(),
         detail,
     };
     let (user, host, port) = ssh_target(url).map_err(|e| other(format!("{e:#}")))?;
-    let known = std::fs::read_to_string(known_hosts).map_err(|e| {
-        other(format!(
-            "reading the pinned known_hosts {}: {e}",
-            known_hosts.display()
-        ))
-    })?;
+    let known = match &pins.known_hosts {
+        Some(k) => std::fs::read_to_string(k).map_err(|e| {
+            other(format!(
+                "reading the pinned known_hosts {}: {e}",
+                k.display()
+            ))
+        })?,
+        None => String::new(),
+    };
+    for f in &pins.fingerprints {
+        if !f.starts_with("SHA256:") || f.len() != 50 {
+            return Err(other(format!(
+                "host key fingerprint {f:?}: not an OpenSSH SHA256 fingerprint \
+                 (SHA256: and 43 base64 characters, as `ssh-keygen -lf` prints it)"
+            )));
+        }
+    }
     let key = std::str::from_utf8(key)
         .map_err(|_| other("the deploy key is not text (an OpenSSH private key)".into()))?;
     set_timeouts(retries.connect_timeout, retries.io_timeout)
@@ -488,7 +543,7 @@ pub fn clone(
     for attempt in 1..=attempts {
         prepare_dest(dest).map_err(|e| other(format!("{e:#}")))?;
         tracing::info!(%url, attempt, attempts, "cloning the postscripts repository");
-        match clone_once(url, &user, &host, port, key, &known, known_hosts, dest) {
+        match clone_once(url, &user, &host, port, key, &known, pins, dest) {
             Ok(repo) => {
                 let commit = match checkout_pin(&repo, url, ref_pin) {
                     Ok(c) => c,
@@ -573,7 +628,7 @@ fn clone_once(
     port: u16,
     key: &str,
     known: &str,
-    known_hosts: &Path,
+    pins: &HostKeys,
     dest: &Path,
 ) -> Result<git2::Repository, Attempt> {
     use std::cell::RefCell;
@@ -589,7 +644,11 @@ fn clone_once(
             return Err(git2::Error::from_str("no SSH host key to check"));
         };
         let (key_type, fp) = (blob_type(blob), fingerprint(blob));
-        match check_known_hosts(known, host, port, blob) {
+        let verdict = match check_known_hosts(known, host, port, blob) {
+            HostKeyVerdict::Unknown if pins.fingerprints.contains(&fp) => HostKeyVerdict::Known,
+            v => v,
+        };
+        match verdict {
             HostKeyVerdict::Known => {
                 tracing::debug!(%host, %fp, "host key matches the pinned known_hosts");
                 Ok(git2::CertificateCheckStatus::CertificateOk)
@@ -600,14 +659,14 @@ fn clone_once(
                 } else {
                     format!("[{host}]:{port}")
                 };
-                let (url, known_hosts) = (url.to_string(), known_hosts.to_path_buf());
+                let (url, pinned) = (url.to_string(), pins.describe());
                 *rejected.borrow_mut() = Some(if v == HostKeyVerdict::Revoked {
                     CloneError::RevokedHostKey {
                         url,
                         host: shown,
                         key_type,
                         fingerprint: fp,
-                        known_hosts,
+                        pinned,
                     }
                 } else {
                     CloneError::UnknownHostKey {
@@ -615,7 +674,7 @@ fn clone_once(
                         host: shown,
                         key_type,
                         fingerprint: fp,
-                        known_hosts,
+                        pinned,
                     }
                 });
                 Err(git2::Error::from_str("host key refused"))

@@ -1,0 +1,12 @@
+#!/bin/sh
+# post.sh: what node.toml cannot say. Run by `nodectl provision` after
+# node.toml was applied and before the services start, as
+#   sh post.sh HOSTNAME
+# in this repository's checkout, under a timeout (nodeboot.post.timeout,
+# default 600 s). A non-zero exit fails the boot's provisioning: nothing is
+# swallowed, so keep `set -eu`.
+set -eu
+host=${1:?usage: post.sh HOSTNAME}
+
+# Example: a message of the day naming the node.
+printf 'Welcome to %s (provisioned by nodeboot)\n' "$host" > /etc/motd
