@@ -45,6 +45,7 @@ struct RawInventory {
     image: Vec<RawImage>,
     #[serde(default)]
     host: Vec<RawHost>,
+    dhcp: Option<crate::dhcp::RawSettings>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +121,8 @@ pub struct Inventory {
     pub hosts: Vec<Host>,
     /// MAC → (host index, interface index).
     by_mac: HashMap<String, (usize, usize)>,
+    /// `[dhcp]`: what bootd's DHCP responder hands out.
+    pub dhcp: crate::dhcp::Settings,
 }
 
 /// 1-based line of a byte offset.
@@ -220,7 +223,10 @@ impl Inventory {
             field: None,
             reason: e.message().trim().replace('\n', "; "),
         })?;
-        let mut inv = Inventory::default();
+        let mut inv = Inventory {
+            dhcp: crate::dhcp::Settings::check(raw.dhcp.as_ref(), &err)?,
+            ..Inventory::default()
+        };
         let mut image_names: HashMap<String, usize> = HashMap::new();
         for (i, im) in raw.image.iter().enumerate() {
             let f = |n: &str| format!("image[{i}].{n}");

@@ -9,6 +9,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once at start: the size of `Serve` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve boot artifacts over HTTP/1.1 (GET/HEAD, Range, ETag) and the
@@ -61,6 +63,24 @@ memory: restarting bootd invalidates them.")]
         /// Lifetime of a token from its iPXE script: 900, 90s, 15m, 1h.
         #[arg(long, default_value = "15m", value_parser = nodeboot_boot_server::secrets::parse_ttl)]
         token_ttl: std::time::Duration,
+        /// Answer DHCP on this interface (its name, or one of its IPv4
+        /// addresses): the inventory's MACs only, each told what to boot
+        /// (see the inventory's [dhcp] table).
+        #[arg(long, value_name = "IFACE|ADDR", requires = "inventory")]
+        dhcp: Option<String>,
+        /// full: bootd gives the inventory's addresses (static leases);
+        /// proxy: another DHCP server does, bootd only adds the boot file
+        /// (proxyDHCP, ports 67 and 4011). Default: proxy.
+        #[arg(long, value_enum, requires = "dhcp")]
+        dhcp_mode: Option<nodeboot_boot_server::dhcp::Mode>,
+        /// Serve this directory read-only over TFTP (the iPXE binaries:
+        /// undionly.kpxe, snponly.efi, ipxe.efi).
+        #[arg(long)]
+        tftp_root: Option<PathBuf>,
+        /// TFTP address (default: port 69 of the --dhcp interface's address,
+        /// else 0.0.0.0:69).
+        #[arg(long, requires = "tftp_root")]
+        tftp_listen: Option<std::net::SocketAddr>,
     },
     /// Convert Grendel's hosts and images JSON into an inventory (TOML).
     ///
@@ -123,6 +143,10 @@ fn main() -> ExitCode {
             public_url,
             secrets,
             token_ttl,
+            dhcp,
+            dhcp_mode,
+            tftp_root,
+            tftp_listen,
         } => nodeboot_boot_server::server::run(
             &listen,
             &nodeboot_boot_server::server::Config {
@@ -133,6 +157,12 @@ fn main() -> ExitCode {
                 public_url,
                 secrets,
                 token_ttl,
+                netboot: nodeboot_boot_server::netboot::Options {
+                    dhcp,
+                    mode: dhcp_mode,
+                    tftp_root,
+                    tftp_listen,
+                },
             },
             port_file.as_deref(),
         ),

@@ -49,6 +49,8 @@ pub struct Config {
     pub secrets: Option<PathBuf>,
     /// Lifetime of a token.
     pub token_ttl: Duration,
+    /// DHCP and TFTP for the firmware, beside HTTP.
+    pub netboot: crate::netboot::Options,
 }
 
 /// A bound, not yet running server.
@@ -132,6 +134,8 @@ impl Server {
 pub fn run(listen: &str, cfg: &Config, port_file: Option<&Path>) -> Result<()> {
     let server = Server::bind(listen, cfg)?;
     let addr = server.local_addr()?;
+    let inventory = server.state.inventory.clone();
+    crate::netboot::start(&cfg.netboot, inventory, addr, cfg.public_url.as_deref())?;
     if let Some(p) = port_file {
         write_port_file(p, addr.port())?;
     }

@@ -1,0 +1,621 @@
+//! bootd's DHCP responder and TFTP server end to end, as root: two network
+//! namespaces made by each test (a "server" and a "client", unique names,
+//! removed on drop) joined by a veth pair; the real bootd runs in the server
+//! namespace (`ip netns exec`), answering on its veth end. Clients: busybox
+//! `udhcpc` (a real DHCP client), DHCP packets built with dhcproto and sent
+//! from a socket opened inside the client namespace, and `curl tftp://`.
+//! No packet leaves the namespaces.
+//!
+//! Needs root and iproute2 (else the tests print why and pass without
+//! running), busybox and curl (missing ones fail).
+use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
+use nodeboot_boot_server::dhcp;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const CN1: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+const CN1_MAC: &str = "52:54:00:12:34:56";
+
+fn run(args: &[&str]) -> Output {
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { nix::libc::geteuid() } != 0 {
+        return Some("needs root (network namespaces, veth, ports 67 and 69)".into());
+    }
+    match Command::new("ip").args(["netns", "list"]).output() {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "`ip netns` does not work here: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Some(format!("`ip` (iproute2) is not available: {e}")),
+    }
+}
+
+macro_rules! require_netns {
+    () => {
+        if let Some(why) = skip_reason() {
+            eprintln!("SKIP {}: {why}", module_path!());
+            return;
+        }
+    };
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Two namespaces and a veth pair: `srv0` (server, 10.98.<net>.1/24) and
+/// `cli0` (client, MAC `mac`, no address), both up.
+struct Net {
+    server: String,
+    client: String,
+    net: u8,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for n in [&self.server, &self.client] {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+impl Net {
+    fn new(tag: &str, net: u8, mac: &str) -> Net {
+        let id = format!(
+            "nbd-{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let n = Net {
+            server: format!("{id}-s"),
+            client: format!("{id}-c"),
+            net,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for ns in [&n.server, &n.client] {
+            run(&["ip", "netns", "add", ns]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        run(&[
+            "ip", "-n", &n.server, "link", "add", "srv0", "type", "veth", "peer", "name", "cli0",
+            "netns", &n.client,
+        ]);
+        run(&["ip", "-n", &n.client, "link", "set", "cli0", "address", mac]);
+        let cidr = format!("{}/24", n.server_ip());
+        run(&["ip", "-n", &n.server, "addr", "add", &cidr, "dev", "srv0"]);
+        run(&["ip", "-n", &n.server, "link", "set", "srv0", "up"]);
+        run(&["ip", "-n", &n.client, "link", "set", "cli0", "up"]);
+        n
+    }
+
+    fn server_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 98, self.net, 1)
+    }
+
+    fn host_ip(&self, last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 98, self.net, last)
+    }
+
+    /// An inventory: cn1 (provision, .50), cn2 (provision = false, .51),
+    /// plus `dhcp` as the [dhcp] table.
+    fn inventory(&self, dhcp: &str) -> PathBuf {
+        let p = self.dir.path().join("inventory.toml");
+        let text = format!(
+            "[dhcp]\nrouter = \"{router}\"\ndns = [\"{router}\"]\ndomain = \"cluster.test\"\nlease_time = 600\n{dhcp}\n\n\
+             [[image]]\nname = \"img\"\nkernel = \"vmlinuz\"\ninitrd = [\"initrd.img\"]\ncmdline = \"console=ttyS0\"\n\n\
+             [[host]]\nname = \"cn1\"\nimage = \"img\"\nprovision = true\n\
+             [[host.interfaces]]\nmac = \"{CN1_MAC}\"\nip = \"{cn1}/24\"\n\n\
+             [[host]]\nname = \"cn2\"\nimage = \"img\"\nprovision = false\n\
+             [[host.interfaces]]\nmac = \"52:54:00:12:34:57\"\nip = \"{cn2}\"\n",
+            router = self.server_ip(),
+            cn1 = self.host_ip(50),
+            cn2 = self.host_ip(51),
+        );
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// A TFTP root holding `undionly.kpxe` (300 KB of a pattern: 600
+    /// blocks of 512 bytes), a symlink out of it, and a file beside it.
+    fn tftp_root(&self) -> (PathBuf, Vec<u8>) {
+        let root = self.dir.path().join("tftp");
+        std::fs::create_dir_all(&root).unwrap();
+        let data: Vec<u8> = (0..300_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        std::fs::write(root.join("undionly.kpxe"), &data).unwrap();
+        std::fs::write(root.join("snponly.efi"), b"efi").unwrap();
+        std::fs::write(self.dir.path().join("secret"), b"not for tftp").unwrap();
+        std::os::unix::fs::symlink("../secret", root.join("escape")).unwrap();
+        (root, data)
+    }
+
+    /// bootd in the server namespace: HTTP on the server address, `args` more.
+    fn bootd(&self, args: &[&str]) -> Bootd {
+        let www = self.dir.path().join("www");
+        std::fs::create_dir_all(&www).unwrap();
+        let pf = self.dir.path().join("port");
+        let _ = std::fs::remove_file(&pf);
+        let log = self.dir.path().join("bootd.log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.server, env!("CARGO_BIN_EXE_bootd")])
+            .args(["serve", "--listen", &format!("{}:0", self.server_ip())])
+            .arg("--root")
+            .arg(&www)
+            .arg("--port-file")
+            .arg(&pf)
+            .args(args)
+            .env("BOOTD_LOG", "debug")
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut b = Bootd {
+            child,
+            log,
+            port: 0,
+        };
+        let t0 = Instant::now();
+        loop {
+            if let Some(p) = std::fs::read_to_string(&pf)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                b.port = p;
+                return b;
+            }
+            if let Ok(Some(st)) = b.child.try_wait() {
+                panic!("bootd exited ({st}): {}", b.log_text());
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "bootd did not start: {}",
+                b.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Run `f` on a thread inside the client namespace (sockets it opens
+    /// stay there).
+    fn in_client<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let ns = std::fs::File::open(format!("/run/netns/{}", self.client)).unwrap();
+        std::thread::spawn(move || {
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// A UDP socket on the client's `cli0`, port `port`, broadcasting.
+    fn client_socket(&self, port: u16) -> UdpSocket {
+        self.in_client(move || {
+            use nix::sys::socket::{self, sockopt};
+            let s = UdpSocket::bind(("0.0.0.0", port)).unwrap();
+            socket::setsockopt(&s, sockopt::BindToDevice, &"cli0".into()).unwrap();
+            s.set_broadcast(true).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            s
+        })
+    }
+
+    /// busybox udhcpc on `cli0` with `extra` options: the environment its
+    /// script saw on `bound`, or None when it got no lease.
+    fn udhcpc(&self, extra: &[&str]) -> Option<String> {
+        let env = self.dir.path().join("udhcpc.env");
+        let _ = std::fs::remove_file(&env);
+        let script = self.dir.path().join("udhcpc.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n[ \"$1\" = bound ] && env > {}\nexit 0\n",
+                env.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let o = Command::new("ip")
+            .args(["netns", "exec", &self.client, "busybox", "udhcpc"])
+            .args(["-i", "cli0", "-f", "-q", "-n", "-t", "3", "-T", "1", "-s"])
+            .arg(&script)
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .expect("busybox not found: install Debian's busybox (apt-get install -y busybox)");
+        let text = std::fs::read_to_string(&env).ok();
+        assert_eq!(
+            o.status.success(),
+            text.is_some(),
+            "udhcpc: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        text
+    }
+
+    /// curl in the client namespace; its exit code and output.
+    fn curl(&self, args: &[&str]) -> (i32, Vec<u8>, String) {
+        let o = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.client,
+                "curl",
+                "-sS",
+                "--max-time",
+                "20",
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("curl not found");
+        (
+            o.status.code().unwrap_or(-1),
+            o.stdout,
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+}
+
+struct Bootd {
+    child: Child,
+    log: PathBuf,
+    port: u16,
+}
+
+impl Drop for Bootd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Bootd {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait up to 5 s for `what` in the log.
+    fn wait_log(&self, what: &str) -> String {
+        let t0 = Instant::now();
+        loop {
+            let l = self.log_text();
+            if l.contains(what) {
+                return l;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "{what:?} not in bootd's log:\n{l}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `KEY=value` of udhcpc's environment.
+fn env_var<'a>(env: &'a str, key: &str) -> Option<&'a str> {
+    env.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// Send `m` to `to` from `sock`, return the first reply with its xid
+/// within `wait` (None if there is none).
+fn exchange(sock: &UdpSocket, m: &Message, to: SocketAddr, wait: Duration) -> Option<Message> {
+    sock.send_to(&dhcp::encode(m).unwrap(), to).unwrap();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 2048];
+    while t0.elapsed() < wait {
+        let Ok((n, _)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        if let Ok(r) = dhcp::decode(&buf[..n]) {
+            if r.xid() == m.xid() && r.opcode() == dhcproto::v4::Opcode::BootReply {
+                return Some(r);
+            }
+        }
+    }
+    None
+}
+
+fn broadcast() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::BROADCAST, 67))
+}
+
+fn file(m: &Message) -> String {
+    String::from_utf8_lossy(m.fname().unwrap_or_default())
+        .trim_end_matches('\0')
+        .to_string()
+}
+
+#[test]
+fn full_mode_gives_udhcpc_the_inventory_lease() {
+    require_netns!();
+    let net = Net::new("full", 1, CN1_MAC);
+    let inv = net.inventory("");
+    let srv = net.bootd(&[
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--dhcp",
+        "srv0",
+        "--dhcp-mode",
+        "full",
+    ]);
+    let env = net.udhcpc(&[]).expect("no lease for cn1");
+    assert_eq!(env_var(&env, "ip"), Some("10.98.1.50"), "{env}");
+    assert_eq!(env_var(&env, "subnet"), Some("255.255.255.0"), "{env}");
+    assert_eq!(env_var(&env, "router"), Some("10.98.1.1"), "{env}");
+    assert_eq!(env_var(&env, "dns"), Some("10.98.1.1"), "{env}");
+    assert_eq!(env_var(&env, "domain"), Some("cluster.test"), "{env}");
+    assert_eq!(env_var(&env, "lease"), Some("600"), "{env}");
+    assert_eq!(env_var(&env, "serverid"), Some("10.98.1.1"), "{env}");
+    assert_eq!(env_var(&env, "hostname"), Some("cn1"), "{env}");
+    // A plain client boots nothing.
+    assert_eq!(env_var(&env, "boot_file"), None, "{env}");
+    let log = srv.wait_log("dhcp: ACK 10.98.1.50 to 52:54:00:12:34:56 (cn1)");
+    assert!(
+        log.contains("dhcp: OFFER 10.98.1.50 to 52:54:00:12:34:56 (cn1)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn full_mode_boot_file_by_architecture_and_user_class() {
+    require_netns!();
+    let net = Net::new("arch", 2, CN1_MAC);
+    let inv = net.inventory("");
+    let (root, _) = net.tftp_root();
+    let srv = net.bootd(&[
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--dhcp",
+        "10.98.2.1",
+        "--dhcp-mode",
+        "full",
+        "--tftp-root",
+        root.to_str().unwrap(),
+    ]);
+    // udhcpc as BIOS PXE firmware (option 93 = 0), then as iPXE (77 = "iPXE").
+    let env = net.udhcpc(&["-x", "0x5d:0000"]).expect("no lease");
+    assert_eq!(env_var(&env, "boot_file"), Some("undionly.kpxe"), "{env}");
+    assert_eq!(env_var(&env, "siaddr"), Some("10.98.2.1"), "{env}");
+    assert_eq!(env_var(&env, "ip"), Some("10.98.2.50"), "{env}");
+    let env = net.udhcpc(&["-x", "0x5d:0007"]).expect("no lease");
+    assert_eq!(env_var(&env, "boot_file"), Some("snponly.efi"), "{env}");
+    let env = net
+        .udhcpc(&["-x", "0x5d:0000", "-x", "0x4d:69505845"])
+        .expect("no lease");
+    let url = format!("http://10.98.2.1:{}/boot/ipxe?mac={CN1_MAC}", srv.port);
+    assert_eq!(env_var(&env, "boot_file"), Some(url.as_str()), "{env}");
+    // The URL is bootd's own, and serves the host's script (once the
+    // client takes its address, which the test's udhcpc script does not).
+    run(&[
+        "ip",
+        "-n",
+        &net.client,
+        "addr",
+        "add",
+        "10.98.2.50/24",
+        "dev",
+        "cli0",
+    ]);
+    let (code, body, err) = net.curl(&[&url]);
+    assert_eq!(code, 0, "{err}");
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.starts_with("#!ipxe\n# cn1 (52:54:00:12:34:56)"),
+        "{body}"
+    );
+    // The same with packets of our own: architecture 9 (EFI BC).
+    let sock = net.client_socket(68);
+    let d = dhcp::request(MessageType::Discover, 0x1234, CN1, Some(9), None);
+    let r = exchange(&sock, &d, broadcast(), Duration::from_secs(3)).expect("no OFFER");
+    assert_eq!(file(&r), "snponly.efi");
+    assert_eq!(r.yiaddr(), net.host_ip(50));
+    srv.wait_log("boot tftp snponly.efi");
+}
+
+#[test]
+fn unknown_mac_is_ignored_and_logged() {
+    require_netns!();
+    let net = Net::new("unknown", 3, "02:00:00:00:00:99");
+    let inv = net.inventory("");
+    let srv = net.bootd(&[
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--dhcp",
+        "srv0",
+        "--dhcp-mode",
+        "full",
+    ]);
+    assert_eq!(net.udhcpc(&["-x", "0x5d:0000"]), None);
+    let sock = net.client_socket(68);
+    let d = dhcp::request(
+        MessageType::Discover,
+        7,
+        [2, 0, 0, 0, 0, 0x99],
+        Some(0),
+        None,
+    );
+    assert!(exchange(&sock, &d, broadcast(), Duration::from_secs(2)).is_none());
+    let log = srv.wait_log("dhcp: ignoring 02:00:00:00:00:99: unknown MAC");
+    // Logged once a minute, not once a packet (udhcpc sent 3, we sent 1).
+    assert_eq!(log.matches("unknown MAC").count(), 1, "{log}");
+    assert!(!log.contains("OFFER"), "{log}");
+}
+
+#[test]
+fn proxy_mode_offers_boot_files_without_addresses() {
+    require_netns!();
+    let net = Net::new("proxy", 4, CN1_MAC);
+    let inv = net.inventory("");
+    let (root, _) = net.tftp_root();
+    let srv = net.bootd(&[
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--dhcp",
+        "srv0",
+        "--dhcp-mode",
+        "proxy",
+        "--tftp-root",
+        root.to_str().unwrap(),
+    ]);
+    let sock = net.client_socket(68);
+    let d = dhcp::request(MessageType::Discover, 0x51, CN1, Some(0), None);
+    let r = exchange(&sock, &d, broadcast(), Duration::from_secs(3)).expect("no proxy OFFER");
+    let opts = r.opts();
+    assert_eq!(
+        opts.get(OptionCode::MessageType),
+        Some(&DhcpOption::MessageType(MessageType::Offer))
+    );
+    assert_eq!(r.yiaddr(), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(r.siaddr(), net.server_ip());
+    assert_eq!(
+        opts.get(OptionCode::ClassIdentifier),
+        Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
+    );
+    assert_eq!(opts.get(OptionCode::SubnetMask), None);
+    assert_eq!(opts.get(OptionCode::AddressLeaseTime), None);
+    assert_eq!(file(&r), "undionly.kpxe");
+    // udhcpc (a plain client) gets nothing from a proxy.
+    assert_eq!(net.udhcpc(&[]), None);
+    // An EFI client with an address (from the site's DHCP server) asks port 4011.
+    run(&[
+        "ip",
+        "-n",
+        &net.client,
+        "addr",
+        "add",
+        "10.98.4.77/24",
+        "dev",
+        "cli0",
+    ]);
+    let mut q = dhcp::request(MessageType::Request, 0x52, CN1, Some(7), None);
+    q.set_ciaddr(Ipv4Addr::new(10, 98, 4, 77));
+    q.set_flags(dhcproto::v4::Flags::default());
+    let to = SocketAddr::from((net.server_ip(), 4011));
+    let r = exchange(&sock, &q, to, Duration::from_secs(3)).expect("no ACK from port 4011");
+    assert_eq!(
+        r.opts().get(OptionCode::MessageType),
+        Some(&DhcpOption::MessageType(MessageType::Ack))
+    );
+    assert_eq!(r.yiaddr(), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(file(&r), "snponly.efi");
+    let log = srv.wait_log("dhcp: proxy ACK to 52:54:00:12:34:56 (cn1): boot tftp snponly.efi");
+    assert!(
+        log.contains("dhcp: proxy OFFER to 52:54:00:12:34:56 (cn1): boot tftp undionly.kpxe"),
+        "{log}"
+    );
+}
+
+#[test]
+fn tftp_serves_the_root_read_only() {
+    require_netns!();
+    let net = Net::new("tftp", 5, CN1_MAC);
+    let (root, data) = net.tftp_root();
+    let srv = net.bootd(&["--tftp-root", root.to_str().unwrap()]);
+    run(&[
+        "ip",
+        "-n",
+        &net.client,
+        "addr",
+        "add",
+        "10.98.5.2/24",
+        "dev",
+        "cli0",
+    ]);
+    let base = "tftp://10.98.5.1";
+    // Whole file, at the default 512-byte blocks and at 1428 (blksize).
+    for extra in [&[][..], &["--tftp-blksize", "1428"][..]] {
+        let mut args = vec![format!("{base}/undionly.kpxe")];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, body, err) = net.curl(&args);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            body == data,
+            "got {} bytes, want {}",
+            body.len(),
+            data.len()
+        );
+    }
+    srv.wait_log("tftp: sent undionly.kpxe to 10.98.5.2:");
+    // Traversal, a symlink out of the root, a missing file: refused, nothing sent.
+    for (path, why) in [
+        ("/../secret", "\"../secret\" leaves the TFTP root"),
+        ("/escape", "\"escape\" leaves the TFTP root"),
+        ("/nothere", "\"nothere\": no such file in the TFTP root"),
+    ] {
+        let (code, body, _) = net.curl(&["--path-as-is", &format!("{base}{path}")]);
+        assert_ne!(code, 0, "{path} was served");
+        assert!(body.is_empty(), "{path}: got {body:?}");
+        srv.wait_log(why);
+    }
+    // Uploads are refused.
+    let up = net.dir.path().join("up");
+    std::fs::write(&up, b"x").unwrap();
+    let (code, _, _) = net.curl(&["-T", up.to_str().unwrap(), &format!("{base}/new")]);
+    assert_ne!(code, 0);
+    assert!(!root.join("new").exists());
+    srv.wait_log("tftp: refused a write of new");
+}
+
+#[test]
+fn bad_netboot_options_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inv.toml");
+    let serve = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_bootd"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--root"])
+            .arg(dir.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{args:?} started");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    std::fs::write(&inv, "\n[dhcp]\nrouter = \"10.0.0\"\n").unwrap();
+    let e = serve(&["--inventory", inv.to_str().unwrap()]);
+    assert!(
+        e.contains("inv.toml:3: dhcp.router: bad IPv4 address \"10.0.0\""),
+        "{e}"
+    );
+    std::fs::write(&inv, "").unwrap();
+    let inv = inv.to_str().unwrap();
+    let e = serve(&["--inventory", inv, "--dhcp", "nosuch0"]);
+    assert!(
+        e.contains("--dhcp nosuch0: no such interface with an IPv4 address"),
+        "{e}"
+    );
+    let e = serve(&["--inventory", inv, "--dhcp", "192.0.2.1"]);
+    assert!(
+        e.contains("--dhcp 192.0.2.1: no interface has this IPv4 address"),
+        "{e}"
+    );
+    let e = serve(&["--dhcp", "lo"]);
+    assert!(e.contains("--inventory"), "{e}");
+    let e = serve(&["--inventory", inv, "--dhcp", "lo", "--dhcp-mode", "half"]);
+    assert!(e.contains("invalid value 'half'"), "{e}");
+    let missing = Path::new("/nonexistent/tftp");
+    let e = serve(&["--tftp-root", missing.to_str().unwrap()]);
+    assert!(e.contains("TFTP root /nonexistent/tftp"), "{e}");
+}
