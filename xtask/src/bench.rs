@@ -11,6 +11,9 @@
 //! under `$NODEBOOT_CACHE`), read from the page cache, images written into a
 //! tmpfs, interleaved over several rounds; median time and image size per tool
 //! and the ratios, every image checked with unsquashfs.
+//!
+//! `bench serve` ([`serve`]): bootd against nginx, many concurrent clients
+//! downloading the live image in Range chunks from a tmpfs on 127.0.0.1.
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
 use sha2::{Digest, Sha256};
@@ -19,6 +22,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod serve;
 
 #[derive(Subcommand)]
 pub enum What {
@@ -60,6 +65,38 @@ pub enum What {
         #[arg(long, default_value_t = 2)]
         settle_secs: u64,
     },
+    /// bootd vs nginx: concurrent clients downloading the live image in Range
+    /// chunks over keep-alive, the same file from a tmpfs on 127.0.0.1.
+    Serve {
+        /// Concurrent clients, each downloading the whole file once.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Size of each Range request in MiB.
+        #[arg(long, default_value_t = 4)]
+        chunk_mib: u64,
+        /// Rounds; each round runs both servers once (order alternating).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Serve this file (default: the newest cached live image, else
+        /// --size-mib of random data).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Size of the generated file when no live image is cached.
+        #[arg(long, default_value_t = 256)]
+        size_mib: u64,
+        /// Fail when bootd's throughput is below this fraction of nginx's.
+        #[arg(long)]
+        min_ratio: Option<f64>,
+        /// Use this bootd binary instead of building target/release/bootd.
+        #[arg(long)]
+        bootd: Option<PathBuf>,
+        /// nginx's worker_processes (a number, or auto: one per core).
+        #[arg(long, default_value = "auto")]
+        nginx_workers: String,
+        /// Pause before each timed run.
+        #[arg(long, default_value_t = 2)]
+        settle_secs: u64,
+    },
 }
 
 /// The image builders `bench image` compares.
@@ -95,6 +132,27 @@ pub fn run(what: What) -> Result<()> {
             level,
             only,
             nodeimg,
+            settle: Duration::from_secs(settle_secs),
+        }),
+        What::Serve {
+            clients,
+            chunk_mib,
+            rounds,
+            file,
+            size_mib,
+            min_ratio,
+            bootd,
+            nginx_workers,
+            settle_secs,
+        } => serve::run(&serve::Opts {
+            clients: clients.max(1),
+            chunk_mib,
+            rounds: rounds.max(1),
+            file,
+            size_mib: size_mib.max(1),
+            min_ratio,
+            bootd,
+            nginx_workers,
             settle: Duration::from_secs(settle_secs),
         }),
     }
@@ -385,7 +443,14 @@ struct Nginx {
 }
 
 impl Nginx {
+    /// One worker, 64 connections: `bench fetch`'s single client.
     fn start(dir: &Path, www: &Path) -> Result<Nginx> {
+        Nginx::start_with(dir, www, "1", 64)
+    }
+
+    /// `workers`: `worker_processes` (a number or `auto`); `connections`:
+    /// `worker_connections`.
+    fn start_with(dir: &Path, www: &Path, workers: &str, connections: u32) -> Result<Nginx> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -394,10 +459,10 @@ impl Nginx {
         let d = conf_dir.display();
         let conf = format!(
             "daemon off;
-worker_processes 1;
+worker_processes {workers};
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
-events {{ worker_connections 64; }}
+events {{ worker_connections {connections}; }}
 http {{
     access_log off;
     sendfile on;
