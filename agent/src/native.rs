@@ -22,7 +22,8 @@
 //! Command line (wins over `[repo]` in /etc/nodeboot/provision.toml):
 //! `nodeboot.postscripts=ssh://git@host[:port]/path` (or `git@host:path`),
 //! `nodeboot.postscripts.ref=REF`, `nodeboot.postscripts.hostkey=SHA256:…[,…]`,
-//! `nodeboot.keydev=/dev/…`, `nodeboot.post.timeout=SECONDS`.
+//! `nodeboot.keydev=/dev/…`, `nodeboot.post.timeout=SECONDS`,
+//! `nodeboot.postscripts.attempts=N` (clone attempts, network errors only; 5).
 use crate::cmdline::Cmdline;
 use crate::provision::{Paths, Status};
 use anyhow::{bail, Context, Result};
@@ -109,7 +110,15 @@ pub fn plan(c: &Cmdline, cfg: &RepoConfig, paths: &Paths) -> Result<Option<Plan>
         },
         keydev: crate::repo::keydev_from_cmdline(c).or_else(|| cfg.keydev.clone()),
         timeout,
-        retries: Default::default(),
+        retries: crate::repo::Retries {
+            attempts: match c.value("nodeboot.postscripts.attempts") {
+                None => crate::repo::Retries::default().attempts,
+                Some(v) => v.parse().ok().filter(|n| (1..=100).contains(n)).with_context(|| {
+                    format!("nodeboot.postscripts.attempts={v}: not a number of attempts (1 to 100)")
+                })?,
+            },
+            ..Default::default()
+        },
     }))
 }
 
@@ -381,6 +390,11 @@ fn start_all(
     if let Some(n) = st.native.as_mut() {
         n.milestones.insert("services_up".into(), up);
     }
+    tracing::info!(
+        milestone = "services_up",
+        seconds = up,
+        "provision milestone"
+    );
     Ok(())
 }
 

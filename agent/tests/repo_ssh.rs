@@ -570,3 +570,260 @@ fn deploy_key_from_key_partition() {
     let msg = format!("{e:#}");
     assert!(msg.contains("not a nodeboot key partition"), "{msg}");
 }
+
+/// Commit `files` (path, content; "" removes the file) in the server's
+/// work tree and push them: the next clone gets them.
+fn publish(s: &Server, files: &[(&str, &str)]) {
+    let work = s.dir.path().join("work");
+    for (p, content) in files {
+        let f = work.join(p);
+        if content.is_empty() {
+            let _ = std::fs::remove_file(&f);
+        } else {
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(&f, content).unwrap();
+        }
+    }
+    let git = |args: &[&str]| {
+        let mut a = vec!["git", "-c", "user.name=t", "-c", "user.email=t@localhost"];
+        a.extend(args);
+        ok(&a, Some(&work))
+    };
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "next"]);
+    let bare = s.dir.path().join("post.git");
+    git(&["push", "-q", "-f", bare.to_str().unwrap(), "main"]);
+}
+
+/// `nodectl provision`'s native path (the library, with paths in a
+/// tempdir): the key from a key partition on a loop device, the clone from
+/// a real sshd, node.toml applied to a tempdir root, post.sh run. Then the
+/// bad inputs, one by one, each ending `failed` with a message naming the
+/// cause, the key partition unmounted and no clone left behind.
+#[test]
+fn provision_native_path_and_its_bad_inputs() {
+    if !can_ssh("provision_native_path_and_its_bad_inputs")
+        || !can_loop("provision_native_path_and_its_bad_inputs")
+    {
+        return;
+    }
+    use nodeboot_agent::provision::{self, Paths};
+    let s = Server::start();
+    let l = Loop::new();
+    assert!(nodectl(&[
+        "format-disk",
+        &l.dev,
+        "--fs",
+        "ext4",
+        "--uuid",
+        "5d0c6a1e-2b3f-4c5d-8e9f-1a2b3c4d5e6f",
+        "--key-partition",
+        "16M",
+    ])
+    .status
+    .success());
+    assert!(
+        nodectl(&["install-key", &l.dev, s.deploy_key.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let part = partition(&l.dev, true);
+    let fp = ok(
+        &[
+            "ssh-keygen",
+            "-lf",
+            s.dir.path().join("host_ed25519.pub").to_str().unwrap(),
+        ],
+        None,
+    )
+    .split_whitespace()
+    .nth(1)
+    .unwrap()
+    .to_string();
+
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\nmunge:x:101:106::/nonexistent:/usr/sbin/nologin\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\nmunge:x:106:\n").unwrap();
+    let paths = Paths {
+        cmdline: d.path().join("cmdline"),
+        config: d.path().join("provision.toml"),
+        run: d.path().join("run"),
+        root: root.clone(),
+        known_hosts: d.path().join("known_hosts"),
+        system: System::default(),
+    };
+    let cmdline = |extra: &str| {
+        std::fs::write(
+            &paths.cmdline,
+            format!(
+                "grendel.hostname=cn1 nodeboot.keydev={} nodeboot.postscripts={} \
+                 nodeboot.postscripts.hostkey={fp} nodeboot.postscripts.attempts=2 {extra}",
+                l.dev,
+                s.url()
+            ),
+        )
+        .unwrap()
+    };
+    let provision = |what: &str| {
+        let st = provision::run(&paths, "localhost");
+        eprintln!("{what}: {} {:?}", st.phase, st.error);
+        assert_unmounted(&part);
+        assert!(
+            !paths.run.join("postscripts").exists(),
+            "{what}: the clone was left in {}",
+            paths.run.display()
+        );
+        let on_disk = provision::read_status(&paths.run).unwrap();
+        assert_eq!(on_disk.phase, st.phase);
+        st
+    };
+
+    // 1. The good path.
+    publish(
+        &s,
+        &[
+            (
+                "node.toml",
+                "[[file]]\nsource = 'files/munge.key'\npath = '/etc/munge/munge.key'\n\
+                 owner = 'munge'\ngroup = 'munge'\nmode = '0400'\n\n\
+                 [services]\nstart = ['munge', 'sssd', 'slurmd']\ntimeout = 30\n",
+            ),
+            ("files/munge.key", "0123456789abcdef0123456789abcdef"),
+            (
+                "post.sh",
+                "#!/bin/sh\nset -eu\necho \"post.sh for $1 in $(pwd)\"\ntest -f files/munge.key\n",
+            ),
+        ],
+    );
+    cmdline("");
+    let st = provision("good");
+    assert_eq!(st.phase, "starting-services", "{st:?}");
+    assert_eq!(st.hostname, "cn1");
+    let n = st.native.unwrap();
+    assert_eq!(n.post_sh_exit, Some(0));
+    assert_eq!(
+        n.services.unwrap().start,
+        ["munge", "sssd", "slurmd"],
+        "recorded for start-services"
+    );
+    for m in [
+        "key_read",
+        "postscripts_cloned",
+        "node_toml_applied",
+        "post_sh_done",
+    ] {
+        assert!(
+            n.milestones.contains_key(m),
+            "milestone {m}: {:?}",
+            n.milestones
+        );
+    }
+    let md = std::fs::metadata(root.join("etc/munge/munge.key")).unwrap();
+    assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o400, 101, 106));
+
+    // 2. A postscript (post.sh) exiting non-zero.
+    publish(
+        &s,
+        &[("post.sh", "#!/bin/sh\necho cannot do it >&2\nexit 4\n")],
+    );
+    let st = provision("post.sh fails");
+    assert_eq!(st.phase, "failed");
+    let e = st.error.unwrap();
+    assert!(
+        e.contains("post.sh of ssh://")
+            && e.contains("exit status: 4")
+            && e.contains("cannot do it"),
+        "{e}"
+    );
+
+    // 3. node.toml with an unknown field, then with a bad mode.
+    publish(
+        &s,
+        &[
+            ("post.sh", ""),
+            (
+                "node.toml",
+                "[[file]]\nsource = 'files/munge.key'\npath = '/etc/k'\nmod = '0400'\n",
+            ),
+        ],
+    );
+    let e = provision("unknown field").error.unwrap();
+    assert!(
+        e.contains("node.toml") && e.contains("unknown field `mod`"),
+        "{e}"
+    );
+    publish(
+        &s,
+        &[(
+            "node.toml",
+            "[[file]]\nsource = 'files/munge.key'\npath = '/etc/k'\nmode = 'rw-------'\n",
+        )],
+    );
+    let e = provision("bad mode").error.unwrap();
+    assert!(e.contains("mode \"rw-------\": not an octal mode"), "{e}");
+
+    // 4. An NFS server that is not there: the mount fails within its wait.
+    publish(
+        &s,
+        &[(
+            "node.toml",
+            "[[mount]]\nwhat = '127.0.0.1:/srv/absent'\nwhere = '/mnt/nfs'\ntype = 'nfs'\n\
+             options = 'vers=4.2,soft,timeo=10,retrans=1'\nwait = 3\n",
+        )],
+    );
+    let t = Instant::now();
+    let e = provision("nfs absent").error.unwrap();
+    assert!(
+        e.contains("mounting 127.0.0.1:/srv/absent on") && e.contains("gave up after 3s"),
+        "{e}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+
+    // 5. The wrong deploy key on the key partition.
+    let (other, _) = keygen(s.dir.path(), "not_the_deploy_key");
+    assert!(nodectl(&["install-key", &l.dev, other.to_str().unwrap()])
+        .status
+        .success());
+    let e = provision("wrong deploy key").error.unwrap();
+    assert!(e.contains("refused the deploy key"), "{e}");
+    assert!(
+        nodectl(&["install-key", &l.dev, s.deploy_key.to_str().unwrap()])
+            .status
+            .success()
+    );
+
+    // 6. An unknown host key: a fingerprint that is not the server's.
+    std::fs::write(
+        &paths.cmdline,
+        format!(
+            "grendel.hostname=cn1 nodeboot.keydev={} nodeboot.postscripts={} \
+             nodeboot.postscripts.hostkey=SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            l.dev,
+            s.url()
+        ),
+    )
+    .unwrap();
+    let e = provision("unknown host key").error.unwrap();
+    assert!(
+        e.contains("is not in the pinned fingerprints") && e.contains(&fp) && e.contains("refused"),
+        "{e}"
+    );
+
+    // 7. The git server down: bounded retries, then failed.
+    cmdline("");
+    let url = s.url();
+    drop(s);
+    let t = Instant::now();
+    let e = provision("git server down").error.unwrap();
+    assert!(
+        e.contains(&url) && e.contains("unreachable after 2 attempts"),
+        "{e}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+}

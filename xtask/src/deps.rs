@@ -22,12 +22,16 @@ pub const PACKAGES: &[&str] = &[
     "git",             // repo tests: the bare repository the clone reads
     "zstd",
     "cpio",
-    "xfsprogs",    // format-disk tests: mkfs.xfs
-    "e2fsprogs",   // format-disk tests: mkfs.ext4 (data and key partitions)
-    "btrfs-progs", // format-disk tests: mkfs.btrfs
-    "fdisk",       // sfdisk --json/--verify: the tests read nodectl's GPT with libfdisk
-    "util-linux",  // wipefs, blkid, losetup, mkswap/swapon, unshare (format-disk and its tests)
-    "dmsetup",     // format-disk tests: a device-mapper holder (faked if the kernel has no dm)
+    "xfsprogs",     // format-disk tests: mkfs.xfs
+    "e2fsprogs",    // format-disk tests: mkfs.ext4 (data and key partitions)
+    "btrfs-progs",  // format-disk tests: mkfs.btrfs
+    "fdisk",        // sfdisk --json/--verify: the tests read nodectl's GPT with libfdisk
+    "util-linux",   // wipefs, blkid, losetup, mkswap/swapon, unshare (format-disk and its tests)
+    "dmsetup",      // format-disk tests: a device-mapper holder (faked if the kernel has no dm)
+    "munge",        // slurm boot: the controller side's munged
+    "slurmctld",    // slurm boot: the controller the node's slurmd joins (configless)
+    "slurm-client", // slurm boot: sinfo, srun -w cn1 hostname
+    "nfs-common",   // provision tests: mount.nfs against an absent server
 ];
 
 fn installed(pkg: &str) -> bool {

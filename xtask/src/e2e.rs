@@ -520,6 +520,9 @@ pub struct Watch<'a> {
     pub timeout: Duration,
     /// Raw disk images attached as virtio disks (serial nodeboot-<file stem>).
     pub disks: &'a [PathBuf],
+    /// QEMU user-net port forwards (`tcp:10.0.2.15:6818-:6818`): the host
+    /// reaching the node's daemons (slurmd, sshd).
+    pub hostfwd: &'a [String],
 }
 
 pub struct BootResult {
@@ -576,7 +579,13 @@ pub fn boot(
         .arg("-initrd")
         .arg(&a.initrd)
         .args(["-append", cmdline])
-        .args(["-netdev", "user,id=n0"])
+        .args([
+            "-netdev",
+            &std::iter::once("user,id=n0".to_string())
+                .chain(watch.hostfwd.iter().map(|f| format!("hostfwd={f}")))
+                .collect::<Vec<_>>()
+                .join(","),
+        ])
         .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC}")])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -630,7 +639,14 @@ pub fn boot(
                     break v;
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // A quiet console: the judge may be waiting on something
+                // else (a job on the node); ask it again with no new line.
+                let snapshot = json!({ "milestones": milestones, "status": status });
+                if let Some(v) = (watch.judge)(&snapshot, "") {
+                    break v;
+                }
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let mut err = String::new();
                 if let Some(mut e) = child.stderr.take() {

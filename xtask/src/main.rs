@@ -8,6 +8,7 @@ mod build;
 mod deps;
 mod e2e;
 mod scenarios;
+mod slurm;
 
 #[derive(Parser)]
 #[command(name = "xtask")]

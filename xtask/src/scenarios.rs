@@ -14,6 +14,8 @@ pub const NAMES: &[&str] = &[
     "postscript",
     "postscript-fails",
     "disk",
+    "slurm",
+    "slurm-wrong-hostkey",
 ];
 
 pub struct Ctx {
@@ -37,7 +39,7 @@ impl Ctx {
         })
     }
 
-    fn timeout(&self, tcg_secs: u64) -> Duration {
+    pub fn timeout(&self, tcg_secs: u64) -> Duration {
         Duration::from_secs(if self.accel == "kvm" {
             tcg_secs / 2
         } else {
@@ -65,10 +67,24 @@ impl Ctx {
         tcg_secs: u64,
         disks: &[PathBuf],
     ) -> Result<e2e::BootResult> {
+        self.boot_full(cmdline, dir, judge, tcg_secs, disks, &[])
+    }
+
+    /// [`Ctx::boot_with_disks`] with QEMU port forwards (see [`e2e::Watch::hostfwd`]).
+    pub fn boot_full(
+        &self,
+        cmdline: &str,
+        dir: &std::path::Path,
+        judge: &mut dyn FnMut(&Value, &str) -> Option<Result<()>>,
+        tcg_secs: u64,
+        disks: &[PathBuf],
+        hostfwd: &[String],
+    ) -> Result<e2e::BootResult> {
         let watch = e2e::Watch {
             judge,
             timeout: self.timeout(tcg_secs),
             disks,
+            hostfwd,
         };
         e2e::boot(&self.art, &self.accel, cmdline, dir, self.echo, watch)
     }
@@ -86,6 +102,8 @@ pub fn run(ctx: &Ctx, name: &str) -> Result<Value> {
         "postscript" => postscript(ctx, &dir, true),
         "postscript-fails" => postscript(ctx, &dir, false),
         "disk" => disk(ctx, &dir),
+        "slurm" => crate::slurm::run(ctx, &dir, crate::slurm::Variant::Good),
+        "slurm-wrong-hostkey" => crate::slurm::run(ctx, &dir, crate::slurm::Variant::WrongHostKey),
         other => bail!("unknown scenario {other}; known: {}", NAMES.join(", ")),
     }
 }

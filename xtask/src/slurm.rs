@@ -1,0 +1,671 @@
+//! The native provision path end to end (`cargo xtask e2e slurm`): a node
+//! boots, reads its deploy key from its key partition, clones the site's
+//! postscripts repository over SSH, applies its node.toml, runs post.sh,
+//! starts munge → sssd → slurmd → ssh, and runs a job from the controller.
+//!
+//! The host side runs in namespaces of its own (network, UTS, mount), made
+//! by one thread with unshare(2): only loopback, with 10.0.2.2 (what the
+//! node calls its gateway: the controller) and 10.0.2.15 (the node's
+//! address, where QEMU forwards slurmd's port) on it, hostname `ctl`, and
+//! tmpfs over /etc/munge, /run/munge, /etc/slurm, /var/spool/slurmctld and
+//! /var/log/slurm, so Debian's daemons run with their default paths and
+//! touch nothing of the machine's. In there, all real: sshd serving a bare
+//! git repository made from `postscripts/` (plus test-generated munge key,
+//! CA, SSH host keys), munged with the same munge key, slurmctld
+//! (configless), bootd, and QEMU (user networking: the node reaches
+//! 10.0.2.2 → the namespace's 127.0.0.1). The key disk is made on the host
+//! with `nodectl format-disk --key-partition` and `nodectl install-key` on
+//! a loop device.
+use crate::e2e::{self, Bootd};
+use crate::scenarios::Ctx;
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The data partition of the node's disk (ext4), mounted by node.toml.
+const DATA_UUID: &str = "3c2d1e0f-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
+/// The git server (sshd) on the controller side.
+const GIT_PORT: u16 = 2222;
+/// The node's sshd, forwarded by QEMU to the namespace's 127.0.0.1.
+const NODE_SSH_FWD: u16 = 2223;
+
+/// Which boot.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Variant {
+    /// Everything right: the job runs.
+    Good,
+    /// The git server's host key is not the pinned one: provisioning fails
+    /// naming the fingerprint, no service starts, the key partition is not
+    /// left mounted.
+    WrongHostKey,
+}
+
+fn run_cmd(argv: &[&str]) -> Result<String> {
+    let o = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("starting {}", argv.join(" ")))?;
+    if !o.status.success() {
+        bail!(
+            "{} failed ({}): {}",
+            argv.join(" "),
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// A child process killed (and reaped) on drop.
+struct Daemon {
+    name: &'static str,
+    child: Child,
+}
+
+impl Daemon {
+    fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> Result<Daemon> {
+        let f = std::fs::File::create(log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Daemon { name, child })
+    }
+    /// Wait for `addr` to accept connections (the daemon must stay alive).
+    fn wait_port(&mut self, addr: &str, log: &Path) -> Result<()> {
+        let t = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            if let Some(st) = self.child.try_wait()? {
+                bail!(
+                    "{} exited ({st}) before listening on {addr}: {}",
+                    self.name,
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            if t.elapsed() > Duration::from_secs(20) {
+                bail!("{} does not listen on {addr} after 20s", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loop device detached on drop.
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = run_cmd(&["losetup", "-d", &self.0]);
+    }
+}
+
+/// The node's disk: GPT with the key partition (the deploy key installed)
+/// and an ext4 data partition, made by nodectl on a loop device.
+fn key_disk(nodectl: &Path, img: &Path, deploy_key: &Path) -> Result<()> {
+    let _ = std::fs::remove_file(img);
+    std::fs::File::create(img)?.set_len(256 << 20)?;
+    let dev = run_cmd(&["losetup", "--find", "--show", &img.to_string_lossy()])?
+        .trim()
+        .to_string();
+    let l = Loop(dev);
+    let n = nodectl.to_string_lossy();
+    run_cmd(&[
+        &n,
+        "format-disk",
+        &l.0,
+        "--fs",
+        "ext4",
+        "--uuid",
+        DATA_UUID,
+        "--label",
+        "scratch",
+        "--key-partition",
+        "16M",
+    ])?;
+    run_cmd(&[&n, "install-key", &l.0, &deploy_key.to_string_lossy()])?;
+    Ok(())
+}
+
+/// Enter new network, UTS and mount namespaces (this thread only; what it
+/// starts inherits them) and set them up; see the module doc.
+fn enter_namespaces() -> Result<()> {
+    // SAFETY: unshare(2) has no memory-safety preconditions; these
+    // namespaces are per-thread (CLONE_NEWNS implies CLONE_FS for this thread).
+    if unsafe { libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWNS) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("unshare(NEWNET|NEWUTS|NEWNS)");
+    }
+    run_cmd(&["mount", "--make-rprivate", "/"])?;
+    run_cmd(&["ip", "link", "set", "lo", "up"])?;
+    run_cmd(&["ip", "addr", "add", "10.0.2.2/32", "dev", "lo"])?;
+    run_cmd(&["ip", "addr", "add", "10.0.2.15/32", "dev", "lo"])?;
+    run_cmd(&["hostname", "ctl"])?;
+    for d in [
+        "/etc/munge",
+        "/run/munge",
+        "/etc/slurm",
+        "/var/spool/slurmctld",
+        "/var/log/slurm",
+    ] {
+        std::fs::create_dir_all(d)?;
+        run_cmd(&["mount", "-t", "tmpfs", "-o", "mode=0755", "nodeboot-e2e", d])?;
+    }
+    std::fs::create_dir_all("/run/sshd")?;
+    Ok(())
+}
+
+fn keygen(path: &Path, kind: &str, comment: &str) -> Result<()> {
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(path.with_extension("pub"));
+    let mut argv = vec!["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", comment];
+    if kind == "rsa" {
+        argv.extend(["-b", "2048"]);
+    }
+    let p = path.to_string_lossy();
+    argv.extend(["-f", &p]);
+    run_cmd(&argv).map(|_| ())
+}
+
+/// `SHA256:…` of a public key file.
+fn fingerprint(pubkey: &Path) -> Result<String> {
+    let out = run_cmd(&["ssh-keygen", "-lf", &pubkey.to_string_lossy()])?;
+    out.split_whitespace()
+        .nth(1)
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("ssh-keygen -lf: {out}"))
+}
+
+fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    std::fs::create_dir_all(dst)?;
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        let to = dst.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &to)?;
+        } else {
+            std::fs::copy(e.path(), &to)?;
+        }
+    }
+    Ok(())
+}
+
+/// The site's fork of `postscripts/`: secrets added, endpoints set to the
+/// test's, the node.toml of this node (the reference's without NFS, which
+/// cannot be served here; its disk by the test's UUID, ext4).
+fn site_repo(dir: &Path, munge_key: &[u8]) -> Result<(PathBuf, String, PathBuf)> {
+    let work = dir.join("postscripts");
+    let _ = std::fs::remove_dir_all(&work);
+    copy_tree(&crate::build::root().join("postscripts"), &work)?;
+    let f = work.join("files");
+    std::fs::write(f.join("munge/munge.key"), munge_key)?;
+    let ca = f.join("certs/private-ca.pem");
+    run_cmd(&[
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &dir.join("ca.key").to_string_lossy(),
+        "-out",
+        &ca.to_string_lossy(),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=nodeboot e2e private CA",
+    ])?;
+    for kind in ["ed25519", "ecdsa", "rsa"] {
+        keygen(
+            &f.join(format!("ssh/ssh_host_{kind}_key")),
+            kind,
+            "root@cn1",
+        )?;
+    }
+    let sssd = std::fs::read_to_string(f.join("sssd/sssd.conf"))?.replace(
+        "ldap_uri = ldaps://ldap.example.com",
+        // Nothing listens there: sssd must start anyway (offline).
+        "ldap_uri = ldap://10.0.2.2:3389",
+    );
+    std::fs::write(f.join("sssd/sssd.conf"), sssd)?;
+    let defaults = std::fs::read_to_string(f.join("slurm/slurmd_defaults"))?.replace(
+        "slurm-cluster-example-1-controller-0.example.com:6817",
+        "10.0.2.2:6817",
+    );
+    if !defaults.contains("--conf-server 10.0.2.2:6817") {
+        bail!("postscripts/files/slurm/slurmd_defaults: no --conf-server to point at the test's controller");
+    }
+    std::fs::write(f.join("slurm/slurmd_defaults"), defaults)?;
+    // The reference node.toml without its NFS mount and links.
+    let reference = std::fs::read_to_string(work.join("node.toml"))?;
+    let mut blocks: Vec<String> = Vec::new();
+    for b in reference.split("\n\n") {
+        if b.contains("nfs") && (b.contains("[[mount]]") || b.contains("[[link]]")) {
+            continue;
+        }
+        blocks.push(
+            b.replace("6f1c9d3e-5b7a-4c1e-9d2f-0a1b2c3d4e5f", DATA_UUID)
+                .replace("type = \"xfs\"", "type = \"ext4\""),
+        );
+    }
+    let node_toml = blocks.join("\n\n");
+    if !node_toml.contains(DATA_UUID) || node_toml.contains("/mnt/nfs") {
+        bail!("could not derive the test's node.toml from postscripts/node.toml:\n{node_toml}");
+    }
+    std::fs::write(work.join("node.toml"), node_toml)?;
+    let git = |args: &[&str]| -> Result<String> {
+        let mut a = vec![
+            "git",
+            "-C",
+            work.to_str().unwrap_or_default(),
+            "-c",
+            "user.name=nodeboot-e2e",
+            "-c",
+            "user.email=e2e@localhost",
+        ];
+        a.extend(args);
+        run_cmd(&a)
+    };
+    git(&["init", "-q", "-b", "main"])?;
+    git(&["add", "-A"])?;
+    git(&["commit", "-q", "-m", "site postscripts (e2e)"])?;
+    let commit = git(&["rev-parse", "HEAD"])?.trim().to_string();
+    let bare = dir.join("git/postscripts.git");
+    let _ = std::fs::remove_dir_all(&bare);
+    run_cmd(&[
+        "git",
+        "init",
+        "-q",
+        "--bare",
+        "-b",
+        "main",
+        &bare.to_string_lossy(),
+    ])?;
+    git(&["push", "-q", &bare.to_string_lossy(), "main"])?;
+    Ok((bare, commit, ca))
+}
+
+/// sshd on 127.0.0.1:GIT_PORT letting the deploy key in as root.
+fn git_server(dir: &Path, host_key: &Path, deploy_pub: &Path) -> Result<Daemon> {
+    let ak = dir.join("authorized_keys");
+    std::fs::copy(deploy_pub, &ak)?;
+    let cfg = dir.join("sshd_config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "Port {GIT_PORT}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\n\
+             PidFile {pid}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+             PermitRootLogin prohibit-password\nAllowUsers root\nLogLevel VERBOSE\n",
+            hk = host_key.display(),
+            ak = ak.display(),
+            pid = dir.join("sshd.pid").display(),
+        ),
+    )?;
+    let log = dir.join("sshd.log");
+    let mut d = Daemon::spawn(
+        "sshd",
+        Command::new("/usr/sbin/sshd").args(["-D", "-e", "-f", &cfg.to_string_lossy()]),
+        &log,
+    )?;
+    d.wait_port(&format!("127.0.0.1:{GIT_PORT}"), &log)?;
+    Ok(d)
+}
+
+/// munged and slurmctld (configless) with the cluster's munge key.
+fn controller(dir: &Path, munge_key: &[u8]) -> Result<(Daemon, Daemon)> {
+    let key = Path::new("/etc/munge/munge.key");
+    std::fs::write(key, munge_key)?;
+    run_cmd(&[
+        "chown",
+        "munge:munge",
+        "/etc/munge",
+        "/run/munge",
+        "/etc/munge/munge.key",
+    ])?;
+    run_cmd(&["chmod", "0700", "/etc/munge"])?;
+    run_cmd(&["chmod", "0400", "/etc/munge/munge.key"])?;
+    let mlog = dir.join("munged.log");
+    let mut munged = Daemon::spawn(
+        "munged",
+        Command::new("setpriv").args([
+            "--reuid=munge",
+            "--regid=munge",
+            "--init-groups",
+            "/usr/sbin/munged",
+            "--foreground",
+        ]),
+        &mlog,
+    )?;
+    let t = Instant::now();
+    while !Path::new("/run/munge/munge.socket.2").exists() {
+        if let Some(st) = munged.child.try_wait()? {
+            bail!(
+                "munged exited ({st}): {}",
+                std::fs::read_to_string(&mlog).unwrap_or_default()
+            );
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            bail!("munged made no socket in 10s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(
+        "/etc/slurm/slurm.conf",
+        "ClusterName=nodeboot\nSlurmctldHost=ctl(10.0.2.2)\n\
+         SlurmctldParameters=enable_configless\nSlurmUser=root\nAuthType=auth/munge\n\
+         ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n\
+         StateSaveLocation=/var/spool/slurmctld\nSlurmctldLogFile=/var/log/slurm/slurmctld.log\n\
+         SlurmdLogFile=/var/log/slurm/slurmd.log\n\
+         SlurmctldPidFile=/run/slurmctld-e2e.pid\nJobAcctGatherType=jobacct_gather/none\n\
+         AccountingStorageType=accounting_storage/none\nReturnToService=2\nMpiDefault=none\n\
+         NodeName=cn1 NodeAddr=10.0.2.15 Port=6818 CPUs=1 State=UNKNOWN\n\
+         PartitionName=debug Nodes=cn1 Default=YES MaxTime=INFINITE State=UP\n",
+    )?;
+    let clog = dir.join("slurmctld.log");
+    let mut ctld = Daemon::spawn(
+        "slurmctld",
+        Command::new("/usr/sbin/slurmctld").args(["-D", "-i"]),
+        &clog,
+    )?;
+    ctld.wait_port("10.0.2.2:6817", &clog)?;
+    Ok((munged, ctld))
+}
+
+/// Run `argv` on cn1 through Slurm; its stdout.
+fn srun(args: &[&str]) -> Result<String> {
+    let mut a = vec!["timeout", "120", "srun", "-w", "cn1", "-N1", "-t", "2"];
+    a.extend(args);
+    run_cmd(&a)
+}
+
+/// What the host checks once the node says it is ready: the node idles in
+/// Slurm, a job runs, and what node.toml installed is as it should be.
+fn checks(t0: Instant, ca: &Path, node_host_pub: &str, commit: &str) -> Result<Value> {
+    let t = Instant::now();
+    loop {
+        let state = run_cmd(&["sinfo", "-h", "-n", "cn1", "-o", "%T"]).unwrap_or_default();
+        if state.trim() == "idle" {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(120) {
+            bail!(
+                "cn1 is {:?} in Slurm, not idle, 120s after provisioning",
+                state.trim()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let idle = t0.elapsed().as_secs_f64();
+    let host = srun(&["hostname"])?;
+    let first_job = t0.elapsed().as_secs_f64();
+    if host.trim() != "cn1" {
+        bail!("srun -w cn1 hostname printed {host:?}, not cn1");
+    }
+    let modes = srun(&[
+        "stat",
+        "-c",
+        "%a %U:%G %n",
+        "/etc/munge/munge.key",
+        "/etc/sssd/sssd.conf",
+        "/etc/ssh/ssh_host_ed25519_key",
+        "/etc/ssh/ssh_host_ed25519_key.pub",
+        "/etc/default/slurmd",
+    ])?;
+    let want = [
+        "400 munge:munge /etc/munge/munge.key",
+        "600 root:root /etc/sssd/sssd.conf",
+        "600 root:root /etc/ssh/ssh_host_ed25519_key",
+        "644 root:root /etc/ssh/ssh_host_ed25519_key.pub",
+        "644 root:root /etc/default/slurmd",
+    ];
+    if modes.lines().collect::<Vec<_>>() != want {
+        bail!(
+            "owners and modes on cn1:\n{modes}\nwanted:\n{}",
+            want.join("\n")
+        );
+    }
+    let active = srun(&["systemctl", "is-active", "munge", "sssd", "slurmd", "ssh"])?;
+    if active.split_whitespace().collect::<Vec<_>>() != ["active"; 4] {
+        bail!("services on cn1: {active}");
+    }
+    let disk = srun(&["findmnt", "-n", "-o", "SOURCE,FSTYPE", "/mnt/disk"])?;
+    if !disk.contains("ext4") {
+        bail!("/mnt/disk on cn1: {disk:?}");
+    }
+    let scratch = srun(&["readlink", "/mnt/scratch"])?;
+    if scratch.trim() != "/mnt/disk/scratch" {
+        bail!("/mnt/scratch on cn1 -> {scratch:?}");
+    }
+    // The key partition: known to udev, mounted nowhere.
+    let keypart = srun(&["readlink", "-f", "/dev/disk/by-partlabel/nodeboot-key"])?;
+    let sources = srun(&["findmnt", "-rn", "-o", "SOURCE"])?;
+    if sources.lines().any(|s| s.trim() == keypart.trim()) {
+        bail!(
+            "the key partition {} is still mounted on cn1",
+            keypart.trim()
+        );
+    }
+    let motd = srun(&["cat", "/etc/motd"])?;
+    if !motd.contains("Welcome to cn1") {
+        bail!("post.sh did not run with the hostname: /etc/motd is {motd:?}");
+    }
+    // The CA is in the trust store (its base64 body in the bundle).
+    let pem = std::fs::read_to_string(ca)?;
+    let body = pem
+        .lines()
+        .nth(1)
+        .ok_or_else(|| anyhow!("{}: empty", ca.display()))?;
+    let n = srun(&[
+        "grep",
+        "-c",
+        "-F",
+        body,
+        "/etc/ssl/certs/ca-certificates.crt",
+    ])?;
+    if n.trim() != "1" {
+        bail!("the site CA is not in cn1's trust store (grep -c: {n:?})");
+    }
+    let run = srun(&["ls", "/run/nodeboot"])?;
+    if run.lines().any(|l| l.trim() == "postscripts") {
+        bail!("the clone (with the site's secrets) was left in /run/nodeboot: {run}");
+    }
+    // Structured journal fields.
+    let j = srun(&[
+        "journalctl",
+        "-q",
+        "--no-pager",
+        "-o",
+        "cat",
+        "NODEBOOT_PHASE=cloning",
+    ])?;
+    if !j.contains("provision phase") {
+        bail!("journalctl NODEBOOT_PHASE=cloning on cn1 found {j:?}");
+    }
+    // The node's SSH host key is the repository's.
+    let scan = run_cmd(&[
+        "ssh-keyscan",
+        "-T",
+        "20",
+        "-t",
+        "ed25519",
+        "-p",
+        &NODE_SSH_FWD.to_string(),
+        "127.0.0.1",
+    ])?;
+    let want_key = node_host_pub.split_whitespace().nth(1).unwrap_or("?");
+    if !scan.contains(want_key) {
+        bail!("cn1's sshd offers {scan:?}, not the repository's host key");
+    }
+    Ok(json!({
+        "slurm_idle": (idle * 10.0).round() / 10.0,
+        "first_job": (first_job * 10.0).round() / 10.0,
+        "srun_hostname": host.trim(),
+        "modes": want,
+        "commit": commit,
+    }))
+}
+
+/// Seconds since QEMU start of the console line logging milestone `name`.
+fn console_milestone(console: &Path, name: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(console).ok()?;
+    text.lines()
+        .find(|l| l.contains("provision milestone") && l.contains(name))
+        .and_then(|l| l.split('|').next())
+        .and_then(|t| t.trim().parse().ok())
+}
+
+pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
+    let nodectl = crate::build::nodectl_static()?;
+    // Keys: the git server's host key, the deploy key, the munge key.
+    let host_key = dir.join("git_host_ed25519");
+    keygen(&host_key, "ed25519", "git-server")?;
+    let deploy = dir.join("deploy_ed25519");
+    keygen(&deploy, "ed25519", "deploy")?;
+    let mut munge_key = vec![0u8; 1024];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut munge_key)?;
+    let img = dir.join("keydisk.raw");
+    key_disk(&nodectl, &img, &deploy).context("making the node's key disk")?;
+    let (bare, commit, ca) = site_repo(dir, &munge_key)?;
+    let node_host_pub =
+        std::fs::read_to_string(dir.join("postscripts/files/ssh/ssh_host_ed25519_key.pub"))?;
+    let pinned = match variant {
+        Variant::Good => fingerprint(&host_key.with_extension("pub"))?,
+        Variant::WrongHostKey => {
+            let other = dir.join("other_host_ed25519");
+            keygen(&other, "ed25519", "not-the-git-server")?;
+            fingerprint(&other.with_extension("pub"))?
+        }
+    };
+    let url = format!("ssh://root@10.0.2.2:{GIT_PORT}{}", bare.display());
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<Value> {
+            enter_namespaces()?;
+            let _git = git_server(dir, &host_key, &deploy.with_extension("pub"))?;
+            let (_munged, _ctld) = controller(dir, &munge_key)?;
+            let log = dir.join("bootd.log");
+            let srv = Bootd::start(&ctx.bootd, &ctx.art.www, 0, None, &log)?;
+            let cmdline = e2e::cmdline(
+                srv.port,
+                &format!("nodeboot.postscripts={url} nodeboot.postscripts.hostkey={pinned}"),
+            );
+            let t0 = Instant::now();
+            let hostfwd = [
+                "tcp:10.0.2.15:6818-:6818".to_string(),
+                format!("tcp:127.0.0.1:{NODE_SSH_FWD}-:22"),
+            ];
+            let (ca, commit2, pubk) = (&ca, &commit, &node_host_pub);
+            std::thread::scope(|s2| {
+                let mut job: Option<std::thread::ScopedJoinHandle<'_, Result<Value>>> = None;
+                let mut found: Option<Value> = None;
+                let mut judge = |st: &Value, line: &str| -> Option<Result<()>> {
+                    if job.is_none() {
+                        let ready = e2e::judge_ready(st, line)?;
+                        let p = st["status"]["provision"].clone();
+                        let r = ready.and_then(|()| match variant {
+                            Variant::Good if p["phase"] == "ready" => Ok(()),
+                            Variant::Good => bail!("provisioning did not end ready: {p}"),
+                            Variant::WrongHostKey => {
+                                let e = p["error"].as_str().unwrap_or_default();
+                                if p["phase"] != "failed" || !e.contains("is not in") || !e.contains("refused") {
+                                    bail!("provisioning did not fail on the host key as expected: {p}");
+                                }
+                                if p["native"]["started"].as_array().is_some_and(|a| !a.is_empty()) {
+                                    bail!("services were started after a failed provisioning: {p}");
+                                }
+                                Ok(())
+                            }
+                        });
+                        if let Err(e) = r {
+                            return Some(Err(e));
+                        }
+                        if variant == Variant::WrongHostKey {
+                            found = Some(p);
+                            return Some(Ok(()));
+                        }
+                        job = Some(s2.spawn(move || checks(t0, ca, pubk, commit2)));
+                        return None;
+                    }
+                    if job.as_ref().is_some_and(|j| j.is_finished()) {
+                        let r = job
+                            .take()
+                            .map(|j| j.join().unwrap_or_else(|_| Err(anyhow!("checks panicked"))))
+                            .unwrap_or_else(|| Err(anyhow!("no checks")));
+                        return Some(r.map(|v| {
+                            found = Some(v);
+                        }));
+                    }
+                    None
+                };
+                let r = ctx.boot_full(&cmdline, dir, &mut judge, 900, std::slice::from_ref(&img), &hostfwd)?;
+                let st = r.status.clone().unwrap_or_default();
+                let prov = &st["provision"];
+                let mut out = json!({
+                    "variant": if variant == Variant::Good { "good" } else { "wrong-host-key" },
+                    "seconds": r.seconds,
+                    "provision": prov,
+                    "host": found.take(),
+                });
+                if variant == Variant::Good {
+                    let mut m = r.milestones.clone();
+                    for name in ["key_read", "postscripts_cloned", "node_toml_applied", "post_sh_done", "services_up"] {
+                        if let Some(t) = console_milestone(&r.console, name) {
+                            m.insert(name.into(), json!(t));
+                        }
+                    }
+                    if let Some(fj) = out["host"]["first_job"].as_f64() {
+                        m.insert("first_job".into(), json!(fj));
+                    }
+                    for need in ["postscripts_cloned", "services_up", "first_job"] {
+                        if !m.contains_key(need) {
+                            bail!("milestone {need} missing (console: {})", r.console.display());
+                        }
+                    }
+                    out["milestones"] = Value::Object(m.clone());
+                    // Into the demo's report too.
+                    let rp = e2e::e2e_dir().join("report.json");
+                    let mut top: Value = std::fs::read(&rp)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice(&b).ok())
+                        .unwrap_or_else(|| json!({}));
+                    top["provision"] = json!({
+                        "scenario": "slurm",
+                        "milestones": m,
+                        "srun_hostname": out["host"]["srun_hostname"],
+                    });
+                    e2e::write_json(&rp, &top)?;
+                }
+                if variant == Variant::WrongHostKey {
+                    // The key was read and its partition unmounted before the
+                    // clone was refused.
+                    let console = std::fs::read_to_string(&r.console)?;
+                    if !console.contains("deploy key read, partition unmounted") {
+                        bail!("no sign on the console that the key partition was unmounted ({})", r.console.display());
+                    }
+                    if console.contains("Started nodectl-services.service") {
+                        bail!("nodectl-services.service ran after a failed provisioning");
+                    }
+                }
+                e2e::write_json(&dir.join("report.json"), &out)?;
+                drop(srv);
+                Ok(out)
+            })
+        })
+        .join()
+        .map_err(|_| anyhow!("the namespace thread panicked"))?
+    })
+}
