@@ -12,4 +12,5 @@ pub mod nodetoml;
 pub mod provision;
 pub mod repo;
 pub mod report;
+pub mod secret;
 pub mod status;

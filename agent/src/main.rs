@@ -60,6 +60,12 @@ Exit status:
     /// postscripts repository (host key pinned), apply its node.toml, run its
     /// post.sh; node.toml's services are then started by start-services.
     Provision,
+    /// This host's secrets from bootd with the boot's token (nodeboot.token=):
+    /// `secret fetch munge.key --dest /etc/munge/munge.key --owner munge`, then `secret done`.
+    Secret {
+        #[command(subcommand)]
+        what: nodeboot_agent::secret::Cmd,
+    },
     /// Start node.toml's [services] in order, each within its timeout (run by
     /// nodectl-services.service after nodectl-provision.service); nothing is
     /// started when provisioning failed.
@@ -287,6 +293,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             eprintln!("nodectl start-services: {} ({:.1}s)", st.phase, st.seconds);
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Secret { what } => nodeboot_agent::secret::run(what).map(|()| ExitCode::SUCCESS),
         Cmd::Apply { file, root } => {
             let n = nodeboot_agent::nodetoml::load(&file)?;
             // Sources ([[file]], [[ca]], [ssh]) are relative to node.toml's directory.

@@ -488,13 +488,13 @@ fn repo_file(repo: &Path, rel: &Path) -> Result<PathBuf> {
 }
 
 /// Users and groups of the node (`root/etc/passwd`, `root/etc/group`).
-struct Ids {
+pub(crate) struct Ids {
     users: Vec<(String, u32)>,
     groups: Vec<(String, u32)>,
 }
 
 impl Ids {
-    fn read(root: &Path) -> Result<Ids> {
+    pub(crate) fn read(root: &Path) -> Result<Ids> {
         let table = |name: &str| -> Result<Vec<(String, u32)>> {
             let p = under(root, Path::new("/etc")).join(name);
             let text = match std::fs::read_to_string(&p) {
@@ -531,10 +531,10 @@ impl Ids {
                 )
             })
     }
-    fn user(&self, name: &str) -> Result<u32> {
+    pub(crate) fn user(&self, name: &str) -> Result<u32> {
         Self::find(&self.users, name, "user")
     }
-    fn group(&self, name: &str) -> Result<u32> {
+    pub(crate) fn group(&self, name: &str) -> Result<u32> {
         Self::find(&self.groups, name, "group")
     }
 }
@@ -544,18 +544,29 @@ impl Ids {
 /// chmodded before a byte is written, then renamed over `dest`. A file
 /// already equal in content, owner and mode is left alone.
 fn install(src: &Path, dest: &Path, uid: u32, gid: u32, mode: u32) -> Result<String> {
-    use std::io::Write;
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let data = zeroize::Zeroizing::new(
         std::fs::read(src).with_context(|| format!("reading {}", src.display()))?,
     );
+    install_bytes(&data, dest, uid, gid, mode)
+}
+
+/// [`install`] of bytes held in memory (a secret fetched from bootd).
+pub(crate) fn install_bytes(
+    data: &[u8],
+    dest: &Path,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+) -> Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let show = format!("{} ({:o} {uid}:{gid})", dest.display(), mode);
     match std::fs::symlink_metadata(dest) {
         Ok(md)
             if md.is_file() && md.uid() == uid && md.gid() == gid && md.mode() & 0o7777 == mode =>
         {
             let cur = zeroize::Zeroizing::new(std::fs::read(dest).unwrap_or_default());
-            if *cur == *data {
+            if cur.as_slice() == data {
                 return Ok(format!("{show} already"));
             }
         }
@@ -581,7 +592,7 @@ fn install(src: &Path, dest: &Path, uid: u32, gid: u32, mode: u32) -> Result<Str
             .with_context(|| format!("chown {uid}:{gid} {}", tmp.display()))?;
         f.set_permissions(std::fs::Permissions::from_mode(mode))
             .with_context(|| format!("chmod {mode:o} {}", tmp.display()))?;
-        f.write_all(&data)
+        f.write_all(data)
             .and_then(|_| f.sync_all())
             .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, dest)
