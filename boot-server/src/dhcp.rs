@@ -6,16 +6,19 @@
 //!   gets an OFFER of the host's inventory address (`yiaddr`) with the
 //!   `[dhcp]` settings (mask, router, DNS, domain, lease time) and the host
 //!   name; a REQUEST for that address gets an ACK, for another one a NAK; a
-//!   REQUEST naming another server is left alone.
+//!   REQUEST naming another server is left alone. A PXE client's offer also
+//!   carries the PXE options (below), so it is the PXE offer as well.
 //! - **proxy** mode (PXE's proxyDHCP): another server gives the addresses;
 //!   bootd answers PXE clients only, with an OFFER that carries no address
 //!   (`yiaddr` 0.0.0.0) but `PXEClient` (option 60), its own identity and
-//!   the boot file, on port 67, and an ACK with the boot file to the
-//!   REQUEST a PXE client sends to port 4011 afterwards (PXE 2.1 §2.2;
-//!   UEFI firmware and iPXE both do). BIOS and iPXE clients also get option
-//!   43 with discovery control 8 (skip boot server discovery, boot the
-//!   file); EFI clients do not (some UEFI firmware drops such offers and
-//!   goes to port 4011 instead, which is answered).
+//!   the boot file, on port 67.
+//!
+//! In both modes the PXE options of a reply to firmware or iPXE are option
+//! 60 `PXEClient`, the client's option 97 echoed, and for BIOS and iPXE
+//! clients option 43 with discovery control 8 (skip boot server discovery,
+//! boot the file); EFI clients get no option 43 (some UEFI firmware drops
+//! such offers) and go on to port 4011, where a REQUEST gets an ACK with
+//! the boot file (PXE 2.1; iPXE asks there too after a proxy offer).
 //!
 //! The boot file, for a host with `provision = true`:
 //!
@@ -547,7 +550,7 @@ impl Responder {
                 let mut m = self.reply(req, MessageType::Offer);
                 m.set_yiaddr(ip);
                 self.lease_options(&mut m, s, host, prefix);
-                self.boot_options(&mut m, req, boot.as_ref(), false);
+                self.boot_options(&mut m, req, boot.as_ref(), client, port);
                 let to = self.destination(req, false);
                 let summary = format!("OFFER {ip} to {mac} ({}){}", host.name, boot_note(&boot));
                 Verdict::Reply {
@@ -595,7 +598,7 @@ impl Responder {
                 m.set_yiaddr(ip);
                 m.set_ciaddr(req.ciaddr());
                 self.lease_options(&mut m, s, host, prefix);
-                self.boot_options(&mut m, req, boot.as_ref(), false);
+                self.boot_options(&mut m, req, boot.as_ref(), client, port);
                 let to = self.destination(req, true);
                 let summary = format!("ACK {ip} to {mac} ({}){}", host.name, boot_note(&boot));
                 Verdict::Reply {
@@ -629,19 +632,9 @@ impl Responder {
                 };
                 let mut m = self.reply(req, kind);
                 m.set_ciaddr(req.ciaddr());
-                let bypass = port == Port::Dhcp
-                    && matches!(
-                        client,
-                        Client::Ipxe(_) | Client::Firmware(Some(0)) | Client::Firmware(None)
-                    );
-                self.boot_options(&mut m, req, Some(&boot), true);
-                if bypass {
-                    // PXE vendor options: discovery control = 8 (boot the file).
-                    m.opts_mut()
-                        .insert(DhcpOption::VendorExtensions(vec![6, 1, 8, 255]));
-                }
+                self.boot_options(&mut m, req, Some(&boot), client, port);
                 let what = if kind == MessageType::Ack {
-                    "proxy ACK"
+                    "PXE ACK"
                 } else {
                     "proxy OFFER"
                 };
@@ -698,33 +691,52 @@ impl Responder {
         o.insert(DhcpOption::Rebinding(s.lease_time / 8 * 7));
     }
 
-    /// The boot file (BOOTP `file` and option 67), the TFTP server (`siaddr`
-    /// and option 66); `pxe`: option 60 `PXEClient` (proxyDHCP) and the
-    /// client's machine identifier (option 97) echoed, as PXE asks.
-    fn boot_options(&self, m: &mut Message, req: &Message, boot: Option<&Boot>, pxe: bool) {
-        if pxe {
-            m.opts_mut()
-                .insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
-            if let Some(DhcpOption::ClientMachineIdentifier(id)) =
-                req.opts().get(OptionCode::ClientMachineIdentifier)
-            {
-                m.opts_mut()
-                    .insert(DhcpOption::ClientMachineIdentifier(id.clone()));
-            }
-        }
+    /// The boot file (BOOTP `file` and option 67) and the TFTP server
+    /// (`siaddr`, option 66). A PXE client (firmware or iPXE) given a file
+    /// also gets what PXE asks of a boot server's reply: option 60
+    /// `PXEClient`, its machine identifier (option 97) echoed, and, BIOS and
+    /// iPXE clients on port 67, option 43 with discovery control 8 (boot the
+    /// file, no boot server discovery). With `PXEClient` a full-mode offer
+    /// is also the PXE offer: iPXE stops waiting for a ProxyDHCP one (11 s).
+    fn boot_options(
+        &self,
+        m: &mut Message,
+        req: &Message,
+        boot: Option<&Boot>,
+        client: Client,
+        port: Port,
+    ) {
+        let Some(boot) = boot else {
+            return;
+        };
         let file = match boot {
-            None => return,
-            Some(Boot::Tftp(f)) => {
+            Boot::Tftp(f) => {
                 m.opts_mut().insert(DhcpOption::TFTPServerName(
                     self.server_ip.to_string().into_bytes(),
                 ));
                 f
             }
-            Some(Boot::Http(u)) => u,
+            Boot::Http(u) => u,
         };
         m.set_fname_str(file);
-        m.opts_mut()
-            .insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
+        let o = m.opts_mut();
+        o.insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
+        if client == Client::Plain {
+            return;
+        }
+        o.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
+        if let Some(DhcpOption::ClientMachineIdentifier(id)) =
+            req.opts().get(OptionCode::ClientMachineIdentifier)
+        {
+            o.insert(DhcpOption::ClientMachineIdentifier(id.clone()));
+        }
+        let bypass = matches!(
+            client,
+            Client::Ipxe(_) | Client::Firmware(Some(0)) | Client::Firmware(None)
+        );
+        if port == Port::Dhcp && bypass {
+            o.insert(DhcpOption::VendorExtensions(vec![6, 1, 8, 255]));
+        }
     }
 
     /// Where a reply goes: the relay, the client's own address (a renewing
@@ -924,8 +936,9 @@ mac = "52:54:00:12:34:58"
             opt(&m, OptionCode::Hostname),
             Some(&DhcpOption::Hostname("cn1".into()))
         );
-        // A plain client (nodectl) gets no boot file.
+        // A plain client (nodectl) gets no boot file, nor PXE options.
         assert_eq!(file(&m), "");
+        assert_eq!(opt(&m, OptionCode::ClassIdentifier), None);
         assert!(
             summary.contains("OFFER 10.99.0.50 to 52:54:00:12:34:56 (cn1)"),
             "{summary}"
@@ -1032,6 +1045,20 @@ mac = "52:54:00:12:34:58"
                 );
             } else {
                 assert_eq!(tftp, None);
+            }
+            // With a boot file, the offer is a PXE offer too; option 43
+            // (boot the file) for BIOS and iPXE, not for UEFI firmware.
+            let pxe = opt(&m, OptionCode::ClassIdentifier);
+            let vendor = opt(&m, OptionCode::VendorExtensions);
+            if want.is_empty() {
+                assert_eq!((pxe, vendor), (None, None));
+            } else {
+                assert_eq!(
+                    pxe,
+                    Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
+                );
+                let bypass = arch == Some(0) || uc.is_some();
+                assert_eq!(vendor.is_some(), bypass, "arch {arch:?} user class {uc:?}");
             }
         }
         // provision = false: the lease, no boot file.

@@ -2,7 +2,7 @@
 //! sockets and threads of the DHCP responder ([`crate::dhcp`]) and the TFTP
 //! server ([`crate::tftp`]) beside the HTTP server.
 //!
-//! DHCP listens on UDP 67 (and 4011 in proxy mode) of every address, bound
+//! DHCP listens on UDP 67 and 4011 of every address, bound
 //! to the interface with `SO_BINDTODEVICE` so that it only hears the boot
 //! network, and answers from the interface's first IPv4 address. TFTP
 //! listens on port 69 of that address (`--tftp-listen` to change it).
@@ -140,11 +140,9 @@ pub fn start(
         }
     };
     let responder = Arc::new(Responder::new(mode, ip, &http_base, tftp.is_some()));
-    let mut ports = vec![(dhcp::SERVER_PORT, Port::Dhcp)];
-    if mode == Mode::Proxy {
-        ports.push((dhcp::PXE_PORT, Port::Pxe));
-    }
-    for (number, port) in ports {
+    // 4011 in both modes: firmware that gets `PXEClient` without option 43
+    // (UEFI) asks there for its boot file.
+    for (number, port) in [(dhcp::SERVER_PORT, Port::Dhcp), (dhcp::PXE_PORT, Port::Pxe)] {
         let sock = bound_socket(&name, number)?;
         let (r, inv) = (responder.clone(), inventory.clone());
         std::thread::Builder::new()

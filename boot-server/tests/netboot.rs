@@ -430,7 +430,19 @@ fn full_mode_boot_file_by_architecture_and_user_class() {
     let r = exchange(&sock, &d, broadcast(), Duration::from_secs(3)).expect("no OFFER");
     assert_eq!(file(&r), "snponly.efi");
     assert_eq!(r.yiaddr(), net.host_ip(50));
+    assert_eq!(
+        r.opts().get(OptionCode::ClassIdentifier),
+        Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
+    );
     srv.wait_log("boot tftp snponly.efi");
+    // UEFI firmware then asks the PXE port (full mode answers it too).
+    let mut q = dhcp::request(MessageType::Request, 0x1235, CN1, Some(7), None);
+    q.set_ciaddr(net.host_ip(50));
+    q.set_flags(dhcproto::v4::Flags::default());
+    let to = SocketAddr::from((net.server_ip(), 4011));
+    let r = exchange(&sock, &q, to, Duration::from_secs(3)).expect("no ACK from port 4011");
+    assert_eq!(file(&r), "snponly.efi");
+    srv.wait_log("dhcp: PXE ACK to 52:54:00:12:34:56 (cn1): boot tftp snponly.efi");
 }
 
 #[test]
@@ -519,7 +531,7 @@ fn proxy_mode_offers_boot_files_without_addresses() {
     );
     assert_eq!(r.yiaddr(), Ipv4Addr::UNSPECIFIED);
     assert_eq!(file(&r), "snponly.efi");
-    let log = srv.wait_log("dhcp: proxy ACK to 52:54:00:12:34:56 (cn1): boot tftp snponly.efi");
+    let log = srv.wait_log("dhcp: PXE ACK to 52:54:00:12:34:56 (cn1): boot tftp snponly.efi");
     assert!(
         log.contains("dhcp: proxy OFFER to 52:54:00:12:34:56 (cn1): boot tftp undionly.kpxe"),
         "{log}"
