@@ -32,6 +32,8 @@ pub const PACKAGES: &[&str] = &[
     "slurmctld",    // slurm boot: the controller the node's slurmd joins (configless)
     "slurm-client", // slurm boot: sinfo, srun -w cn1 hostname
     "nfs-common",   // provision tests: mount.nfs against an absent server
+    "ipxe",         // bootd's TFTP root: undionly.kpxe, snponly.efi, ipxe.efi (QEMU boot pxe)
+    "busybox",      // udhcpc: the real DHCP client of bootd's netboot tests
 ];
 
 fn installed(pkg: &str) -> bool {

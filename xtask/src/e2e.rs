@@ -543,38 +543,8 @@ pub fn boot(
     echo: bool,
     watch: Watch,
 ) -> Result<BootResult> {
-    std::fs::create_dir_all(dir)?;
-    let console = dir.join("console.log");
-    let mut log = std::fs::File::create(&console)?;
-    writeln!(log, "# accel={accel} cmdline: {cmdline}")?;
-    let cpu = if accel == "kvm" { "host" } else { "max" };
-    let mut qemu = Command::new("qemu-system-x86_64");
-    // Each disk gets the serial nodeboot-<file stem>: the node sees it as
-    // /dev/disk/by-id/virtio-nodeboot-<stem>, the stable name operators use.
-    for (i, d) in watch.disks.iter().enumerate() {
-        let stem = d.file_stem().unwrap_or_default().to_string_lossy();
-        qemu.arg("-drive")
-            .arg(format!(
-                "file={},if=none,id=d{i},format=raw,cache=unsafe",
-                d.display()
-            ))
-            .arg("-device")
-            .arg(format!("virtio-blk-pci,drive=d{i},serial=nodeboot-{stem}"));
-    }
-    let mut child = qemu
-        .args(["-accel", accel, "-cpu", cpu, "-m", "2048"])
-        // Two TCG vCPUs on this 2-core machine starved each other (RCU stalls).
-        .args(["-smp", if accel == "kvm" { "2" } else { "1" }])
-        .args([
-            "-display",
-            "none",
-            "-no-reboot",
-            "-monitor",
-            "none",
-            "-serial",
-            "stdio",
-        ])
-        .arg("-kernel")
+    let mut qemu = qemu(Command::new("qemu-system-x86_64"), accel, watch.disks);
+    qemu.arg("-kernel")
         .arg(&a.vmlinuz)
         .arg("-initrd")
         .arg(&a.initrd)
@@ -586,7 +556,84 @@ pub fn boot(
                 .collect::<Vec<_>>()
                 .join(","),
         ])
-        .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC}")])
+        .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC}")]);
+    run_vm(
+        qemu,
+        &format!("accel={accel} cmdline: {cmdline}"),
+        dir,
+        echo,
+        watch,
+    )
+}
+
+/// [`boot`] from the network: no `-kernel`, the NIC's own iPXE ROM boots
+/// (`-boot n`) on the existing tap device `tap` of network namespace
+/// `netns`, where QEMU runs (`ip netns exec`).
+pub fn boot_pxe(
+    accel: &str,
+    netns: &str,
+    tap: &str,
+    dir: &Path,
+    echo: bool,
+    watch: Watch,
+) -> Result<BootResult> {
+    let mut ip = Command::new("ip");
+    ip.args(["netns", "exec", netns, "qemu-system-x86_64"]);
+    let mut qemu = qemu(ip, accel, watch.disks);
+    qemu.args([
+        "-netdev",
+        &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+    ])
+    .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC}")])
+    .args(["-boot", "n"]);
+    let header = format!("accel={accel} PXE boot from {tap} in network namespace {netns}");
+    run_vm(qemu, &header, dir, echo, watch)
+}
+
+/// `cmd` (qemu-system-x86_64, or a wrapper running it) with the VM every
+/// boot shares: accelerator, memory, CPUs, serial console on stdout, disks.
+fn qemu(mut cmd: Command, accel: &str, disks: &[PathBuf]) -> Command {
+    let cpu = if accel == "kvm" { "host" } else { "max" };
+    // Each disk gets the serial nodeboot-<file stem>: the node sees it as
+    // /dev/disk/by-id/virtio-nodeboot-<stem>, the stable name operators use.
+    for (i, d) in disks.iter().enumerate() {
+        let stem = d.file_stem().unwrap_or_default().to_string_lossy();
+        cmd.arg("-drive")
+            .arg(format!(
+                "file={},if=none,id=d{i},format=raw,cache=unsafe",
+                d.display()
+            ))
+            .arg("-device")
+            .arg(format!("virtio-blk-pci,drive=d{i},serial=nodeboot-{stem}"));
+    }
+    cmd.args(["-accel", accel, "-cpu", cpu, "-m", "2048"])
+        // Two TCG vCPUs on this 2-core machine starved each other (RCU stalls).
+        .args(["-smp", if accel == "kvm" { "2" } else { "1" }])
+        .args([
+            "-display",
+            "none",
+            "-no-reboot",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+        ]);
+    cmd
+}
+
+/// Start `qemu`, watch its console (see [`boot`]).
+fn run_vm(
+    mut qemu: Command,
+    header: &str,
+    dir: &Path,
+    echo: bool,
+    watch: Watch,
+) -> Result<BootResult> {
+    std::fs::create_dir_all(dir)?;
+    let console = dir.join("console.log");
+    let mut log = std::fs::File::create(&console)?;
+    writeln!(log, "# {header}")?;
+    let mut child = qemu
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod deps;
 mod e2e;
+mod pxe;
 mod scenarios;
 mod slurm;
 
@@ -30,7 +31,7 @@ enum Cmd {
         no_qemu: bool,
     },
     /// Run QEMU boots: boot, bad-digest, unreachable, resume, postscript,
-    /// postscript-fails, disk (default: all).
+    /// postscript-fails, disk, slurm, slurm-wrong-hostkey, pxe (default: all).
     E2e { names: Vec<String> },
     /// Benchmarks against the tools users would use instead.
     Bench {

@@ -16,6 +16,7 @@ pub const NAMES: &[&str] = &[
     "disk",
     "slurm",
     "slurm-wrong-hostkey",
+    "pxe",
 ];
 
 pub struct Ctx {
@@ -104,6 +105,7 @@ pub fn run(ctx: &Ctx, name: &str) -> Result<Value> {
         "disk" => disk(ctx, &dir),
         "slurm" => crate::slurm::run(ctx, &dir, crate::slurm::Variant::Good),
         "slurm-wrong-hostkey" => crate::slurm::run(ctx, &dir, crate::slurm::Variant::WrongHostKey),
+        "pxe" => crate::pxe::run(ctx, &dir),
         other => bail!("unknown scenario {other}; known: {}", NAMES.join(", ")),
     }
 }

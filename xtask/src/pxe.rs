@@ -1,0 +1,361 @@
+//! The QEMU boot `pxe` (issue 5, item 7): a real network boot. The VM has
+//! no `-kernel`: QEMU's own iPXE ROM (Debian's `ipxe-qemu`) boots from the
+//! network (`-boot n`) on a tap device inside a network namespace this
+//! scenario creates, where bootd does DHCP (full mode, cn1's inventory
+//! address), TFTP (Debian's `ipxe` binaries) and HTTP.
+//!
+//! The chain, each step seen in bootd's log:
+//!
+//! 1. the ROM's DHCP (user class iPXE, architecture 0): with the
+//!    inventory's `chain_ipxe = true` it is given `undionly.kpxe` over TFTP,
+//!    as real BIOS PXE firmware would be;
+//! 2. TFTP sends `undionly.kpxe`, which runs on the ROM's PXE stack;
+//! 3. that iPXE's own DHCP (a new transaction) is given
+//!    `http://10.99.0.1:PORT/boot/ipxe?mac=52:54:00:12:34:56`;
+//! 4. the script (kernel, initrd and the Grendel command line rendered from
+//!    the inventory's template) comes over HTTP, then the kernel and initrd;
+//! 5. in the initramfs nodectl's own DHCP gets cn1's address from bootd,
+//!    fetches the live image from bootd, and the node reaches multi-user as
+//!    in the `boot` scenario (`judge_ready`).
+//!
+//! The namespace, its tap device, bootd and QEMU are removed by guards on
+//! every path. Nothing leaves the namespace: it has no other interface.
+use crate::e2e;
+use crate::scenarios::Ctx;
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Map, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TAP: &str = "tap0";
+const SERVER: &str = "10.99.0.1";
+const NODE_IP: &str = "10.99.0.50";
+/// Debian's `ipxe` package.
+const IPXE_DIR: &str = "/usr/lib/ipxe";
+const IPXE_FILES: &[&str] = &["undionly.kpxe", "snponly.efi", "ipxe.efi"];
+
+fn ip(args: &[&str]) -> Result<()> {
+    let o = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running ip {}", args.join(" ")))?;
+    if !o.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// A network namespace holding one tap device with the server's address;
+/// deleted (with the tap) on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn create() -> Result<Netns> {
+        let name = format!("nbpxe-{}", std::process::id());
+        // A namespace left by a killed run with the same pid.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        ip(&["netns", "add", &name])?;
+        let ns = Netns { name };
+        let n = ns.name.as_str();
+        ip(&["-n", n, "link", "set", "lo", "up"])?;
+        ip(&["-n", n, "tuntap", "add", TAP, "mode", "tap"])?;
+        ip(&["-n", n, "addr", "add", &format!("{SERVER}/24"), "dev", TAP])?;
+        ip(&["-n", n, "link", "set", TAP, "up"])?;
+        Ok(ns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["-n", &self.name, "link", "del", TAP]);
+        if let Err(e) = ip(&["netns", "del", &self.name]) {
+            eprintln!("xtask: pxe: {e:#}");
+        }
+    }
+}
+
+/// bootd inside the namespace; its stderr goes to `bootd.log` (each line
+/// stamped with seconds since bootd started) and, with the instant it was
+/// read, to `lines`.
+struct Server {
+    child: Child,
+    port: u16,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(bootd: &Path, ns: &Netns, dir: &Path, inventory: &Path) -> Result<Server> {
+        let port_file = dir.join("bootd.port");
+        let _ = std::fs::remove_file(&port_file);
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(bootd)
+            .args(["serve", "--listen", &format!("{SERVER}:0"), "--root"])
+            .arg(dir.join("www"))
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--inventory")
+            .arg(inventory)
+            .args(["--dhcp", TAP, "--dhcp-mode", "full", "--tftp-root"])
+            .arg(dir.join("tftp"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {} in {}", bootd.display(), ns.name))?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let err = child.stderr.take().context("bootd's stderr")?;
+        let mut log = std::fs::File::create(dir.join("bootd.log"))?;
+        let l = lines.clone();
+        let started = Instant::now();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let t = started.elapsed().as_secs_f64();
+                let _ = writeln!(log, "{t:9.3} | {line}");
+                l.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((Instant::now(), line));
+            }
+        });
+        let mut srv = Server {
+            child,
+            port: 0,
+            lines,
+        };
+        let t = Instant::now();
+        loop {
+            if let Some(p) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                srv.port = p;
+                return Ok(srv);
+            }
+            if let Some(st) = srv.child.try_wait()? {
+                bail!(
+                    "bootd exited ({st}); see {}",
+                    dir.join("bootd.log").display()
+                );
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                bail!("bootd did not start within 10s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Seconds after `t0` of the first log line matching `pred`.
+    fn when(&self, t0: Instant, pred: impl Fn(&str) -> bool) -> Option<f64> {
+        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        lines.iter().find(|(_, l)| pred(l)).map(|(t, _)| {
+            let s = t.saturating_duration_since(t0).as_secs_f64();
+            (s * 1000.0).round() / 1000.0
+        })
+    }
+}
+
+/// Hard links to the image (vmlinuz, initrd.img, live.squashfs and its
+/// sidecars) in `www`, copies of the iPXE binaries in `tftp`.
+fn layout(ctx: &Ctx, dir: &Path) -> Result<()> {
+    let (www, tftp) = (dir.join("www"), dir.join("tftp"));
+    for d in [&www, &tftp] {
+        let _ = std::fs::remove_dir_all(d);
+        std::fs::create_dir_all(d).with_context(|| format!("making {}", d.display()))?;
+    }
+    let mut files: Vec<PathBuf> = vec![ctx.art.vmlinuz.clone(), ctx.art.initrd.clone()];
+    for e in std::fs::read_dir(&ctx.art.www)? {
+        files.push(e?.path());
+    }
+    for f in files {
+        let to = www.join(f.file_name().context("a file name")?);
+        if std::fs::hard_link(&f, &to).is_err() {
+            std::fs::copy(&f, &to)
+                .with_context(|| format!("copying {} to {}", f.display(), to.display()))?;
+        }
+    }
+    for f in IPXE_FILES {
+        // ipxe.efi is a symlink into /boot: copy what it points to.
+        let from = Path::new(IPXE_DIR).join(f);
+        std::fs::copy(&from, tftp.join(f)).with_context(|| {
+            format!(
+                "copying {} (Debian's ipxe package: apt-get install ipxe)",
+                from.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// cn1 at 10.99.0.50 on the tap's /24, the seed's command line as a
+/// template, and `chain_ipxe` so that QEMU's iPXE ROM goes through TFTP.
+fn inventory(dir: &Path) -> Result<PathBuf> {
+    let p = dir.join("inventory.toml");
+    let text = format!(
+        r#"[dhcp]
+router = "{SERVER}"
+lease_time = 3600
+# QEMU's NIC ROM is iPXE already: give it undionly.kpxe over TFTP first,
+# as BIOS PXE firmware would get, so the boot goes through every step.
+chain_ipxe = true
+
+[[image]]
+name = "live"
+kernel = "vmlinuz"
+initrd = ["initrd.img"]
+liveimg = "live.squashfs"
+cmdline = 'console=ttyS0 root=live:{{{{ $.liveimg }}}} BOOTIF=01-{{{{ $.nic.MAC | toString | replace ":" "-" }}}} grendel.hostname={{{{ $.host.Name }}}} grendel.address={{{{ $.address }}}} rd.live.overlay.readonly=1 rd.live.overlay.overlayfs=1 rd.neednet=1'
+
+[[host]]
+name = "{host}"
+image = "live"
+provision = true
+[[host.interfaces]]
+mac = "{mac}"
+ip = "{NODE_IP}/24"
+"#,
+        host = e2e::HOSTNAME,
+        mac = e2e::MAC,
+    );
+    std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+    Ok(p)
+}
+
+/// Whether a log line marks a milestone.
+type LineTest = Box<dyn Fn(&str) -> bool>;
+
+/// What bootd's log shows of the boot, in order: (milestone, line test).
+fn server_milestones(port: u16) -> Vec<(&'static str, LineTest)> {
+    let script = format!("http://{SERVER}:{port}/boot/ipxe?mac={}", e2e::MAC);
+    vec![
+        (
+            "dhcp_offer",
+            Box::new(|l: &str| l.contains("dhcp: OFFER") && l.contains("boot tftp undionly.kpxe")),
+        ),
+        (
+            "tftp_done",
+            Box::new(|l: &str| l.contains("tftp: sent undionly.kpxe")),
+        ),
+        (
+            "ipxe_dhcp",
+            Box::new(move |l: &str| l.contains("dhcp: ACK") && l.contains(&script)),
+        ),
+        (
+            "ipxe_script",
+            Box::new(|l: &str| l.contains("GET /boot/ipxe?mac=") && l.contains("status=200")),
+        ),
+        (
+            "kernel_loaded",
+            Box::new(|l: &str| l.contains("GET /vmlinuz status=200")),
+        ),
+        (
+            "initrd_loaded",
+            Box::new(|l: &str| l.contains("GET /initrd.img status=200")),
+        ),
+        (
+            "node_dhcp",
+            Box::new(|l: &str| l.contains("dhcp: ACK") && !l.contains(", boot ")),
+        ),
+        (
+            "node_ready",
+            Box::new(|l: &str| l.contains("node cn1 ready")),
+        ),
+    ]
+}
+
+pub fn run(ctx: &Ctx, dir: &Path) -> Result<Value> {
+    layout(ctx, dir)?;
+    let inv = inventory(dir)?;
+    let ns = Netns::create()?;
+    let srv = Server::start(&ctx.bootd, &ns, dir, &inv)?;
+    let t0 = Instant::now();
+    let watch = e2e::Watch {
+        judge: &mut e2e::judge_ready,
+        timeout: ctx.timeout(600),
+        disks: &[],
+        hostfwd: &[],
+    };
+    let r = e2e::boot_pxe(&ctx.accel, &ns.name, TAP, dir, ctx.echo, watch)?;
+    let st = r.status.clone().unwrap_or_default();
+    if st["fetch"]["sha256"] != ctx.art.sha256.as_str() {
+        bail!(
+            "the node reports image sha256 {} but the image is {}",
+            st["fetch"]["sha256"],
+            ctx.art.sha256
+        );
+    }
+    for m in e2e::required_milestones() {
+        if !r.milestones.contains_key(m) {
+            bail!(
+                "milestone {m} missing from the console ({})",
+                r.console.display()
+            );
+        }
+    }
+    // nodectl's DHCP got cn1's inventory address from bootd.
+    let console = std::fs::read_to_string(&r.console)?;
+    let Some(net_line) = console
+        .lines()
+        .find(|l| l.contains("nodectl initrd: network up"))
+    else {
+        bail!("no \"network up\" line on the console");
+    };
+    if !net_line.contains(&format!(" {NODE_IP}/24 via {SERVER}")) {
+        bail!("the node's address is not cn1's inventory address {NODE_IP}/24: {net_line}");
+    }
+    // bootd's own milestones, in the order the chain takes them.
+    let mut server = Map::new();
+    let mut last = 0.0;
+    for (name, pred) in server_milestones(srv.port) {
+        let Some(t) = srv.when(t0, pred) else {
+            bail!(
+                "{name}: not in bootd's log ({})",
+                dir.join("bootd.log").display()
+            );
+        };
+        if t < last {
+            bail!("{name} at {t}s comes before the step before it ({last}s) in bootd's log");
+        }
+        last = t;
+        server.insert(name.to_string(), json!(t));
+    }
+    let at = |k: &str| server[k].as_f64().unwrap_or_default();
+    let live = r.milestones["live_root_ready"].as_f64().unwrap_or_default();
+    let durations = json!({
+        "dhcp_to_ipxe_script": ((at("ipxe_script") - at("dhcp_offer")) * 1000.0).round() / 1000.0,
+        "ipxe_script_to_live_root": ((live - at("ipxe_script")) * 1000.0).round() / 1000.0,
+        "dhcp_to_live_root": ((live - at("dhcp_offer")) * 1000.0).round() / 1000.0,
+    });
+    let report = json!({
+        "hostname": st["hostname"],
+        "accel": ctx.accel,
+        "network": net_line.split("network up: ").nth(1).unwrap_or(net_line).trim(),
+        "bootd": server,
+        "milestones": r.milestones,
+        "durations": durations,
+        "image_sha256": ctx.art.sha256,
+        "seconds": r.seconds,
+    });
+    e2e::write_json(&dir.join("report.json"), &report)?;
+    Ok(report)
+}
