@@ -468,7 +468,11 @@ fn ipxe(req: &Request, out: &mut TcpStream, state: &State, conn: Conn) -> Outcom
     // A token for a host that boots from the network, when bootd has secrets.
     let mut extra = String::new();
     if let (Some(secrets), Some((host, nic))) = (&state.secrets, inv.by_mac(&mac)) {
-        if host.provision {
+        if host.provision && head_only {
+            // HEAD mints nothing (it would supersede the node's token); the
+            // placeholder keeps Content-Length equal to a GET's.
+            extra = format!("nodeboot.token={}", "0".repeat(64));
+        } else if host.provision {
             let nic_mac = nic.mac.as_deref().unwrap_or_default();
             match secrets.mint(&host.name, nic_mac) {
                 Ok(t) => extra = format!("nodeboot.token={t}"),

@@ -340,6 +340,15 @@ fn the_token_is_in_its_hosts_script_only_and_new_each_render() {
         (r.status, r.body.as_str()),
         (403, "403 Forbidden: token was minted for another MAC\n")
     );
+    // A HEAD of the script mints nothing, so supersedes nothing.
+    let head = srv.req("HEAD", &format!("/boot/ipxe?mac={CN1}"), &[], "");
+    assert_eq!(head.status, 200);
+    let get_len = s1.len().to_string();
+    assert!(
+        head.head.contains(&format!("content-length: {get_len}")),
+        "{}",
+        head.head
+    );
     assert_eq!(srv.secret("munge.key", CN2, &t2).body, MUNGE2);
     assert_eq!(srv.secret("munge.key", CN1, &t1b).body, MUNGE1);
 
