@@ -5,8 +5,7 @@
 //!
 //! The host side runs in namespaces of its own (network, UTS, mount), made
 //! by one thread with unshare(2): only loopback, with 10.0.2.2 (what the
-//! node calls its gateway: the controller) and 10.0.2.15 (the node's
-//! address, where QEMU forwards slurmd's port) on it, hostname `ctl`, and
+//! node calls its gateway: the controller) on it, hostname `ctl`, and
 //! tmpfs over /etc/munge, /run/munge, /etc/slurm, /var/spool/slurmctld and
 //! /var/log/slurm, so Debian's daemons run with their default paths and
 //! touch nothing of the machine's. In there, all real: sshd serving a bare
@@ -16,6 +15,12 @@
 //! 10.0.2.2 → the namespace's 127.0.0.1). The key disk is made on the host
 //! with `nodectl format-disk --key-partition` and `nodectl install-key` on
 //! a loop device.
+//!
+//! The controller reaches the node's slurmd at 127.0.0.2:6818 (its
+//! NodeAddr), which QEMU forwards to the guest's 6818. Not at 10.0.2.15
+//! (the guest's own address) on the namespace's loopback: a connection
+//! from that address reaches the guest with the guest's own address as
+//! its source, and the guest drops it.
 use crate::e2e::{self, Bootd};
 use crate::scenarios::Ctx;
 use anyhow::{anyhow, bail, Context, Result};
@@ -117,9 +122,15 @@ impl Drop for Loop {
 fn key_disk(nodectl: &Path, img: &Path, deploy_key: &Path) -> Result<()> {
     let _ = std::fs::remove_file(img);
     std::fs::File::create(img)?.set_len(256 << 20)?;
-    let dev = run_cmd(&["losetup", "--find", "--show", &img.to_string_lossy()])?
-        .trim()
-        .to_string();
+    let dev = run_cmd(&[
+        "losetup",
+        "--find",
+        "--show",
+        "--partscan",
+        &img.to_string_lossy(),
+    ])?
+    .trim()
+    .to_string();
     let l = Loop(dev);
     let n = nodectl.to_string_lossy();
     run_cmd(&[
@@ -150,7 +161,6 @@ fn enter_namespaces() -> Result<()> {
     run_cmd(&["mount", "--make-rprivate", "/"])?;
     run_cmd(&["ip", "link", "set", "lo", "up"])?;
     run_cmd(&["ip", "addr", "add", "10.0.2.2/32", "dev", "lo"])?;
-    run_cmd(&["ip", "addr", "add", "10.0.2.15/32", "dev", "lo"])?;
     run_cmd(&["hostname", "ctl"])?;
     for d in [
         "/etc/munge",
@@ -164,6 +174,14 @@ fn enter_namespaces() -> Result<()> {
     }
     std::fs::create_dir_all("/run/sshd")?;
     Ok(())
+}
+
+/// The namespace's names (srun resolves its own host name, `ctl`): a file
+/// bind-mounted over /etc/hosts in the private mount namespace.
+fn hosts_file(dir: &Path) -> Result<()> {
+    let h = dir.join("hosts");
+    std::fs::write(&h, "127.0.0.1 localhost\n10.0.2.2 ctl\n127.0.0.2 cn1\n")?;
+    run_cmd(&["mount", "--bind", &h.to_string_lossy(), "/etc/hosts"]).map(|_| ())
 }
 
 fn keygen(path: &Path, kind: &str, comment: &str) -> Result<()> {
@@ -262,6 +280,27 @@ fn site_repo(dir: &Path, munge_key: &[u8]) -> Result<(PathBuf, String, PathBuf)>
                 .replace("type = \"xfs\"", "type = \"ext4\""),
         );
     }
+    // The site's names (a site has DNS; here the node would ask QEMU's DNS
+    // proxy, which has nowhere to go from the namespace, and wait): slurmd
+    // and slurmstepd resolve the controller's and srun's host name, ctl.
+    std::fs::write(
+        f.join("hosts"),
+        "127.0.0.1 localhost\n10.0.2.15 cn1\n10.0.2.2 ctl\n",
+    )?;
+    // The operator's key for root (e2e: the node's journal is fetched over
+    // SSH when a check fails).
+    std::fs::copy(
+        dir.join("admin_ed25519.pub"),
+        f.join("root_authorized_keys"),
+    )?;
+    blocks.push(
+        "# The operator's SSH key (e2e)\n[[file]]\nsource = \"files/root_authorized_keys\"\npath = \"/root/.ssh/authorized_keys\"\nmode = \"0600\"\n"
+            .into(),
+    );
+    blocks.push(
+        "# The site's hosts file (e2e)\n[[file]]\nsource = \"files/hosts\"\npath = \"/etc/hosts\"\nmode = \"0644\"\n"
+            .into(),
+    );
     let node_toml = blocks.join("\n\n");
     if !node_toml.contains(DATA_UUID) || node_toml.contains("/mnt/nfs") {
         bail!("could not derive the test's node.toml from postscripts/node.toml:\n{node_toml}");
@@ -370,10 +409,11 @@ fn controller(dir: &Path, munge_key: &[u8]) -> Result<(Daemon, Daemon)> {
          SlurmctldParameters=enable_configless\nSlurmUser=root\nAuthType=auth/munge\n\
          ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n\
          StateSaveLocation=/var/spool/slurmctld\nSlurmctldLogFile=/var/log/slurm/slurmctld.log\n\
-         SlurmdLogFile=/var/log/slurm/slurmd.log\n\
+         SlurmdDebug=debug\n\
          SlurmctldPidFile=/run/slurmctld-e2e.pid\nJobAcctGatherType=jobacct_gather/none\n\
          AccountingStorageType=accounting_storage/none\nReturnToService=2\nMpiDefault=none\n\
-         NodeName=cn1 NodeAddr=10.0.2.15 Port=6818 CPUs=1 State=UNKNOWN\n\
+         MessageTimeout=60\n\
+         NodeName=cn1 NodeAddr=127.0.0.2 Port=6818 CPUs=1 State=UNKNOWN\n\
          PartitionName=debug Nodes=cn1 Default=YES MaxTime=INFINITE State=UP\n",
     )?;
     let clog = dir.join("slurmctld.log");
@@ -520,6 +560,55 @@ fn checks(t0: Instant, ca: &Path, node_host_pub: &str, commit: &str) -> Result<V
     }))
 }
 
+/// After a failed check: the node's journal over SSH (the operator's key,
+/// the node's host key pinned) into `dir/node-journal.log`.
+fn node_journal(dir: &Path) {
+    let kh = dir.join("node_known_hosts");
+    let pubk = std::fs::read_to_string(dir.join("postscripts/files/ssh/ssh_host_ed25519_key.pub"))
+        .unwrap_or_default();
+    let _ = std::fs::write(&kh, format!("[127.0.0.1]:{NODE_SSH_FWD} {pubk}"));
+    let out = Command::new("ssh")
+        .args(["-i", &dir.join("admin_ed25519").to_string_lossy()])
+        .args(["-o", &format!("UserKnownHostsFile={}", kh.display())])
+        .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
+        .args(["-o", "ConnectTimeout=20", "-p", &NODE_SSH_FWD.to_string()])
+        .args([
+            "root@127.0.0.1",
+            "journalctl",
+            "-b",
+            "--no-pager",
+            "-o",
+            "short-monotonic",
+        ])
+        .args([
+            "-u",
+            "slurmd",
+            "-u",
+            "munge",
+            "-u",
+            "sssd",
+            "-u",
+            "nodectl-provision",
+            "-u",
+            "nodectl-services",
+        ])
+        .stdin(Stdio::null())
+        .output();
+    let text = match out {
+        Ok(o) => format!(
+            "{}\n--- stderr ---\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => format!("ssh: {e}"),
+    };
+    let _ = std::fs::write(dir.join("node-journal.log"), text);
+    eprintln!(
+        "xtask: the node's journal: {}",
+        dir.join("node-journal.log").display()
+    );
+}
+
 /// Seconds since QEMU start of the console line logging milestone `name`.
 fn console_milestone(console: &Path, name: &str) -> Option<f64> {
     let text = std::fs::read_to_string(console).ok()?;
@@ -536,6 +625,7 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
     keygen(&host_key, "ed25519", "git-server")?;
     let deploy = dir.join("deploy_ed25519");
     keygen(&deploy, "ed25519", "deploy")?;
+    keygen(&dir.join("admin_ed25519"), "ed25519", "admin")?;
     let mut munge_key = vec![0u8; 1024];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut munge_key)?;
     let img = dir.join("keydisk.raw");
@@ -555,6 +645,7 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
     std::thread::scope(|s| {
         s.spawn(|| -> Result<Value> {
             enter_namespaces()?;
+            hosts_file(dir)?;
             let _git = git_server(dir, &host_key, &deploy.with_extension("pub"))?;
             let (_munged, _ctld) = controller(dir, &munge_key)?;
             let log = dir.join("bootd.log");
@@ -565,7 +656,7 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
             );
             let t0 = Instant::now();
             let hostfwd = [
-                "tcp:10.0.2.15:6818-:6818".to_string(),
+                "tcp:127.0.0.2:6818-:6818".to_string(),
                 format!("tcp:127.0.0.1:{NODE_SSH_FWD}-:22"),
             ];
             let (ca, commit2, pubk) = (&ca, &commit, &node_host_pub);
@@ -605,6 +696,9 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                             .take()
                             .map(|j| j.join().unwrap_or_else(|_| Err(anyhow!("checks panicked"))))
                             .unwrap_or_else(|| Err(anyhow!("no checks")));
+                        if r.is_err() {
+                            node_journal(dir);
+                        }
                         return Some(r.map(|v| {
                             found = Some(v);
                         }));
