@@ -154,7 +154,23 @@ fn stream<S: AsRef<OsStr>>(
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    // A bounded program may leave a background child holding its output
+    // (`daemon &` in a post.sh): give the pumps a moment, then stop waiting
+    // for them rather than hang the boot.
+    let drained = Instant::now();
     for p in pumps.into_iter().flatten() {
+        if timeout.is_some() {
+            while !p.is_finished() && drained.elapsed() < Duration::from_secs(2) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !p.is_finished() {
+                tracing::warn!(
+                    "{} exited but left processes holding its output; not waiting for them",
+                    shown.join(" ")
+                );
+                continue;
+            }
+        }
         let _ = p.join();
     }
     let tail: Vec<String> = tail
@@ -203,6 +219,20 @@ fn pump(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bounded_program_leaving_a_child_on_its_output_does_not_hang() {
+        // post.sh doing `daemon &`: the child keeps stdout open for 30 s.
+        let t = Instant::now();
+        let (st, tail) = run_bounded(
+            &["/bin/sh", "-c", "sleep 30 & echo started"],
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert!(st.success());
+        assert_eq!(tail, ["started"]);
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    }
 
     #[test]
     fn ok_returns_stdout() {

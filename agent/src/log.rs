@@ -9,7 +9,7 @@
 //! text to /dev/console, so an operator on the serial console still sees
 //! the progress and the journal holds each event once. What child processes
 //! (a postscript, post.sh) print still goes through stderr to the journal.
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -49,6 +49,7 @@ pub fn init(var: &str) {
                 );
             let console = std::fs::OpenOptions::new()
                 .write(true)
+                .custom_flags(libc::O_NOCTTY)
                 .open("/dev/console")
                 .ok()
                 .map(|f| {

@@ -23,7 +23,8 @@
 //! `nodeboot.postscripts=ssh://git@host[:port]/path` (or `git@host:path`),
 //! `nodeboot.postscripts.ref=REF`, `nodeboot.postscripts.hostkey=SHA256:…[,…]`,
 //! `nodeboot.keydev=/dev/…`, `nodeboot.post.timeout=SECONDS`,
-//! `nodeboot.postscripts.attempts=N` (clone attempts, network errors only; 5).
+//! `nodeboot.postscripts.attempts=N` (clone attempts, network errors only; 5),
+//! `nodeboot.keydev.wait=SECONDS` (for the key partition to appear; 30).
 use crate::cmdline::Cmdline;
 use crate::provision::{Paths, Status};
 use anyhow::{bail, Context, Result};
@@ -53,6 +54,8 @@ pub struct Plan {
     pub keydev: Option<PathBuf>,
     /// Bound of post.sh.
     pub timeout: Duration,
+    /// Bound for the key partition to appear (`nodeboot.keydev.wait=`, 30 s).
+    pub key_wait: Duration,
     pub retries: crate::repo::Retries,
 }
 
@@ -110,6 +113,7 @@ pub fn plan(c: &Cmdline, cfg: &RepoConfig, paths: &Paths) -> Result<Option<Plan>
         },
         keydev: crate::repo::keydev_from_cmdline(c).or_else(|| cfg.keydev.clone()),
         timeout,
+        key_wait: c.seconds("nodeboot.keydev.wait", 30)?,
         retries: crate::repo::Retries {
             attempts: match c.value("nodeboot.postscripts.attempts") {
                 None => crate::repo::Retries::default().attempts,
@@ -166,11 +170,17 @@ pub fn run(
     });
     // A clone left by an earlier run (the unit restarted) goes first.
     remove_clone(&dest)?;
-    let r = steps(paths, p, st, report, &dest, start);
-    if let Err(e) = remove_clone(&dest) {
-        tracing::warn!("{e:#}");
+    // Removed however this ends (an error, a panic).
+    struct Guard<'a>(&'a Path);
+    impl Drop for Guard<'_> {
+        fn drop(&mut self) {
+            if let Err(e) = remove_clone(self.0) {
+                tracing::warn!("{e:#}");
+            }
+        }
     }
-    r
+    let _guard = Guard(&dest);
+    steps(paths, p, st, report, &dest, start)
 }
 
 fn milestone(st: &mut Status, name: &str, start: Instant) {
@@ -191,6 +201,26 @@ fn steps(
 ) -> Result<()> {
     st.phase = "reading-key".into();
     report(st);
+    // Disks may show up after the network: wait for the key partition's
+    // link (bounded) before reading it.
+    let t = Instant::now();
+    while let Err(e) =
+        crate::repo::locate_key_device(p.keydev.as_deref(), &paths.system).and_then(|d| {
+            d.exists()
+                .then_some(())
+                .with_context(|| format!("{} does not exist", d.display()))
+        })
+    {
+        if t.elapsed() >= p.key_wait {
+            return Err(e).with_context(|| {
+                format!(
+                    "the key partition did not appear within {}s",
+                    p.key_wait.as_secs()
+                )
+            });
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let key = crate::repo::read_deploy_key(
         p.keydev.as_deref(),
         &paths.system,
@@ -353,19 +383,32 @@ fn start_all(
         crate::provision::notify_status(&format!("starting {unit}"));
         tracing::info!(service = %unit, "starting");
         let t = Instant::now();
-        let (status, tail) = crate::cmd::run_bounded(&[systemctl, "start", &unit], timeout)
-            .with_context(|| {
-                format!(
-                    "starting {unit} (bound {}s): {}",
-                    svc.timeout,
-                    journal_tail(&unit)
-                )
-            })?;
+        let started = crate::cmd::run_bounded(&[systemctl, "start", "--", &unit], timeout);
+        let (status, tail) = match started {
+            Ok(r) => r,
+            Err(e) => {
+                // Killing systemctl leaves its start job queued: cancel it,
+                // so the unit does not come up on a node said to be failed.
+                let _ = crate::cmd::run_bounded(
+                    &[systemctl, "stop", "--no-block", "--", &unit],
+                    Duration::from_secs(10),
+                );
+                return Err(e).with_context(|| {
+                    format!(
+                        "starting {unit} (bound {}s; the start was cancelled): {}",
+                        svc.timeout,
+                        journal_tail(&unit)
+                    )
+                });
+            }
+        };
         // is-active exits non-zero for any state but active: read its word.
-        let state =
-            crate::cmd::run_bounded(&[systemctl, "is-active", &unit], Duration::from_secs(10))
-                .map(|(_, lines)| lines.last().cloned().unwrap_or_default())
-                .unwrap_or_else(|e| format!("{e:#}"));
+        let state = crate::cmd::run_bounded(
+            &[systemctl, "is-active", "--", &unit],
+            Duration::from_secs(10),
+        )
+        .map(|(_, lines)| lines.last().cloned().unwrap_or_default())
+        .unwrap_or_else(|e| format!("{e:#}"));
         if !status.success() || state.trim() != "active" {
             bail!(
                 "{unit} did not start ({}; systemctl start: {status}{}); {}",
@@ -480,6 +523,81 @@ mod tests {
     }
 
     #[test]
+    fn a_service_that_does_not_start_in_time_is_cancelled() {
+        let d = tempfile::tempdir().unwrap();
+        let p = paths(d.path());
+        std::fs::create_dir_all(&p.run).unwrap();
+        std::fs::write(&p.cmdline, "").unwrap();
+        let log = d.path().join("calls");
+        let fake = d.path().join("systemctl");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {}\ncase \"$*\" in\n  'start -- slurmd.service') sleep 30;;\n  is-active*) echo active;;\nesac\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let st = Status {
+            phase: "starting-services".into(),
+            hostname: "cn1".into(),
+            postscript: None,
+            native: Some(NativeResult {
+                services: Some(crate::nodetoml::Services {
+                    start: vec!["munge".into(), "slurmd".into()],
+                    timeout: 1,
+                }),
+                ..Default::default()
+            }),
+            seconds: 1.0,
+            error: None,
+        };
+        crate::provision::write_status(&p.run, &st).unwrap();
+        let out = start_services(&p, fake.to_str().unwrap());
+        assert_eq!(out.phase, "failed");
+        let e = out.error.unwrap();
+        assert!(
+            e.contains("starting slurmd.service (bound 1s; the start was cancelled)")
+                && e.contains("did not finish within 1s"),
+            "{e}"
+        );
+        let calls = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            calls.ends_with("start -- slurmd.service\nstop --no-block -- slurmd.service\n"),
+            "{calls}"
+        );
+    }
+
+    #[test]
+    fn a_key_partition_that_never_appears_fails_in_time() {
+        let d = tempfile::tempdir().unwrap();
+        let p = paths(d.path());
+        let c = Cmdline::parse(
+            "nodeboot.postscripts=ssh://git@10.0.2.2/p.git nodeboot.keydev=/dev/disk/by-id/nodeboot-absent \
+             nodeboot.keydev.wait=1 nodeboot.postscripts.hostkey=SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        );
+        let pl = plan(&c, &RepoConfig::default(), &p).unwrap().unwrap();
+        let mut st = Status {
+            phase: "provisioning".into(),
+            hostname: "cn1".into(),
+            postscript: None,
+            native: None,
+            seconds: 0.0,
+            error: None,
+        };
+        let t = Instant::now();
+        let e = format!("{:#}", run(&p, &pl, &mut st, &mut |_| {}).unwrap_err());
+        assert!(
+            e.contains("the key partition did not appear within 1s")
+                && e.contains("/dev/disk/by-id/nodeboot-absent does not exist"),
+            "{e}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
     fn start_services_refuses_after_a_failed_provisioning() {
         let d = tempfile::tempdir().unwrap();
         let p = paths(d.path());
@@ -517,7 +635,7 @@ mod tests {
         std::fs::write(
             &fake,
             format!(
-                "#!/bin/sh\necho \"$*\" >> {}\ncase \"$*\" in\n  'start sssd.service') echo 'Job for sssd.service failed' >&2; exit 1;;\n  'is-active sssd.service') echo failed; exit 3;;\n  is-active*) echo active;;\nesac\n",
+                "#!/bin/sh\necho \"$*\" >> {}\ncase \"$*\" in\n  'start -- sssd.service') echo 'Job for sssd.service failed' >&2; exit 1;;\n  'is-active -- sssd.service') echo failed; exit 3;;\n  is-active*) echo active;;\nesac\n",
                 log.display()
             ),
         )
@@ -550,7 +668,7 @@ mod tests {
         let calls = std::fs::read_to_string(&log).unwrap();
         assert_eq!(
             calls,
-            "daemon-reload\nstart munge.service\nis-active munge.service\nstart sssd.service\nis-active sssd.service\n",
+            "daemon-reload\nstart -- munge.service\nis-active -- munge.service\nstart -- sssd.service\nis-active -- sssd.service\n",
             "slurmd must not be started after sssd failed"
         );
         // All succeed: ready, in order.

@@ -188,7 +188,12 @@ pub fn load(path: &Path) -> Result<NodeToml> {
     }
     if let Some(s) = &n.services {
         for u in &s.start {
-            if u.is_empty() || u.contains('/') || u.contains(char::is_whitespace) {
+            if u.is_empty()
+                || u.starts_with('-')
+                || u.starts_with("nodectl-")
+                || u.contains('/')
+                || u.contains(char::is_whitespace)
+            {
                 bail!(
                     "{}: services.start: {u:?} is not a unit name",
                     path.display()
@@ -303,8 +308,20 @@ pub fn apply(n: &NodeToml, repo: &Path, root: &Path, mountinfo: &Path) -> Result
         // A server that is slow to answer gets retries until `wait`.
         let mut delay = Duration::from_millis(500);
         loop {
-            match crate::cmd::run(&argv) {
-                Ok(_) => break,
+            // Each attempt bounded by what is left of `wait` (a server that
+            // accepts and never answers must not hang the boot).
+            let left = wait
+                .saturating_sub(start.elapsed())
+                .max(Duration::from_secs(1));
+            let r = crate::cmd::run_bounded(&argv, left).and_then(|(st, tail)| {
+                if st.success() {
+                    Ok(())
+                } else {
+                    bail!("{} failed ({st}): {}", argv.join(" "), tail.join(" | "))
+                }
+            });
+            match r {
+                Ok(()) => break,
                 Err(e) if start.elapsed() + delay < wait => {
                     tracing::warn!("{e:#}; retrying in {:.1}s", delay.as_secs_f64());
                     std::thread::sleep(delay);
@@ -807,6 +824,8 @@ mod tests {
             ),
             ("[services]\nstart=['munge']\ntimeout=0\n", "services.timeout must be at least 1"),
             ("[services]\nstart=['../x']\n", "is not a unit name"),
+            ("[services]\nstart=['--force']\n", "is not a unit name"),
+            ("[services]\nstart=['nodectl-services']\n", "is not a unit name"),
         ] {
             std::fs::write(repo.join("node.toml"), text).unwrap();
             let e = format!("{:#}", load(&repo.join("node.toml")).unwrap_err());

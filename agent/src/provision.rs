@@ -36,7 +36,7 @@
 use crate::cmdline::Cmdline;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -200,7 +200,14 @@ pub fn read_status(run: &Path) -> Result<Status> {
 pub(crate) fn write_status(run: &Path, s: &Status) -> Result<()> {
     let path = run.join("status.json");
     let tmp = run.join(".status.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(s)?)
+    // 0600: errors quote the last lines of the site's scripts.
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &serde_json::to_vec_pretty(s)?))
         .and_then(|_| std::fs::rename(&tmp, &path))
         .with_context(|| format!("writing {}", path.display()))
 }

@@ -230,6 +230,14 @@ impl Drop for Server {
     }
 }
 
+/// libgit2's socket timeouts are process-wide: the tests that depend on
+/// them (a silent server) or set other ones (provision's defaults) must not
+/// overlap.
+fn timeouts_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn quick() -> Retries {
     Retries {
         attempts: 3,
@@ -402,6 +410,7 @@ fn clone_gives_up_on_a_silent_server() {
     if !can_ssh("clone_gives_up_on_a_silent_server") {
         return;
     }
+    let _serial = timeouts_lock();
     let d = tempfile::tempdir().unwrap();
     let (k, _) = keygen(d.path(), "deploy");
     let key = std::fs::read(k).unwrap();
@@ -608,6 +617,7 @@ fn provision_native_path_and_its_bad_inputs() {
         return;
     }
     use nodeboot_agent::provision::{self, Paths};
+    let _serial = timeouts_lock();
     let s = Server::start();
     let l = Loop::new();
     assert!(nodectl(&[
