@@ -346,6 +346,11 @@ impl Bootd {
         Bootd::spawn(bin, www, Some(repo), 0, None, log)
     }
 
+    /// With more `bootd serve` arguments (`--inventory`, `--secrets`, …).
+    pub fn start_with_args(bin: &Path, www: &Path, args: &[String], log: &Path) -> Result<Bootd> {
+        Bootd::spawn_args(bin, www, None, 0, None, log, args)
+    }
+
     fn spawn(
         bin: &Path,
         www: &Path,
@@ -353,6 +358,18 @@ impl Bootd {
         port: u16,
         rate_limit: Option<u64>,
         log: &Path,
+    ) -> Result<Bootd> {
+        Bootd::spawn_args(bin, www, repo, port, rate_limit, log, &[])
+    }
+
+    fn spawn_args(
+        bin: &Path,
+        www: &Path,
+        repo: Option<&Path>,
+        port: u16,
+        rate_limit: Option<u64>,
+        log: &Path,
+        extra: &[String],
     ) -> Result<Bootd> {
         let port_file = log.with_extension("port");
         let _ = std::fs::remove_file(&port_file);
@@ -374,6 +391,7 @@ impl Bootd {
         if let Some(r) = repo {
             cmd.arg("--repo").arg(r);
         }
+        cmd.args(extra);
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;

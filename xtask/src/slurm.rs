@@ -245,7 +245,19 @@ fn site_repo(dir: &Path, munge_key: &[u8]) -> Result<(PathBuf, String, PathBuf)>
     let _ = std::fs::remove_dir_all(&work);
     copy_tree(&crate::build::root().join("postscripts"), &work)?;
     let f = work.join("files");
-    std::fs::write(f.join("munge/munge.key"), munge_key)?;
+    // The munge key stays out of git: bootd serves it to cn1 once per boot
+    // with the token of its iPXE script, and post.sh installs it.
+    let _ = munge_key;
+    let post = std::fs::read_to_string(work.join("post.sh"))?;
+    std::fs::write(
+        work.join("post.sh"),
+        format!(
+            "{post}\n# The munge key is not in git: bootd serves it to this host, once,\n\
+             # with the boot's token (nodeboot.token= on the kernel command line).\n\
+             nodectl secret fetch munge.key --dest /etc/munge/munge.key --mode 0400 --owner munge\n\
+             nodectl secret done\n"
+        ),
+    )?;
     let ca = f.join("certs/private-ca.pem");
     run_cmd(&[
         "openssl",
@@ -293,6 +305,9 @@ fn site_repo(dir: &Path, munge_key: &[u8]) -> Result<(PathBuf, String, PathBuf)>
         if b.contains("nfs") && (b.contains("[[mount]]") || b.contains("[[link]]")) {
             continue;
         }
+        if b.contains("[[file]]") && b.contains("munge.key") {
+            continue; // from bootd's secrets instead (post.sh)
+        }
         blocks.push(
             b.replace("6f1c9d3e-5b7a-4c1e-9d2f-0a1b2c3d4e5f", DATA_UUID)
                 .replace("type = \"xfs\"", "type = \"ext4\""),
@@ -320,7 +335,10 @@ fn site_repo(dir: &Path, munge_key: &[u8]) -> Result<(PathBuf, String, PathBuf)>
             .into(),
     );
     let node_toml = blocks.join("\n\n");
-    if !node_toml.contains(DATA_UUID) || node_toml.contains("/mnt/nfs") {
+    if !node_toml.contains(DATA_UUID)
+        || node_toml.contains("/mnt/nfs")
+        || node_toml.contains("munge.key")
+    {
         bail!("could not derive the test's node.toml from postscripts/node.toml:\n{node_toml}");
     }
     std::fs::write(work.join("node.toml"), node_toml)?;
@@ -581,6 +599,52 @@ fn checks(t0: Instant, ca: &Path, node_host_pub: &str, commit: &str) -> Result<V
     }))
 }
 
+/// bootd's inventory (cn1 and an image, for its iPXE script and token) and
+/// its secrets directory (0700) holding cn1's munge key.
+fn boot_server_files(dir: &Path, munge_key: &[u8]) -> Result<(PathBuf, PathBuf)> {
+    let inv = dir.join("inventory.toml");
+    std::fs::write(
+        &inv,
+        format!(
+            "[[image]]\nname = \"live\"\nkernel = \"vmlinuz\"\ninitrd = [\"initrd.img\"]\n\
+             liveimg = \"live.squashfs\"\ncmdline = 'console=ttyS0 grendel.hostname={{{{ $.host.Name }}}}'\n\n\
+             [[host]]\nname = \"{host}\"\nimage = \"live\"\nprovision = true\n\
+             [[host.interfaces]]\nmac = \"{mac}\"\n",
+            host = e2e::HOSTNAME,
+            mac = e2e::MAC,
+        ),
+    )?;
+    let secrets = dir.join("secrets");
+    let _ = std::fs::remove_dir_all(&secrets);
+    std::fs::create_dir_all(secrets.join(e2e::HOSTNAME))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700))?;
+    let key = secrets.join(e2e::HOSTNAME).join("munge.key");
+    std::fs::write(&key, munge_key)?;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+    Ok((inv, secrets))
+}
+
+/// The node used its token (the job above ran with the munge key it got)
+/// and closed it: a replay of the same request is refused.
+fn secret_checks(port: u16, token: &str) -> Result<()> {
+    let code = run_cmd(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        &format!("http://127.0.0.1:{port}/secrets/munge.key?mac={}", e2e::MAC),
+    ])?;
+    if code.trim() != "403" {
+        bail!("a replay of cn1's token got HTTP {code}, not 403");
+    }
+    Ok(())
+}
+
 /// After a failed check: the node's journal over SSH (the operator's key,
 /// the node's host key pinned) into `dir/node-journal.log`.
 fn node_journal(dir: &Path) {
@@ -670,11 +734,37 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
             let _git = git_server(dir, &host_key, &deploy.with_extension("pub"))?;
             let (_munged, _ctld) = controller(dir, &munge_key)?;
             let log = dir.join("bootd.log");
-            let srv = Bootd::start(&ctx.bootd, &ctx.art.www, 0, None, &log)?;
+            let (inv, secrets) = boot_server_files(dir, &munge_key)?;
+            let srv = Bootd::start_with_args(
+                &ctx.bootd,
+                &ctx.art.www,
+                &[
+                    "--inventory".into(),
+                    inv.display().to_string(),
+                    "--secrets".into(),
+                    secrets.display().to_string(),
+                ],
+                &log,
+            )?;
+            // What iPXE would do: ask bootd for cn1's script; its kernel
+            // line carries the boot's token.
+            let script = run_cmd(&[
+                "curl",
+                "-sf",
+                &format!("http://127.0.0.1:{}/boot/ipxe?mac={}", srv.port, e2e::MAC),
+            ])?;
+            let token = script
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("nodeboot.token="))
+                .ok_or_else(|| anyhow!("no nodeboot.token= in cn1's iPXE script:\n{script}"))?
+                .to_string();
             let cmdline = e2e::cmdline(
                 srv.port,
-                &format!("nodeboot.postscripts={url} nodeboot.postscripts.hostkey={pinned}"),
+                &format!(
+                    "nodeboot.postscripts={url} nodeboot.postscripts.hostkey={pinned} nodeboot.token={token}"
+                ),
             );
+            let port = srv.port;
             let t0 = Instant::now();
             let hostfwd = [
                 "tcp:127.0.0.2:6818-:6818".to_string(),
@@ -709,7 +799,12 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                             found = Some(p);
                             return Some(Ok(()));
                         }
-                        job = Some(s2.spawn(move || checks(t0, ca, pubk, commit2)));
+                        let token = token.clone();
+                        job = Some(s2.spawn(move || {
+                            let v = checks(t0, ca, pubk, commit2)?;
+                            secret_checks(port, &token)?;
+                            Ok(v)
+                        }));
                         return None;
                     }
                     if job.as_ref().is_some_and(|j| j.is_finished()) {
