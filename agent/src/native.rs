@@ -26,7 +26,7 @@
 //! `nodeboot.postscripts.attempts=N` (clone attempts, network errors only; 5),
 //! `nodeboot.keydev.wait=SECONDS` (for the key partition to appear; 30).
 use crate::cmdline::Cmdline;
-use crate::provision::{Paths, Status};
+use crate::provision::{tenths, Paths, Status};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -184,7 +184,7 @@ pub fn run(
 }
 
 fn milestone(st: &mut Status, name: &str, start: Instant) {
-    let s = (start.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+    let s = tenths(start.elapsed().as_secs_f64());
     if let Some(n) = st.native.as_mut() {
         n.milestones.insert(name.to_string(), s);
     }
@@ -350,7 +350,7 @@ pub fn start_services(paths: &Paths, systemctl: &str) -> Status {
             tracing::error!(phase = "failed", "{e:#}");
         }
     }
-    st.seconds = ((base + start.elapsed().as_secs_f64()) * 10.0).round() / 10.0;
+    st.seconds = tenths(base + start.elapsed().as_secs_f64());
     if let Err(e) = crate::provision::write_status(&paths.run, &st) {
         tracing::warn!("{e:#}");
     }
@@ -421,15 +421,15 @@ fn start_all(
                 journal_tail(&unit)
             );
         }
-        let secs = (t.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+        let secs = tenths(t.elapsed().as_secs_f64());
         tracing::info!(service = %unit, seconds = secs, "active");
         if let Some(n) = st.native.as_mut() {
             n.started.push((unit.clone(), secs));
         }
-        st.seconds = ((base + start.elapsed().as_secs_f64()) * 10.0).round() / 10.0;
+        st.seconds = tenths(base + start.elapsed().as_secs_f64());
         let _ = crate::provision::write_status(run, st);
     }
-    let up = ((base + start.elapsed().as_secs_f64()) * 10.0).round() / 10.0;
+    let up = tenths(base + start.elapsed().as_secs_f64());
     if let Some(n) = st.native.as_mut() {
         n.milestones.insert("services_up".into(), up);
     }
@@ -473,6 +473,43 @@ mod tests {
             known_hosts: d.join("known_hosts"),
             system: Default::default(),
         }
+    }
+
+    /// A fake systemctl under `d` that appends its arguments to `d/calls`,
+    /// then runs `body` (shell, `$*` the arguments); its path and the log.
+    fn fake_systemctl(d: &Path, body: &str) -> (PathBuf, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let log = d.join("calls");
+        let fake = d.join("systemctl");
+        std::fs::write(
+            &fake,
+            format!("#!/bin/sh\necho \"$*\" >> {}\n{body}", log.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (fake, log)
+    }
+
+    /// status.json as nodectl provision leaves it with `start` to start.
+    fn pending(p: &Paths, start: &[&str], timeout: u64) -> Status {
+        std::fs::create_dir_all(&p.run).unwrap();
+        std::fs::write(&p.cmdline, "").unwrap();
+        let st = Status {
+            phase: "starting-services".into(),
+            hostname: "cn1".into(),
+            postscript: None,
+            native: Some(NativeResult {
+                services: Some(crate::nodetoml::Services {
+                    start: start.iter().map(|u| u.to_string()).collect(),
+                    timeout,
+                }),
+                ..Default::default()
+            }),
+            seconds: 1.0,
+            error: None,
+        };
+        crate::provision::write_status(&p.run, &st).unwrap();
+        st
     }
 
     #[test]
@@ -526,35 +563,11 @@ mod tests {
     fn a_service_that_does_not_start_in_time_is_cancelled() {
         let d = tempfile::tempdir().unwrap();
         let p = paths(d.path());
-        std::fs::create_dir_all(&p.run).unwrap();
-        std::fs::write(&p.cmdline, "").unwrap();
-        let log = d.path().join("calls");
-        let fake = d.path().join("systemctl");
-        std::fs::write(
-            &fake,
-            format!(
-                "#!/bin/sh\necho \"$*\" >> {}\ncase \"$*\" in\n  'start -- slurmd.service') sleep 30;;\n  is-active*) echo active;;\nesac\n",
-                log.display()
-            ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let st = Status {
-            phase: "starting-services".into(),
-            hostname: "cn1".into(),
-            postscript: None,
-            native: Some(NativeResult {
-                services: Some(crate::nodetoml::Services {
-                    start: vec!["munge".into(), "slurmd".into()],
-                    timeout: 1,
-                }),
-                ..Default::default()
-            }),
-            seconds: 1.0,
-            error: None,
-        };
-        crate::provision::write_status(&p.run, &st).unwrap();
+        let (fake, log) = fake_systemctl(
+            d.path(),
+            "case \"$*\" in\n  'start -- slurmd.service') sleep 30;;\n  is-active*) echo active;;\nesac\n",
+        );
+        pending(&p, &["munge", "slurmd"], 1);
         let out = start_services(&p, fake.to_str().unwrap());
         assert_eq!(out.phase, "failed");
         let e = out.error.unwrap();
@@ -628,35 +641,11 @@ mod tests {
         // A fake systemctl records its calls; "sssd" fails to start.
         let d = tempfile::tempdir().unwrap();
         let p = paths(d.path());
-        std::fs::create_dir_all(&p.run).unwrap();
-        std::fs::write(&p.cmdline, "").unwrap();
-        let log = d.path().join("calls");
-        let fake = d.path().join("systemctl");
-        std::fs::write(
-            &fake,
-            format!(
-                "#!/bin/sh\necho \"$*\" >> {}\ncase \"$*\" in\n  'start -- sssd.service') echo 'Job for sssd.service failed' >&2; exit 1;;\n  'is-active -- sssd.service') echo failed; exit 3;;\n  is-active*) echo active;;\nesac\n",
-                log.display()
-            ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut st = Status {
-            phase: "starting-services".into(),
-            hostname: "cn1".into(),
-            postscript: None,
-            native: Some(NativeResult {
-                services: Some(crate::nodetoml::Services {
-                    start: vec!["munge".into(), "sssd".into(), "slurmd".into()],
-                    timeout: 5,
-                }),
-                ..Default::default()
-            }),
-            seconds: 1.0,
-            error: None,
-        };
-        crate::provision::write_status(&p.run, &st).unwrap();
+        let (fake, log) = fake_systemctl(
+            d.path(),
+            "case \"$*\" in\n  'start -- sssd.service') echo 'Job for sssd.service failed' >&2; exit 1;;\n  'is-active -- sssd.service') echo failed; exit 3;;\n  is-active*) echo active;;\nesac\n",
+        );
+        pending(&p, &["munge", "sssd", "slurmd"], 5);
         let out = start_services(&p, fake.to_str().unwrap());
         assert_eq!(out.phase, "failed");
         let e = out.error.unwrap();
@@ -672,14 +661,9 @@ mod tests {
             "slurmd must not be started after sssd failed"
         );
         // All succeed: ready, in order.
-        std::fs::write(
-            &fake,
-            format!("#!/bin/sh\necho \"$*\" >> {}\necho active\n", log.display()),
-        )
-        .unwrap();
         std::fs::remove_file(&log).unwrap();
-        st.phase = "starting-services".into();
-        crate::provision::write_status(&p.run, &st).unwrap();
+        let (fake, _) = fake_systemctl(d.path(), "echo active\n");
+        pending(&p, &["munge", "sssd", "slurmd"], 5);
         let out = start_services(&p, fake.to_str().unwrap());
         assert_eq!(out.phase, "ready", "{out:?}");
         let n = out.native.unwrap();

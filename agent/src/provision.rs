@@ -190,6 +190,11 @@ pub struct PostscriptResult {
     pub seconds: f64,
 }
 
+/// Seconds rounded to tenths, as status.json keeps them.
+pub(crate) fn tenths(secs: f64) -> f64 {
+    (secs * 10.0).round() / 10.0
+}
+
 /// Read `status.json` from `run`.
 pub fn read_status(run: &Path) -> Result<Status> {
     let path = run.join("status.json");
@@ -257,7 +262,7 @@ pub fn run(paths: &Paths, hostname: &str) -> Status {
         .map(|p| crate::report::Reporter::new(&p, hostname));
     let mut last_posted = String::new();
     let mut report = |st: &mut Status| {
-        st.seconds = (start.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+        st.seconds = tenths(start.elapsed().as_secs_f64());
         if let Err(e) = write_status(&paths.run, st) {
             tracing::warn!("{e:#}");
         }
@@ -375,7 +380,7 @@ fn postscript(
         ],
         p.timeout,
     );
-    let secs = (t.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+    let secs = tenths(t.elapsed().as_secs_f64());
     if let Some(ps) = st.postscript.as_mut() {
         ps.seconds = secs;
     }
