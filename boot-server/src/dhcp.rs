@@ -390,12 +390,18 @@ pub struct Responder {
     chains: Mutex<HashMap<String, Chain>>,
 }
 
-/// `aa:bb:cc:dd:ee:ff` of an Ethernet `chaddr`.
+/// `aa:bb:cc:dd:ee:ff` of an Ethernet `chaddr`. `hlen` is checked before
+/// `chaddr()` is called: dhcproto slices `chaddr[..hlen]` unchecked, and a
+/// packet may say any `hlen` up to 255.
+pub fn client_mac(m: &Message) -> Option<String> {
+    mac_of(m)
+}
+
 fn mac_of(m: &Message) -> Option<String> {
-    let c = m.chaddr();
-    if m.htype() != HType::Eth || c.len() < 6 {
+    if m.htype() != HType::Eth || !(6..=16).contains(&m.hlen()) {
         return None;
     }
+    let c = m.chaddr();
     Some(
         c[..6]
             .iter()
@@ -520,6 +526,11 @@ impl Responder {
         let ignore = |i| Verdict::Ignore(i);
         if req.opcode() != Opcode::BootRequest {
             return ignore(Ignore::Malformed("not a BOOTREQUEST".into()));
+        }
+        // Before anything reads `chaddr` (see `mac_of`); `decode` already
+        // refuses such packets, this covers messages built otherwise.
+        if req.hlen() > 16 {
+            return ignore(Ignore::Malformed(format!("hlen {} > 16", req.hlen())));
         }
         let Some(mac) = mac_of(req) else {
             return ignore(Ignore::Malformed("not an Ethernet client".into()));
@@ -769,9 +780,37 @@ pub fn encode(m: &Message) -> Result<Vec<u8>, dhcproto::error::EncodeError> {
     Ok(v)
 }
 
-/// Decode a request.
-pub fn decode(b: &[u8]) -> Result<Message, dhcproto::error::DecodeError> {
-    Message::decode(&mut dhcproto::Decoder::new(b))
+/// Why a packet is not a DHCP message bootd reads.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{0}")]
+    Dhcp(#[from] dhcproto::error::DecodeError),
+    /// `chaddr` has 16 bytes: dhcproto would slice past them (and panic)
+    /// when asked for the address of a packet that claims more.
+    #[error("hardware address length {0} is more than chaddr's 16 bytes")]
+    Hlen(u8),
+    #[error("{0} bytes: larger than a DHCP packet bootd reads ({MAX_PACKET})")]
+    TooLarge(usize),
+}
+
+/// Largest packet decoded (a jumbo frame's DHCP would fit; a client sends
+/// ~300 to 600 bytes).
+pub const MAX_PACKET: usize = 4096;
+
+/// Decode a request: any bytes give a message or an error, never a panic
+/// (fuzzed: `cargo xtask fuzz dhcp_server`), and a message's `chaddr()` is
+/// safe to call.
+pub fn decode(b: &[u8]) -> Result<Message, DecodeError> {
+    if b.len() > MAX_PACKET {
+        return Err(DecodeError::TooLarge(b.len()));
+    }
+    // hlen is the third byte: refused before dhcproto keeps it.
+    if let Some(&hlen) = b.get(2) {
+        if hlen > 16 {
+            return Err(DecodeError::Hlen(hlen));
+        }
+    }
+    Ok(Message::decode(&mut dhcproto::Decoder::new(b))?)
 }
 
 /// A DHCP request for tests and tools: `kind` from `mac`, with optional

@@ -60,11 +60,18 @@ impl Request {
 
     /// Whether a body follows the head. bootd never reads request bodies, so
     /// such a connection is closed after the response.
+    ///
+    /// Every `Content-Length` field counts, not only the first: with
+    /// `Content-Length: 0` then `Content-Length: 40`, the 40 bytes would
+    /// otherwise be read as the next request (request smuggling).
     pub fn has_body(&self) -> bool {
         self.header("transfer-encoding").is_some()
             || self
-                .header("content-length")
-                .is_some_and(|v| v.trim() != "0")
+                .headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .flat_map(|(_, v)| v.split(','))
+                .any(|v| v.trim() != "0")
     }
 
     /// The path of the target, without query or fragment, still
@@ -485,6 +492,14 @@ mod tests {
         assert!(!r(b"GET /x HTTP/1.1\r\nConnection: foo, close\r\n\r\n").keep_alive());
         assert!(r(b"POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\n").has_body());
         assert!(r(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").has_body());
+        // Smuggling: a second (or listed) length is a body all the same.
+        assert!(
+            r(b"GET /x HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 40\r\n\r\n").has_body()
+        );
+        assert!(r(b"GET /x HTTP/1.1\r\nContent-Length: 0, 40\r\n\r\n").has_body());
+        assert!(
+            !r(b"GET /x HTTP/1.1\r\nContent-Length: 0\r\ncontent-length: 0\r\n\r\n").has_body()
+        );
         assert_eq!(r(b"\r\nGET /x HTTP/1.1\r\n\r\n").path(), Some("/x"));
         assert_eq!(
             r(b"GET http://h:1/a/b?q HTTP/1.1\r\n\r\n").path(),

@@ -22,6 +22,7 @@ pub mod dhcp;
 pub mod files;
 pub mod http;
 pub mod inventory;
+pub mod limits;
 pub mod netboot;
 pub mod page;
 pub mod secrets;
@@ -30,3 +31,34 @@ pub mod status;
 pub mod template;
 pub mod tftp;
 pub mod transfer;
+
+/// `s` with control characters (newlines, escape sequences) and Unicode
+/// line separators escaped, for a log line: text from the network cannot
+/// start a line of its own or rewrite the terminal.
+pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if bad(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clean_escapes_what_could_forge_a_line() {
+        assert_eq!(super::clean("/a b"), "/a b");
+        assert_eq!(
+            super::clean("x\nINFO secret munge.key sent\r\u{1b}[2K\u{2028}é"),
+            "x\\nINFO secret munge.key sent\\r\\u{1b}[2K\\u{2028}é"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "bootd", version, about = "nodeboot boot server")]
@@ -81,6 +82,8 @@ memory: restarting bootd invalidates them.")]
         /// else 0.0.0.0:69).
         #[arg(long, requires = "tftp_root")]
         tftp_listen: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Convert Grendel's hosts and images JSON into an inventory (TOML).
     ///
@@ -96,6 +99,81 @@ memory: restarting bootd invalidates them.")]
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+}
+
+/// What one client may hold (see the README's "Limits"). Durations: 10,
+/// 10s, 2m, 1h.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Limits")]
+struct LimitArgs {
+    /// Open HTTP connections, all clients; when all are taken, the one
+    /// idle longest is closed for a newcomer.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// Open HTTP connections per client address (503 beyond).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections_per_client: u64,
+    /// A request head must arrive whole within this of its first byte.
+    #[arg(long, default_value = "10s", value_parser = ttl)]
+    head_timeout: Duration,
+    /// A request body (POST /status) must arrive whole within this.
+    #[arg(long, default_value = "10s", value_parser = ttl)]
+    body_timeout: Duration,
+    /// An idle keep-alive connection is closed after this.
+    #[arg(long, default_value = "60s", value_parser = ttl)]
+    idle_timeout: Duration,
+    /// One write to a client that stopped reading may block this long.
+    #[arg(long, default_value = "60s", value_parser = ttl)]
+    write_timeout: Duration,
+    /// Nodes kept in the status table (without an inventory; with one,
+    /// only its hosts are).
+    #[arg(long, default_value_t = nodeboot_boot_server::status::MAX_NODES as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_nodes: u64,
+    /// DHCP answers per MAC per second (0: no limit).
+    #[arg(long, default_value_t = 5)]
+    dhcp_rate: u32,
+    /// TFTP transfers in flight, all clients.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    tftp_max_transfers: u64,
+    /// TFTP transfers in flight per client address.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    tftp_per_client: u64,
+    /// TFTP resends of an unacknowledged block before the transfer ends.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=100))]
+    tftp_retries: u32,
+    /// TFTP time between resends (the client's `timeout` option is ignored).
+    #[arg(long, default_value = "2s", value_parser = ttl)]
+    tftp_timeout: Duration,
+    /// Largest TFTP block size granted (blksize option).
+    #[arg(long, default_value_t = 1468, value_parser = clap::value_parser!(u16).range(512..=65464))]
+    tftp_max_block: u16,
+}
+
+fn ttl(s: &str) -> Result<Duration, String> {
+    nodeboot_boot_server::secrets::parse_ttl(s)
+}
+
+impl LimitArgs {
+    fn http(&self) -> nodeboot_boot_server::limits::Limits {
+        nodeboot_boot_server::limits::Limits {
+            max_connections: self.max_connections as usize,
+            per_client: self.max_connections_per_client as usize,
+            head_timeout: self.head_timeout,
+            body_timeout: self.body_timeout,
+            idle_timeout: self.idle_timeout,
+            write_timeout: self.write_timeout,
+        }
+    }
+
+    fn tftp(&self) -> nodeboot_boot_server::tftp::Limits {
+        nodeboot_boot_server::tftp::Limits {
+            max_transfers: self.tftp_max_transfers as usize,
+            per_client: self.tftp_per_client as usize,
+            retries: self.tftp_retries,
+            timeout: self.tftp_timeout,
+            max_block: self.tftp_max_block,
+        }
+    }
 }
 
 fn import_grendel(
@@ -147,6 +225,7 @@ fn main() -> ExitCode {
             dhcp_mode,
             tftp_root,
             tftp_listen,
+            limits,
         } => nodeboot_boot_server::server::run(
             &listen,
             &nodeboot_boot_server::server::Config {
@@ -162,7 +241,11 @@ fn main() -> ExitCode {
                     mode: dhcp_mode,
                     tftp_root,
                     tftp_listen,
+                    dhcp_rate: limits.dhcp_rate,
+                    tftp: limits.tftp(),
                 },
+                limits: limits.http(),
+                max_nodes: limits.max_nodes as usize,
             },
             port_file.as_deref(),
         ),

@@ -26,6 +26,10 @@ pub struct Options {
     pub tftp_root: Option<PathBuf>,
     /// Default: port 69 of the DHCP interface's address, else 0.0.0.0:69.
     pub tftp_listen: Option<SocketAddr>,
+    /// DHCP answers per MAC per second (0: no limit).
+    pub dhcp_rate: u32,
+    /// TFTP limits.
+    pub tftp: crate::tftp::Limits,
 }
 
 /// The interface's name and first IPv4 address, from a name or an address.
@@ -102,7 +106,7 @@ pub fn start(
                 Some((_, ip)) => SocketAddr::new(IpAddr::V4(*ip), 69),
                 None => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 69),
             });
-            Some(crate::tftp::start(root, listen)?)
+            Some(crate::tftp::start(root, listen, &opts.tftp)?)
         }
         None => None,
     };
@@ -139,6 +143,7 @@ pub fn start(
             format!("http://{}", SocketAddr::new(host, http.port()))
         }
     };
+    let per_mac = opts.dhcp_rate;
     let responder = Arc::new(Responder::new(mode, ip, &http_base, tftp.is_some()));
     // 4011 in both modes: firmware that gets `PXEClient` without option 43
     // (UEFI) asks there for its boot file.
@@ -147,7 +152,7 @@ pub fn start(
         let (r, inv) = (responder.clone(), inventory.clone());
         std::thread::Builder::new()
             .name(format!("bootd-dhcp-{number}"))
-            .spawn(move || serve(&sock, &r, &inv, port))
+            .spawn(move || serve(&sock, &r, &inv, port, per_mac))
             .context("starting the DHCP thread")?;
     }
     tracing::info!(
@@ -157,12 +162,112 @@ pub fn start(
     Ok(())
 }
 
-/// Unknown MACs are logged at most this often each.
-const UNKNOWN_EVERY: Duration = Duration::from_secs(60);
+/// How often the flood summary is logged, and how long an unknown MAC's
+/// first line stands for it.
+const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+/// Distinct unknown MACs logged each [`SUMMARY_EVERY`]; the rest are counted.
+const UNKNOWN_LOGGED: usize = 32;
 
-fn serve(sock: &UdpSocket, r: &Responder, live: &Live, port: Port) {
-    let mut buf = vec![0u8; 2048];
-    let mut unknown: HashMap<String, Instant> = HashMap::new();
+/// What one DHCP thread remembers against floods, in O(1) per packet:
+/// answers per MAC in the current second, and which unknown MACs it already
+/// logged this minute. Both tables are bounded.
+#[derive(Debug)]
+pub struct Flood {
+    /// Answers per MAC per second (0: no limit).
+    per_mac: u32,
+    answers: HashMap<String, (Instant, u32)>,
+    unknown: std::collections::HashSet<String>,
+    unknown_packets: u64,
+    limited: u64,
+    undecodable: u64,
+    since: Instant,
+}
+
+/// The most MACs remembered for the rate limit (the inventory's are the
+/// only ones answered, so this is only reached by a very large inventory).
+const ANSWERS_KEPT: usize = 65_536;
+
+impl Flood {
+    pub fn new(per_mac: u32, now: Instant) -> Flood {
+        Flood {
+            per_mac,
+            answers: HashMap::new(),
+            unknown: Default::default(),
+            unknown_packets: 0,
+            limited: 0,
+            undecodable: 0,
+            since: now,
+        }
+    }
+
+    /// Whether an answer to `mac` may go out at `now`.
+    pub fn allow_answer(&mut self, mac: &str, now: Instant) -> bool {
+        if self.per_mac == 0 {
+            return true;
+        }
+        if self.answers.len() >= ANSWERS_KEPT && !self.answers.contains_key(mac) {
+            self.answers
+                .retain(|_, (t, _)| now.duration_since(*t) < Duration::from_secs(1));
+        }
+        let e = self.answers.entry(mac.to_string()).or_insert((now, 0));
+        if now.duration_since(e.0) >= Duration::from_secs(1) {
+            *e = (now, 0);
+        }
+        if e.1 >= self.per_mac {
+            self.limited += 1;
+            return false;
+        }
+        e.1 += 1;
+        true
+    }
+
+    /// Whether this unknown MAC gets its own log line.
+    pub fn log_unknown(&mut self, mac: &str) -> bool {
+        self.unknown_packets += 1;
+        if self.unknown.len() >= UNKNOWN_LOGGED || self.unknown.contains(mac) {
+            return false;
+        }
+        self.unknown.insert(mac.to_string());
+        true
+    }
+
+    /// A packet that did not decode.
+    pub fn undecodable(&mut self) {
+        self.undecodable += 1;
+    }
+
+    /// Once a minute: the summary line of what was dropped, if anything,
+    /// and a new window.
+    pub fn summary(&mut self, now: Instant) -> Option<String> {
+        if now.duration_since(self.since) < SUMMARY_EVERY {
+            return None;
+        }
+        let dropped = self.unknown_packets + self.limited + self.undecodable;
+        let line = (dropped > 0).then(|| {
+            format!(
+                "in the last {} s: {} packets from {}{} unknown MACs ignored, {} answers held back by the limit of {}/s per MAC, {} undecodable packets",
+                now.duration_since(self.since).as_secs(),
+                self.unknown_packets,
+                self.unknown.len(),
+                if self.unknown.len() >= UNKNOWN_LOGGED { "+" } else { "" },
+                self.limited,
+                self.per_mac,
+                self.undecodable
+            )
+        });
+        self.unknown.clear();
+        self.unknown_packets = 0;
+        self.limited = 0;
+        self.undecodable = 0;
+        self.since = now;
+        line
+    }
+}
+
+fn serve(sock: &UdpSocket, r: &Responder, live: &Live, port: Port, per_mac: u32) {
+    // One byte more than decoded: a longer datagram is seen as too long.
+    let mut buf = vec![0u8; dhcp::MAX_PACKET + 1];
+    let mut flood = Flood::new(per_mac, Instant::now());
     loop {
         let (n, from) = match sock.recv_from(&mut buf) {
             Ok(x) => x,
@@ -172,39 +277,65 @@ fn serve(sock: &UdpSocket, r: &Responder, live: &Live, port: Port) {
                 continue;
             }
         };
+        let now = Instant::now();
+        if let Some(line) = flood.summary(now) {
+            tracing::warn!("dhcp: {line}");
+        }
         let SocketAddr::V4(from) = from else {
             continue;
         };
-        let req = match dhcp::decode(&buf[..n]) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::debug!("dhcp: undecodable packet from {from}: {e}");
-                continue;
-            }
-        };
-        let inv = live.get();
-        match r.answer(&inv, &inv.dhcp, &req, port, from) {
-            Verdict::Reply { msg, to, summary } => {
-                let sent = dhcp::encode(&msg)
-                    .map_err(|e| anyhow::anyhow!("encoding: {e}"))
-                    .and_then(|b| sock.send_to(&b, to).map_err(Into::into));
-                match sent {
-                    Ok(_) => tracing::info!("dhcp: {summary}"),
-                    Err(e) => tracing::warn!("dhcp: {summary}: not sent to {to}: {e:#}"),
-                }
-            }
-            Verdict::Ignore(Ignore::UnknownMac(mac)) => {
-                let now = Instant::now();
-                unknown.retain(|_, t| now.duration_since(*t) < UNKNOWN_EVERY);
-                if let std::collections::hash_map::Entry::Vacant(e) = unknown.entry(mac) {
-                    tracing::info!(
-                        "dhcp: ignoring {}: unknown MAC, in no host's interfaces",
-                        e.key()
-                    );
-                    e.insert(now);
-                }
-            }
-            Verdict::Ignore(why) => tracing::debug!("dhcp: ignoring {why:?}"),
+        // One packet: a panic in it (none is known: the decoder is fuzzed)
+        // costs that packet, not the thread.
+        let packet = &buf[..n];
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handle(sock, r, live, port, &mut flood, packet, from, now)
+        }));
+        if handled.is_err() {
+            tracing::error!("dhcp: a packet from {from} made bootd panic: dropped");
         }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn handle(
+    sock: &UdpSocket,
+    r: &Responder,
+    live: &Live,
+    port: Port,
+    flood: &mut Flood,
+    packet: &[u8],
+    from: std::net::SocketAddrV4,
+    now: Instant,
+) {
+    let req = match dhcp::decode(packet) {
+        Ok(m) => m,
+        Err(e) => {
+            flood.undecodable();
+            tracing::debug!("dhcp: undecodable packet from {from}: {e}");
+            return;
+        }
+    };
+    let inv = live.get();
+    match r.answer(&inv, &inv.dhcp, &req, port, from) {
+        Verdict::Reply { msg, to, summary } => {
+            let mac = crate::dhcp::client_mac(&req).unwrap_or_default();
+            if !flood.allow_answer(&mac, now) {
+                tracing::debug!("dhcp: {summary}: held back (answers per MAC per second)");
+                return;
+            }
+            let sent = dhcp::encode(&msg)
+                .map_err(|e| anyhow::anyhow!("encoding: {e}"))
+                .and_then(|b| sock.send_to(&b, to).map_err(Into::into));
+            match sent {
+                Ok(_) => tracing::info!("dhcp: {summary}"),
+                Err(e) => tracing::warn!("dhcp: {summary}: not sent to {to}: {e:#}"),
+            }
+        }
+        Verdict::Ignore(Ignore::UnknownMac(mac)) => {
+            if flood.log_unknown(&mac) {
+                tracing::info!("dhcp: ignoring {mac}: unknown MAC, in no host's interfaces");
+            }
+        }
+        Verdict::Ignore(why) => tracing::debug!("dhcp: ignoring {why:?}"),
     }
 }

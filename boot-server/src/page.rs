@@ -1,7 +1,7 @@
 //! `GET /`: the node status page, plain HTML that reloads itself every five
 //! seconds (no JavaScript). Everything a node sent is HTML-escaped.
 use crate::http::rfc3339;
-use crate::status::{Node, Phase};
+use crate::status::{Page, Phase};
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
@@ -52,23 +52,53 @@ td.msg,td.img{max-width:22em;overflow-wrap:anywhere}\
 .ready{background:#2e7d32}.failed{background:#c62828}.busy{background:#e69500}\
 .ago,.none{color:#888}.ago{font-size:.85em}";
 
-/// The whole page for these nodes (sorted by the caller) at `now`.
-pub fn render(nodes: &[Node], now: SystemTime) -> String {
+/// Characters of a message shown on the page (the JSON has them all).
+pub const MESSAGE_SHOWN: usize = 300;
+
+/// The page for one [`Page`] of nodes at `now`: counts of all nodes by
+/// phase, then the page's rows, and a link to the next page.
+pub fn render(page: &Page, now: SystemTime) -> String {
+    let nodes = &page.nodes;
     let mut h = String::new();
+    let counts: Vec<String> = Phase::ALL
+        .iter()
+        .zip(page.by_phase)
+        .filter(|(_, n)| *n > 0)
+        .map(|(p, n)| format!("{n} {p}"))
+        .collect();
     let _ = write!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta http-equiv=\"refresh\" content=\"5\">\n<title>bootd: nodes</title>\n\
          <style>{STYLE}</style>\n</head>\n<body>\n<h1>bootd: node status</h1>\n\
-         <p class=\"sub\">{} node{} · {} · refreshes every 5 s · \
+         <p class=\"sub\">{} node{}{} · {} · refreshes every 5 s · \
          <a href=\"/nodes\">JSON</a></p>\n",
-        nodes.len(),
-        if nodes.len() == 1 { "" } else { "s" },
+        page.total,
+        if page.total == 1 { "" } else { "s" },
+        if counts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", counts.join(", "))
+        },
         shown(now),
     );
     if nodes.is_empty() {
-        h.push_str("<p class=\"none\">no node has reported yet</p>\n</body>\n</html>\n");
+        let none = if page.total == 0 {
+            "no node has reported yet"
+        } else {
+            "no node on this page"
+        };
+        let _ = write!(h, "<p class=\"none\">{none}</p>\n</body>\n</html>\n");
         return h;
+    }
+    if page.offset > 0 || page.next().is_some() {
+        let _ = writeln!(
+            h,
+            "<p class=\"sub\">nodes {} to {} of {}</p>",
+            page.offset + 1,
+            page.offset + nodes.len(),
+            page.total
+        );
     }
     h.push_str(
         "<table>\n<tr><th>hostname</th><th>MAC</th><th>phase</th><th>message</th>\
@@ -103,7 +133,13 @@ pub fn render(nodes: &[Node], now: SystemTime) -> String {
             escape(&n.hostname),
             opt(&n.mac),
             n.phase,
-            opt(&n.message),
+            opt(&n
+                .message
+                .as_ref()
+                .map(|m| match m.char_indices().nth(MESSAGE_SHOWN) {
+                    Some((i, _)) => format!("{}…", &m[..i]),
+                    None => m.clone(),
+                })),
             opt(&n.image),
             shown(n.last_seen),
             if ago.as_secs() < 60 {
@@ -114,7 +150,16 @@ pub fn render(nodes: &[Node], now: SystemTime) -> String {
             last = rfc3339(n.last_seen),
         );
     }
-    h.push_str("</table>\n</body>\n</html>\n");
+    h.push_str("</table>\n");
+    if let Some(next) = page.next() {
+        let _ = writeln!(
+            h,
+            "<p><a href=\"/?offset={next}&amp;limit={}\">next {} nodes</a></p>",
+            nodes.len(),
+            nodes.len().min(page.total - next)
+        );
+    }
+    h.push_str("</body>\n</html>\n");
     h
 }
 
@@ -146,7 +191,7 @@ mod tests {
 
     #[test]
     fn empty_page() {
-        let p = render(&[], at(0));
+        let p = render(&Nodes::default().page(0, 10), at(0));
         assert!(p.contains("no node has reported yet"), "{p}");
         assert!(p.contains(r#"<meta http-equiv="refresh" content="5">"#));
         assert!(!p.contains("<table>"));
@@ -163,7 +208,7 @@ mod tests {
             80,
         );
         post(r#"{"hostname":"cn3","phase":"fetching"}"#, 90);
-        let p = render(&n.snapshot(), at(100));
+        let p = render(&n.page(0, crate::status::PAGE), at(100));
         assert!(p.contains("3 nodes"), "{p}");
         assert!(
             p.contains(">2023-11-14 22:14:50 UTC</time>"),

@@ -10,6 +10,7 @@ use crate::http::{
     BodyError, HeadError, RangeReq, Request,
 };
 use crate::inventory::{ipxe_script, Live};
+use crate::limits::{Conns, Limits, Refusal, Timed};
 use crate::secrets::{Denied, Secrets};
 use crate::status::{nodes_json, Nodes, Report, MAX_BODY};
 use crate::transfer::send_range;
@@ -20,10 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// How long an idle keep-alive connection (or a slow request head) may wait.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long one write to a client may block (a node that stopped reading).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A request line and its headers are read through this reader: a total
+/// deadline over the socket (see [`crate::limits`]).
+pub type Reader<'a> = BufReader<Timed<'a>>;
 /// A refused status body up to this size is read and dropped before the
 /// answer, so that closing the connection does not reset it under the
 /// client (unread data makes the kernel send RST, which can discard the
@@ -51,6 +51,10 @@ pub struct Config {
     pub token_ttl: Duration,
     /// DHCP and TFTP for the firmware, beside HTTP.
     pub netboot: crate::netboot::Options,
+    /// Connections and deadlines.
+    pub limits: Limits,
+    /// Nodes kept in the status table.
+    pub max_nodes: usize,
 }
 
 /// A bound, not yet running server.
@@ -60,6 +64,9 @@ pub struct Server {
 }
 
 struct State {
+    conns: Arc<Conns>,
+    /// Node lists being rendered.
+    renders: std::sync::atomic::AtomicUsize,
     trees: Trees,
     rate_limit: Option<u64>,
     nodes: Nodes,
@@ -89,9 +96,11 @@ impl Server {
         Ok(Server {
             listener,
             state: Arc::new(State {
+                conns: Arc::new(Conns::new(cfg.limits)),
+                renders: Default::default(),
                 trees,
                 rate_limit: cfg.rate_limit,
-                nodes: Nodes::default(),
+                nodes: Nodes::with_capacity(cfg.max_nodes),
                 inventory,
                 public_url: cfg.public_url.clone(),
                 secrets,
@@ -105,10 +114,11 @@ impl Server {
             .context("reading the bound address")
     }
 
-    /// Accept connections forever, one thread each.
+    /// Accept connections forever, one thread each, within the limits of
+    /// [`crate::limits`].
     pub fn run(self) -> Result<()> {
         for conn in self.listener.incoming() {
-            let stream = match conn {
+            let (stream, peer) = match conn.and_then(|s| s.peer_addr().map(|p| (s, p))) {
                 Ok(s) => s,
                 Err(e) => {
                     // EMFILE and friends: do not spin.
@@ -117,10 +127,29 @@ impl Server {
                     continue;
                 }
             };
+            let ticket = match self.state.conns.admit(&stream, peer.ip()) {
+                Ok(t) => t,
+                Err(why) => {
+                    refuse(stream, why);
+                    continue;
+                }
+            };
             let state = self.state.clone();
             let spawned = std::thread::Builder::new()
                 .name("bootd-conn".into())
-                .spawn(move || connection(stream, &state));
+                .stack_size(CONN_STACK)
+                .spawn(move || {
+                    // A panic (none is known: the parsers are fuzzed) ends
+                    // this connection only; the ticket is given back.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        connection(&stream, peer, &ticket, &state)
+                    }));
+                    if r.is_err() {
+                        tracing::error!("{peer}: the connection panicked: closed");
+                    }
+                    drop(ticket);
+                    drop(stream);
+                });
             if let Err(e) = spawned {
                 tracing::warn!("cannot start a connection thread: {e}");
             }
@@ -129,9 +158,33 @@ impl Server {
     }
 }
 
+/// Stack of a connection thread (the default 2 MiB is address space the
+/// connections do not use).
+const CONN_STACK: usize = 512 * 1024;
+
+/// Answer a connection that is not taken with 503 and close it, without
+/// waiting on the client.
+fn refuse(stream: TcpStream, why: Refusal) {
+    let reason = match why {
+        Refusal::PerClient => "too many connections from your address",
+        Refusal::Full => "bootd is busy",
+    };
+    let body = format!("503 Service Unavailable: {reason}, try again\n");
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nServer: bootd\r\nRetry-After: 1\r\n\
+         Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.set_nonblocking(true);
+    let _ = (&stream).write(head.as_bytes());
+}
+
 /// `bootd serve`: bind, write the port to `port_file` (for harnesses that
 /// start bootd on port 0), announce the address on stderr, serve.
 pub fn run(listen: &str, cfg: &Config, port_file: Option<&Path>) -> Result<()> {
+    let mut cfg = cfg.clone();
+    cfg.limits.max_connections = crate::limits::raise_nofile(cfg.limits.max_connections);
+    let cfg = &cfg;
     let server = Server::bind(listen, cfg)?;
     let addr = server.local_addr()?;
     let inventory = server.state.inventory.clone();
@@ -173,22 +226,19 @@ impl Outcome {
     }
 }
 
-fn connection(stream: TcpStream, state: &State) {
-    let peer = stream
-        .peer_addr()
-        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+fn connection(stream: &TcpStream, peer: SocketAddr, ticket: &crate::limits::Ticket, state: &State) {
+    let limits = *state.conns.limits();
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let mut reader = match stream.try_clone() {
-        Ok(s) => BufReader::new(s),
-        Err(e) => {
-            tracing::warn!("{peer}: {e}");
-            return;
-        }
-    };
+    let _ = stream.set_write_timeout(Some(limits.write_timeout));
+    let mut reader = BufReader::new(Timed::new(stream, limits.idle_timeout));
     let mut out = stream;
     loop {
+        // Waiting for a head: closable for a newcomer; the first byte starts
+        // the head's own deadline.
+        ticket.set_idle(reader.buffer().is_empty());
+        reader
+            .get_mut()
+            .arm(limits.idle_timeout, limits.head_timeout);
         let req = match read_request(&mut reader) {
             Ok(Some(r)) => r,
             Ok(None) => return,
@@ -214,6 +264,7 @@ fn connection(stream: TcpStream, state: &State) {
                 return;
             }
         };
+        ticket.set_idle(false);
         let t = Instant::now();
         // Only `POST /status` reads its body: other requests with one end
         // their connection.
@@ -221,16 +272,20 @@ fn connection(stream: TcpStream, state: &State) {
             keep: req.keep_alive() && !req.has_body(),
             http10: req.minor_version == 0,
         };
+        reader.get_mut().within(limits.body_timeout);
         let o = respond(&req, &mut reader, &mut out, state, &mut conn);
         tracing::info!(
             status = o.status,
             bytes = o.bytes,
             ms = t.elapsed().as_millis() as u64,
-            range = req.header("range").map(tracing::field::display),
+            range = req
+                .header("range")
+                .map(crate::clean)
+                .map(tracing::field::display),
             error = o.error.as_ref().map(tracing::field::display),
             "{} {}",
             req.method,
-            crate::secrets::redact(&req.target),
+            crate::clean(&crate::secrets::redact(&req.target)),
         );
         if !conn.keep || o.error.is_some() {
             return;
@@ -264,7 +319,7 @@ impl Conn {
 
 /// A response with a small body held in memory.
 fn small_response(
-    out: &mut TcpStream,
+    out: &mut &TcpStream,
     status: u16,
     content_type: &str,
     body: &str,
@@ -278,7 +333,7 @@ fn small_response(
 
 /// [`small_response`] with a body of bytes.
 fn bytes_response(
-    out: &mut TcpStream,
+    out: &mut &TcpStream,
     status: u16,
     content_type: &str,
     body: &[u8],
@@ -306,12 +361,12 @@ const TEXT: &str = "text/plain; charset=utf-8";
 
 /// An error response whose body is `reason`, one line saying what the
 /// client should fix.
-fn text_error(out: &mut TcpStream, status: u16, reason: &str, conn: Conn) -> Outcome {
+fn text_error(out: &mut &TcpStream, status: u16, reason: &str, conn: Conn) -> Outcome {
     small_response(out, status, TEXT, &format!("{reason}\n"), false, conn, &[])
 }
 
 /// A short text/plain error response.
-fn error_page(out: &mut TcpStream, status: u16, head_only: bool, conn: Conn) -> Outcome {
+fn error_page(out: &mut &TcpStream, status: u16, head_only: bool, conn: Conn) -> Outcome {
     let body = format!("{status} {}\n", crate::http::reason(status));
     let allow = if status == 405 {
         vec![("Allow", "GET, HEAD".to_string())]
@@ -330,8 +385,8 @@ pub const NODES_PATH: &str = "/nodes";
 /// [`MAX_BODY`]), check it, record it, answer 204.
 fn post_status(
     req: &Request,
-    reader: &mut BufReader<TcpStream>,
-    out: &mut TcpStream,
+    reader: &mut Reader<'_>,
+    out: &mut &TcpStream,
     state: &State,
     conn: &mut Conn,
 ) -> Outcome {
@@ -377,22 +432,24 @@ fn post_status(
         }
         Ok(r) => {
             let auth = req.header("authorization");
-            if let (Some(secrets), Some(_)) = (&state.secrets, auth) {
-                let verified = secrets.verify_status(auth, &r.hostname, r.mac.as_deref());
-                if let Err(e) = verified {
-                    let id = crate::secrets::bearer(auth).map(crate::secrets::token_id);
-                    tracing::warn!(
-                        token = id.as_deref().map(tracing::field::display),
-                        "status of {} refused: {e}",
-                        r.hostname
-                    );
-                    return text_error(out, 403, &format!("403 Forbidden: {e}"), *conn);
-                }
+            if let Err((status, e)) = status_allowed(state, &r, auth) {
+                let id = crate::secrets::bearer(auth).map(crate::secrets::token_id);
+                tracing::warn!(
+                    token = id.as_deref().map(tracing::field::display),
+                    "status of {} refused: {e}",
+                    r.hostname
+                );
+                let reason = crate::http::reason(status);
+                return text_error(out, status, &format!("{status} {reason}: {e}"), *conn);
             }
             tracing::info!(
                 mac = r.mac.as_deref().map(tracing::field::display),
                 msg = r.message.as_deref().map(tracing::field::debug),
-                image = r.image.as_deref().map(tracing::field::display),
+                image = r
+                    .image
+                    .as_deref()
+                    .map(crate::clean)
+                    .map(tracing::field::display),
                 "node {} {}",
                 r.hostname,
                 r.phase,
@@ -404,18 +461,89 @@ fn post_status(
     }
 }
 
-/// `GET /nodes` (JSON) and `GET /` (the page), never cached.
-fn node_list(req: &Request, path: &str, out: &mut TcpStream, state: &State, conn: Conn) -> Outcome {
+/// Node lists rendered at once (each is bounded by its page; this bounds
+/// their sum).
+const RENDERS: usize = 8;
+
+/// Whether `r` may be recorded. With an inventory, only its hosts report,
+/// each with one of its own MACs; with secrets as well, a host that boots
+/// with a token (`provision = true`) must send it (`Authorization: Bearer`).
+/// Without an inventory anyone may report (the table is bounded by
+/// `--max-nodes`). A token, when sent, must be the host's.
+fn status_allowed(state: &State, r: &Report, auth: Option<&str>) -> Result<(), (u16, String)> {
+    let verify = |secrets: &Secrets| {
+        secrets
+            .verify_status(auth, &r.hostname, r.mac.as_deref())
+            .map_err(|e| (e.status(), e.to_string()))
+    };
+    let Some(live) = &state.inventory else {
+        return match (&state.secrets, auth) {
+            (Some(secrets), Some(_)) => verify(secrets),
+            _ => Ok(()),
+        };
+    };
+    let inv = live.get();
+    let Some(host) = inv.hosts.iter().find(|h| h.name == r.hostname) else {
+        return Err((403, format!("no host {} in the inventory", r.hostname)));
+    };
+    if let Some(mac) = &r.mac {
+        if !host
+            .interfaces
+            .iter()
+            .any(|n| n.mac.as_deref() == Some(mac))
+        {
+            return Err((403, format!("{mac} is not an interface of {}", host.name)));
+        }
+    }
+    match &state.secrets {
+        Some(secrets) if host.provision || auth.is_some() => verify(secrets),
+        _ => Ok(()),
+    }
+}
+
+/// `GET /nodes` (JSON) and `GET /` (the page), never cached, one page of
+/// at most [`crate::status::MAX_PAGE`] nodes (`?offset=&limit=`).
+fn node_list(
+    req: &Request,
+    path: &str,
+    out: &mut &TcpStream,
+    state: &State,
+    conn: Conn,
+) -> Outcome {
+    let number = |name: &str| query_param(req, name).and_then(|v| v.parse::<usize>().ok());
+    let offset = number("offset").unwrap_or(0);
+    let limit = number("limit")
+        .unwrap_or(crate::status::PAGE)
+        .clamp(1, crate::status::MAX_PAGE);
+    let busy = state
+        .renders
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+        >= RENDERS;
+    let _done = Guard(&state.renders);
+    if busy {
+        let extra = [("Retry-After", "1".to_string())];
+        let body = "503 Service Unavailable: too many node lists at once, try again\n";
+        return small_response(out, 503, TEXT, body, false, conn, &extra);
+    }
     let now = SystemTime::now();
-    let nodes = state.nodes.snapshot();
+    let page = state.nodes.page(offset, limit);
     let (ctype, body) = if path == NODES_PATH {
-        ("application/json", nodes_json(&nodes, now))
+        ("application/json", nodes_json(&page, now))
     } else {
-        ("text/html; charset=utf-8", crate::page::render(&nodes, now))
+        ("text/html; charset=utf-8", crate::page::render(&page, now))
     };
     let head_only = req.method == "HEAD";
     let extra = [("Cache-Control", "no-store".to_string())];
     small_response(out, 200, ctype, &body, head_only, conn, &extra)
+}
+
+/// Gives back a counted slot on drop.
+struct Guard<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Path of the per-host iPXE script (`GET ?mac=…`).
@@ -436,7 +564,7 @@ fn query_param(req: &Request, name: &str) -> Option<String> {
 }
 
 /// `GET /boot/ipxe?mac=…`: the host's iPXE script.
-fn ipxe(req: &Request, out: &mut TcpStream, state: &State, conn: Conn) -> Outcome {
+fn ipxe(req: &Request, out: &mut &TcpStream, state: &State, conn: Conn) -> Outcome {
     let head_only = req.method == "HEAD";
     let Some(live) = &state.inventory else {
         return text_error(
@@ -508,7 +636,7 @@ fn ipxe(req: &Request, out: &mut TcpStream, state: &State, conn: Conn) -> Outcom
 /// `GET /secrets/<name>?mac=` and `DELETE /secrets?mac=` (see
 /// [`crate::secrets`]). Refusals are logged with the token's id, never the
 /// token; a secret's bytes are never logged.
-fn secret(req: &Request, path: &str, out: &mut TcpStream, state: &State, conn: Conn) -> Outcome {
+fn secret(req: &Request, path: &str, out: &mut &TcpStream, state: &State, conn: Conn) -> Outcome {
     let Some(secrets) = &state.secrets else {
         return text_error(
             out,
@@ -526,7 +654,7 @@ fn secret(req: &Request, path: &str, out: &mut TcpStream, state: &State, conn: C
         Some(m) => format!("{m:?}"),
         None => "-".into(),
     };
-    let refused = |out: &mut TcpStream, what: &str, e: Denied| {
+    let refused = |out: &mut &TcpStream, what: &str, e: Denied| {
         tracing::warn!("{what} refused (token {id}, mac {shown}): {e}");
         let status = e.status();
         let msg = format!("{status} {}: {e}", crate::http::reason(status));
@@ -592,8 +720,8 @@ pub fn etag(meta: &std::fs::Metadata) -> String {
 
 fn respond(
     req: &Request,
-    reader: &mut BufReader<TcpStream>,
-    out: &mut TcpStream,
+    reader: &mut Reader<'_>,
+    out: &mut &TcpStream,
     state: &State,
     conn: &mut Conn,
 ) -> Outcome {

@@ -268,6 +268,8 @@ impl Node {
 pub struct Nodes {
     map: Mutex<BTreeMap<String, Node>>,
     cap: usize,
+    /// When the last "forgetting" line was logged, and nodes forgotten since.
+    evicted: Mutex<(Option<std::time::Instant>, u64)>,
 }
 
 impl Default for Nodes {
@@ -282,6 +284,7 @@ impl Nodes {
         Nodes {
             map: Mutex::new(BTreeMap::new()),
             cap: cap.max(1),
+            evicted: Mutex::new((None, 0)),
         }
     }
 
@@ -308,7 +311,21 @@ impl Nodes {
                     .min_by_key(|(_, n)| n.last_seen)
                     .map(|(k, _)| k.clone());
                 if let Some(k) = oldest {
-                    tracing::warn!("more than {} nodes: forgetting {k}", self.cap);
+                    // One line a minute at most: a flood of new names
+                    // cannot flood the log.
+                    let mut last = self.evicted.lock().unwrap_or_else(|e| e.into_inner());
+                    last.1 += 1;
+                    if last
+                        .0
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+                    {
+                        tracing::warn!(
+                            "more than {} nodes: forgetting {k} ({} forgotten since the last line)",
+                            self.cap,
+                            last.1
+                        );
+                        *last = (Some(std::time::Instant::now()), 0);
+                    }
                     map.remove(&k);
                 }
             }
@@ -321,21 +338,80 @@ impl Nodes {
 
     /// The nodes, sorted by hostname (then MAC).
     pub fn snapshot(&self) -> Vec<Node> {
-        let mut v: Vec<Node> = self.lock().values().cloned().collect();
+        self.page(0, usize::MAX).nodes
+    }
+
+    /// At most `limit` nodes from `offset` in hostname (then MAC) order,
+    /// with the count of all: only the page is copied, so a reader's memory
+    /// is bounded by `limit`, not by the table.
+    pub fn page(&self, offset: usize, limit: usize) -> Page {
+        let map = self.lock();
+        let mut v: Vec<&Node> = map.values().collect();
         v.sort_by(|a, b| (&a.hostname, &a.mac).cmp(&(&b.hostname, &b.mac)));
-        v
+        let mut by_phase = [0usize; 5];
+        for n in &v {
+            by_phase[Phase::ALL.iter().position(|p| *p == n.phase).unwrap_or(0)] += 1;
+        }
+        let nodes = v
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|n| (*n).clone())
+            .collect();
+        Page {
+            total: v.len(),
+            offset,
+            by_phase,
+            nodes,
+        }
     }
 }
 
-/// The `GET /nodes` document: `{"now": RFC 3339, "nodes": [...]}`.
-pub fn nodes_json(nodes: &[Node], now: SystemTime) -> String {
+/// One page of the node table.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// All nodes.
+    pub total: usize,
+    /// Of the first node here.
+    pub offset: usize,
+    /// All nodes by phase, in [`Phase::ALL`] order.
+    pub by_phase: [usize; 5],
+    pub nodes: Vec<Node>,
+}
+
+impl Page {
+    /// Offset of the next page, if there is one.
+    pub fn next(&self) -> Option<usize> {
+        let end = self.offset.saturating_add(self.nodes.len());
+        (end < self.total && !self.nodes.is_empty()).then_some(end)
+    }
+}
+
+/// Nodes on one page of `GET /nodes` or `/` unless `?limit=` says fewer.
+pub const PAGE: usize = 500;
+/// The most `?limit=` may ask.
+pub const MAX_PAGE: usize = 1000;
+
+/// The `GET /nodes` document: `{"now": RFC 3339, "total", "offset",
+/// "next" (the offset of the next page, or null), "nodes": [...]}`.
+pub fn nodes_json(page: &Page, now: SystemTime) -> String {
     #[derive(Serialize)]
     struct Doc<'a> {
         #[serde(serialize_with = "time")]
         now: SystemTime,
+        total: usize,
+        offset: usize,
+        next: Option<usize>,
         nodes: &'a [Node],
     }
-    let mut s = serde_json::to_string_pretty(&Doc { now, nodes })
+    let doc = Doc {
+        now,
+        total: page.total,
+        offset: page.offset,
+        next: page.next(),
+        nodes: &page.nodes,
+    };
+    let mut s = serde_json::to_string_pretty(&doc)
         .unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()));
     s.push('\n');
     s
@@ -619,7 +695,7 @@ mod tests {
             4,
         );
         let doc: serde_json::Value =
-            serde_json::from_str(&nodes_json(&n.snapshot(), at(5))).unwrap();
+            serde_json::from_str(&nodes_json(&n.page(0, PAGE), at(5))).unwrap();
         assert_eq!(doc["now"], "2023-11-14T22:13:25.000Z");
         let nodes = doc["nodes"].as_array().unwrap();
         assert_eq!(nodes[0]["hostname"], "cn0");

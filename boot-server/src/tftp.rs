@@ -69,9 +69,91 @@ pub fn resolve(root: &Path, requested: &Path) -> Result<PathBuf, Refused> {
     Ok(real)
 }
 
-/// Serves a directory read-only.
+/// What one anonymous client can make the TFTP server hold or send.
+///
+/// A transfer the client never acknowledges ends after `retries + 1`
+/// sends of its first packet, `timeout` apart: that is also the most a
+/// request with a forged source address makes bootd send to someone else
+/// (`(retries + 1) × (blksize + 4)` bytes, the client's `timeout` option
+/// being ignored). `max_transfers` bounds the sockets and files held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Transfers in flight, all clients (each holds a socket and a file).
+    pub max_transfers: usize,
+    /// Transfers in flight per client address.
+    pub per_client: usize,
+    /// Resends of an unacknowledged block before the transfer is dropped.
+    pub retries: u32,
+    /// Seconds between resends (the client's `timeout` option is ignored).
+    pub timeout: std::time::Duration,
+    /// Largest `blksize` granted (an Ethernet frame's worth by default).
+    pub max_block: u16,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_transfers: 64,
+            per_client: 4,
+            retries: 4,
+            timeout: std::time::Duration::from_secs(2),
+            max_block: 1468,
+        }
+    }
+}
+
+/// Transfers in flight: in total and per client address.
+#[derive(Debug, Default)]
+struct InFlight {
+    total: usize,
+    per_ip: std::collections::HashMap<std::net::IpAddr, usize>,
+}
+
+/// Serves a directory read-only, within [`Limits`].
 struct ReadOnlyDir {
     root: PathBuf,
+    limits: Limits,
+    flight: std::sync::Arc<std::sync::Mutex<InFlight>>,
+    /// Refusals since the last line about them (one line a minute at most).
+    refused: u64,
+    refused_logged: Option<Instant>,
+}
+
+/// A transfer's place among the [`InFlight`] ones, given back on drop.
+struct Slot {
+    flight: std::sync::Arc<std::sync::Mutex<InFlight>>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut f = self.flight.lock().unwrap_or_else(|p| p.into_inner());
+        f.total = f.total.saturating_sub(1);
+        if let Some(n) = f.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                f.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl ReadOnlyDir {
+    /// A slot for a transfer to `client`, or `None` when a limit is reached.
+    fn take_slot(&self, client: &SocketAddr) -> Option<Slot> {
+        let mut f = self.flight.lock().unwrap_or_else(|p| p.into_inner());
+        let ip = client.ip();
+        let mine = f.per_ip.get(&ip).copied().unwrap_or(0);
+        if f.total >= self.limits.max_transfers || mine >= self.limits.per_client {
+            return None;
+        }
+        f.total += 1;
+        *f.per_ip.entry(ip).or_insert(0) += 1;
+        Some(Slot {
+            flight: self.flight.clone(),
+            ip,
+        })
+    }
 }
 
 /// A file being sent: counts what the protocol read, logs the end.
@@ -83,6 +165,7 @@ pub struct Transfer {
     sent: u64,
     eof: bool,
     start: Instant,
+    _slot: Slot,
 }
 
 impl AsyncRead for Transfer {
@@ -108,7 +191,7 @@ impl Drop for Transfer {
         if self.eof && self.sent == self.size {
             tracing::info!(
                 "tftp: sent {} to {}: {} bytes in {secs:.2} s",
-                self.name,
+                crate::clean(&self.name),
                 self.peer,
                 self.sent
             );
@@ -116,7 +199,7 @@ impl Drop for Transfer {
             // PXE ROMs often ask for the size (tsize) and stop, then ask again.
             tracing::info!(
                 "tftp: {} to {} stopped after {} of {} bytes ({secs:.2} s): the client ended it or stopped answering",
-                self.name,
+                crate::clean(&self.name),
                 self.peer,
                 self.sent,
                 self.size
@@ -134,6 +217,23 @@ impl Handler for ReadOnlyDir {
         client: &SocketAddr,
         path: &Path,
     ) -> Result<(Transfer, Option<u64>), packet::Error> {
+        let Some(slot) = self.take_slot(client) else {
+            self.refused += 1;
+            let quiet = self
+                .refused_logged
+                .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(60));
+            if !quiet {
+                tracing::warn!(
+                    "tftp: refused {client} and {} other request(s): {} transfers in flight at most, {} per client",
+                    self.refused - 1,
+                    self.limits.max_transfers,
+                    self.limits.per_client
+                );
+                self.refused = 0;
+                self.refused_logged = Some(Instant::now());
+            }
+            return Err(packet::Error::Msg("too many transfers, try again".into()));
+        };
         let real = match resolve(&self.root, path) {
             Ok(r) => r,
             Err(e) => {
@@ -144,7 +244,8 @@ impl Handler for ReadOnlyDir {
         let file = match File::open(&real) {
             Ok(f) => f,
             Err(e) => {
-                tracing::warn!("tftp: {client}: cannot open {}: {e}", real.display());
+                let shown = real.display().to_string();
+                tracing::warn!("tftp: {client}: cannot open {}: {e}", crate::clean(&shown));
                 return Err(packet::Error::PermissionDenied);
             }
         };
@@ -154,7 +255,10 @@ impl Handler for ReadOnlyDir {
             .unwrap_or(&real)
             .display()
             .to_string();
-        tracing::debug!("tftp: {client} reads {name} ({size} bytes)");
+        tracing::debug!(
+            "tftp: {client} reads {} ({size} bytes)",
+            crate::clean(&name)
+        );
         Ok((
             Transfer {
                 file: AssertAsync::new(file),
@@ -164,6 +268,7 @@ impl Handler for ReadOnlyDir {
                 sent: 0,
                 eof: false,
                 start: Instant::now(),
+                _slot: slot,
             },
             Some(size),
         ))
@@ -175,16 +280,18 @@ impl Handler for ReadOnlyDir {
         path: &Path,
         _size: Option<u64>,
     ) -> Result<futures_lite::io::Sink, packet::Error> {
+        let shown = path.display().to_string();
         tracing::warn!(
             "tftp: refused a write of {} from {client}: read-only",
-            path.display()
+            crate::clean(&shown)
         );
         Err(packet::Error::PermissionDenied)
     }
 }
 
-/// Bind `listen` and serve `root` on a thread; returns the bound address.
-pub fn start(root: &Path, listen: SocketAddr) -> Result<SocketAddr> {
+/// Bind `listen` and serve `root` on a thread, within `limits`; returns the
+/// bound address.
+pub fn start(root: &Path, listen: SocketAddr, limits: &Limits) -> Result<SocketAddr> {
     let real = root
         .canonicalize()
         .with_context(|| format!("TFTP root {}", root.display()))?;
@@ -196,10 +303,21 @@ pub fn start(root: &Path, listen: SocketAddr) -> Result<SocketAddr> {
         .local_addr()
         .context("TFTP: reading the bound address")?;
     let server = async_io::block_on(
-        TftpServerBuilder::with_handler(ReadOnlyDir { root: real.clone() })
-            .std_socket(sock)
-            .context("TFTP: the socket")?
-            .build(),
+        TftpServerBuilder::with_handler(ReadOnlyDir {
+            root: real.clone(),
+            limits: *limits,
+            flight: Default::default(),
+            refused: 0,
+            refused_logged: None,
+        })
+        .std_socket(sock)
+        .context("TFTP: the socket")?
+        .max_send_retries(limits.retries)
+        .timeout(limits.timeout)
+        .ignore_client_timeout()
+        .block_size_limit(limits.max_block)
+        .window_size_limit(1)
+        .build(),
     )
     .context("TFTP: starting the server")?;
     std::thread::Builder::new()

@@ -37,7 +37,7 @@ pub fn send_range(
     file: &File,
     offset: u64,
     len: u64,
-    out: &mut TcpStream,
+    out: &mut &TcpStream,
     rate: Option<u64>,
 ) -> Sent {
     let mut sent = 0;
@@ -62,13 +62,13 @@ fn sendfile_all(
     file: &File,
     offset: u64,
     len: u64,
-    out: &mut TcpStream,
+    out: &mut &TcpStream,
     sent: &mut u64,
 ) -> io::Result<()> {
     let mut off = i64::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
     while *sent < len {
         let count = (len - *sent).min(SENDFILE_MAX) as usize;
-        match nix::sys::sendfile::sendfile(&*out, file, Some(&mut off), count) {
+        match nix::sys::sendfile::sendfile(*out, file, Some(&mut off), count) {
             Ok(0) => return Err(shrank()),
             Ok(n) => *sent += n as u64,
             Err(nix::errno::Errno::EINTR) => {}
@@ -88,7 +88,7 @@ fn throttled(
     file: &File,
     offset: u64,
     len: u64,
-    out: &mut TcpStream,
+    out: &mut &TcpStream,
     rate: u64,
     sent: &mut u64,
 ) -> io::Result<()> {
@@ -110,7 +110,7 @@ fn copy_chunks(
     file: &File,
     offset: u64,
     len: u64,
-    out: &mut TcpStream,
+    out: &mut &TcpStream,
     sent: &mut u64,
     chunk: usize,
     mut pace: impl FnMut(u64),
@@ -138,12 +138,12 @@ mod tests {
     use std::net::TcpListener;
 
     /// Run `send` against a loopback socket and return what the peer read.
-    fn roundtrip(send: impl FnOnce(&mut TcpStream) -> Sent + Send + 'static) -> (Sent, Vec<u8>) {
+    fn roundtrip(send: impl FnOnce(&mut &TcpStream) -> Sent + Send + 'static) -> (Sent, Vec<u8>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let h = std::thread::spawn(move || {
-            let mut s = TcpStream::connect(addr).unwrap();
-            send(&mut s)
+            let s = TcpStream::connect(addr).unwrap();
+            send(&mut &s)
         });
         let (mut c, _) = l.accept().unwrap();
         let mut got = Vec::new();

@@ -631,3 +631,272 @@ fn bad_netboot_options_are_refused() {
     let e = serve(&["--tftp-root", missing.to_str().unwrap()]);
     assert!(e.contains("TFTP root /nonexistent/tftp"), "{e}");
 }
+
+/// Issue 12's packet of death: a BOOTREQUEST with `hlen` 255 made dhcproto
+/// slice `chaddr[..255]` and bootd abort. Every `hlen`, truncations and
+/// options that overrun the packet: bootd stays up and still answers.
+#[test]
+fn no_dhcp_packet_kills_bootd() {
+    require_netns!();
+    let net = Net::new("hlen", 6, CN1_MAC);
+    let inv = net.inventory("");
+    let mut srv = net.bootd(&[
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--dhcp",
+        "srv0",
+        "--dhcp-mode",
+        "full",
+    ]);
+    let sock = net.client_socket(68);
+    let good = dhcp::encode(&dhcp::request(
+        MessageType::Discover,
+        0x1234,
+        CN1,
+        Some(0),
+        None,
+    ))
+    .unwrap();
+    let mut packets: Vec<Vec<u8>> = Vec::new();
+    for hlen in 0..=255u8 {
+        let mut p = good.clone();
+        p[2] = hlen;
+        packets.push(p);
+    }
+    for n in [0, 1, 2, 3, 27, 28, 43, 44, 235, 236, 239, 240, 241, 243] {
+        let mut p = good[..n.min(good.len())].to_vec();
+        if p.len() > 2 {
+            p[2] = 255;
+        }
+        packets.push(p);
+    }
+    // Options: a length past the end, an option without its length, a
+    // packet full of one option, and one larger than any DHCP packet.
+    let head = &good[..240];
+    for tail in [
+        vec![53, 1, 1, 43, 255, 1, 2, 3],
+        vec![53, 1, 1, 12],
+        [vec![53, 1, 1], vec![43, 255], vec![7; 255]].concat(),
+        [
+            vec![53, 1, 1],
+            [vec![43u8, 200], vec![1; 200]].concat().repeat(20),
+        ]
+        .concat(),
+        vec![0; 5000],
+    ] {
+        packets.push([head, &tail[..]].concat());
+    }
+    for p in &packets {
+        sock.send_to(p, broadcast()).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(
+        srv.child.try_wait().unwrap().is_none(),
+        "bootd died: {}",
+        srv.log_text()
+    );
+    let d = dhcp::request(MessageType::Discover, 0x4321, CN1, Some(0), None);
+    let offer = exchange(&sock, &d, broadcast(), Duration::from_secs(3)).expect("no offer");
+    assert_eq!(offer.yiaddr(), net.host_ip(50));
+    let log = srv.log_text();
+    assert!(!log.contains("panic"), "{log}");
+}
+
+/// 10,000 DISCOVERs from random MACs: a handful of log lines and a summary,
+/// not one line per MAC; cn1 is still answered; and one MAC's answers are
+/// limited per second.
+#[test]
+fn a_dhcp_flood_is_quiet_and_rate_limited() {
+    require_netns!();
+    let net = Net::new("flood", 7, CN1_MAC);
+    let inv = net.inventory("");
+    let srv = net.bootd(&[
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--dhcp",
+        "srv0",
+        "--dhcp-mode",
+        "full",
+        "--dhcp-rate",
+        "3",
+    ]);
+    let sock = net.client_socket(68);
+    let mut x: u32 = 0x9e37_79b9;
+    for i in 0..10_000u32 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let b = x.to_be_bytes();
+        let mac = [0x02, b[0], b[1], b[2], b[3], (i & 0xff) as u8];
+        let d = dhcp::request(MessageType::Discover, i, mac, Some(0), None);
+        sock.send_to(&dhcp::encode(&d).unwrap(), broadcast())
+            .unwrap();
+        if i % 500 == 499 {
+            // Let the server's socket drain a little (a flood on a real
+            // link is paced by the link too).
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let d = dhcp::request(MessageType::Discover, 0x5555, CN1, Some(0), None);
+    let t0 = Instant::now();
+    let mut offer = None;
+    while offer.is_none() && t0.elapsed() < Duration::from_secs(10) {
+        offer = exchange(&sock, &d, broadcast(), Duration::from_millis(500));
+    }
+    assert!(offer.is_some(), "cn1 got no offer after the flood");
+    std::thread::sleep(Duration::from_millis(1100));
+    // A burst from one MAC: 3 answers a second.
+    for xid in 100..130u32 {
+        let d = dhcp::request(MessageType::Discover, xid, CN1, Some(0), None);
+        sock.send_to(&dhcp::encode(&d).unwrap(), broadcast())
+            .unwrap();
+    }
+    let mut answered = std::collections::HashSet::new();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 2048];
+    while t0.elapsed() < Duration::from_millis(800) {
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            if let Ok(r) = dhcp::decode(&buf[..n]) {
+                if (100..130).contains(&r.xid()) {
+                    answered.insert(r.xid());
+                }
+            }
+        }
+    }
+    assert_eq!(answered.len(), 3, "{answered:?}");
+    let log = srv.log_text();
+    let lines = log.matches("unknown MAC").count();
+    assert!(lines <= 32, "{lines} lines about unknown MACs");
+}
+
+/// A TFTP read request is sent to the client's address: never acknowledged
+/// (a forged source), it gets `retries + 1` copies of the first block and
+/// no more; transfers in flight are capped in all and per address (the
+/// rest get an ERROR packet), and the descriptors they hold go with them.
+#[test]
+fn tftp_transfers_are_bounded() {
+    require_netns!();
+    let net = Net::new("tftpcap", 8, CN1_MAC);
+    let (root, data) = net.tftp_root();
+    let srv = net.bootd(&[
+        "--tftp-root",
+        root.to_str().unwrap(),
+        "--tftp-max-transfers",
+        "8",
+        "--tftp-per-client",
+        "4",
+        "--tftp-retries",
+        "2",
+        "--tftp-timeout",
+        "1s",
+    ]);
+    run(&[
+        "ip",
+        "-n",
+        &net.client,
+        "addr",
+        "add",
+        "10.98.8.2/24",
+        "dev",
+        "cli0",
+    ]);
+    let pid = srv.child.id();
+    let fds = move || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    let rrq = |name: &[u8], opts: &[&[u8]]| {
+        let mut p = vec![0, 1];
+        p.extend_from_slice(name);
+        p.extend_from_slice(b"\0octet\0");
+        for o in opts {
+            p.extend_from_slice(o);
+            p.push(0);
+        }
+        p
+    };
+    // 30 requests from 30 ports, never acknowledged; one asks for a 255 s
+    // timeout and the largest block size.
+    let (tallies, during) = net.in_client({
+        let plain = rrq(b"undionly.kpxe", &[]);
+        let greedy = rrq(
+            b"undionly.kpxe",
+            &[
+                b"timeout",
+                b"255",
+                b"blksize",
+                b"65464",
+                b"windowsize",
+                b"64",
+            ],
+        );
+        move || {
+            let socks: Vec<UdpSocket> = (0..30)
+                .map(|_| {
+                    let s = UdpSocket::bind("10.98.8.2:0").unwrap();
+                    s.set_nonblocking(true).unwrap();
+                    s
+                })
+                .collect();
+            for (i, s) in socks.iter().enumerate() {
+                let p = if i == 0 { &greedy } else { &plain };
+                s.send_to(p, "10.98.8.1:69").unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            let during = fds();
+            // What each socket got in 6 s: (data packets, bytes, errors).
+            let mut tallies = vec![(0usize, 0usize, 0usize); socks.len()];
+            let t0 = Instant::now();
+            let mut buf = [0u8; 70_000];
+            while t0.elapsed() < Duration::from_secs(6) {
+                for (i, s) in socks.iter().enumerate() {
+                    while let Ok((n, _)) = s.recv_from(&mut buf) {
+                        match buf[1] {
+                            3 | 6 => {
+                                tallies[i].0 += 1;
+                                tallies[i].1 += n;
+                            }
+                            5 => tallies[i].2 += 1,
+                            _ => {}
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (tallies, during)
+        }
+    });
+    let served: Vec<_> = tallies.iter().filter(|t| t.0 > 0).collect();
+    let refused = tallies.iter().filter(|t| t.0 == 0 && t.2 > 0).count();
+    assert_eq!(served.len(), 4, "{tallies:?}");
+    assert_eq!(refused, 26, "{tallies:?}");
+    // retries + 1 = 3 sends of the first packet (a 512-byte block, or the
+    // OACK of the greedy one), nothing more.
+    for t in &served {
+        assert!(t.0 <= 3, "{tallies:?}");
+        assert!(t.1 <= 3 * 516, "{tallies:?}");
+    }
+    assert!(
+        during <= before + 2 * 4 + 2,
+        "{before} -> {during} descriptors"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(fds() <= before + 1, "{before} -> {} descriptors", fds());
+    let log = srv.wait_log("tftp: refused 10.98.8.2:");
+    assert!(log.contains("4 per client"), "{log}");
+    // The server still serves, and a name with a newline forges no line.
+    let (code, body, err) = net.curl(&["tftp://10.98.8.1/undionly.kpxe"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(body == data);
+    let forged = rrq(b"x\nINFO secret munge.key sent", &[]);
+    net.in_client(move || {
+        let s = UdpSocket::bind("10.98.8.2:0").unwrap();
+        s.send_to(&forged, "10.98.8.1:69").unwrap();
+    });
+    let log = srv.wait_log("x\\nINFO secret munge.key sent");
+    for l in log.lines() {
+        assert!(!l.trim_start().starts_with("INFO secret"), "forged: {l}");
+    }
+}

@@ -629,15 +629,18 @@ fn a_status_with_a_token_must_match_its_host() {
         )),
         "{log}"
     );
-    // Nodes booted without a token still report.
+    // A host that boots with a token must send it: anyone could write its
+    // status otherwise (issue 12).
+    let r = post(r#"{"hostname":"cn2","phase":"failed"}"#, &[]);
     assert_eq!(
-        post(r#"{"hostname":"cn2","phase":"ready"}"#, &[]).status,
-        204
+        (r.status, r.body.as_str()),
+        (
+            401,
+            "401 Unauthorized: no token: send Authorization: Bearer <nodeboot.token from the kernel command line>\n"
+        )
     );
     let nodes = srv.req("GET", "/nodes", &[], "").body;
-    assert!(
-        nodes.contains("\"cn2\"") && nodes.contains("\"cn1\""),
-        "{nodes}"
-    );
+    assert!(nodes.contains("\"cn1\""), "{nodes}");
+    assert!(!nodes.contains("\"cn2\""), "{nodes}");
     assert!(!nodes.contains("failed"), "{nodes}");
 }
