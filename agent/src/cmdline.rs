@@ -1,13 +1,31 @@
 //! Kernel command line: one parser, reading an injectable path.
 //!
-//! Rules (documented limits):
-//! - parameters are separated by ASCII whitespace;
-//! - double quotes group spaces: `key="a b"` and `"key=a b"` both give `a b`
-//!   (the quotes are removed; there is no escaping inside quotes, as in the kernel);
-//! - the first `=` splits key and value; `key` alone is a key without value;
-//! - a repeated key: the last one wins for [`Cmdline::value`]; [`Cmdline::values`] gives all;
-//! - bytes that are not UTF-8 are replaced (U+FFFD), never an error: junk in an
-//!   unrelated parameter must not stop a boot.
+//! The rules are the kernel's own (`next_arg()` and `parse_args()` in
+//! lib/cmdline.c and kernel/params.c; dracut's getarg runs the same code), so
+//! nodectl reads every parameter exactly as the kernel and dracut do:
+//! - parameters are separated by the kernel's `isspace()` bytes: space,
+//!   `\t \n \v \f \r`, and 0xA0 (the kernel's ctype table is Latin-1);
+//!   leading and repeated separators are skipped;
+//! - a double quote *at the start of a parameter* opens a quote (`"k=a b"`,
+//!   even `"a b=c d"`: key `a b`); every further `"` toggles quoting, and an
+//!   unquoted separator ends the parameter. There is no escaping;
+//! - the first `=` splits key and value (an `=` at the very start of the
+//!   parameter does not count: `=x` is a key without value); `key` alone is
+//!   a key without value, `key=` has the empty value;
+//! - a value that starts with `"` loses that quote and, if the parameter ends
+//!   with `"`, that one too; a parameter that started with `"` loses a
+//!   trailing `"`. Any other quote stays: `a=b"c` is `b"c`, `k=""v"` is `"v`;
+//! - a bare `--` ends the kernel's parameters: what follows goes to init and
+//!   is not read here;
+//! - a NUL byte ends the command line (the kernel's is a C string);
+//! - a repeated key: the last one wins for [`Cmdline::value`] (a bare `key`
+//!   after `key=v` means "no value", as in dracut); [`Cmdline::values`] gives all;
+//! - bytes that are not UTF-8 are replaced (U+FFFD) after splitting, never
+//!   an error: junk in an unrelated parameter must not stop a boot.
+//!
+//! [`Cmdline::parse_bytes`] (and [`Cmdline::parse`]) never fail and never
+//! panic, whatever the input: they are the fuzz entry points of this module,
+//! with [`BootParams::from_cmdline`] on their result.
 //!
 //! [`BootParams`] reads the keys nodeboot understands, Grendel's and dracut's
 //! (`root=live:`, `BOOTIF=`, `grendel.*`, `rd.live.overlay.*`, `rd.neednet`,
@@ -56,34 +74,36 @@ impl Cmdline {
         Ok(Self::parse(&String::from_utf8_lossy(&bytes)))
     }
 
+    /// Parse a command line given as text (see the module doc for the rules).
     pub fn parse(s: &str) -> Self {
+        Self::parse_bytes(s.as_bytes())
+    }
+
+    /// Parse a command line as the kernel stores it: bytes, in no particular
+    /// encoding. Never fails, never panics.
+    pub fn parse_bytes(b: &[u8]) -> Self {
+        // The kernel's command line is a C string.
+        let mut rest = match b.iter().position(|&c| c == 0) {
+            Some(n) => &b[..n],
+            None => b,
+        };
         let mut params = Vec::new();
-        let mut cur = String::new();
-        let mut in_quotes = false;
-        let mut started = false;
-        for c in s.chars() {
-            match c {
-                '"' => {
-                    in_quotes = !in_quotes;
-                    started = true;
-                }
-                c if c.is_ascii_whitespace() && !in_quotes => {
-                    if started {
-                        params.push(split(&cur));
-                        cur.clear();
-                        started = false;
-                    }
-                }
-                c => {
-                    cur.push(c);
-                    started = true;
-                }
+        rest = skip_spaces(rest);
+        while !rest.is_empty() {
+            let (param, value, next) = next_arg(rest);
+            rest = next;
+            if value.is_none() && param == b"--" {
+                break; // the rest is init's
             }
-        }
-        if started {
-            params.push(split(&cur));
+            let text = |t: &[u8]| String::from_utf8_lossy(t).into_owned();
+            params.push((text(param), value.map(text)));
         }
         Cmdline { params }
+    }
+
+    /// Every parameter in order: the key and, after an `=`, the value.
+    pub fn params(&self) -> impl Iterator<Item = (&str, Option<&str>)> + '_ {
+        self.params.iter().map(|(k, v)| (k.as_str(), v.as_deref()))
     }
 
     /// Is the key present at all (with or without a value)?
@@ -144,11 +164,66 @@ impl Cmdline {
     }
 }
 
-fn split(param: &str) -> (String, Option<String>) {
-    match param.split_once('=') {
-        Some((k, v)) => (k.to_string(), Some(v.to_string())),
-        None => (param.to_string(), None),
+/// The kernel's `isspace()` (lib/ctype.c): `\t \n \v \f \r`, space and
+/// 0xA0 (Latin-1 no-break space).
+fn is_space(c: u8) -> bool {
+    matches!(c, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ' | 0xa0)
+}
+
+fn skip_spaces(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|&&c| is_space(c)).count();
+    &s[n..]
+}
+
+/// One parameter off the front of `args` (which starts with no separator),
+/// split as the kernel's `next_arg()` does: `(key, value, rest)`, `rest`
+/// starting at the next parameter. Where the kernel writes NULs into the
+/// string, this shortens the slices instead.
+fn next_arg(args: &[u8]) -> (&[u8], Option<&[u8]>, &[u8]) {
+    let quoted = args.first() == Some(&b'"');
+    let a = if quoted { &args[1..] } else { args };
+    let mut in_quote = quoted;
+    // The first '=' past index 0 (0 means "none", as in the kernel).
+    let mut equals = 0;
+    let mut i = 0;
+    while i < a.len() {
+        let c = a[i];
+        if is_space(c) && !in_quote {
+            break;
+        }
+        if equals == 0 && c == b'=' {
+            equals = i;
+        }
+        if c == b'"' {
+            in_quote = !in_quote;
+        }
+        i += 1;
     }
+    let rest = skip_spaces(a.get(i + 1..).unwrap_or_default());
+    // `end`: where the text of the parameter stops; a trailing quote the
+    // kernel removes moves it back by one, once.
+    let mut end = i;
+    let last_is_quote = i > 0 && a[i - 1] == b'"';
+    let (key, value) = if equals == 0 {
+        if quoted && last_is_quote {
+            end = i - 1;
+        }
+        (&a[..end], None)
+    } else {
+        let mut start = equals + 1;
+        if start < i && a[start] == b'"' {
+            start += 1;
+            if last_is_quote {
+                end = i - 1;
+            }
+        } else if quoted && last_is_quote {
+            end = i - 1;
+        }
+        // `k="` : the value's opening quote is also the trailing one.
+        let value = a.get(start..end.max(start)).unwrap_or_default();
+        (&a[..equals], Some(value))
+    };
+    (key, value, rest)
 }
 
 /// A MAC address (6 bytes), printed as `aa:bb:cc:dd:ee:ff`.
@@ -182,7 +257,8 @@ impl std::str::FromStr for Mac {
         }
         let mut mac = [0u8; 6];
         for (i, p) in parts.iter().enumerate() {
-            if p.len() != 2 {
+            // Two hex digits exactly: from_str_radix alone would take "+a".
+            if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(());
             }
             mac[i] = u8::from_str_radix(p, 16).map_err(|_| ())?;
@@ -466,6 +542,158 @@ mod tests {
         }
     }
 
+    /// Every parameter of `line`, as (key, value).
+    fn all(line: &[u8]) -> Vec<(String, Option<String>)> {
+        Cmdline::parse_bytes(line)
+            .params()
+            .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+            .collect()
+    }
+
+    /// The kernel's next_arg()/parse_args() (lib/cmdline.c, kernel/params.c),
+    /// case by case: what the kernel hands to its parameter handlers.
+    #[test]
+    fn kernel_next_arg_table() {
+        type Row = (
+            &'static [u8],
+            &'static [(&'static str, Option<&'static str>)],
+        );
+        let rows: &[Row] = &[
+            (b"", &[]),
+            (b" \t\n ", &[]),
+            (b"a=1 b", &[("a", Some("1")), ("b", None)]),
+            (b"a= b", &[("a", Some("")), ("b", None)]),
+            // A quote that does not start the parameter or the value stays,
+            // and still toggles quoting.
+            (b"a=b\"c", &[("a", Some("b\"c"))]),
+            (b"a=b\"c d\" e", &[("a", Some("b\"c d\"")), ("e", None)]),
+            (b"k=v\"", &[("k", Some("v\""))]),
+            (b"x\"y=1 2\"", &[("x\"y", Some("1 2\""))]),
+            // A quote opening the value: removed, with a trailing one.
+            (b"k=\"a b\" z", &[("k", Some("a b")), ("z", None)]),
+            (b"k=\"a\"b", &[("k", Some("a\"b"))]),
+            (b"k=\"\"", &[("k", Some(""))]),
+            (b"k=\"", &[("k", Some(""))]),
+            // A quote opening the parameter, even before the key.
+            (b"\"k=a b\" z=1", &[("k", Some("a b")), ("z", Some("1"))]),
+            (b"\"a b=c d\"", &[("a b", Some("c d"))]),
+            (b"\"k=\"v\"", &[("k", Some("v"))]),
+            (b"\"quiet\"", &[("quiet", None)]),
+            (b"\"", &[("", None)]),
+            // The first '=' splits, but not one at the very start.
+            (b"a==b", &[("a", Some("=b"))]),
+            (b"=x", &[("=x", None)]),
+            (b"=x=y", &[("=x", Some("y"))]),
+            // Separators: the kernel's isspace(), 0xA0 included; NUL ends.
+            (
+                b"a=1\x0bb=2\x0cc=3\rd\xa0e",
+                &[
+                    ("a", Some("1")),
+                    ("b", Some("2")),
+                    ("c", Some("3")),
+                    ("d", None),
+                    ("e", None),
+                ],
+            ),
+            (b"a=1\0b=2", &[("a", Some("1"))]),
+            // `--` ends the kernel's parameters; `--=x` does not.
+            (b"a=1 -- b=2 single", &[("a", Some("1"))]),
+            (b"-- a=1", &[]),
+            (b"a \"--\" b", &[("a", None)]),
+            (b"a --=x b", &[("a", None), ("--", Some("x")), ("b", None)]),
+        ];
+        for (line, want) in rows {
+            let want: Vec<(String, Option<String>)> = want
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+                .collect();
+            assert_eq!(all(line), want, "{:?}", String::from_utf8_lossy(line));
+        }
+    }
+
+    /// dracut's test/TEST-80-GETARG: its command line and what getarg finds.
+    #[test]
+    fn dracut_getarg_cases() {
+        let line = "key1=0 key2=val key2=val2 key3=\"  val  3  \" \"  key 4  =\"val4 \"key  5=val  5\" \"key 6=\"\"val  6\" key7=\"foo\"bar\" baz=\"end \"  key8  =  val 8  \"\n\"key 9\"=\"val 9\"";
+        let c = Cmdline::parse(line);
+        let found: &[(&str, &str)] = &[
+            ("key1", "0"),
+            ("key2", "val2"), // the last wins
+            ("key3", "  val  3  "),
+            ("  key 4  ", "val4"),
+            ("key  5", "val  5"),
+            ("key 6", "\"val  6"),
+            ("key7", "foo\"bar\" baz=\"end"),
+            ("  key8  ", "  val 8  "),
+            ("key 9\"", "val 9"),
+        ];
+        for (k, v) in found {
+            assert_eq!(c.value(k), Some(*v), "{k:?}");
+        }
+        for k in ["key", "4", "5", "6", "key8", "9", "\"", "baz"] {
+            assert!(!c.has(k), "{k:?} should not be found");
+        }
+        assert_eq!(c.values("key2").collect::<Vec<_>>(), ["val", "val2"]);
+        // Its getargbool cases: the last occurrence decides; a bare key is true.
+        let c = Cmdline::parse("rd.break=cmdlined rd.lvm=0 rd.auto rd.auto=1 rd.auto=0");
+        assert_eq!(c.flag("rd.lvm"), Ok(Some(false)));
+        assert_eq!(c.flag("rd.auto"), Ok(Some(false)));
+        assert_eq!(c.value("rd.break"), Some("cmdlined"));
+        let c = Cmdline::parse("rdbreak=cmdline rd.lvm rd.auto=0 rd.auto rd.retry=10");
+        assert_eq!(c.flag("rd.auto"), Ok(Some(true)));
+        assert_eq!(c.flag("rd.lvm"), Ok(Some(true)));
+        assert_eq!(c.value("rd.retry"), Some("10"));
+        let c = Cmdline::parse("ip=a ip=b ip=dhcp6");
+        assert_eq!(c.values("ip").collect::<Vec<_>>(), ["a", "b", "dhcp6"]);
+        // A bare key after key=value: the key has no value any more.
+        let c = Cmdline::parse("bridge=val bridge");
+        assert!(c.has("bridge"));
+        assert_eq!(c.value("bridge"), None);
+        assert_eq!(c.values("bridge").collect::<Vec<_>>(), ["val"]);
+    }
+
+    /// What follows `--` is init's: none of it reaches BootParams.
+    #[test]
+    fn parameters_after_double_dash_are_not_ours() {
+        let c = Cmdline::parse(
+            "root=live:http://10.0.2.2/a.squashfs -- root=live:http://evil/b.squashfs nodeboot.token=x",
+        );
+        assert!(!c.has("nodeboot.token"));
+        let p = BootParams::from_cmdline(&c).unwrap();
+        assert_eq!(p.live_url.as_deref(), Some("http://10.0.2.2/a.squashfs"));
+    }
+
+    /// Never a panic, whatever the bytes: every short string over an
+    /// alphabet of the bytes the parser cares about, then pseudo-random ones.
+    #[test]
+    fn any_bytes_parse() {
+        let alphabet = [b'a', b'=', b'"', b' ', b'-', 0xa0, 0, b'\n', 0xff];
+        let n = alphabet.len();
+        let mut line = Vec::new();
+        for len in 0..=5u32 {
+            for mut k in 0..n.pow(len) {
+                line.clear();
+                for _ in 0..len {
+                    line.push(alphabet[k % n]);
+                    k /= n;
+                }
+                let c = Cmdline::parse_bytes(&line);
+                let _ = BootParams::from_cmdline(&c);
+            }
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..2000 {
+            line.clear();
+            for _ in 0..(x % 64) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                line.push(alphabet[(x % n as u64) as usize]);
+            }
+            let _ = BootParams::from_cmdline(&Cmdline::parse_bytes(&line));
+        }
+    }
+
     #[test]
     fn non_utf8_bytes_do_not_fail() {
         let dir = tempfile::tempdir().unwrap();
@@ -512,6 +740,7 @@ mod tests {
             "06-aa-bb-cc-dd-ee-ff",
             "",
             "01-aaa-bb-cc-dd-ee-f",
+            "01-+a-bb-cc-dd-ee-ff",
         ] {
             let e = parse_bootif(bad).unwrap_err();
             assert!(e.to_string().starts_with(&format!("BOOTIF={bad}:")), "{e}");

@@ -12,8 +12,15 @@
 //! readable by every user).
 //!
 //! The token and the secret are never printed; the secret is zeroed in
-//! memory after use. Only connection failures are retried (the request
-//! never reached bootd, so the name is not used up).
+//! memory after use.
+//!
+//! Retries: bootd answers each name once per token, so a retry after bootd
+//! answered would be refused for the retry itself ("already fetched") and
+//! hide the real answer. An HTTP answer below 500 (a 401, 403, 404, …) is
+//! final and shown as it is; only transport failures (no answer at all) and
+//! 5xx answers are retried, [`ATTEMPTS`] times in all. When there were
+//! several attempts the error shows bootd's first answer and what every
+//! attempt got.
 use crate::cmdline::{BootParams, Cmdline};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -24,8 +31,10 @@ use zeroize::Zeroizing;
 const MAX_SECRET: u64 = 1 << 20;
 /// Bound of one request, connection included.
 const TIMEOUT: Duration = Duration::from_secs(10);
-/// Attempts when bootd cannot be reached.
+/// Attempts when bootd cannot be reached or answers 5xx.
 const ATTEMPTS: u32 = 3;
+/// The first wait before a retry; it doubles.
+const FIRST_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(clap::Subcommand)]
 pub enum Cmd {
@@ -113,12 +122,14 @@ impl Boot {
         )
     }
 
-    /// Send `method` to `url` with the token, retrying only failures to
-    /// connect; returns the status and the body (at most [`MAX_SECRET`]).
-    fn call(&self, method: &str, url: &str) -> Result<(u16, Zeroizing<Vec<u8>>)> {
+    /// Send `method` to `url` with the token; retry transport failures
+    /// and 5xx answers (see the module doc), never another answer.
+    fn call(&self, method: &str, url: &str) -> Result<Outcome> {
         let agent = Boot::agent();
         let auth = Zeroizing::new(format!("Bearer {}", self.token.as_str()));
-        let mut wait = Duration::from_secs(1);
+        let mut wait = FIRST_WAIT;
+        let mut earlier: Vec<String> = Vec::new();
+        let mut first_answer: Option<String> = None;
         for attempt in 1..=ATTEMPTS {
             let sent = match method {
                 "DELETE" => agent
@@ -127,7 +138,7 @@ impl Boot {
                     .call(),
                 _ => agent.get(url).header("Authorization", auth.as_str()).call(),
             };
-            match sent {
+            let got = match sent {
                 Ok(mut r) => {
                     let status = r.status().as_u16();
                     let body = r
@@ -136,20 +147,75 @@ impl Boot {
                         .limit(MAX_SECRET)
                         .read_to_vec()
                         .with_context(|| format!("{method} {url}: reading the answer"))?;
-                    return Ok((status, Zeroizing::new(body)));
+                    let body = Zeroizing::new(body);
+                    if status < 500 || attempt == ATTEMPTS {
+                        return Ok(Outcome {
+                            status,
+                            body,
+                            earlier,
+                            first_answer,
+                        });
+                    }
+                    let text = answer_text(status, &body);
+                    first_answer.get_or_insert_with(|| text.clone());
+                    text
                 }
-                Err(e @ (ureq::Error::ConnectionFailed | ureq::Error::HostNotFound))
-                | Err(e @ ureq::Error::Io(_))
-                    if attempt < ATTEMPTS =>
-                {
-                    tracing::info!("{method} {url}: {e}; retrying in {} s", wait.as_secs());
-                    std::thread::sleep(wait);
-                    wait *= 2;
+                Err(e) if retryable(&e) && attempt < ATTEMPTS => e.to_string(),
+                Err(e) => {
+                    let mut what = format!("{method} {url}");
+                    if !earlier.is_empty() {
+                        what += &format!(" ({}; attempt {attempt})", earlier.join("; "));
+                    }
+                    return Err(anyhow::Error::new(e).context(what));
                 }
-                Err(e) => return Err(e).with_context(|| format!("{method} {url}")),
-            }
+            };
+            tracing::info!("{method} {url}: {got}; retrying in {} s", wait.as_secs());
+            earlier.push(format!("attempt {attempt}: {got}"));
+            std::thread::sleep(wait);
+            wait *= 2;
         }
         unreachable!("the last attempt returns")
+    }
+}
+
+/// A failure where bootd gave no answer (the request may not have reached
+/// it): worth another attempt.
+fn retryable(e: &ureq::Error) -> bool {
+    matches!(
+        e,
+        ureq::Error::ConnectionFailed
+            | ureq::Error::HostNotFound
+            | ureq::Error::Io(_)
+            | ureq::Error::Timeout(_)
+            | ureq::Error::Protocol(_)
+    )
+}
+
+/// bootd's final answer to one request, and what came before it.
+struct Outcome {
+    status: u16,
+    body: Zeroizing<Vec<u8>>,
+    /// What the earlier attempts got (transport errors, 5xx answers).
+    earlier: Vec<String>,
+    /// bootd's first answer, when an earlier attempt had one (a 5xx).
+    first_answer: Option<String>,
+}
+
+impl Outcome {
+    /// Why this is a refusal: bootd's first answer, then, when there were
+    /// several attempts, what each of them got (a later refusal may be
+    /// caused by the retry itself: a name is answered once per token).
+    fn refusal(&self) -> String {
+        let last = answer_text(self.status, &self.body);
+        if self.earlier.is_empty() {
+            return last;
+        }
+        format!(
+            "{} ({}; attempt {}: {last})",
+            self.first_answer.as_deref().unwrap_or(&last),
+            self.earlier.join("; "),
+            self.earlier.len() + 1
+        )
     }
 }
 
@@ -157,6 +223,14 @@ impl Boot {
 fn reason(body: &[u8]) -> String {
     let s = String::from_utf8_lossy(body);
     s.lines().next().unwrap_or("").chars().take(300).collect()
+}
+
+/// An answer in one line: bootd's reason, or the status when the body has none.
+fn answer_text(status: u16, body: &[u8]) -> String {
+    match reason(body) {
+        r if r.trim().is_empty() => format!("HTTP {status}"),
+        r => r,
+    }
 }
 
 /// Fetch secret `name` and install it at `dest`; returns what was done.
@@ -175,21 +249,21 @@ pub fn fetch(
     let gid = ids.group(group.unwrap_or(owner))?;
     let boot = Boot::read(cmdline)?;
     let url = format!("{}/secrets/{}?mac={}", boot.address, encode(name), boot.mac);
-    let (status, body) = boot.call("GET", &url)?;
-    if status != 200 {
-        bail!("bootd refused secret {name:?} ({url}): {}", reason(&body));
+    let got = boot.call("GET", &url)?;
+    if got.status != 200 {
+        bail!("bootd refused secret {name:?} ({url}): {}", got.refusal());
     }
-    crate::nodetoml::install_bytes(&body, dest, uid, gid, mode)
-        .map(|shown| format!("secret {name}: {shown}, {} bytes", body.len()))
+    crate::nodetoml::install_bytes(&got.body, dest, uid, gid, mode)
+        .map(|shown| format!("secret {name}: {shown}, {} bytes", got.body.len()))
 }
 
 /// Close the boot's token.
 pub fn done(cmdline: &Path) -> Result<()> {
     let boot = Boot::read(cmdline)?;
     let url = format!("{}/secrets?mac={}", boot.address, boot.mac);
-    let (status, body) = boot.call("DELETE", &url)?;
-    if status != 204 {
-        bail!("bootd did not close the token ({url}): {}", reason(&body));
+    let got = boot.call("DELETE", &url)?;
+    if got.status != 204 {
+        bail!("bootd did not close the token ({url}): {}", got.refusal());
     }
     Ok(())
 }
@@ -244,6 +318,8 @@ mod tests {
     use std::io::{BufRead, BufReader, Write};
     use std::net::TcpListener;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
     const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -355,6 +431,132 @@ mod tests {
             "{}",
             seen[2]
         );
+    }
+
+    /// A server that counts requests and answers them from `script` in
+    /// turn (`None`: read the request, close without answering); past the
+    /// script it answers as bootd does to a name already used with the token.
+    fn counting_server(script: Vec<Option<String>>) -> (u16, Arc<AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(s) = s else { continue };
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                match script.get(n) {
+                    Some(Some(a)) => (&s).write_all(a.as_bytes()).unwrap(),
+                    Some(None) => {}
+                    None => (&s)
+                        .write_all(answer("403 Forbidden", REPLAYED).as_bytes())
+                        .unwrap(),
+                }
+            }
+        });
+        (port, count)
+    }
+
+    const REPLAYED: &str =
+        "403 Forbidden: secret \"k\" already fetched with this token (once per boot)\n";
+
+    /// Issue 12: an answer of bootd (any 4xx) is final: one request, and the
+    /// error is that answer, never the 403 a retry would get.
+    #[test]
+    fn a_4xx_answer_is_not_retried() {
+        for status in [
+            "400 Bad Request",
+            "401 Unauthorized",
+            "403 Forbidden",
+            "404 Not Found",
+            "410 Gone",
+            "429 Too Many Requests",
+        ] {
+            let body = format!("{status}: the first answer\n");
+            let (port, count) = counting_server(vec![Some(answer(status, &body))]);
+            let (d, cmdline) = setup(port, true);
+            let dest = d.path().join("k");
+            let e = fetch(&cmdline, "k", &dest, 0o400, "munge", None, d.path()).unwrap_err();
+            assert_eq!(
+                format!("{e:#}"),
+                format!(
+                    "bootd refused secret \"k\" (http://127.0.0.1:{port}/secrets/k?mac=52:54:00:12:34:56): \
+                     {status}: the first answer"
+                )
+            );
+            assert_eq!(count.load(Ordering::SeqCst), 1, "{status}: retried");
+            assert!(!dest.exists());
+        }
+        // The same for closing the token.
+        let (port, count) = counting_server(vec![Some(answer("401 Unauthorized", ""))]);
+        let (_d, cmdline) = setup(port, true);
+        let e = done(&cmdline).unwrap_err();
+        assert!(format!("{e:#}").ends_with("): HTTP 401"), "{e:#}");
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+    }
+
+    /// A 5xx is retried (bootd did not serve the name), and may succeed.
+    #[test]
+    fn a_503_is_retried() {
+        let (port, count) = counting_server(vec![
+            Some(answer(
+                "503 Service Unavailable",
+                "503 Service Unavailable: busy\n",
+            )),
+            Some(answer("200 OK", "MUNGEKEY")),
+        ]);
+        let (d, cmdline) = setup(port, true);
+        let dest = d.path().join("k");
+        fetch(&cmdline, "k", &dest, 0o400, "munge", None, d.path()).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"MUNGEKEY");
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+    }
+
+    /// When a retry is refused, the error leads with bootd's first answer
+    /// and lists every attempt: the refusal of the retry is not the cause.
+    #[test]
+    fn the_error_is_the_first_answer_with_every_attempt() {
+        let (port, count) = counting_server(vec![Some(answer(
+            "503 Service Unavailable",
+            "503 Service Unavailable: busy\n",
+        ))]);
+        let (d, cmdline) = setup(port, true);
+        let dest = d.path().join("k");
+        let e = fetch(&cmdline, "k", &dest, 0o400, "munge", None, d.path()).unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            format!(
+                "bootd refused secret \"k\" (http://127.0.0.1:{port}/secrets/k?mac=52:54:00:12:34:56): \
+                 503 Service Unavailable: busy (attempt 1: 503 Service Unavailable: busy; \
+                 attempt 2: {})",
+                REPLAYED.trim_end()
+            )
+        );
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+
+        // No answer at all (the connection closed after the request): retried;
+        // the refusal that follows says what the first attempt got.
+        let (port, count) = counting_server(vec![None]);
+        let (d, cmdline) = setup(port, true);
+        let e = fetch(&cmdline, "k", &dest, 0o400, "munge", None, d.path()).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.starts_with(&format!(
+                "bootd refused secret \"k\" (http://127.0.0.1:{port}/secrets/k?mac=52:54:00:12:34:56): {}",
+                REPLAYED.trim_end()
+            )) && msg.contains(" (attempt 1: ")
+                && msg.ends_with(&format!("; attempt 2: {})", REPLAYED.trim_end())),
+            "{msg}"
+        );
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        assert!(!dest.exists());
     }
 
     #[test]

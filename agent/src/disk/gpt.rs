@@ -32,6 +32,14 @@ const HEADER_SIZE: u32 = 92;
 const ENTRIES: u32 = 128;
 const ENTRY_SIZE: u32 = 128;
 const NAME_UNITS: usize = 36;
+/// Largest partition entry accepted when reading: UEFI sizes are 128 × 2^n.
+pub const MAX_ENTRY_SIZE: u32 = 4096;
+/// Largest partition array accepted when reading (entries × entry size):
+/// 1 MiB, 64 times the usual 16 KiB. A header claiming more is malformed;
+/// nothing is allocated for it.
+pub const MAX_ARRAY_BYTES: u64 = 1 << 20;
+/// Logical sector sizes [`read`] accepts.
+const SECTOR_SIZES: std::ops::RangeInclusive<u64> = 512..=65536;
 
 /// A GUID as GPT stores it (first three fields little-endian).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,12 +352,23 @@ struct Header {
     entries_crc: u32,
 }
 
+/// Check the header in sector `h` (found at `my_lba` of a disk of `sectors`
+/// sectors). `Ok(None)`: no GPT signature. Bounds every size it will use:
+/// the header within the sector, entries of 128 × 2^n ≤ [`MAX_ENTRY_SIZE`]
+/// bytes, an array of at most [`MAX_ARRAY_BYTES`], LBAs on the disk.
 fn parse_header(h: &[u8], my_lba: u64, sectors: u64) -> Result<Option<Header>, GptError> {
-    if &h[0..8] != SIGNATURE {
+    if h.get(0..8) != Some(&SIGNATURE[..]) {
         return Ok(None);
     }
-    let u32_at = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().unwrap());
-    let u64_at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().unwrap());
+    if h.len() < HEADER_SIZE as usize {
+        return Err(GptError::Malformed(format!(
+            "a {}-byte sector cannot hold a header",
+            h.len()
+        )));
+    }
+    // In bounds: h holds at least HEADER_SIZE (92) bytes from here on.
+    let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+    let u64_at = |o: usize| u64::from(u32_at(o)) | (u64::from(u32_at(o + 4)) << 32);
     let size = u32_at(12) as usize;
     if size < HEADER_SIZE as usize || size > h.len() {
         return Err(GptError::Malformed(format!("header size {size}")));
@@ -365,39 +384,105 @@ fn parse_header(h: &[u8], my_lba: u64, sectors: u64) -> Result<Option<Header>, G
             u64_at(24)
         )));
     }
+    let mut disk_guid = [0u8; 16];
+    disk_guid.copy_from_slice(&h[56..72]);
     let hd = Header {
         alternate_lba: u64_at(32),
         first_usable: u64_at(40),
         last_usable: u64_at(48),
-        disk_guid: Guid(h[56..72].try_into().unwrap()),
+        disk_guid: Guid(disk_guid),
         entries_lba: u64_at(72),
         entries: u32_at(80),
         entry_size: u32_at(84),
         entries_crc: u32_at(88),
     };
-    if hd.entry_size < 128
-        || !hd.entry_size.is_multiple_of(8)
-        || hd.entries == 0
-        || hd.entries > 4096
-    {
-        return Err(GptError::Malformed(format!(
-            "{} entries of {} bytes",
-            hd.entries, hd.entry_size
-        )));
-    }
+    check_array_size(hd.entries, hd.entry_size)?;
     if hd.entries_lba >= sectors || hd.last_usable >= sectors || hd.first_usable > hd.last_usable {
         return Err(GptError::Malformed("LBAs outside the disk".into()));
     }
     Ok(Some(hd))
 }
 
+/// The partition array's size in bytes, if a header may claim it: entries
+/// of 128 × 2^n bytes up to [`MAX_ENTRY_SIZE`], at least one, at most
+/// [`MAX_ARRAY_BYTES`] in all.
+pub fn check_array_size(entries: u32, entry_size: u32) -> Result<usize, GptError> {
+    let bad = |why: &str| {
+        GptError::Malformed(format!(
+            "{entries} partition entries of {entry_size} bytes: {why}"
+        ))
+    };
+    if entry_size < ENTRY_SIZE || !entry_size.is_power_of_two() || entry_size > MAX_ENTRY_SIZE {
+        return Err(bad(&format!(
+            "an entry must be 128 × 2^n bytes, at most {MAX_ENTRY_SIZE}"
+        )));
+    }
+    if entries == 0 {
+        return Err(bad("no entries"));
+    }
+    match u64::from(entries).checked_mul(u64::from(entry_size)) {
+        Some(n) if n <= MAX_ARRAY_BYTES => Ok(n as usize),
+        _ => Err(bad(&format!(
+            "more than {} KiB of entries",
+            MAX_ARRAY_BYTES / 1024
+        ))),
+    }
+}
+
+/// `lba * lbs` as a byte offset; an overflow is a malformed header.
+fn offset(lba: u64, lbs: u64) -> Result<u64, GptError> {
+    lba.checked_mul(lbs)
+        .ok_or_else(|| GptError::Malformed(format!("LBA {lba} is past any disk")))
+}
+
 fn read_entries<D: Read + Seek>(dev: &mut D, hd: &Header, lbs: u64) -> Result<Vec<u8>, ReadError> {
-    let len = hd.entries as usize * hd.entry_size as usize;
-    let a = read_at(dev, hd.entries_lba * lbs, len)?;
+    let len = check_array_size(hd.entries, hd.entry_size)?;
+    let a = read_at(dev, offset(hd.entries_lba, lbs)?, len)?;
     if crc32(&a) != hd.entries_crc {
         return Err(GptError::EntriesCrc.into());
     }
     Ok(a)
+}
+
+/// The used entries (non-zero type) of a partition array of `entry_size`
+/// bytes per entry (at least 128; a short last entry is ignored).
+fn parse_entries(array: &[u8], entry_size: usize) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    if entry_size < ENTRY_SIZE as usize {
+        return entries;
+    }
+    let le64 = |b: &[u8]| {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[..8]);
+        u64::from_le_bytes(x)
+    };
+    let guid = |b: &[u8]| {
+        let mut g = [0u8; 16];
+        g.copy_from_slice(&b[..16]);
+        Guid(g)
+    };
+    // Each `e` has at least ENTRY_SIZE (128) bytes.
+    for (i, e) in array.chunks_exact(entry_size).enumerate() {
+        let type_guid = guid(&e[0..16]);
+        if type_guid.is_zero() {
+            continue;
+        }
+        let units: Vec<u16> = e[56..56 + 2 * NAME_UNITS]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .take_while(|&u| u != 0)
+            .collect();
+        entries.push(Entry {
+            number: u32::try_from(i + 1).unwrap_or(u32::MAX),
+            type_guid,
+            unique_guid: guid(&e[16..32]),
+            first_lba: le64(&e[32..40]),
+            last_lba: le64(&e[40..48]),
+            attributes: le64(&e[48..56]),
+            name: String::from_utf16_lossy(&units),
+        });
+    }
+    entries
 }
 
 /// What [`read`] can fail with: I/O, or a GPT that is there but broken.
@@ -410,12 +495,19 @@ pub enum ReadError {
 }
 
 /// Read the GPT of a disk of `sectors` sectors of `lbs` bytes. `Ok(None)`:
-/// no GPT signature at LBA 1.
+/// no GPT signature at LBA 1. Whatever the disk holds, this allocates at
+/// most one sector and [`MAX_ARRAY_BYTES`] at a time, and never panics.
 pub fn read<D: Read + Seek>(
     dev: &mut D,
     sectors: u64,
     lbs: u64,
 ) -> Result<Option<Table>, ReadError> {
+    if !SECTOR_SIZES.contains(&lbs) || !lbs.is_power_of_two() {
+        return Err(ReadError::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("logical sector size {lbs}: expected a power of two from 512 to 65536"),
+        )));
+    }
     if sectors < 3 {
         return Ok(None);
     }
@@ -424,32 +516,13 @@ pub fn read<D: Read + Seek>(
         return Ok(None);
     };
     let array = read_entries(dev, &hd, lbs)?;
-    let mut entries = Vec::new();
-    for (i, e) in array.chunks(hd.entry_size as usize).enumerate() {
-        let type_guid = Guid(e[0..16].try_into().unwrap());
-        if type_guid.is_zero() {
-            continue;
-        }
-        let units: Vec<u16> = e[56..56 + 2 * NAME_UNITS]
-            .chunks(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .take_while(|&u| u != 0)
-            .collect();
-        entries.push(Entry {
-            number: i as u32 + 1,
-            type_guid,
-            unique_guid: Guid(e[16..32].try_into().unwrap()),
-            first_lba: u64::from_le_bytes(e[32..40].try_into().unwrap()),
-            last_lba: u64::from_le_bytes(e[40..48].try_into().unwrap()),
-            attributes: u64::from_le_bytes(e[48..56].try_into().unwrap()),
-            name: String::from_utf16_lossy(&units),
-        });
-    }
+    let entries = parse_entries(&array, hd.entry_size as usize);
     // The backup: where the primary says, a valid header that agrees, and
     // an array with the same CRC.
     let backup_ok = hd.alternate_lba == sectors - 1
-        && read_at(dev, hd.alternate_lba * lbs, lbs as usize)
+        && offset(hd.alternate_lba, lbs)
             .ok()
+            .and_then(|off| read_at(dev, off, lbs as usize).ok())
             .and_then(|b| parse_header(&b, hd.alternate_lba, sectors).ok().flatten())
             .is_some_and(|b| {
                 b.disk_guid == hd.disk_guid
@@ -464,6 +537,13 @@ pub fn read<D: Read + Seek>(
         entries,
         backup_ok,
     }))
+}
+
+/// [`read`] over a disk image in memory (`image.len() / lbs` sectors): the
+/// same code without I/O, for tests and fuzzing. Never panics.
+pub fn read_image(image: &[u8], lbs: u64) -> Result<Option<Table>, ReadError> {
+    let sectors = (image.len() as u64).checked_div(lbs).unwrap_or(0);
+    read(&mut io::Cursor::new(image), sectors, lbs)
 }
 
 #[cfg(test)]
@@ -615,6 +695,121 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("outside the usable sectors"), "{e}");
+    }
+
+    /// A fresh 4 MiB image (8192 sectors of 512 bytes) with one partition.
+    fn small_image() -> Vec<u8> {
+        let mut d = disk(4 * MIB);
+        let parts = [NewPartition {
+            first_lba: 2048,
+            last_lba: 6143,
+            name: "x".into(),
+        }];
+        write(&mut d, 8192, 512, &parts).unwrap();
+        d.into_inner()
+    }
+
+    /// Put `v` at `off` in the primary header (LBA 1) and fix its CRC, so
+    /// that the reader gets past the CRC check to the field under test.
+    fn patch_header(img: &mut [u8], off: usize, v: &[u8]) {
+        let h = &mut img[512..1024];
+        h[off..off + v.len()].copy_from_slice(v);
+        h[16..20].fill(0);
+        let crc = crc32(&h[..HEADER_SIZE as usize]);
+        h[16..20].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// A header claiming a huge partition array is refused with a clear
+    /// error before anything is allocated (it used to allocate whatever
+    /// entries × entry size said: 16 TiB here, and abort).
+    #[test]
+    fn huge_entry_arrays_are_refused_without_allocating() {
+        type Row = (u32, u32, &'static str);
+        let rows: &[Row] = &[
+            (
+                4096,
+                0xFFFF_FFF8,
+                "an entry must be 128 × 2^n bytes, at most 4096",
+            ),
+            (
+                128,
+                1 << 31,
+                "an entry must be 128 × 2^n bytes, at most 4096",
+            ),
+            (128, 8192, "an entry must be 128 × 2^n bytes, at most 4096"),
+            (128, 136, "an entry must be 128 × 2^n bytes, at most 4096"),
+            (128, 384, "an entry must be 128 × 2^n bytes, at most 4096"),
+            (128, 64, "an entry must be 128 × 2^n bytes, at most 4096"),
+            (128, 0, "an entry must be 128 × 2^n bytes, at most 4096"),
+            (0, 128, "no entries"),
+            (u32::MAX, 4096, "more than 1024 KiB of entries"),
+            (u32::MAX, 128, "more than 1024 KiB of entries"),
+            (8193, 128, "more than 1024 KiB of entries"),
+            (257, 4096, "more than 1024 KiB of entries"),
+        ];
+        for (entries, size, why) in rows {
+            let mut img = small_image();
+            patch_header(&mut img, 80, &entries.to_le_bytes());
+            patch_header(&mut img, 84, &size.to_le_bytes());
+            let e = read_image(&img, 512).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "the GPT header is malformed: {entries} partition entries of {size} bytes: {why}"
+                ),
+                "{entries} × {size}"
+            );
+        }
+        // At the cap: allowed, and then it is the array's CRC that fails.
+        for (entries, size) in [(8192u32, 128u32), (256, 4096), (128, 256)] {
+            let mut img = small_image();
+            patch_header(&mut img, 80, &entries.to_le_bytes());
+            patch_header(&mut img, 84, &size.to_le_bytes());
+            assert!(
+                matches!(
+                    read_image(&img, 512),
+                    Err(ReadError::Gpt(GptError::EntriesCrc))
+                ),
+                "{entries} × {size}"
+            );
+        }
+        assert_eq!(check_array_size(128, 128), Ok(16384));
+    }
+
+    /// Headers and sectors of any shape: an error or a table, never a panic.
+    #[test]
+    fn corrupt_headers_never_panic() {
+        let good = small_image();
+        assert_eq!(read_image(&good, 512).unwrap().unwrap().entries.len(), 1);
+        // Every header field set to extreme values (CRC fixed up).
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for off in (8..HEADER_SIZE as usize).step_by(4) {
+            for v in [0u32, 1, 2, 0x7F, 0x80, 0xFFFF, 0x8000_0000, u32::MAX] {
+                let mut img = good.clone();
+                patch_header(&mut img, off, &v.to_le_bytes());
+                let _ = read_image(&img, 512);
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                patch_header(&mut img, (x % 88) as usize, &x.to_le_bytes()[..4]);
+                let _ = read_image(&img, 512);
+            }
+        }
+        // Short images and odd sector sizes.
+        for len in [0usize, 8, 91, 512, 1023, 1024, 1100, 2048] {
+            let _ = read_image(&good[..len], 512);
+        }
+        for lbs in [0u64, 1, 92, 511, 513, 1 << 20, u64::MAX] {
+            assert!(read_image(&good, lbs).is_err(), "{lbs}");
+        }
+        // A header sector of fewer than 92 bytes cannot be parsed.
+        let e = parse_header(b"EFI PART", 1, 10).err().unwrap();
+        assert!(e.to_string().contains("cannot hold a header"), "{e}");
+        // Entry arrays of any size.
+        for n in [0usize, 1, 127, 128, 129, 255, 256] {
+            let _ = parse_entries(&vec![0xA5u8; n], 128);
+            let _ = parse_entries(&vec![0xA5u8; n], 0);
+        }
     }
 
     /// libfdisk reads what we write (when sfdisk is installed).

@@ -5,7 +5,10 @@
 //!
 //! The body goes to `<dest>.part`, which is renamed to `dest` only once its
 //! digest is verified; on any failure the part file is removed, so an
-//! unverified image is never found under the final name.
+//! unverified image is never found under the final name. The part file is
+//! opened without following a symbolic link; a link, a hard link, another
+//! user's file or anything but a regular file found there is refused before
+//! any request (a leftover regular part file of ours is emptied and reused).
 //!
 //! What is retried (until the deadline): connection errors, DNS failures,
 //! timeouts, HTTP 5xx/408/429, and errors in the middle of the body (which

@@ -17,8 +17,9 @@
 //! freshly allocated pages), so it gets a thread of its own; SHA-256 with
 //! SHA-NI (sha2 detects it at run time, ≈1.5 GB/s here) is the other.
 use sha2::{Digest, Sha256};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{Seek, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread::JoinHandle;
@@ -50,6 +51,68 @@ pub struct Sink {
     hasher: Option<JoinHandle<[u8; 32]>>,
     /// Set once the part file was renamed: nothing to clean up then.
     committed: bool,
+    /// Device and inode of the file we opened: the one we may rename.
+    id: (u64, u64),
+}
+
+/// Open (create or truncate) `part` for writing, never through a symbolic
+/// link: one placed at `<dest>.part` by someone else would redirect the
+/// download (and its truncation) anywhere we may write. `O_NOFOLLOW` makes
+/// the kernel refuse a link there (dangling or not) instead of following it;
+/// what was opened must then be a regular file of ours with one name (a
+/// leftover part file of an earlier run, which is emptied and reused), else
+/// it is refused and left as it is for the operator to look at.
+/// (`O_NONBLOCK`: opening a FIFO must not hang; it has no effect on a
+/// regular file. `O_NOCTTY`: nor may a terminal become ours.)
+pub fn open_part(part: &Path) -> Result<File, FetchError> {
+    let refuse = |why: String| FetchError::Io {
+        what: "refusing to write the download to",
+        path: part.to_path_buf(),
+        error: std::io::Error::other(why),
+    };
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(part)
+        .map_err(|error| match error.raw_os_error() {
+            Some(libc::ELOOP) => refuse(
+                "it is a symbolic link, which is not followed; remove it if it is yours".into(),
+            ),
+            _ => FetchError::Io {
+                what: "creating",
+                path: part.to_path_buf(),
+                error,
+            },
+        })?;
+    let io = |what: &'static str| {
+        let path = part.to_path_buf();
+        move |error| FetchError::Io { what, path, error }
+    };
+    let md = file.metadata().map_err(io("checking"))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !md.file_type().is_file() {
+        return Err(refuse(format!(
+            "it is not a regular file ({:?})",
+            md.file_type()
+        )));
+    }
+    if md.uid() != me {
+        return Err(refuse(format!(
+            "it belongs to uid {}, not to this process (uid {me})",
+            md.uid()
+        )));
+    }
+    if md.nlink() != 1 {
+        return Err(refuse(format!(
+            "it has {} names (hard links); a part file has one",
+            md.nlink()
+        )));
+    }
+    file.set_len(0).map_err(io("truncating"))?;
+    Ok(file)
 }
 
 fn spawn<T: Send + 'static>(
@@ -101,13 +164,18 @@ fn hash_stage(rx: Receiver<Msg>, free: Sender<Vec<u8>>) -> [u8; 32] {
 }
 
 impl Sink {
-    /// Create (truncate) `part` and start the writer and hasher threads.
+    /// Create (or empty) `part` with [`open_part`] and start the writer
+    /// and hasher threads.
     pub fn create(part: &Path) -> Result<Sink, FetchError> {
-        let file = File::create(part).map_err(|error| FetchError::Io {
-            what: "creating",
-            path: part.to_path_buf(),
-            error,
-        })?;
+        let file = open_part(part)?;
+        let id = file
+            .metadata()
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|error| FetchError::Io {
+                what: "checking",
+                path: part.to_path_buf(),
+                error,
+            })?;
         let (data_tx, data_rx) = channel::<Msg>();
         let (hash_tx, hash_rx) = channel::<Msg>();
         let (free_tx, free_rx) = channel::<Vec<u8>>();
@@ -121,6 +189,7 @@ impl Sink {
             writer: None,
             hasher: None,
             committed: false,
+            id,
         };
         sink.hasher = Some(spawn("sha256", part, move || hash_stage(hash_rx, free_tx))?);
         sink.writer = Some(spawn("write", part, move || {
@@ -222,6 +291,21 @@ impl Sink {
 
     /// Rename the (verified) part file to `dest`. Call after [`Sink::finish`].
     pub fn commit(mut self, dest: &Path) -> Result<(), FetchError> {
+        // The name must still be the file we wrote and verified (not one
+        // put in its place since).
+        let same = std::fs::symlink_metadata(&self.part)
+            .map(|m| (m.dev(), m.ino()) == self.id)
+            .unwrap_or(false);
+        if !same {
+            self.committed = true; // not ours any more: leave it alone
+            return Err(FetchError::Io {
+                what: "refusing to rename to the destination",
+                path: self.part.clone(),
+                error: std::io::Error::other(
+                    "it was replaced after the download was written to it",
+                ),
+            });
+        }
         std::fs::rename(&self.part, dest).map_err(|error| FetchError::Io {
             what: "renaming the downloaded file to",
             path: dest.to_path_buf(),

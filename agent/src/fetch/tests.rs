@@ -3,6 +3,7 @@ use super::*;
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Arc, Mutex};
 
 /// One request as the server saw it.
@@ -555,4 +556,107 @@ fn refuses_other_schemes() {
     let dir = tempfile::tempdir().unwrap();
     let e = fetch("ftp://h/x", &dir.path().join("x"), &opts(None)).unwrap_err();
     assert!(e.to_string().contains("unsupported URL"), "{e}");
+}
+
+/// Issue 12: a symbolic link planted at `<dest>.part` redirected the
+/// download (and its truncation) to wherever it pointed. Now it is refused
+/// before any request, the link's target is untouched, the link is left for
+/// the operator to see, and nothing is created where a dangling one points.
+#[test]
+fn a_symlink_at_the_part_path_is_refused_and_not_followed() {
+    let d = Arc::new(data(1000));
+    let d2 = d.clone();
+    let srv = Server::start(move |_, _, s| ok(s, &d2, None, None));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let absent = dir.path().join("absent");
+    for target in [&victim, &absent] {
+        let part = part_path(&dest);
+        let _ = std::fs::remove_file(&part);
+        std::os::unix::fs::symlink(target, &part).unwrap();
+        let e = fetch(&srv.url("/img"), &dest, &opts(Some(&sha(&d)))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "refusing to write the download to {}: it is a symbolic link, which is not followed; remove it if it is yours",
+                part.display()
+            )
+        );
+        assert_eq!(e.exit_code(), 1);
+        assert!(std::fs::symlink_metadata(&part).unwrap().is_symlink());
+        assert!(!dest.exists());
+    }
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(!absent.exists(), "a dangling link was followed");
+    assert!(srv.requests().is_empty(), "{:?}", srv.requests());
+}
+
+/// A hard link at `<dest>.part` (to a file of ours elsewhere in the same
+/// filesystem) would be truncated and overwritten: refused too.
+#[test]
+fn a_hard_link_at_the_part_path_is_refused() {
+    let d = Arc::new(data(1000));
+    let d2 = d.clone();
+    let srv = Server::start(move |_, _, s| ok(s, &d2, None, None));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::fs::hard_link(&victim, part_path(&dest)).unwrap();
+    let e = fetch(&srv.url("/img"), &dest, &opts(Some(&sha(&d)))).unwrap_err();
+    assert!(
+        e.to_string()
+            .ends_with("it has 2 names (hard links); a part file has one"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(!dest.exists());
+}
+
+/// A leftover regular part file of ours (an interrupted earlier run) is
+/// emptied and reused: the download still works and resumes still work.
+#[test]
+fn a_leftover_part_file_is_emptied_and_reused() {
+    let d = Arc::new(data(LEN));
+    let d2 = d.clone();
+    let srv = Server::start(move |r, _, s| match range_start(r) {
+        None => ok(s, &d2, Some(CUT), Some("\"v1\"")),
+        Some(from) => partial(s, &d2, from),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    std::fs::write(part_path(&dest), vec![0x55u8; LEN + 4096]).unwrap();
+    let rep = fetch(&srv.url("/img"), &dest, &opts(Some(&sha(&d)))).unwrap();
+    assert_eq!(rep.resumes, 1);
+    assert!(std::fs::read(&dest).unwrap() == *d, "content differs");
+    assert!(!part_path(&dest).exists());
+}
+
+/// A directory or a FIFO there: a clear error, no hang.
+#[test]
+fn other_file_types_at_the_part_path_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let part = part_path(&dest);
+    std::fs::create_dir(&part).unwrap();
+    let e = sink::open_part(&part).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!("creating {}: ", part.display())),
+        "{e}"
+    );
+    std::fs::remove_dir(&part).unwrap();
+    nix::unistd::mkfifo(&part, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // Without a reader: the open fails at once (ENXIO) instead of blocking.
+    assert!(sink::open_part(&part).is_err());
+    // With one: opened, then refused for not being a regular file.
+    let reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&part)
+        .unwrap();
+    let e = sink::open_part(&part).unwrap_err().to_string();
+    assert!(e.contains("it is not a regular file"), "{e}");
+    drop(reader);
 }

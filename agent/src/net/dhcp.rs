@@ -6,6 +6,14 @@
 //! alike, everything bounded by one deadline. A NAK, or four REQUESTs
 //! without an answer, start over with a new transaction id. No renewal: the
 //! lease is handed over to the booted system's network manager.
+//!
+//! Received packets are hostile input (anything on the segment can answer
+//! a broadcast DISCOVER, with our xid if it sniffs it). [`judge`] looks at
+//! one received packet without I/O and never panics, whatever its bytes;
+//! the receive loop runs exactly that, and it is the fuzz entry point. It
+//! never calls dhcproto's `Message::chaddr()` (which slices by the packet's
+//! `hlen` unchecked), reads the fixed header fields it matches on from the
+//! raw bytes, and hands dhcproto only the options the client reads.
 use super::packet::{self, PacketSocket, Received};
 use crate::cmdline::Mac;
 use anyhow::{bail, Context, Result};
@@ -167,15 +175,153 @@ struct Client<'a> {
 }
 
 /// What the receive loop may accept.
-enum Want {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
     Offer,
+    /// An ACK or NAK from this server (the one whose offer we requested).
     AckFrom(Ipv4Addr),
 }
 
-enum Reply {
+/// A reply the client acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
     Offer(Lease),
     Ack(Lease),
+    /// The server and its message (option 56), if any.
     Nak(Ipv4Addr, Option<String>),
+}
+
+/// What the client makes of one received packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not DHCP to a client port: not counted (the socket filter keeps these out).
+    Skip,
+    /// Thrown away, and why (counted for the timeout message).
+    Ignore(&'static str),
+    Reply(Reply),
+}
+
+/// Offsets in a BOOTP/DHCP message (RFC 2131 §2).
+const OP: usize = 0;
+const HTYPE: usize = 1;
+const HLEN: usize = 2;
+const XID: std::ops::Range<usize> = 4..8;
+const CHADDR: std::ops::Range<usize> = 28..44;
+/// The fixed part (236 bytes) and the magic cookie.
+const FIXED: usize = 236;
+const COOKIE: [u8; 4] = [99, 130, 83, 99];
+const BOOTREPLY: u8 = 2;
+/// ARP hardware type Ethernet, and its address length.
+const HTYPE_ETHERNET: u8 = 1;
+const HLEN_ETHERNET: u8 = 6;
+/// The options the client reads in a reply: mask, router, DNS, domain,
+/// lease time, message type, server id, message. The others are dropped
+/// before dhcproto decodes the message: less decoder exposed to the wire
+/// (some of dhcproto's option decoders assert on lengths).
+const READ_OPTIONS: [u8; 8] = [1, 3, 6, 15, 51, 53, 54, 56];
+
+/// Is this BOOTP message addressed to Ethernet address `mac`? Read from
+/// the raw bytes: htype 1, hlen 6 and the first 6 bytes of chaddr; any
+/// other htype/hlen (up to 255 in a forged packet) is not ours.
+pub fn chaddr_is(payload: &[u8], mac: Mac) -> bool {
+    payload.len() >= CHADDR.end
+        && payload[HTYPE] == HTYPE_ETHERNET
+        && payload[HLEN] == HLEN_ETHERNET
+        && payload[CHADDR.start..CHADDR.start + 6] == mac.0
+}
+
+/// The message with only [`READ_OPTIONS`] left in its options field, for
+/// dhcproto to decode. `None`: shorter than the fixed part and the cookie,
+/// or no DHCP cookie. Option walking stops at the end option, or at an
+/// option that runs past the packet (as dhcproto's own decoder does).
+fn keep_read_options(payload: &[u8]) -> Option<Vec<u8>> {
+    let head = payload.get(..FIXED + COOKIE.len())?;
+    if head[FIXED..] != COOKIE {
+        return None;
+    }
+    let mut out = head.to_vec();
+    let mut i = head.len();
+    while let Some(&code) = payload.get(i) {
+        match code {
+            0 => i += 1,
+            255 => break,
+            _ => {
+                let Some(&len) = payload.get(i + 1) else {
+                    break;
+                };
+                let end = i + 2 + usize::from(len);
+                let Some(opt) = payload.get(i..end) else {
+                    break;
+                };
+                if READ_OPTIONS.contains(&code) {
+                    out.extend_from_slice(opt);
+                }
+                i = end;
+            }
+        }
+    }
+    out.push(255);
+    Some(out)
+}
+
+/// Judge one received IPv4 packet for transaction `xid` of the client with
+/// Ethernet address `mac`, waiting for `want`. No I/O; never panics,
+/// whatever `pkt` holds (this is what the receive loop runs, and the
+/// fuzz entry point of the DHCP client).
+pub fn judge(pkt: &[u8], verify_udp: bool, xid: u32, mac: Mac, want: Want) -> Verdict {
+    let d = match packet::parse(pkt, verify_udp) {
+        Ok(d) => d,
+        Err(packet::ParseError::UdpChecksum) => return Verdict::Ignore("bad UDP checksum"),
+        Err(packet::ParseError::IpChecksum) => return Verdict::Ignore("bad IPv4 checksum"),
+        Err(_) => return Verdict::Ignore("malformed"),
+    };
+    if d.dport != CLIENT_PORT {
+        return Verdict::Skip;
+    }
+    let (src, payload) = (d.src, d.payload);
+    if payload.len() < FIXED {
+        return Verdict::Ignore("undecodable DHCP");
+    }
+    if payload[OP] != BOOTREPLY || payload[XID] != xid.to_be_bytes() || !chaddr_is(payload, mac) {
+        return Verdict::Ignore("for another transaction");
+    }
+    let Some(m) = keep_read_options(payload).and_then(|p| Message::from_bytes(&p).ok()) else {
+        return Verdict::Ignore("undecodable DHCP");
+    };
+    let kind = m.opts().msg_type();
+    let server = match m.opts().get(OptionCode::ServerIdentifier) {
+        Some(DhcpOption::ServerIdentifier(s)) => *s,
+        _ => src,
+    };
+    match (want, kind) {
+        (Want::Offer, Some(MessageType::Offer)) => match lease_of(&m, src) {
+            Ok(l) => Verdict::Reply(Reply::Offer(l)),
+            Err(e) => {
+                tracing::warn!("net: unusable DHCP offer from {server}: {e:#}");
+                Verdict::Ignore("unusable offer")
+            }
+        },
+        (Want::AckFrom(s), Some(MessageType::Ack)) if s == server => match lease_of(&m, src) {
+            Ok(l) => Verdict::Reply(Reply::Ack(l)),
+            Err(e) => {
+                tracing::warn!("net: unusable DHCP ACK from {server}: {e:#}");
+                Verdict::Ignore("unusable ACK")
+            }
+        },
+        (Want::AckFrom(s), Some(MessageType::Nak)) if s == server => {
+            let why = match m.opts().get(OptionCode::Message) {
+                Some(DhcpOption::Message(t)) => Some(t.clone()),
+                _ => None,
+            };
+            Verdict::Reply(Reply::Nak(server, why))
+        }
+        (Want::AckFrom(_), Some(MessageType::Ack | MessageType::Nak)) => {
+            Verdict::Ignore("from another server")
+        }
+        // dnsmasq, e.g., answers retransmitted DISCOVERs late.
+        (Want::AckFrom(_), Some(MessageType::Offer)) => Verdict::Ignore("late OFFER"),
+        _ => Verdict::Ignore("unexpected message type"),
+    }
 }
 
 impl<'a> Client<'a> {
@@ -258,7 +404,7 @@ impl<'a> Client<'a> {
                 self.requests += 1;
                 let until = (Instant::now() + wait).min(self.p.deadline);
                 wait = (wait * 2).min(MAX_WAIT);
-                match self.wait(t, xid, &Want::AckFrom(offer.server), until)? {
+                match self.wait(t, xid, Want::AckFrom(offer.server), until)? {
                     Some(Reply::Ack(mut ack)) => {
                         // Parameters the ACK left out are the offer's.
                         if ack.router.is_none() {
@@ -339,7 +485,7 @@ impl<'a> Client<'a> {
             );
             let until = (Instant::now() + wait).min(self.p.deadline);
             wait = (wait * 2).min(MAX_WAIT);
-            if let Some(Reply::Offer(l)) = self.wait(t, xid, &Want::Offer, until)? {
+            if let Some(Reply::Offer(l)) = self.wait(t, xid, Want::Offer, until)? {
                 return Ok(l);
             }
         }
@@ -350,7 +496,7 @@ impl<'a> Client<'a> {
         &mut self,
         t: &mut dyn Transport,
         xid: u32,
-        want: &Want,
+        want: Want,
         until: Instant,
     ) -> Result<Option<Reply>> {
         loop {
@@ -364,73 +510,11 @@ impl<'a> Client<'a> {
             else {
                 continue;
             };
-            let d = match packet::parse(&self.buf[..len.min(self.buf.len())], verify_udp) {
-                Ok(d) => d,
-                Err(packet::ParseError::UdpChecksum) => {
-                    self.ignored.add("bad UDP checksum");
-                    continue;
-                }
-                Err(packet::ParseError::IpChecksum) => {
-                    self.ignored.add("bad IPv4 checksum");
-                    continue;
-                }
-                Err(_) => {
-                    self.ignored.add("malformed");
-                    continue;
-                }
-            };
-            if d.dport != CLIENT_PORT {
-                continue; // not DHCP to a client (the socket filter keeps these out)
-            }
-            let (src, payload) = (d.src, d.payload);
-            let Ok(m) = Message::from_bytes(payload) else {
-                self.ignored.add("undecodable DHCP");
-                continue;
-            };
-            if m.opcode() != Opcode::BootReply
-                || m.xid() != xid
-                || m.chaddr().get(..6) != Some(&self.p.mac.0[..])
-            {
-                self.ignored.add("for another transaction");
-                continue;
-            }
-            let kind = m.opts().msg_type();
-            let server = match m.opts().get(OptionCode::ServerIdentifier) {
-                Some(DhcpOption::ServerIdentifier(s)) => *s,
-                _ => src,
-            };
-            match (want, kind) {
-                (Want::Offer, Some(MessageType::Offer)) => match lease_of(&m, src) {
-                    Ok(l) => return Ok(Some(Reply::Offer(l))),
-                    Err(e) => {
-                        tracing::warn!("net: unusable DHCP offer from {server}: {e:#}");
-                        self.ignored.add("unusable offer");
-                    }
-                },
-                (Want::AckFrom(s), Some(MessageType::Ack)) if *s == server => {
-                    match lease_of(&m, src) {
-                        Ok(l) => return Ok(Some(Reply::Ack(l))),
-                        Err(e) => {
-                            tracing::warn!("net: unusable DHCP ACK from {server}: {e:#}");
-                            self.ignored.add("unusable ACK");
-                        }
-                    }
-                }
-                (Want::AckFrom(s), Some(MessageType::Nak)) if *s == server => {
-                    let why = match m.opts().get(OptionCode::Message) {
-                        Some(DhcpOption::Message(t)) => Some(t.clone()),
-                        _ => None,
-                    };
-                    return Ok(Some(Reply::Nak(server, why)));
-                }
-                (Want::AckFrom(_), Some(MessageType::Ack | MessageType::Nak)) => {
-                    self.ignored.add("from another server");
-                }
-                (Want::AckFrom(_), Some(MessageType::Offer)) => {
-                    // dnsmasq, e.g., answers retransmitted DISCOVERs late.
-                    self.ignored.add("late OFFER");
-                }
-                _ => self.ignored.add("unexpected message type"),
+            let pkt = &self.buf[..len.min(self.buf.len())];
+            match judge(pkt, verify_udp, xid, self.p.mac, want) {
+                Verdict::Skip => {}
+                Verdict::Ignore(why) => self.ignored.add(why),
+                Verdict::Reply(r) => return Ok(Some(r)),
             }
         }
     }
@@ -470,7 +554,7 @@ mod tests {
         let m = Message::from_bytes(d.payload).unwrap();
         assert_eq!(m.opcode(), Opcode::BootReply);
         assert_eq!(m.xid(), 0xf5f9_48f0);
-        assert_eq!(&m.chaddr()[..6], &MAC.0);
+        assert!(chaddr_is(d.payload, MAC));
         assert!(m.flags().broadcast());
         assert_eq!(m.opts().msg_type(), Some(MessageType::Offer));
         assert_eq!(
@@ -544,6 +628,9 @@ mod tests {
         assert!(lease_of(&m, SERVER).is_err());
     }
 
+    /// A change made to a DHCP payload.
+    type Forge = Box<dyn Fn(&mut Vec<u8>)>;
+
     /// A scripted DHCP server: answers what the client sends, in memory.
     struct FakeServer {
         /// How to answer each REQUEST, in turn (true: ACK, false: NAK).
@@ -554,6 +641,9 @@ mod tests {
         queue: VecDeque<Vec<u8>>,
         offer_to_another_first: bool,
         corrupt_first_offer: bool,
+        /// Forged copies of the first offer (its DHCP payload changed by
+        /// each function), queued before the real one.
+        forged_first: Vec<Forge>,
     }
 
     impl FakeServer {
@@ -565,17 +655,37 @@ mod tests {
                 queue: VecDeque::new(),
                 offer_to_another_first: false,
                 corrupt_first_offer: false,
+                forged_first: vec![],
             }
         }
 
         fn reply(&self, req: &Message, kind: MessageType, chaddr: &[u8]) -> Vec<u8> {
+            wrap(&reply_payload(req.xid(), kind, chaddr))
+        }
+    }
+
+    /// A reply from SERVER to the client port.
+    fn wrap(payload: &[u8]) -> Vec<u8> {
+        packet::build(
+            SERVER,
+            Ipv4Addr::BROADCAST,
+            SERVER_PORT,
+            CLIENT_PORT,
+            1,
+            payload,
+        )
+    }
+
+    /// The DHCP message SERVER answers with.
+    fn reply_payload(xid: u32, kind: MessageType, chaddr: &[u8]) -> Vec<u8> {
+        {
             let z = Ipv4Addr::UNSPECIFIED;
             let yi = if kind == MessageType::Nak {
                 z
             } else {
                 Ipv4Addr::new(10, 77, 9, 120)
             };
-            let mut m = Message::new_with_id(req.xid(), z, yi, z, z, chaddr);
+            let mut m = Message::new_with_id(xid, z, yi, z, z, chaddr);
             m.set_opcode(Opcode::BootReply);
             let o = m.opts_mut();
             o.insert(DhcpOption::MessageType(kind));
@@ -590,14 +700,7 @@ mod tests {
                     10, 77, 9, 53,
                 )]));
             }
-            packet::build(
-                SERVER,
-                Ipv4Addr::BROADCAST,
-                SERVER_PORT,
-                CLIENT_PORT,
-                1,
-                &m.to_vec().unwrap(),
-            )
+            m.to_vec().unwrap()
         }
     }
 
@@ -608,7 +711,7 @@ mod tests {
             assert_eq!((d.src, d.dst), (Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST));
             let m = Message::from_bytes(d.payload).unwrap();
             assert!(m.flags().broadcast(), "broadcast flag set");
-            assert_eq!(&m.chaddr()[..6], &MAC.0);
+            assert!(chaddr_is(d.payload, MAC));
             let kind = m.opts().msg_type().unwrap();
             self.sent.push((kind, m.xid(), m.secs()));
             match kind {
@@ -621,6 +724,11 @@ mod tests {
                         self.offer_to_another_first = false;
                         let other = self.reply(&m, MessageType::Offer, &[2, 0, 0, 0, 0, 1]);
                         self.queue.push_back(other);
+                    }
+                    for forge in std::mem::take(&mut self.forged_first) {
+                        let mut p = reply_payload(m.xid(), MessageType::Offer, &MAC.0);
+                        forge(&mut p);
+                        self.queue.push_back(wrap(&p));
                     }
                     let offer = self.reply(&m, MessageType::Offer, &MAC.0);
                     if self.corrupt_first_offer {
@@ -703,6 +811,131 @@ mod tests {
         assert_eq!(l.lease_seconds, Some(600));
         assert_eq!(kinds(&srv), [MessageType::Discover, MessageType::Request]);
         assert_eq!(srv.sent[0].1, srv.sent[1].1, "one transaction id");
+    }
+
+    /// Issue 12: a forged BOOTREPLY with our xid and hlen 255 made
+    /// dhcproto's `chaddr()` slice past its 16 bytes: a panic, i.e. nodectl
+    /// aborted (release builds are panic=abort) and the node dropped to the
+    /// emergency shell. Now it is one ignored packet, and the real offer
+    /// after it is taken.
+    #[test]
+    fn a_forged_reply_with_hlen_255_is_ignored() {
+        let mut srv = FakeServer::new();
+        srv.forged_first = vec![
+            Box::new(|p: &mut Vec<u8>| p[HLEN] = 255),
+            Box::new(|p: &mut Vec<u8>| p[HLEN] = 17),
+            Box::new(|p: &mut Vec<u8>| p[HTYPE] = 6),
+            Box::new(|p: &mut Vec<u8>| p.truncate(FIXED + 2)),
+        ];
+        let p = params(Duration::from_secs(10));
+        let l = Client::new(&p).run(&mut srv).unwrap();
+        assert_eq!(l.address, Ipv4Addr::new(10, 77, 9, 120));
+        assert_eq!(kinds(&srv), [MessageType::Discover, MessageType::Request]);
+
+        let xid = 0x0102_0304;
+        let mut forged = reply_payload(xid, MessageType::Offer, &MAC.0);
+        forged[HLEN] = 255;
+        assert_eq!(
+            judge(&wrap(&forged), true, xid, MAC, Want::Offer),
+            Verdict::Ignore("for another transaction")
+        );
+    }
+
+    /// Every hlen with every htype that matters, our MAC in chaddr and our
+    /// xid: only Ethernet (1/6) is ours, nothing panics.
+    #[test]
+    fn every_hlen_and_htype_is_judged_without_panic() {
+        let xid = 0xdead_beef;
+        let good = reply_payload(xid, MessageType::Offer, &MAC.0);
+        for htype in [0u8, 1, 6, 32, 255] {
+            for hlen in 0..=255u8 {
+                let mut p = good.clone();
+                p[HTYPE] = htype;
+                p[HLEN] = hlen;
+                let v = judge(&wrap(&p), true, xid, MAC, Want::Offer);
+                if (htype, hlen) == (1, 6) {
+                    assert!(matches!(v, Verdict::Reply(Reply::Offer(_))), "{v:?}");
+                } else {
+                    assert_eq!(
+                        v,
+                        Verdict::Ignore("for another transaction"),
+                        "{htype}/{hlen}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Truncated packets and messages, options running past the end,
+    /// a missing cookie, pseudo-random option bytes: all judged, no panic.
+    #[test]
+    fn truncated_and_garbled_replies_never_panic() {
+        let xid = 0x5555_aaaa;
+        let good = reply_payload(xid, MessageType::Offer, &MAC.0);
+        let pkt = wrap(&good);
+        // The IPv4 packet cut anywhere.
+        for n in 0..pkt.len() {
+            assert!(matches!(
+                judge(&pkt[..n], true, xid, MAC, Want::Offer),
+                Verdict::Ignore(_)
+            ));
+        }
+        // The DHCP message cut anywhere (inside a valid UDP datagram).
+        for n in 0..=good.len() {
+            let v = judge(&wrap(&good[..n]), true, xid, MAC, Want::Offer);
+            if n < FIXED + COOKIE.len() {
+                assert!(matches!(v, Verdict::Ignore(_)), "{n}: {v:?}");
+            }
+        }
+        // No DHCP cookie: BOOTP, not for us.
+        let mut p = good.clone();
+        p[FIXED] = 0;
+        assert_eq!(
+            judge(&wrap(&p), true, xid, MAC, Want::Offer),
+            Verdict::Ignore("undecodable DHCP")
+        );
+        // Options of every code with every awkward length, then random bytes.
+        let mut x: u64 = 0x853c_49e6_748f_ea9b;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let head = &good[..FIXED + COOKIE.len()];
+        for code in 1..=254u8 {
+            for len in [0u8, 1, 2, 3, 4, 5, 7, 8, 9, 255] {
+                let mut p = head.to_vec();
+                p.extend_from_slice(&[53, 1, 2, code, len]);
+                p.extend((0..len).map(|_| next() as u8));
+                p.push(255);
+                let _ = judge(&wrap(&p), true, xid, MAC, Want::Offer);
+                let _ = judge(&wrap(&p), true, xid, MAC, Want::AckFrom(SERVER));
+            }
+        }
+        for _ in 0..3000 {
+            let mut p = head.to_vec();
+            let n = next() % 300;
+            p.extend((0..n).map(|_| next() as u8));
+            let _ = judge(&wrap(&p), true, xid, MAC, Want::Offer);
+            let _ = judge(&wrap(&p), false, xid, MAC, Want::AckFrom(SERVER));
+        }
+    }
+
+    #[test]
+    fn only_the_options_read_reach_dhcproto() {
+        let xid = 7;
+        let good = reply_payload(xid, MessageType::Offer, &MAC.0);
+        let kept = keep_read_options(&good).unwrap();
+        let m = Message::from_bytes(&kept).unwrap();
+        let codes: Vec<u8> = m.opts().iter().map(|(c, _)| u8::from(*c)).collect();
+        assert_eq!(codes, [1, 3, 6, 51, 53, 54]);
+        // An option running past the end stops the walk; what came before stays.
+        let mut p = good[..FIXED + COOKIE.len()].to_vec();
+        p.extend_from_slice(&[0, 0, 53, 1, 2, 81, 200, 1, 2]);
+        let kept = keep_read_options(&p).unwrap();
+        assert_eq!(&kept[FIXED + COOKIE.len()..], [53, 1, 2, 255]);
+        assert_eq!(keep_read_options(&good[..FIXED + 3]), None);
     }
 
     #[test]
