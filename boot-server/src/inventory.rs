@@ -397,6 +397,16 @@ impl Inventory {
         Some((host, &host.interfaces[n]))
     }
 
+    /// Whether an interface of a host has this address.
+    pub fn has_ip(&self, ip: std::net::IpAddr) -> bool {
+        self.hosts.iter().flat_map(|h| &h.interfaces).any(|n| {
+            n.ip.as_deref()
+                .and_then(|a| a.split('/').next())
+                .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+                == Some(ip)
+        })
+    }
+
     pub fn image(&self, name: &str) -> Option<&Image> {
         self.images.iter().find(|i| i.name == name)
     }

@@ -106,7 +106,12 @@ pub fn start(
                 Some((_, ip)) => SocketAddr::new(IpAddr::V4(*ip), 69),
                 None => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 69),
             });
-            Some(crate::tftp::start(root, listen, &opts.tftp)?)
+            Some(crate::tftp::start(
+                root,
+                listen,
+                &opts.tftp,
+                inventory.clone(),
+            )?)
         }
         None => None,
     };

@@ -113,6 +113,10 @@ struct InFlight {
 struct ReadOnlyDir {
     root: PathBuf,
     limits: Limits,
+    /// The inventory: its hosts' addresses are not held to `max_transfers`
+    /// (only to `per_client`), so strangers filling the cap do not stop a
+    /// node's boot.
+    inventory: Option<std::sync::Arc<crate::inventory::Live>>,
     flight: std::sync::Arc<std::sync::Mutex<InFlight>>,
     /// Refusals since the last line about them (one line a minute at most).
     refused: u64,
@@ -141,10 +145,11 @@ impl Drop for Slot {
 impl ReadOnlyDir {
     /// A slot for a transfer to `client`, or `None` when a limit is reached.
     fn take_slot(&self, client: &SocketAddr) -> Option<Slot> {
-        let mut f = self.flight.lock().unwrap_or_else(|p| p.into_inner());
         let ip = client.ip();
+        let known = self.inventory.as_ref().is_some_and(|l| l.get().has_ip(ip));
+        let mut f = self.flight.lock().unwrap_or_else(|p| p.into_inner());
         let mine = f.per_ip.get(&ip).copied().unwrap_or(0);
-        if f.total >= self.limits.max_transfers || mine >= self.limits.per_client {
+        if (f.total >= self.limits.max_transfers && !known) || mine >= self.limits.per_client {
             return None;
         }
         f.total += 1;
@@ -289,9 +294,15 @@ impl Handler for ReadOnlyDir {
     }
 }
 
-/// Bind `listen` and serve `root` on a thread, within `limits`; returns the
-/// bound address.
-pub fn start(root: &Path, listen: SocketAddr, limits: &Limits) -> Result<SocketAddr> {
+/// Bind `listen` and serve `root` on a thread, within `limits` (the
+/// `inventory`'s addresses beyond `max_transfers`); returns the bound
+/// address.
+pub fn start(
+    root: &Path,
+    listen: SocketAddr,
+    limits: &Limits,
+    inventory: Option<std::sync::Arc<crate::inventory::Live>>,
+) -> Result<SocketAddr> {
     let real = root
         .canonicalize()
         .with_context(|| format!("TFTP root {}", root.display()))?;
@@ -306,6 +317,7 @@ pub fn start(root: &Path, listen: SocketAddr, limits: &Limits) -> Result<SocketA
         TftpServerBuilder::with_handler(ReadOnlyDir {
             root: real.clone(),
             limits: *limits,
+            inventory,
             flight: Default::default(),
             refused: 0,
             refused_logged: None,

@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod deps;
 mod e2e;
+mod hostile;
 mod pxe;
 mod scenarios;
 mod slurm;
@@ -31,12 +32,25 @@ enum Cmd {
         no_qemu: bool,
     },
     /// Run QEMU boots: boot, bad-digest, unreachable, resume, postscript,
-    /// postscript-fails, disk, slurm, slurm-wrong-hostkey, pxe (default: all).
+    /// postscript-fails, disk, slurm, slurm-wrong-hostkey, pxe, hostile (default: all).
     E2e { names: Vec<String> },
     /// Benchmarks against the tools users would use instead.
     Bench {
         #[command(subcommand)]
         what: bench::What,
+    },
+    /// The attacker of the QEMU boot `hostile` (run inside its network
+    /// namespace by the scenario): slow HTTP connections, unacknowledged
+    /// TFTP requests, a DHCP flood, until SIGINT.
+    #[command(hide = true)]
+    HostileLoad {
+        #[arg(long)]
+        server: std::net::Ipv4Addr,
+        #[arg(long)]
+        http_port: u16,
+        /// Where to write what the attack did (JSON, every second).
+        #[arg(long)]
+        stats: std::path::PathBuf,
     },
 }
 
@@ -57,6 +71,11 @@ fn main() -> Result<()> {
             deps::ensure()?;
             bench::run(what)
         }
+        Cmd::HostileLoad {
+            server,
+            http_port,
+            stats,
+        } => hostile::load(server, http_port, &stats),
     }
 }
 

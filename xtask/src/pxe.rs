@@ -30,14 +30,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const TAP: &str = "tap0";
-const SERVER: &str = "10.99.0.1";
-const NODE_IP: &str = "10.99.0.50";
+pub(crate) const TAP: &str = "tap0";
+pub(crate) const SERVER: &str = "10.99.0.1";
+pub(crate) const NODE_IP: &str = "10.99.0.50";
 /// Debian's `ipxe` package.
 const IPXE_DIR: &str = "/usr/lib/ipxe";
 const IPXE_FILES: &[&str] = &["undionly.kpxe", "snponly.efi", "ipxe.efi"];
 
-fn ip(args: &[&str]) -> Result<()> {
+pub(crate) fn ip(args: &[&str]) -> Result<()> {
     let o = Command::new("ip")
         .args(args)
         .stdin(Stdio::null())
@@ -90,9 +90,9 @@ impl Drop for Netns {
 /// bootd inside the namespace; its stderr goes to `bootd.log` (each line
 /// stamped with seconds since bootd started) and, with the instant it was
 /// read, to `lines`.
-struct Server {
-    child: Child,
-    port: u16,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
     lines: Arc<Mutex<Vec<(Instant, String)>>>,
 }
 
@@ -104,11 +104,20 @@ impl Drop for Server {
 }
 
 impl Server {
-    fn start(bootd: &Path, ns: &Netns, dir: &Path, inventory: &Path) -> Result<Server> {
+    /// bootd in namespace `ns`, answering DHCP on `iface`, with `extra`
+    /// arguments.
+    pub(crate) fn start(
+        bootd: &Path,
+        ns: &str,
+        iface: &str,
+        dir: &Path,
+        inventory: &Path,
+        extra: &[&str],
+    ) -> Result<Server> {
         let port_file = dir.join("bootd.port");
         let _ = std::fs::remove_file(&port_file);
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.name])
+            .args(["netns", "exec", ns])
             .arg(bootd)
             .args(["serve", "--listen", &format!("{SERVER}:0"), "--root"])
             .arg(dir.join("www"))
@@ -116,13 +125,14 @@ impl Server {
             .arg(&port_file)
             .arg("--inventory")
             .arg(inventory)
-            .args(["--dhcp", TAP, "--dhcp-mode", "full", "--tftp-root"])
+            .args(["--dhcp", iface, "--dhcp-mode", "full", "--tftp-root"])
             .arg(dir.join("tftp"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("starting {} in {}", bootd.display(), ns.name))?;
+            .with_context(|| format!("starting {} in {ns}", bootd.display()))?;
         let lines = Arc::new(Mutex::new(Vec::new()));
         let err = child.stderr.take().context("bootd's stderr")?;
         let mut log = std::fs::File::create(dir.join("bootd.log"))?;
@@ -166,7 +176,7 @@ impl Server {
     }
 
     /// Seconds after `t0` of the first log line matching `pred`.
-    fn when(&self, t0: Instant, pred: impl Fn(&str) -> bool) -> Option<f64> {
+    pub(crate) fn when(&self, t0: Instant, pred: impl Fn(&str) -> bool) -> Option<f64> {
         let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
         lines.iter().find(|(_, l)| pred(l)).map(|(t, _)| {
             let s = t.saturating_duration_since(t0).as_secs_f64();
@@ -177,7 +187,7 @@ impl Server {
 
 /// Hard links to the image (vmlinuz, initrd.img, live.squashfs and its
 /// sidecars) in `www`, copies of the iPXE binaries in `tftp`.
-fn layout(ctx: &Ctx, dir: &Path) -> Result<()> {
+pub(crate) fn layout(ctx: &Ctx, dir: &Path) -> Result<()> {
     let (www, tftp) = (dir.join("www"), dir.join("tftp"));
     for d in [&www, &tftp] {
         let _ = std::fs::remove_dir_all(d);
@@ -209,7 +219,7 @@ fn layout(ctx: &Ctx, dir: &Path) -> Result<()> {
 
 /// cn1 at 10.99.0.50 on the tap's /24, the seed's command line as a
 /// template, and `chain_ipxe` so that QEMU's iPXE ROM goes through TFTP.
-fn inventory(dir: &Path) -> Result<PathBuf> {
+pub(crate) fn inventory(dir: &Path) -> Result<PathBuf> {
     let p = dir.join("inventory.toml");
     let text = format!(
         r#"[dhcp]
@@ -287,7 +297,7 @@ pub fn run(ctx: &Ctx, dir: &Path) -> Result<Value> {
     layout(ctx, dir)?;
     let inv = inventory(dir)?;
     let ns = Netns::create()?;
-    let srv = Server::start(&ctx.bootd, &ns, dir, &inv)?;
+    let srv = Server::start(&ctx.bootd, &ns.name, TAP, dir, &inv, &[])?;
     let t0 = Instant::now();
     let watch = e2e::Watch {
         judge: &mut e2e::judge_ready,

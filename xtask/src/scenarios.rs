@@ -17,6 +17,7 @@ pub const NAMES: &[&str] = &[
     "slurm",
     "slurm-wrong-hostkey",
     "pxe",
+    "hostile",
 ];
 
 pub struct Ctx {
@@ -106,6 +107,7 @@ pub fn run(ctx: &Ctx, name: &str) -> Result<Value> {
         "slurm" => crate::slurm::run(ctx, &dir, crate::slurm::Variant::Good),
         "slurm-wrong-hostkey" => crate::slurm::run(ctx, &dir, crate::slurm::Variant::WrongHostKey),
         "pxe" => crate::pxe::run(ctx, &dir),
+        "hostile" => crate::hostile::run(ctx, &dir),
         other => bail!("unknown scenario {other}; known: {}", NAMES.join(", ")),
     }
 }
