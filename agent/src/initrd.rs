@@ -107,7 +107,7 @@ pub fn run(paths: &Paths) -> Result<Option<BootRecord>> {
         },
         error: None,
     };
-    let reporter = crate::report::Reporter::new(&params, "");
+    let reporter = crate::report::Reporter::new(&params, "").with_token_from(&paths.cmdline);
     let result = steps(paths, &params, &url, &mut rec, t0, &reporter);
     rec.timings.total = t0.elapsed().as_secs_f64();
     match &result {

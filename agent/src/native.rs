@@ -338,7 +338,7 @@ pub fn start_services(paths: &Paths, systemctl: &str) -> Status {
     }
     let reporter = crate::cmdline::BootParams::from_path(&paths.cmdline)
         .ok()
-        .map(|p| crate::report::Reporter::new(&p, &st.hostname));
+        .map(|p| crate::report::Reporter::new(&p, &st.hostname).with_token_from(&paths.cmdline));
     let base = st.seconds;
     let start = Instant::now();
     let r = start_all(&mut st, systemctl, base, start, &paths.run);

@@ -114,8 +114,13 @@ pub fn load_config(path: &Path) -> Result<Config> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    toml::from_str(&text)
-        .with_context(|| format!("{}: invalid provisioning config", path.display()))
+    parse_config(&text, path)
+}
+
+/// Parse the text of a provisioning config read from `path` (named in
+/// errors). No I/O; never panics (the fuzz entry point, `provision_toml`).
+pub fn parse_config(text: &str, path: &Path) -> Result<Config> {
+    toml::from_str(text).with_context(|| format!("{}: invalid provisioning config", path.display()))
 }
 
 /// What the postscript step will do, from the config and the command line.
@@ -259,7 +264,7 @@ pub fn run(paths: &Paths, hostname: &str) -> Status {
     // and failed; the step is in the message).
     let reporter = crate::cmdline::BootParams::from_path(&paths.cmdline)
         .ok()
-        .map(|p| crate::report::Reporter::new(&p, hostname));
+        .map(|p| crate::report::Reporter::new(&p, hostname).with_token_from(&paths.cmdline));
     let mut last_posted = String::new();
     let mut report = |st: &mut Status| {
         st.seconds = tenths(start.elapsed().as_secs_f64());

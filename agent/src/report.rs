@@ -2,6 +2,10 @@
 //! `{"hostname", "mac", "phase", "message", "image"}` (bootd keeps them for
 //! `GET /nodes` and its page). Best effort: one try with a short timeout, a
 //! failure is logged and never stops the boot (a Grendel server answers 404).
+//!
+//! With `nodeboot.token=` on the command line (bootd `--secrets`), each
+//! report carries it (`Authorization: Bearer`): bootd then takes a host's
+//! status from that host only. The token is never logged.
 use crate::cmdline::{BootParams, Mac};
 use std::time::Duration;
 
@@ -13,6 +17,8 @@ pub struct Reporter {
     hostname: String,
     mac: Option<Mac>,
     image: Option<String>,
+    /// `Bearer <nodeboot.token>`, when the command line has one.
+    auth: Option<zeroize::Zeroizing<String>>,
     agent: ureq::Agent,
 }
 
@@ -36,8 +42,20 @@ impl Reporter {
                 .unwrap_or_else(|| fallback_hostname.to_string()),
             mac: p.bootif,
             image: p.live_url.clone(),
+            auth: None,
             agent: ureq::Agent::new_with_config(config),
         }
+    }
+
+    /// Send `nodeboot.token=` of the command line at `cmdline` with each
+    /// report (none when it has no token or cannot be read).
+    pub fn with_token_from(mut self, cmdline: &std::path::Path) -> Reporter {
+        self.auth = crate::cmdline::Cmdline::from_path(cmdline)
+            .ok()
+            .and_then(|c| c.value("nodeboot.token").map(str::to_string))
+            .filter(|t| !t.is_empty())
+            .map(|t| zeroize::Zeroizing::new(format!("Bearer {t}")));
+        self
     }
 
     /// The JSON body of a report.
@@ -57,12 +75,14 @@ impl Reporter {
             return false;
         };
         let body = self.body(phase, message).to_string();
-        match self
+        let mut req = self
             .agent
             .post(url)
-            .header("Content-Type", "application/json")
-            .send(body.as_bytes())
-        {
+            .header("Content-Type", "application/json");
+        if let Some(a) = &self.auth {
+            req = req.header("Authorization", a.as_str());
+        }
+        match req.send(body.as_bytes()) {
             Ok(r) if r.status().is_success() => {
                 tracing::debug!("reported {phase} to {url}");
                 true
@@ -125,9 +145,22 @@ mod tests {
             )),
             "other",
         );
+        let cmdline = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            cmdline.path(),
+            format!("console=ttyS0 nodeboot.token={}\n", "ab".repeat(32)),
+        )
+        .unwrap();
+        let r = r.with_token_from(cmdline.path());
         assert!(r.phase("fetching", Some("1 of 2")));
         let req = h.join().unwrap();
         assert!(req.starts_with("POST /status HTTP/1.1"), "{req}");
+        let auth = format!("authorization: Bearer {}\r\n", "ab".repeat(32));
+        assert!(
+            req.to_ascii_lowercase()
+                .contains(&auth.to_ascii_lowercase()),
+            "{req}"
+        );
         let body: serde_json::Value =
             serde_json::from_str(req.split("\r\n\r\n").nth(1).unwrap()).unwrap();
         assert_eq!(body["hostname"], "cn1");
