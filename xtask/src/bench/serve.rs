@@ -73,7 +73,9 @@ struct Bootd {
 }
 
 impl Bootd {
-    fn start(bin: &Path, dir: &Path, www: &Path) -> Result<Bootd> {
+    /// `clients` connect from 127.0.0.1 alone: bootd's per-address limit is
+    /// raised to let every one in (nginx has no such limit by default).
+    fn start(bin: &Path, dir: &Path, www: &Path, clients: usize) -> Result<Bootd> {
         let pf = dir.join("bootd.port");
         let log = dir.join("bootd.log");
         let child = Command::new(bin)
@@ -81,6 +83,8 @@ impl Bootd {
             .arg(www)
             .arg("--port-file")
             .arg(&pf)
+            .arg("--max-connections-per-client")
+            .arg((clients * 2).max(64).to_string())
             .stdin(Stdio::null())
             .stderr(std::fs::File::create(&log).with_context(|| log.display().to_string())?)
             .spawn()
@@ -372,7 +376,7 @@ pub fn run(o: &Opts) -> Result<()> {
     };
     let chunk = o.chunk_mib.max(1) << 20;
     let e = Arc::new(Expect::new(&file, chunk)?);
-    let b = Bootd::start(&bootd, &dir.path, &www)?;
+    let b = Bootd::start(&bootd, &dir.path, &www, o.clients)?;
     // nginx with room for every client; by default one worker per core.
     let workers = &o.nginx_workers;
     if workers != "auto" && workers.parse::<u32>().map_or(true, |w| w == 0) {
