@@ -13,3 +13,7 @@ pub mod rootfs;
 pub mod squashfs;
 pub mod tar;
 pub mod tree;
+
+/// Parse an archive as `nodeimg build` does, without building: the entry
+/// point for fuzzing (see [`tree::scan_tar`]).
+pub use tree::scan_tar;

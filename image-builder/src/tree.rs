@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CString, OsStr};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -301,26 +301,21 @@ impl Tree {
     /// Read a tar or tar.zst archive. Member contents are copied into an
     /// unlinked spool file created in `spool_dir` (holes stay holes).
     pub fn from_tar(archive: &Path, spool_dir: &Path, opts: &ReadOptions) -> Result<Tree> {
-        let mut f = File::open(archive).with_context(|| format!("source {}", archive.display()))?;
-        let mut magic = [0u8; 512];
-        let n = read_full(&mut f, &mut magic)
-            .with_context(|| format!("reading {}", archive.display()))?;
-        f.seek(SeekFrom::Start(0))?;
-        let reader: Box<dyn Read> = if n >= 4 && magic[..4] == [0x28, 0xb5, 0x2f, 0xfd] {
-            Box::new(
-                zstd::stream::read::Decoder::new(f)
-                    .with_context(|| format!("opening zstd stream {}", archive.display()))?,
-            )
-        } else if n >= 262 && &magic[257..262] == b"ustar" {
-            Box::new(std::io::BufReader::with_capacity(1 << 20, f))
-        } else {
-            bail!(
-                "source {} is neither a directory nor a tar / tar.zst archive",
-                archive.display()
-            );
-        };
+        let f = File::open(archive).with_context(|| format!("source {}", archive.display()))?;
+        let reader = open_archive(f).with_context(|| format!("source {}", archive.display()))?;
         let spool = tempfile::tempfile_in(spool_dir)
             .with_context(|| format!("creating a spool file in {}", spool_dir.display()))?;
+        Tree::from_tar_reader(reader, Some(spool), archive, opts)
+    }
+
+    /// The tree of an archive read from `reader` (already decompressed);
+    /// member contents go to `spool`, or are read and dropped without one.
+    fn from_tar_reader(
+        reader: impl Read,
+        spool: Option<File>,
+        archive: &Path,
+        opts: &ReadOptions,
+    ) -> Result<Tree> {
         let mut b = TarBuilder {
             tree: Tree {
                 nodes: vec![Tree::root_node(Meta {
@@ -468,15 +463,64 @@ impl ContentReader<'_> {
     }
 }
 
-fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+/// A tar or tar.zst archive from its first bytes: a zstd frame (or a
+/// skippable frame, as pzstd writes first) or a block with a valid tar
+/// header checksum (v7 headers have no magic).
+fn open_archive<'a>(mut r: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
+    let mut head = [0u8; 512];
     let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
+    while n < head.len() {
+        match r.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("reading the archive's first block"),
         }
     }
-    Ok(n)
+    let zstd = n >= 4
+        && (head[..4] == [0x28, 0xb5, 0x2f, 0xfd]
+            || (head[0] & 0xf0 == 0x50 && head[1..4] == [0x2a, 0x4d, 0x18]));
+    let again = std::io::Cursor::new(head[..n].to_vec()).chain(r);
+    if zstd {
+        let d = zstd::stream::read::Decoder::new(again).context("opening the zstd stream")?;
+        Ok(Box::new(d))
+    } else if n == 512 && crate::tar::is_header(&head) {
+        Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, again)))
+    } else {
+        bail!("neither a directory nor a tar / tar.zst archive")
+    }
+}
+
+/// What [`scan_tar`] found in an archive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TarScan {
+    /// Paths in the tree, the root included.
+    pub entries: usize,
+    /// Bytes of regular file contents (real sizes, holes included).
+    pub file_bytes: u64,
+}
+
+/// Parse a tar or tar.zst archive held in `input` exactly as `nodeimg build`
+/// does (format detection, the tar reader with its limits, path checks,
+/// hard links, the tree) but write nothing: contents are read, checked and
+/// dropped. Bounded like a build (see [`crate::tar`]), never panics on any
+/// input; an error is what `nodeimg build` would report. Meant for fuzzing:
+/// `nodeimg::tree::scan_tar(data)`.
+pub fn scan_tar(input: impl Read) -> Result<TarScan> {
+    let reader = open_archive(input)?;
+    let t = Tree::from_tar_reader(reader, None, Path::new("<input>"), &ReadOptions::default())?;
+    let file_bytes = t
+        .nodes
+        .iter()
+        .map(|n| match n.kind {
+            Kind::File { size, .. } => size,
+            _ => 0,
+        })
+        .sum();
+    Ok(TarScan {
+        entries: t.nodes.len(),
+        file_bytes,
+    })
 }
 
 fn meta_of(md: &std::fs::Metadata, opts: &ReadOptions) -> Meta {
@@ -492,7 +536,8 @@ struct TarBuilder<'a> {
     tree: Tree,
     /// Per node (directories only): name → child.
     children: Vec<BTreeMap<Vec<u8>, NodeId>>,
-    spool: File,
+    /// None: contents are read and dropped ([`scan_tar`]).
+    spool: Option<File>,
     spool_len: u64,
     opts: &'a ReadOptions,
     archive: &'a Path,
@@ -509,6 +554,7 @@ fn components(path: &[u8]) -> std::result::Result<Vec<&[u8]>, &'static str> {
         match c {
             b"" | b"." => {}
             b".." => return Err("has a \"..\" component, which leaves the root"),
+            c if c.len() > 255 => return Err("has a component longer than 255 bytes (NAME_MAX)"),
             c => out.push(c),
         }
     }
@@ -549,7 +595,12 @@ impl TarBuilder<'_> {
         xattrs.sort();
         xattrs.dedup_by(|a, b| a.0 == b.0);
         let meta = Meta {
-            perm: (m.mode & 0o7777) as u16,
+            // Linux shows every symlink as 0777, whatever the archive says.
+            perm: if m.ty == Type::Symlink {
+                0o777
+            } else {
+                (m.mode & 0o7777) as u16
+            },
             uid: m.uid.min(u32::MAX as u64) as u32,
             gid: m.gid.min(u32::MAX as u64) as u32,
             mtime: self.opts.mtime(m.mtime),
@@ -628,22 +679,27 @@ impl TarBuilder<'_> {
         at: u64,
         rel: &[u8],
     ) -> Result<()> {
-        let spool = &mut self.spool;
         let archive = self.archive;
+        let spool = self.spool.as_ref();
         ar.read_data(m, &mut |off, bytes| {
-            if !crate::squashfs::is_zero(bytes) {
-                spool.seek(SeekFrom::Start(at + off))?;
-                spool.write_all(bytes)?;
+            if let Some(f) = spool {
+                if !crate::squashfs::is_zero(bytes) {
+                    f.write_all_at(bytes, at + off)?;
+                }
             }
             Ok(())
         })
         .with_context(|| format!("archive {}: reading {}", archive.display(), show(rel)))?;
-        self.spool_len = at + m.size;
+        self.spool_len = at
+            .checked_add(m.size)
+            .with_context(|| format!("archive {}: {}: too large", archive.display(), show(rel)))?;
         // Holes at the end are not writes: give the spool its length.
-        if self.spool.metadata()?.len() < self.spool_len {
-            self.spool.set_len(self.spool_len).with_context(|| {
-                format!("archive {}: spooling {}", self.archive.display(), show(rel))
-            })?;
+        if let Some(f) = &self.spool {
+            if f.metadata()?.len() < self.spool_len {
+                f.set_len(self.spool_len).with_context(|| {
+                    format!("archive {}: spooling {}", self.archive.display(), show(rel))
+                })?;
+            }
         }
         Ok(())
     }
@@ -770,7 +826,7 @@ impl TarBuilder<'_> {
                 }
             }
         }
-        self.tree.spool = Some(self.spool);
+        self.tree.spool = self.spool;
         Ok(self.tree)
     }
 }
@@ -778,6 +834,44 @@ impl TarBuilder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fuzzing entry point on a valid archive, then on every truncation
+    /// and on single-byte corruptions of it: an answer each time, no panic.
+    #[test]
+    fn scan_tar_takes_any_input() {
+        let mut b = ::tar::Builder::new(Vec::new());
+        let mut h = ::tar::Header::new_gnu();
+        h.set_entry_type(::tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_data(&mut h, "etc/", &[][..]).unwrap();
+        let mut h = ::tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(5);
+        b.append_data(&mut h, "etc/hostname", &b"node\n"[..])
+            .unwrap();
+        let mut h = ::tar::Header::new_gnu();
+        h.set_entry_type(::tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "etc/link", "hostname").unwrap();
+        let ar = b.into_inner().unwrap();
+        let ok = scan_tar(&ar[..]).unwrap();
+        assert_eq!(ok.entries, 4);
+        assert_eq!(ok.file_bytes, 5);
+        let z = zstd::encode_all(&ar[..], 3).unwrap();
+        assert_eq!(scan_tar(&z[..]).unwrap(), ok);
+        for n in 0..ar.len() {
+            let _ = scan_tar(&ar[..n]);
+        }
+        for i in (0..ar.len()).step_by(7) {
+            for v in [0u8, 0x80, 0xff, b'7'] {
+                let mut c = ar.clone();
+                c[i] = v;
+                let _ = scan_tar(&c[..]);
+            }
+        }
+        assert!(scan_tar(&b"not a tar"[..]).is_err());
+    }
 
     #[test]
     fn archive_paths() {

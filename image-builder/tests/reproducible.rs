@@ -241,6 +241,7 @@ fn same_tree_twice_gives_same_bytes() {
         &m.dir,
         Expect {
             clamp_mtime: Some(SDE as i64),
+            ..Default::default()
         },
     );
 }

@@ -8,7 +8,7 @@
 //! puts the results back in sequence and writes them, so the output does
 //! not depend on thread timing.
 use super::{is_zero, Zstd, UNCOMPRESSED_BLOCK};
-use crate::tree::{NodeId, Tree};
+use crate::tree::{ContentReader, NodeId, Tree};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -42,14 +42,14 @@ pub struct DataOut {
 
 enum Job {
     Block(u32, Vec<u8>),
-    /// A block of zeros of that length: stored as size 0.
-    Hole(u32, u32),
+    /// A run of blocks of zeros (count, bytes): each stored as size 0.
+    Hole(u32, u64, u64),
     Frag(Vec<u8>),
 }
 
 enum Done {
     Block(u32, Vec<u8>, bool),
-    Hole(u32, u32),
+    Hole(u32, u64, u64),
     Frag(Vec<u8>, bool),
 }
 
@@ -127,7 +127,7 @@ fn compress(
         let msg = rx.lock().expect("job queue poisoned").recv();
         let Ok((seq, job)) = msg else { return };
         let done = match job {
-            Job::Hole(f, len) => Done::Hole(f, len),
+            Job::Hole(f, n, len) => Done::Hole(f, n, len),
             Job::Block(f, data) => match z.compress(&data) {
                 Some(c) => Done::Block(f, c.to_vec(), false),
                 None => Done::Block(f, data, true),
@@ -172,14 +172,14 @@ fn write_in_order<W: Write>(
                     fd.sizes
                         .push(bytes.len() as u32 | if raw { UNCOMPRESSED_BLOCK } else { 0 });
                 }
-                Done::Hole(f, len) => {
+                Done::Hole(f, n, len) => {
                     let fd = &mut files[f as usize];
                     if !started[f as usize] {
                         started[f as usize] = true;
                         fd.start = pos;
                     }
-                    fd.sizes.push(0);
-                    fd.sparse += len as u64;
+                    fd.sizes.resize(fd.sizes.len() + n as usize, 0);
+                    fd.sparse += len;
                 }
                 Done::Frag(bytes, raw) => {
                     fragments.push((
@@ -235,41 +235,40 @@ fn read_files(
             continue;
         }
         let r = tree.content_reader(id)?;
+        // Files of a block or more keep their tail as a last, shorter block
+        // (as mksquashfs does by default: reading it needs no fragment);
+        // smaller files are packed into fragments.
+        let tail = if size >= bs { 0 } else { size as usize };
+        let nblocks = if size >= bs { size.div_ceil(bs) } else { 0 };
         if size_count[&size] > 1 {
-            let mut h = Sha256::new();
-            let mut hb = vec![0u8; (1 << 20).min(size as usize)];
-            let mut off = 0;
-            while off < size {
-                let n = hb.len().min((size - off) as usize);
-                r.read_at(off, &mut hb[..n])?;
-                h.update(&hb[..n]);
-                off += n as u64;
-            }
-            let key = (size, h.finalize().into());
+            let key = (size, content_hash(&r, size, bs, &mut buf)?);
             if let Some(&orig) = seen.get(&key) {
                 dup_of[i] = Some(orig);
                 continue;
             }
             seen.insert(key, i as u32);
         }
-        // Files of a block or more keep their tail as a last, shorter block
-        // (as mksquashfs does by default: reading it needs no fragment);
-        // smaller files are packed into fragments.
-        let tail = if size >= bs { 0 } else { size as usize };
-        let nblocks = if size >= bs { size.div_ceil(bs) } else { 0 };
+        // Holes (SEEK_DATA) are never read: a run of them is one job, so
+        // a sparse file costs time in its data, not in its size.
         let mut data_at = 0u64;
-        for b in 0..nblocks {
+        let mut b = 0;
+        while b < nblocks {
             let off = b * bs;
             let len = bs.min(size - off) as usize;
             if off >= data_at {
                 data_at = r.next_data(off);
             }
             let job = if data_at >= off + len as u64 {
-                Job::Hole(i as u32, len as u32)
+                // Whole blocks before the next data (or the end).
+                let n = ((data_at.min(size) - off) / bs).max(1).min(nblocks - b);
+                let bytes = (off + n * bs).min(size) - off;
+                b += n;
+                Job::Hole(i as u32, n, bytes)
             } else {
                 r.read_at(off, &mut buf[..len])?;
+                b += 1;
                 if is_zero(&buf[..len]) {
-                    Job::Hole(i as u32, len as u32)
+                    Job::Hole(i as u32, 1, len as u64)
                 } else {
                     Job::Block(i as u32, buf[..len].to_vec())
                 }
@@ -296,6 +295,36 @@ fn read_files(
         tx.send(Job::Frag(frag));
     }
     Ok(ReaderOut { frags, dup_of })
+}
+
+/// A digest of a file's content, block by block: an all-zero block (a hole,
+/// never read, or zeros read) counts as one marker byte, any other as a
+/// marker and its bytes. Equal contents give equal digests however their
+/// holes lie, and a sparse file is hashed in time proportional to its data.
+fn content_hash(r: &ContentReader, size: u64, bs: u64, buf: &mut [u8]) -> Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    let mut data_at = 0u64;
+    let mut off = 0u64;
+    while off < size {
+        let len = bs.min(size - off);
+        if off >= data_at {
+            data_at = r.next_data(off);
+        }
+        if data_at >= off + len {
+            h.update([0u8]);
+        } else {
+            let b = &mut buf[..len as usize];
+            r.read_at(off, b)?;
+            if is_zero(b) {
+                h.update([0u8]);
+            } else {
+                h.update([1u8]);
+                h.update(&*b);
+            }
+        }
+        off += len;
+    }
+    Ok(h.finalize().into())
 }
 
 fn file_size(tree: &Tree, id: NodeId) -> u64 {
