@@ -200,16 +200,58 @@ impl Drop for Transfer {
                 self.peer,
                 self.sent
             );
-        } else {
-            // PXE ROMs often ask for the size (tsize) and stop, then ask again.
+        } else if let Some(quiet) = STOPPED_LINES.take() {
+            // PXE ROMs often ask for the size (tsize) and stop, then ask
+            // again; requests never acknowledged (a flood, forged sources)
+            // end here too, so these lines are rationed.
+            let more = if quiet > 0 {
+                format!(" ({quiet} more such lines left out in the last minute)")
+            } else {
+                String::new()
+            };
             tracing::info!(
-                "tftp: {} to {} stopped after {} of {} bytes ({secs:.2} s): the client ended it or stopped answering",
+                "tftp: {} to {} stopped after {} of {} bytes ({secs:.2} s): the client ended it or stopped answering{more}",
                 crate::clean(&self.name),
                 self.peer,
                 self.sent,
                 self.size
             );
         }
+    }
+}
+
+/// Lines about transfers that did not finish: at most 20 a minute.
+static STOPPED_LINES: Ration = Ration::new(20);
+
+/// At most `per_minute` log lines a minute; the rest are counted.
+struct Ration {
+    per_minute: u32,
+    /// (minute started, lines in it, lines left out since the last line)
+    state: std::sync::Mutex<Option<(Instant, u32, u64)>>,
+}
+
+impl Ration {
+    const fn new(per_minute: u32) -> Ration {
+        Ration {
+            per_minute,
+            state: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// `Some(lines left out before this one)` when a line may be written.
+    fn take(&self) -> Option<u64> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let (start, n, skipped) = st.get_or_insert((now, 0, 0));
+        if now.duration_since(*start) >= std::time::Duration::from_secs(60) {
+            (*start, *n) = (now, 0);
+        }
+        if *n >= self.per_minute {
+            *skipped += 1;
+            return None;
+        }
+        *n += 1;
+        Some(std::mem::take(skipped))
     }
 }
 
@@ -347,6 +389,19 @@ pub fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ration_counts_what_it_leaves_out() {
+        let r = Ration::new(2);
+        assert_eq!(r.take(), Some(0));
+        assert_eq!(r.take(), Some(0));
+        assert_eq!(r.take(), None);
+        assert_eq!(r.take(), None);
+        // A new minute: the next line says two were left out.
+        r.state.lock().unwrap().as_mut().unwrap().0 -= std::time::Duration::from_secs(61);
+        assert_eq!(r.take(), Some(2));
+        assert_eq!(r.take(), Some(0));
+    }
 
     #[test]
     fn paths_stay_inside_the_root() {
