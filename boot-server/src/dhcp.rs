@@ -799,7 +799,7 @@ pub const MAX_PACKET: usize = 4096;
 
 /// Decode a request: any bytes give a message or an error, never a panic
 /// (fuzzed: `cargo xtask fuzz dhcp_server`), and a message's `chaddr()` is
-/// safe to call.
+/// safe to call. Only the options bootd reads ([`READ_OPTIONS`]) are kept.
 pub fn decode(b: &[u8]) -> Result<Message, DecodeError> {
     if b.len() > MAX_PACKET {
         return Err(DecodeError::TooLarge(b.len()));
@@ -810,7 +810,50 @@ pub fn decode(b: &[u8]) -> Result<Message, DecodeError> {
             return Err(DecodeError::Hlen(hlen));
         }
     }
-    Ok(Message::decode(&mut dhcproto::Decoder::new(b))?)
+    let b = keep_read_options(b);
+    Ok(Message::decode(&mut dhcproto::Decoder::new(&b))?)
+}
+
+/// The options bootd reads in a request: requested address, message type,
+/// server identifier, class, user class, client architecture, machine
+/// identifier. The others are dropped before dhcproto decodes the message:
+/// some of its option decoders assert on lengths (a 1-byte option 152 or a
+/// 0-byte option 81 panics a build with debug assertions; found by
+/// `cargo xtask fuzz dhcp_server`).
+pub const READ_OPTIONS: [u8; 7] = [50, 53, 54, 60, 77, 93, 97];
+
+/// `b` with only [`READ_OPTIONS`] left in its options field (after the
+/// 236-byte fixed part and the 4-byte cookie). Walking stops at the end
+/// option, or at an option that runs past the packet, as dhcproto's own
+/// decoder does.
+fn keep_read_options(b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    const OPTIONS: usize = 240;
+    let Some(head) = b.get(..OPTIONS) else {
+        return std::borrow::Cow::Borrowed(b);
+    };
+    let mut out = head.to_vec();
+    let mut i = OPTIONS;
+    while let Some(&code) = b.get(i) {
+        match code {
+            0 => i += 1,
+            255 => break,
+            _ => {
+                let Some(&len) = b.get(i + 1) else {
+                    break;
+                };
+                let end = i + 2 + usize::from(len);
+                let Some(opt) = b.get(i..end) else {
+                    break;
+                };
+                if READ_OPTIONS.contains(&code) {
+                    out.extend_from_slice(opt);
+                }
+                i = end;
+            }
+        }
+    }
+    out.push(255);
+    std::borrow::Cow::Owned(out)
 }
 
 /// A DHCP request for tests and tools: `kind` from `mac`, with optional
@@ -902,10 +945,11 @@ mac = "52:54:00:12:34:58"
     fn reply(v: Verdict) -> (Message, SocketAddrV4, String) {
         match v {
             Verdict::Reply { msg, to, summary } => {
-                // What goes on the wire decodes to the same message.
+                // What goes on the wire decodes to the same message (with
+                // all its options: `decode` keeps only those of requests).
                 let wire = encode(&msg).unwrap();
                 assert!(wire.len() >= 300);
-                (decode(&wire).unwrap(), to, summary)
+                (Message::from_bytes(&wire).unwrap(), to, summary)
             }
             Verdict::Ignore(i) => panic!("ignored: {i:?}"),
         }
@@ -1299,5 +1343,30 @@ mac = "52:54:00:12:34:58"
             )),
             Client::Firmware(Some(0))
         );
+    }
+
+    /// fuzz/artifacts/dhcp_server/crash-8b9772…: options whose length
+    /// dhcproto asserts on (152 with 1 byte, 81 with 0, 94 with 1) are
+    /// dropped before it decodes them; the options bootd reads stay.
+    #[test]
+    fn options_bootd_does_not_read_never_reach_dhcproto() {
+        let d = request(MessageType::Discover, 1, CN1, Some(7), Some("iPXE"));
+        let mut wire = d.to_vec().unwrap();
+        assert_eq!(wire.pop(), Some(255));
+        wire.extend_from_slice(&[152, 1, 0, 81, 0, 94, 1, 1, 80, 2, 0, 0, 255]);
+        let m = decode(&wire).expect("decodes");
+        assert_eq!(message_type(&m), Some(MessageType::Discover));
+        assert_eq!(client_of(&m), Client::Ipxe(Some(7)));
+        assert_eq!(m.opts().iter().count(), 4);
+        // An option running past the packet ends the options, as in dhcproto.
+        let mut cut = d.to_vec().unwrap();
+        cut.pop();
+        cut.extend_from_slice(&[60, 200, b'P']);
+        assert_eq!(
+            message_type(&decode(&cut).unwrap()),
+            Some(MessageType::Discover)
+        );
+        // Shorter than the fixed part: dhcproto's error, no panic.
+        assert!(decode(&wire[..100]).is_err());
     }
 }

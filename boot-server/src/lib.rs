@@ -51,8 +51,55 @@ pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// At most `per_minute` log lines a minute; the rest are counted.
+pub struct Ration {
+    per_minute: u32,
+    /// (minute started, lines in it, lines left out since the last line)
+    state: std::sync::Mutex<Option<(std::time::Instant, u32, u64)>>,
+}
+
+impl Ration {
+    pub const fn new(per_minute: u32) -> Ration {
+        Ration {
+            per_minute,
+            state: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// `Some(lines left out before this one)` when a line may be written.
+    pub fn take(&self) -> Option<u64> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let (start, n, skipped) = st.get_or_insert((now, 0, 0));
+        if now.duration_since(*start) >= std::time::Duration::from_secs(60) {
+            (*start, *n) = (now, 0);
+        }
+        if *n >= self.per_minute {
+            *skipped += 1;
+            return None;
+        }
+        *n += 1;
+        Some(std::mem::take(skipped))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ration_counts_what_it_leaves_out() {
+        let r = Ration::new(2);
+        assert_eq!(r.take(), Some(0));
+        assert_eq!(r.take(), Some(0));
+        assert_eq!(r.take(), None);
+        assert_eq!(r.take(), None);
+        // A new minute: the next line says two were left out.
+        r.state.lock().unwrap().as_mut().unwrap().0 -= std::time::Duration::from_secs(61);
+        assert_eq!(r.take(), Some(2));
+        assert_eq!(r.take(), Some(0));
+    }
+
     #[test]
     fn clean_escapes_what_could_forge_a_line() {
         assert_eq!(super::clean("/a b"), "/a b");

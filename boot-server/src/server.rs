@@ -21,6 +21,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// Lines about bad request heads: at most 20 a minute.
+static BAD_HEADS: crate::Ration = crate::Ration::new(20);
+/// Lines about refused status reports: at most 20 a minute.
+static BAD_STATUS: crate::Ration = crate::Ration::new(20);
+
 /// A request line and its headers are read through this reader: a total
 /// deadline over the socket (see [`crate::limits`]).
 pub type Reader<'a> = BufReader<Timed<'a>>;
@@ -254,13 +259,22 @@ fn connection(stream: &TcpStream, peer: SocketAddr, ticket: &crate::limits::Tick
                 };
                 let t = Instant::now();
                 let o = error_page(&mut out, status, false, Conn::CLOSE);
-                tracing::info!(
-                    status = o.status,
-                    bytes = o.bytes,
-                    ms = t.elapsed().as_millis() as u64,
-                    error = %e,
-                    "bad request head from {peer}"
-                );
+                // A client that hangs up inside its head, or sends garbage,
+                // is common on a hostile network: rationed lines.
+                if let Some(left_out) = BAD_HEADS.take() {
+                    tracing::info!(
+                        status = o.status,
+                        bytes = o.bytes,
+                        ms = t.elapsed().as_millis() as u64,
+                        error = %e,
+                        "bad request head from {peer}{}",
+                        if left_out > 0 {
+                            format!(" ({left_out} more left out in the last minute)")
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
                 return;
             }
         };
@@ -409,7 +423,9 @@ fn post_status(
                     let _ = std::io::copy(&mut reader.by_ref().take(len), &mut std::io::sink());
                 }
             }
-            tracing::info!("status refused: {e}");
+            if BAD_STATUS.take().is_some() {
+                tracing::info!("status refused: {e}");
+            }
             return text_error(out, e.status(), &e.to_string(), *conn);
         }
     };
@@ -427,18 +443,22 @@ fn post_status(
     conn.keep = req.keep_alive();
     match Report::parse(&body) {
         Err(e) => {
-            tracing::info!("status refused: {e}");
+            if BAD_STATUS.take().is_some() {
+                tracing::info!("status refused: {e}");
+            }
             text_error(out, 400, &e.to_string(), *conn)
         }
         Ok(r) => {
             let auth = req.header("authorization");
             if let Err((status, e)) = status_allowed(state, &r, auth) {
                 let id = crate::secrets::bearer(auth).map(crate::secrets::token_id);
-                tracing::warn!(
-                    token = id.as_deref().map(tracing::field::display),
-                    "status of {} refused: {e}",
-                    r.hostname
-                );
+                if BAD_STATUS.take().is_some() {
+                    tracing::warn!(
+                        token = id.as_deref().map(tracing::field::display),
+                        "status of {} refused: {e}",
+                        r.hostname
+                    );
+                }
                 let reason = crate::http::reason(status);
                 return text_error(out, status, &format!("{status} {reason}: {e}"), *conn);
             }

@@ -221,39 +221,7 @@ impl Drop for Transfer {
 }
 
 /// Lines about transfers that did not finish: at most 20 a minute.
-static STOPPED_LINES: Ration = Ration::new(20);
-
-/// At most `per_minute` log lines a minute; the rest are counted.
-struct Ration {
-    per_minute: u32,
-    /// (minute started, lines in it, lines left out since the last line)
-    state: std::sync::Mutex<Option<(Instant, u32, u64)>>,
-}
-
-impl Ration {
-    const fn new(per_minute: u32) -> Ration {
-        Ration {
-            per_minute,
-            state: std::sync::Mutex::new(None),
-        }
-    }
-
-    /// `Some(lines left out before this one)` when a line may be written.
-    fn take(&self) -> Option<u64> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let (start, n, skipped) = st.get_or_insert((now, 0, 0));
-        if now.duration_since(*start) >= std::time::Duration::from_secs(60) {
-            (*start, *n) = (now, 0);
-        }
-        if *n >= self.per_minute {
-            *skipped += 1;
-            return None;
-        }
-        *n += 1;
-        Some(std::mem::take(skipped))
-    }
-}
+static STOPPED_LINES: crate::Ration = crate::Ration::new(20);
 
 impl Handler for ReadOnlyDir {
     type Reader = Transfer;
@@ -389,19 +357,6 @@ pub fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_ration_counts_what_it_leaves_out() {
-        let r = Ration::new(2);
-        assert_eq!(r.take(), Some(0));
-        assert_eq!(r.take(), Some(0));
-        assert_eq!(r.take(), None);
-        assert_eq!(r.take(), None);
-        // A new minute: the next line says two were left out.
-        r.state.lock().unwrap().as_mut().unwrap().0 -= std::time::Duration::from_secs(61);
-        assert_eq!(r.take(), Some(2));
-        assert_eq!(r.take(), Some(0));
-    }
 
     #[test]
     fn paths_stay_inside_the_root() {

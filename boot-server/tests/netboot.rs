@@ -9,6 +9,7 @@
 //! Needs root and iproute2 (else the tests print why and pass without
 //! running), busybox and curl (missing ones fail).
 use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
+use dhcproto::Decodable;
 use nodeboot_boot_server::dhcp;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -327,7 +328,7 @@ fn exchange(sock: &UdpSocket, m: &Message, to: SocketAddr, wait: Duration) -> Op
         let Ok((n, _)) = sock.recv_from(&mut buf) else {
             continue;
         };
-        if let Ok(r) = dhcp::decode(&buf[..n]) {
+        if let Ok(r) = Message::from_bytes(&buf[..n]) {
             if r.xid() == m.xid() && r.opcode() == dhcproto::v4::Opcode::BootReply {
                 return Some(r);
             }
@@ -756,7 +757,7 @@ fn a_dhcp_flood_is_quiet_and_rate_limited() {
     let mut buf = [0u8; 2048];
     while t0.elapsed() < Duration::from_millis(800) {
         if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            if let Ok(r) = dhcp::decode(&buf[..n]) {
+            if let Ok(r) = Message::from_bytes(&buf[..n]) {
                 if (100..130).contains(&r.xid()) {
                     answered.insert(r.xid());
                 }
