@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod deps;
 mod e2e;
+mod fuzz;
 mod hostile;
 mod pxe;
 mod scenarios;
@@ -38,6 +39,15 @@ enum Cmd {
     Bench {
         #[command(subcommand)]
         what: bench::What,
+    },
+    /// Fuzz the parsers (cargo-fuzz, nightly): TARGET, else every target
+    /// one after the other, N seconds each. Not part of `test`, whose
+    /// `cargo test` replays the corpora instead.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        target: Option<String>,
     },
     /// The attacker of the QEMU boot `hostile` (run inside its network
     /// namespace by the scenario): slow HTTP connections, unacknowledged
@@ -76,6 +86,7 @@ fn main() -> Result<()> {
             http_port,
             stats,
         } => hostile::load(server, http_port, &stats),
+        Cmd::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
     }
 }
 
