@@ -194,6 +194,22 @@ impl Net {
         }
     }
 
+    /// bootd in full DHCP mode on `srv0` with the inventory of
+    /// [`Net::inventory`] (no `[dhcp]` extras), and `extra` arguments.
+    fn full_mode(&self, extra: &[&str]) -> Bootd {
+        let inv = self.inventory("");
+        let mut args = vec![
+            "--inventory",
+            inv.to_str().unwrap(),
+            "--dhcp",
+            "srv0",
+            "--dhcp-mode",
+            "full",
+        ];
+        args.extend_from_slice(extra);
+        self.bootd(&args)
+    }
+
     /// Run `f` on a thread inside the client namespace (sockets it opens
     /// stay there).
     fn in_client<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -351,15 +367,7 @@ fn file(m: &Message) -> String {
 fn full_mode_gives_udhcpc_the_inventory_lease() {
     require_netns!();
     let net = Net::new("full", 1, CN1_MAC);
-    let inv = net.inventory("");
-    let srv = net.bootd(&[
-        "--inventory",
-        inv.to_str().unwrap(),
-        "--dhcp",
-        "srv0",
-        "--dhcp-mode",
-        "full",
-    ]);
+    let srv = net.full_mode(&[]);
     let env = net.udhcpc(&[]).expect("no lease for cn1");
     assert_eq!(env_var(&env, "ip"), Some("10.98.1.50"), "{env}");
     assert_eq!(env_var(&env, "subnet"), Some("255.255.255.0"), "{env}");
@@ -450,15 +458,7 @@ fn full_mode_boot_file_by_architecture_and_user_class() {
 fn unknown_mac_is_ignored_and_logged() {
     require_netns!();
     let net = Net::new("unknown", 3, "02:00:00:00:00:99");
-    let inv = net.inventory("");
-    let srv = net.bootd(&[
-        "--inventory",
-        inv.to_str().unwrap(),
-        "--dhcp",
-        "srv0",
-        "--dhcp-mode",
-        "full",
-    ]);
+    let srv = net.full_mode(&[]);
     assert_eq!(net.udhcpc(&["-x", "0x5d:0000"]), None);
     let sock = net.client_socket(68);
     let d = dhcp::request(
@@ -640,15 +640,7 @@ fn bad_netboot_options_are_refused() {
 fn no_dhcp_packet_kills_bootd() {
     require_netns!();
     let net = Net::new("hlen", 6, CN1_MAC);
-    let inv = net.inventory("");
-    let mut srv = net.bootd(&[
-        "--inventory",
-        inv.to_str().unwrap(),
-        "--dhcp",
-        "srv0",
-        "--dhcp-mode",
-        "full",
-    ]);
+    let mut srv = net.full_mode(&[]);
     let sock = net.client_socket(68);
     let good = dhcp::encode(&dhcp::request(
         MessageType::Discover,
@@ -710,17 +702,7 @@ fn no_dhcp_packet_kills_bootd() {
 fn a_dhcp_flood_is_quiet_and_rate_limited() {
     require_netns!();
     let net = Net::new("flood", 7, CN1_MAC);
-    let inv = net.inventory("");
-    let srv = net.bootd(&[
-        "--inventory",
-        inv.to_str().unwrap(),
-        "--dhcp",
-        "srv0",
-        "--dhcp-mode",
-        "full",
-        "--dhcp-rate",
-        "3",
-    ]);
+    let srv = net.full_mode(&["--dhcp-rate", "3"]);
     let sock = net.client_socket(68);
     let mut x: u32 = 0x9e37_79b9;
     for i in 0..10_000u32 {
