@@ -114,7 +114,11 @@ fn clean(e: impl std::fmt::Display) -> String {
 }
 
 /// Refuse what gtmpl cannot parse safely: an action (`{{`) still open at
-/// the end of the text. Quotes, raw strings, character constants and
+/// the end of the text, and a non-ASCII character inside an action but
+/// outside a quoted string, raw string, character constant or comment
+/// (gtmpl's lexer backs up one byte after such a character and panics
+/// slicing inside it: `{{ $˓ }}`, found by `cargo xtask fuzz
+/// cmdline_template`). Quotes, raw strings, character constants and
 /// comments inside an action are skipped; a quote left open is left to
 /// gtmpl, which reports it.
 fn check_closed(text: &str) -> Result<(), TemplateError> {
@@ -156,6 +160,12 @@ fn check_closed(text: &str) -> Result<(), TemplateError> {
                     Some(e) => i += 1 + e + 1,
                     None => return Ok(()),
                 },
+                c if !c.is_ascii() => {
+                    let col = text[..i].chars().count() + 1;
+                    return Err(TemplateError(format!(
+                        "non-ASCII character at character {col} inside an action (only in quotes)"
+                    )));
+                }
                 _ => i += 1,
             }
         }
@@ -263,6 +273,8 @@ mod tests {
             ("{{- $.host.Name -}} x", "cn1x"),
             ("no actions at all", "no actions at all"),
             ("quoted {{ \"}}\" }}", "quoted }}"),
+            // Non-ASCII outside actions, and in quotes and comments inside.
+            ("né {{ \"→\" }}{{/* ü */}} {{ `ß` }}", "né → ß"),
         ];
         for (t, want) in cases {
             assert_eq!(render(t, &data()).as_deref(), Ok(*want), "{t}");
@@ -285,6 +297,16 @@ mod tests {
             (
                 "{{ \"abc }}",
                 "unexpected unterminated quoted string in command",
+            ),
+            // fuzz/artifacts/cmdline_template/crash-4f67cb…: gtmpl's lexer
+            // panics on these.
+            (
+                "root=live:{{ $\u{2d3}iveimg }}",
+                "non-ASCII character at character 15 inside an action (only in quotes)",
+            ),
+            (
+                "é {{ $.host.Name }} {{ .x\u{702} }}",
+                "non-ASCII character at character 26 inside an action (only in quotes)",
             ),
         ];
         for (t, want) in cases {

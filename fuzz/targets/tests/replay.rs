@@ -4,6 +4,7 @@
 //! target whose corpus directory is missing or empty fails the test, so a
 //! corpus cannot vanish unnoticed.
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -24,8 +25,17 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Panics in any thread (gtmpl lexes on a thread of its own, out of
+/// reach of `catch_unwind`), counted by the panic hook.
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
 #[test]
 fn replay_every_corpus_and_artifact() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        default(info);
+    }));
     let fuzz = fuzz_dir();
     let mut problems = Vec::new();
     let mut total = 0;
@@ -43,8 +53,9 @@ fn replay_every_corpus_and_artifact() {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => panic!("{}: {e}", f.display()),
             };
+            let before = PANICS.load(Ordering::SeqCst);
             let r = std::panic::catch_unwind(|| body(&data));
-            if r.is_err() {
+            if r.is_err() || PANICS.load(Ordering::SeqCst) != before {
                 problems.push(format!("{name}: {} panics", f.display()));
             }
             total += 1;
