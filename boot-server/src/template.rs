@@ -118,15 +118,19 @@ fn clean(e: impl std::fmt::Display) -> String {
 /// outside a quoted string, raw string, character constant or comment
 /// (gtmpl's lexer backs up one byte after such a character and panics
 /// slicing inside it: `{{ $˓ }}`, found by `cargo xtask fuzz
-/// cmdline_template`). Quotes, raw strings, character constants and
-/// comments inside an action are skipped; a quote left open is left to
-/// gtmpl, which reports it.
+/// cmdline_template`). Quotes, raw strings, character constants and a
+/// comment opening an action are skipped; a quote or comment left open is
+/// left to gtmpl, which reports it. (`/*` later in an action is no comment
+/// for gtmpl: taken for one, `{{ /* .` spun gtmpl forever; fuzzing found it.)
 fn check_closed(text: &str) -> Result<(), TemplateError> {
     let b = text.as_bytes();
     let mut i = 0;
     while let Some(off) = text[i..].find("{{") {
         let start = i + off;
         i = start + 2;
+        // A comment only opens an action (`{{/*`, `{{- /*`), as in Go;
+        // elsewhere `/*` is two characters of the action.
+        let comment_at = if b[i..].starts_with(b"- ") { i + 2 } else { i };
         loop {
             if i >= b.len() {
                 let col = text[..start].chars().count() + 1;
@@ -138,7 +142,7 @@ fn check_closed(text: &str) -> Result<(), TemplateError> {
                 i += 2;
                 break;
             }
-            if b[i..].starts_with(b"/*") {
+            if i == comment_at && b[i..].starts_with(b"/*") {
                 match text[i + 2..].find("*/") {
                     Some(e) => i += 2 + e + 2,
                     None => return Ok(()),
@@ -308,6 +312,17 @@ mod tests {
                 "é {{ $.host.Name }} {{ .x\u{702} }}",
                 "non-ASCII character at character 26 inside an action (only in quotes)",
             ),
+            // fuzz/artifacts/cmdline_template/timeout-e19a51…: `/*` inside
+            // an action is no comment, and gtmpl spun on the open action.
+            (
+                "{{ /* .",
+                "unclosed action: the `{{` at character 1 has no `}}`",
+            ),
+            (
+                "{{ \"a\" }} {{ {{/*   .",
+                "unclosed action: the `{{` at character 11 has no `}}`",
+            ),
+            ("{{/* x", "unexpected unclosed comment in input"),
         ];
         for (t, want) in cases {
             assert_eq!(check(t), Err(TemplateError(want.to_string())), "{t}");
