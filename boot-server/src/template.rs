@@ -113,6 +113,10 @@ fn clean(e: impl std::fmt::Display) -> String {
     }
 }
 
+/// Deepest nesting of blocks, and of parentheses in an action, accepted
+/// (a kernel command line needs a few).
+const MAX_NESTING: usize = 32;
+
 /// Refuse what gtmpl cannot parse safely: an action (`{{`) still open at
 /// the end of the text, and a non-ASCII character inside an action but
 /// outside a quoted string, raw string, character constant or comment
@@ -125,12 +129,32 @@ fn clean(e: impl std::fmt::Display) -> String {
 fn check_closed(text: &str) -> Result<(), TemplateError> {
     let b = text.as_bytes();
     let mut i = 0;
+    // Blocks (if, range, with, block, define … end) open: gtmpl parses them,
+    // and parentheses, by recursion; deep nesting overflowed the stack.
+    let mut blocks = 0usize;
     while let Some(off) = text[i..].find("{{") {
         let start = i + off;
         i = start + 2;
         // A comment only opens an action (`{{/*`, `{{- /*`), as in Go;
         // elsewhere `/*` is two characters of the action.
         let comment_at = if b[i..].starts_with(b"- ") { i + 2 } else { i };
+        let word: String = text[comment_at..]
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_alphabetic)
+            .collect();
+        match word.as_str() {
+            "if" | "range" | "with" | "block" | "define" => blocks += 1,
+            "end" => blocks = blocks.saturating_sub(1),
+            _ => {}
+        }
+        let mut parens = 0usize;
+        if blocks > MAX_NESTING {
+            let col = text[..start].chars().count() + 1;
+            return Err(TemplateError(format!(
+                "blocks nested more than {MAX_NESTING} deep at character {col}"
+            )));
+        }
         loop {
             if i >= b.len() {
                 let col = text[..start].chars().count() + 1;
@@ -151,9 +175,24 @@ fn check_closed(text: &str) -> Result<(), TemplateError> {
             }
             match b[i] {
                 q @ (b'"' | b'\'') => {
+                    let open = i;
                     i += 1;
+                    let (mut escapes, mut non_ascii) = (false, false);
                     while i < b.len() && b[i] != q && b[i] != b'\n' {
-                        i += if b[i] == b'\\' { 2 } else { 1 };
+                        if b[i] == b'\\' {
+                            check_escape(text, i)?;
+                            escapes = true;
+                            i += 2;
+                        } else {
+                            non_ascii |= !b[i].is_ascii();
+                            i += 1;
+                        }
+                    }
+                    if escapes && non_ascii {
+                        let col = text[..open].chars().count() + 1;
+                        return Err(TemplateError(format!(
+                            "the quoted text at character {col} has both escapes and non-ASCII characters"
+                        )));
                     }
                     if i >= b.len() || b[i] != q {
                         return Ok(());
@@ -164,6 +203,20 @@ fn check_closed(text: &str) -> Result<(), TemplateError> {
                     Some(e) => i += 1 + e + 1,
                     None => return Ok(()),
                 },
+                b'(' => {
+                    parens += 1;
+                    if parens > MAX_NESTING {
+                        let col = text[..i].chars().count() + 1;
+                        return Err(TemplateError(format!(
+                            "parentheses nested more than {MAX_NESTING} deep at character {col}"
+                        )));
+                    }
+                    i += 1;
+                }
+                b')' => {
+                    parens = parens.saturating_sub(1);
+                    i += 1;
+                }
                 c if !c.is_ascii() => {
                     let col = text[..i].chars().count() + 1;
                     return Err(TemplateError(format!(
@@ -175,6 +228,32 @@ fn check_closed(text: &str) -> Result<(), TemplateError> {
         }
     }
     Ok(())
+}
+
+/// The escape at `i` (a backslash) in a quoted string of an action: one
+/// gtmpl unquotes without looping or slicing inside a character: `\b \f
+/// \n \r \t \' \" \\`, `\x` and 2 hex digits, `\u` and 4, `\U` and 8
+/// (`"\x-"` spun gtmpl forever: found by `cargo xtask fuzz cmdline_template`).
+fn check_escape(text: &str, i: usize) -> Result<(), TemplateError> {
+    let b = text.as_bytes();
+    let hex = |n: usize| {
+        b.get(i + 2..i + 2 + n)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    };
+    let ok = match b.get(i + 1) {
+        Some(b'b' | b'f' | b'n' | b'r' | b't' | b'\'' | b'"' | b'\\') => true,
+        Some(b'x') => hex(2),
+        Some(b'u') => hex(4),
+        Some(b'U') => hex(8),
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    let col = text[..i].chars().count() + 1;
+    Err(TemplateError(format!(
+        "bad escape at character {col} (\\b \\f \\n \\r \\t \\' \\\" \\\\ \\xHH \\uHHHH \\UHHHHHHHH)"
+    )))
 }
 
 /// A parsed template with the functions registered.
@@ -323,10 +402,40 @@ mod tests {
                 "unclosed action: the `{{` at character 11 has no `}}`",
             ),
             ("{{/* x", "unexpected unclosed comment in input"),
+            // fuzz/artifacts/cmdline_template/timeout-0daa30…: escapes
+            // gtmpl loops on, or slices inside a character for.
+            (
+                r#"{{ replace ":<" "\x-" "a" }}"#,
+                "bad escape at character 18 (\\b \\f \\n \\r \\t \\' \\\" \\\\ \\xHH \\uHHHH \\UHHHHHHHH)",
+            ),
+            (
+                r#"{{ "\u12" }}"#,
+                "bad escape at character 5 (\\b \\f \\n \\r \\t \\' \\\" \\\\ \\xHH \\uHHHH \\UHHHHHHHH)",
+            ),
+            (
+                "{{ \"\\x41abcé\" }}",
+                "the quoted text at character 4 has both escapes and non-ASCII characters",
+            ),
         ];
         for (t, want) in cases {
             assert_eq!(check(t), Err(TemplateError(want.to_string())), "{t}");
         }
+        // fuzz/corpus/inventory/e3b38f…: 300 nested parentheses overflowed
+        // the stack of a debug build in gtmpl's recursive parser.
+        let deep = format!("{{{{ {}1{} }}}}", "(".repeat(33), ")".repeat(33));
+        assert_eq!(
+            check(&deep),
+            Err(TemplateError(
+                "parentheses nested more than 32 deep at character 36".into()
+            ))
+        );
+        let ok = format!("{{{{ {}1{} }}}}", "(".repeat(32), ")".repeat(32));
+        assert_eq!(render(&ok, &data()).as_deref(), Ok("1"));
+        let ifs = "{{ if 1 }}".repeat(33) + &"{{ end }}".repeat(33);
+        assert!(check(&ifs)
+            .unwrap_err()
+            .0
+            .starts_with("blocks nested more than 32 deep"));
         // Render-time errors (Go reports them at Execute too).
         assert!(render("{{ $.nic.Nope }}", &data()).is_err());
         assert_eq!(
