@@ -199,8 +199,29 @@ fn check_closed(text: &str) -> Result<(), TemplateError> {
                     }
                     i += 1;
                 }
+                // gtmpl unquotes raw strings too, escapes and all.
                 b'`' => match text[i + 1..].find('`') {
-                    Some(e) => i += 1 + e + 1,
+                    Some(e) => {
+                        let (open, end) = (i, i + 1 + e);
+                        let mut j = i + 1;
+                        let mut escapes = false;
+                        while j < end {
+                            if b[j] == b'\\' {
+                                check_escape(text, j)?;
+                                escapes = true;
+                                j += 2;
+                            } else {
+                                j += 1;
+                            }
+                        }
+                        if escapes && !text[open..end].is_ascii() {
+                            let col = text[..open].chars().count() + 1;
+                            return Err(TemplateError(format!(
+                                "the quoted text at character {col} has both escapes and non-ASCII characters"
+                            )));
+                        }
+                        i = end + 1;
+                    }
                     None => return Ok(()),
                 },
                 b'(' => {
@@ -415,6 +436,12 @@ mod tests {
             (
                 "{{ \"\\x41abcé\" }}",
                 "the quoted text at character 4 has both escapes and non-ASCII characters",
+            ),
+            // fuzz/artifacts/cmdline_template/crash-390dac…: a raw string
+            // ending with a backslash (gtmpl unquotes raw strings too).
+            (
+                "{{ `raw\\` }}",
+                "bad escape at character 8 (\\b \\f \\n \\r \\t \\' \\\" \\\\ \\xHH \\uHHHH \\UHHHHHHHH)",
             ),
         ];
         for (t, want) in cases {
