@@ -128,6 +128,23 @@ const MAX_NESTING: usize = 32;
 /// for gtmpl: taken for one, `{{ /* .` spun gtmpl forever; fuzzing found it.)
 fn check_closed(text: &str) -> Result<(), TemplateError> {
     let b = text.as_bytes();
+    // A kernel command line is printable text: control characters (CR,
+    // NUL, …; tab and newline aside) are refused anywhere, before gtmpl,
+    // whose lexer could hang on them in an open character constant.
+    if let Some(at) = b
+        .iter()
+        .position(|&c| (c < 0x20 && c != b'\t' && c != b'\n') || c == 0x7f)
+    {
+        let col = text[..at].chars().count() + 1;
+        return Err(TemplateError(format!(
+            "control character {:#04x} at character {col}: a command line template is printable text",
+            b[at]
+        )));
+    }
+    let unclosed = |what: &str, at: usize| {
+        let col = text[..at].chars().count() + 1;
+        TemplateError(format!("unclosed {what} at character {col}"))
+    };
     let mut i = 0;
     // Blocks (if, range, with, block, define … end) open: gtmpl parses them,
     // and parentheses, by recursion; deep nesting overflowed the stack.
@@ -169,7 +186,7 @@ fn check_closed(text: &str) -> Result<(), TemplateError> {
             if i == comment_at && b[i..].starts_with(b"/*") {
                 match text[i + 2..].find("*/") {
                     Some(e) => i += 2 + e + 2,
-                    None => return Ok(()),
+                    None => return Err(unclosed("comment", i)),
                 }
                 continue;
             }
@@ -195,7 +212,12 @@ fn check_closed(text: &str) -> Result<(), TemplateError> {
                         )));
                     }
                     if i >= b.len() || b[i] != q {
-                        return Ok(());
+                        let what = if q == b'"' {
+                            "quoted string"
+                        } else {
+                            "character constant"
+                        };
+                        return Err(unclosed(what, open));
                     }
                     i += 1;
                 }
@@ -222,7 +244,7 @@ fn check_closed(text: &str) -> Result<(), TemplateError> {
                         }
                         i = end + 1;
                     }
-                    None => return Ok(()),
+                    None => return Err(unclosed("raw string", i)),
                 },
                 b'(' => {
                     parens += 1;
@@ -242,6 +264,12 @@ fn check_closed(text: &str) -> Result<(), TemplateError> {
                     let col = text[..i].chars().count() + 1;
                     return Err(TemplateError(format!(
                         "non-ASCII character at character {col} inside an action (only in quotes)"
+                    )));
+                }
+                b'\\' => {
+                    let col = text[..i].chars().count() + 1;
+                    return Err(TemplateError(format!(
+                        "backslash at character {col} inside an action (only in quotes)"
                     )));
                 }
                 _ => i += 1,
@@ -398,10 +426,9 @@ mod tests {
             ),
             ("{{ $.host.Name | nosuch }}", "function nosuch not defined"),
             ("{{ if $.host.Name }}", "unexpected EOF"),
-            (
-                "{{ \"abc }}",
-                "unexpected unterminated quoted string in command",
-            ),
+            ("{{ \"abc }}", "unclosed quoted string at character 4"),
+            ("{{ 'a }}", "unclosed character constant at character 4"),
+            ("{{ `a }}", "unclosed raw string at character 4"),
             // fuzz/artifacts/cmdline_template/crash-4f67cb…: gtmpl's lexer
             // panics on these.
             (
@@ -422,7 +449,17 @@ mod tests {
                 "{{ \"a\" }} {{ {{/*   .",
                 "unclosed action: the `{{` at character 11 has no `}}`",
             ),
-            ("{{/* x", "unexpected unclosed comment in input"),
+            ("{{/* x", "unclosed comment at character 3"),
+            // fuzz/artifacts/cmdline_template/timeout-621bc1…: an open
+            // character constant with CRs and NULs hung gtmpl's lexer.
+            (
+                "{{ if and \r\r'1.\\\\]\0 }}",
+                "control character 0x0d at character 11: a command line template is printable text",
+            ),
+            (
+                "{{ 1 \\ 2 }}",
+                "backslash at character 6 inside an action (only in quotes)",
+            ),
             // fuzz/artifacts/cmdline_template/timeout-0daa30…: escapes
             // gtmpl loops on, or slices inside a character for.
             (
