@@ -394,10 +394,6 @@ pub struct Responder {
 /// `chaddr()` is called: dhcproto slices `chaddr[..hlen]` unchecked, and a
 /// packet may say any `hlen` up to 255.
 pub fn client_mac(m: &Message) -> Option<String> {
-    mac_of(m)
-}
-
-fn mac_of(m: &Message) -> Option<String> {
     if m.htype() != HType::Eth || !(6..=16).contains(&m.hlen()) {
         return None;
     }
@@ -532,7 +528,7 @@ impl Responder {
         if req.hlen() > 16 {
             return ignore(Ignore::Malformed(format!("hlen {} > 16", req.hlen())));
         }
-        let Some(mac) = mac_of(req) else {
+        let Some(mac) = client_mac(req) else {
             return ignore(Ignore::Malformed("not an Ethernet client".into()));
         };
         let Some(kind) = message_type(req) else {

@@ -118,9 +118,6 @@ struct ReadOnlyDir {
     /// node's boot.
     inventory: Option<std::sync::Arc<crate::inventory::Live>>,
     flight: std::sync::Arc<std::sync::Mutex<InFlight>>,
-    /// Refusals since the last line about them (one line a minute at most).
-    refused: u64,
-    refused_logged: Option<Instant>,
 }
 
 /// A transfer's place among the [`InFlight`] ones, given back on drop.
@@ -220,6 +217,10 @@ impl Drop for Transfer {
     }
 }
 
+/// Lines about requests refused at the limits: one a minute, counting the
+/// others.
+static REFUSED_LINES: crate::Ration = crate::Ration::new(1);
+
 /// Lines about transfers that did not finish: at most 20 a minute.
 static STOPPED_LINES: crate::Ration = crate::Ration::new(20);
 
@@ -233,19 +234,12 @@ impl Handler for ReadOnlyDir {
         path: &Path,
     ) -> Result<(Transfer, Option<u64>), packet::Error> {
         let Some(slot) = self.take_slot(client) else {
-            self.refused += 1;
-            let quiet = self
-                .refused_logged
-                .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(60));
-            if !quiet {
+            if let Some(others) = REFUSED_LINES.take() {
                 tracing::warn!(
-                    "tftp: refused {client} and {} other request(s): {} transfers in flight at most, {} per client",
-                    self.refused - 1,
+                    "tftp: refused {client} and {others} other request(s): {} transfers in flight at most, {} per client",
                     self.limits.max_transfers,
                     self.limits.per_client
                 );
-                self.refused = 0;
-                self.refused_logged = Some(Instant::now());
             }
             return Err(packet::Error::Msg("too many transfers, try again".into()));
         };
@@ -329,8 +323,6 @@ pub fn start(
             limits: *limits,
             inventory,
             flight: Default::default(),
-            refused: 0,
-            refused_logged: None,
         })
         .std_socket(sock)
         .context("TFTP: the socket")?
