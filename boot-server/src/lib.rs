@@ -52,6 +52,7 @@ pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// At most `per_minute` log lines a minute; the rest are counted.
+#[derive(Debug)]
 pub struct Ration {
     per_minute: u32,
     /// (minute started, lines in it, lines left out since the last line)

@@ -268,8 +268,8 @@ impl Node {
 pub struct Nodes {
     map: Mutex<BTreeMap<String, Node>>,
     cap: usize,
-    /// When the last "forgetting" line was logged, and nodes forgotten since.
-    evicted: Mutex<(Option<std::time::Instant>, u64)>,
+    /// "forgetting" lines: one a minute.
+    evicted: crate::Ration,
 }
 
 impl Default for Nodes {
@@ -284,7 +284,7 @@ impl Nodes {
         Nodes {
             map: Mutex::new(BTreeMap::new()),
             cap: cap.max(1),
-            evicted: Mutex::new((None, 0)),
+            evicted: crate::Ration::new(1),
         }
     }
 
@@ -313,18 +313,12 @@ impl Nodes {
                 if let Some(k) = oldest {
                     // One line a minute at most: a flood of new names
                     // cannot flood the log.
-                    let mut last = self.evicted.lock().unwrap_or_else(|e| e.into_inner());
-                    last.1 += 1;
-                    if last
-                        .0
-                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
-                    {
+                    if let Some(before) = self.evicted.take() {
                         tracing::warn!(
                             "more than {} nodes: forgetting {k} ({} forgotten since the last line)",
                             self.cap,
-                            last.1
+                            before + 1
                         );
-                        *last = (Some(std::time::Instant::now()), 0);
                     }
                     map.remove(&k);
                 }
