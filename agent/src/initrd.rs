@@ -107,7 +107,15 @@ pub fn run(paths: &Paths) -> Result<Option<BootRecord>> {
         },
         error: None,
     };
-    let reporter = crate::report::Reporter::new(&params, "").with_token_from(&paths.cmdline);
+    // Reports are signed by the node's key when its key partition holds
+    // one in clear (a TPM-sealed key needs tpm2-tools, which the initrd
+    // lacks: those reports go unsigned, and bootd refuses them for a host
+    // with a key).
+    let key =
+        crate::identity::load_for_reports(&crate::identity::Place::from_cmdline(&paths.cmdline));
+    let reporter = crate::report::Reporter::new(&params, "")
+        .with_token_from(&paths.cmdline)
+        .with_key(key);
     let result = steps(paths, &params, &url, &mut rec, t0, &reporter);
     rec.timings.total = t0.elapsed().as_secs_f64();
     match &result {

@@ -60,11 +60,17 @@ Exit status:
     /// postscripts repository (host key pinned), apply its node.toml, run its
     /// post.sh; node.toml's services are then started by start-services.
     Provision,
-    /// This host's secrets from bootd with the boot's token (nodeboot.token=):
-    /// `secret fetch munge.key --dest /etc/munge/munge.key --owner munge`, then `secret done`.
+    /// This host's secrets from bootd, sealed to the node's key:
+    /// `secret fetch munge.key --dest /etc/munge/munge.key --owner munge`.
     Secret {
         #[command(subcommand)]
         what: nodeboot_agent::secret::Cmd,
+    },
+    /// This node's key (on its key partition, or sealed in its TPM): make it,
+    /// show it, enroll it with bootd.
+    Identity {
+        #[command(subcommand)]
+        what: nodeboot_agent::identity::Cmd,
     },
     /// Start node.toml's [services] in order, each within its timeout (run by
     /// nodectl-services.service after nodectl-provision.service); nothing is
@@ -294,6 +300,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Secret { what } => nodeboot_agent::secret::run(what).map(|()| ExitCode::SUCCESS),
+        Cmd::Identity { what } => nodeboot_agent::identity::run(what).map(|()| ExitCode::SUCCESS),
         Cmd::Apply { file, root } => {
             let n = nodeboot_agent::nodetoml::load(&file)?;
             // Sources ([[file]], [[ca]], [ssh]) are relative to node.toml's directory.

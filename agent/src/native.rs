@@ -146,6 +146,9 @@ pub struct NativeResult {
     /// Seconds each service took to become active, in start order.
     #[serde(default)]
     pub started: Vec<(String, f64)>,
+    /// The node key's fingerprint and where it is kept.
+    #[serde(default)]
+    pub identity: Option<String>,
 }
 
 impl NativeResult {
@@ -181,6 +184,40 @@ pub fn run(
     }
     let _guard = Guard(&dest);
     steps(paths, p, st, report, &dest, start)
+}
+
+/// The node's key: made on the key partition at the first boot (sealed in
+/// the TPM when there is one), then enrolled with bootd, which takes it
+/// while the host is armed. Not fatal: a site without secrets needs no
+/// key, and a refused enrollment shows again, naming bootd's reason, when
+/// a secret is asked for.
+fn identity(paths: &Paths, p: &Plan, st: &mut Status) {
+    let mut place = crate::identity::Place::from_cmdline(&paths.cmdline);
+    place.keydev = p.keydev.clone().or(place.keydev);
+    place.sys = paths.system.clone();
+    let l = match crate::identity::init(&place, crate::identity::TpmUse::Auto) {
+        Ok((l, new)) => {
+            tracing::info!(
+                fingerprint = %l.key.public().fingerprint(),
+                "node key {} ({})",
+                if new { "made" } else { "read" },
+                l.kind()
+            );
+            l
+        }
+        Err(e) => {
+            tracing::warn!("no node key: {e:#}");
+            return;
+        }
+    };
+    if let Some(n) = st.native.as_mut() {
+        n.identity = Some(format!("{} ({})", l.key.public().fingerprint(), l.kind()));
+    }
+    crate::identity::remember(&l.key);
+    match crate::identity::Signer::from_cmdline(&l.key, &paths.cmdline).and_then(|s| s.enroll()) {
+        Ok(m) => tracing::info!("bootd: {m}"),
+        Err(e) => tracing::warn!("{e:#}"),
+    }
 }
 
 fn milestone(st: &mut Status, name: &str, start: Instant) {
@@ -227,6 +264,7 @@ fn steps(
         &crate::disk::Tools::default(),
     )?;
     milestone(st, "key_read", start);
+    identity(paths, p, st);
 
     st.phase = "cloning".into();
     report(st);
@@ -336,9 +374,16 @@ pub fn start_services(paths: &Paths, systemctl: &str) -> Status {
         // Nothing to start (ready), or provisioning failed: said already.
         return st;
     }
+    let mut place = crate::identity::Place::from_cmdline(&paths.cmdline);
+    place.sys = paths.system.clone();
+    let key = crate::identity::load_for_reports(&place);
     let reporter = crate::cmdline::BootParams::from_path(&paths.cmdline)
         .ok()
-        .map(|p| crate::report::Reporter::new(&p, &st.hostname).with_token_from(&paths.cmdline));
+        .map(|p| {
+            crate::report::Reporter::new(&p, &st.hostname)
+                .with_token_from(&paths.cmdline)
+                .with_key(key.clone())
+        });
     let base = st.seconds;
     let start = Instant::now();
     let r = start_all(&mut st, systemctl, base, start, &paths.run);

@@ -262,9 +262,18 @@ pub fn run(paths: &Paths, hostname: &str) -> Status {
     }
     // The boot server hears every phase (bootd knows provisioning, ready
     // and failed; the step is in the message).
+    // Signed once the node's key is loaded ([`crate::native`] loads or
+    // makes it; until then, with the boot token).
+    let mut place = crate::identity::Place::from_cmdline(&paths.cmdline);
+    place.sys = paths.system.clone();
+    let key = crate::identity::load_for_reports(&place);
     let reporter = crate::cmdline::BootParams::from_path(&paths.cmdline)
         .ok()
-        .map(|p| crate::report::Reporter::new(&p, hostname).with_token_from(&paths.cmdline));
+        .map(|p| {
+            crate::report::Reporter::new(&p, hostname)
+                .with_token_from(&paths.cmdline)
+                .with_key(key.clone())
+        });
     let mut last_posted = String::new();
     let mut report = |st: &mut Status| {
         st.seconds = tenths(start.elapsed().as_secs_f64());

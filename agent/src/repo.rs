@@ -75,25 +75,61 @@ pub fn locate_key_device(keydev: Option<&Path>, sys: &System) -> Result<PathBuf>
 /// `keydev`: `nodeboot.keydev=` or an operator's argument; the partition is
 /// checked to be a nodeboot key partition (GPT name or label) first.
 pub fn read_deploy_key(keydev: Option<&Path>, sys: &System, tools: &Tools) -> Result<DeployKey> {
-    let dev = locate_key_device(keydev, sys)?;
-    let part = find_key_partition(&dev, sys, tools)?;
-    tracing::info!(partition = %part.display(), "reading the deploy key (read-only mount)");
-    let parent = sys.tmp.clone();
-    let p = part.clone();
-    // A thread of its own: its private mount namespace (and the mount in it)
-    // disappears with it, whatever happens in between.
-    let h = std::thread::Builder::new()
-        .name("nodectl-keyread".into())
-        .spawn(move || read_in_private_ns(&parent, &p))
-        .context("starting the key-reading thread")?;
-    let key = h
-        .join()
-        .map_err(|_| anyhow!("the key-reading thread panicked"))??;
+    let (part, key) = with_key_partition(keydev, sys, tools, false, |dir, part| {
+        read_key_file(&dir.join(KEY_NAME)).with_context(|| {
+            format!(
+                "reading the deploy key: no usable file {KEY_NAME} on {} \
+                 (nodectl install-key {} KEYFILE writes it)",
+                part.display(),
+                part.display()
+            )
+        })
+    })?;
     tracing::info!(partition = %part.display(), bytes = key.len(), "deploy key read, partition unmounted");
     Ok(key)
 }
 
-fn read_in_private_ns(parent: &Path, part: &Path) -> Result<DeployKey> {
+/// Run `f` with the key partition mounted (read-only unless `writable`;
+/// always nosuid,nodev,noexec) on a fresh 0700 directory under `sys.tmp`,
+/// in the private mount namespace of a thread of its own: the mount is
+/// seen by nothing else on the node (but `f` and the programs it runs) and
+/// is gone when `f` returns, on every path. Returns the partition and
+/// what `f` returned.
+pub fn with_key_partition<T: Send>(
+    keydev: Option<&Path>,
+    sys: &System,
+    tools: &Tools,
+    writable: bool,
+    f: impl FnOnce(&Path, &Path) -> Result<T> + Send,
+) -> Result<(PathBuf, T)> {
+    let dev = locate_key_device(keydev, sys)?;
+    let part = find_key_partition(&dev, sys, tools)?;
+    tracing::info!(
+        partition = %part.display(),
+        "mounting the key partition ({})",
+        if writable { "read-write" } else { "read-only" }
+    );
+    let parent = sys.tmp.clone();
+    let p = part.clone();
+    // A thread of its own: its private mount namespace (and the mount in it)
+    // disappears with it, whatever happens in between.
+    let r = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("nodectl-keyread".into())
+            .spawn_scoped(s, move || in_private_ns(&parent, &p, writable, f))
+            .context("starting the key-reading thread")?
+            .join()
+            .map_err(|_| anyhow!("the key-reading thread panicked"))?
+    })?;
+    Ok((part, r))
+}
+
+fn in_private_ns<T>(
+    parent: &Path,
+    part: &Path,
+    writable: bool,
+    f: impl FnOnce(&Path, &Path) -> Result<T>,
+) -> Result<T> {
     // SAFETY: unshare has no memory-safety preconditions; CLONE_NEWNS
     // (with the implied CLONE_FS) only affects this thread.
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
@@ -109,20 +145,12 @@ fn read_in_private_ns(parent: &Path, part: &Path) -> Result<DeployKey> {
         None::<&str>,
     )
     .context("making / private in the key-reading mount namespace")?;
-    let m = RoMount::new(parent, part)?;
-    let file = m.dir.join(KEY_NAME);
-    let r = read_key_file(&file).with_context(|| {
-        format!(
-            "reading the deploy key: no usable file {KEY_NAME} on {} \
-             (nodectl install-key {} KEYFILE writes it)",
-            part.display(),
-            part.display()
-        )
-    });
+    let m = RoMount::new(parent, part, writable)?;
+    let r = f(&m.dir, part);
     let u = m.finish();
-    let key = r?;
+    let v = r?;
     u?;
-    Ok(key)
+    Ok(v)
 }
 
 /// `file` into zeroizing memory: a regular file (no symlink), 1..=64 KiB.
@@ -166,7 +194,7 @@ struct RoMount {
 }
 
 impl RoMount {
-    fn new(parent: &Path, part: &Path) -> Result<RoMount> {
+    fn new(parent: &Path, part: &Path, writable: bool) -> Result<RoMount> {
         let mut rnd = [0u8; 8];
         File::open("/dev/urandom")
             .and_then(|mut f| f.read_exact(&mut rnd))
@@ -182,17 +210,15 @@ impl RoMount {
             dir,
             mounted: false,
         };
-        mount(
-            Some(part),
-            &g.dir,
-            Some("ext4"),
-            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            None::<&str>,
-        )
-        .with_context(|| {
+        let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        if !writable {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        mount(Some(part), &g.dir, Some("ext4"), flags, None::<&str>).with_context(|| {
             format!(
-                "mounting {} (ext4, ro,nosuid,nodev,noexec) on {}",
+                "mounting {} (ext4, {},nosuid,nodev,noexec) on {}",
                 part.display(),
+                if writable { "rw" } else { "ro" },
                 g.dir.display()
             )
         })?;

@@ -3,9 +3,12 @@
 //! `GET /nodes` and its page). Best effort: one try with a short timeout, a
 //! failure is logged and never stops the boot (a Grendel server answers 404).
 //!
-//! With `nodeboot.token=` on the command line (bootd `--secrets`), each
-//! report carries it (`Authorization: Bearer`): bootd then takes a host's
-//! status from that host only. The token is never logged.
+//! With the node's key ([`Reporter::with_key`]), each report is signed by
+//! it (`Authorization: Nodeboot …`, over a nonce from bootd): bootd takes
+//! the status of a host that has a key from that key only. Without a key,
+//! a `nodeboot.token=` of the command line (bootd `--secrets`) is sent as
+//! `Authorization: Bearer`, which binds the reports of a host bootd has no
+//! key for to its latest boot. The token is never logged.
 use crate::cmdline::{BootParams, Mac};
 use std::time::Duration;
 
@@ -19,6 +22,8 @@ pub struct Reporter {
     image: Option<String>,
     /// `Bearer <nodeboot.token>`, when the command line has one.
     auth: Option<zeroize::Zeroizing<String>>,
+    /// The node's key, which signs each report.
+    key: Option<std::sync::Arc<nodeboot_identity::NodeKey>>,
     agent: ureq::Agent,
 }
 
@@ -43,6 +48,7 @@ impl Reporter {
             mac: p.bootif,
             image: p.live_url.clone(),
             auth: None,
+            key: None,
             agent: ureq::Agent::new_with_config(config),
         }
     }
@@ -56,6 +62,46 @@ impl Reporter {
             .filter(|t| !t.is_empty())
             .map(|t| zeroize::Zeroizing::new(format!("Bearer {t}")));
         self
+    }
+
+    /// Sign each report with `key`.
+    pub fn with_key(mut self, key: Option<std::sync::Arc<nodeboot_identity::NodeKey>>) -> Reporter {
+        self.key = key;
+        self
+    }
+
+    /// The `Authorization` of a report with `body`: signed when there is
+    /// a key (a nonce is asked first), else the token, if any.
+    fn authorization(&self, url: &str, body: &[u8]) -> Option<zeroize::Zeroizing<String>> {
+        let key = self.key.clone().or_else(crate::identity::remembered);
+        let (Some(key), Some(mac)) = (key, self.mac) else {
+            return self.auth.clone();
+        };
+        let base = url.strip_suffix("/status").unwrap_or(url);
+        let nonce = self
+            .agent
+            .get(format!("{base}/identity/nonce"))
+            .call()
+            .ok()
+            .filter(|r| r.status().is_success())
+            .and_then(|mut r| r.body_mut().with_config().limit(256).read_to_string().ok());
+        let Some(nonce) = nonce else {
+            tracing::debug!("no nonce from {base}: the report goes unsigned");
+            return self.auth.clone();
+        };
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let h = key.authorize(
+            "POST",
+            "/status",
+            &self.hostname,
+            &mac.to_string(),
+            time,
+            nonce.trim(),
+            body,
+        );
+        Some(zeroize::Zeroizing::new(h))
     }
 
     /// The JSON body of a report.
@@ -79,7 +125,8 @@ impl Reporter {
             .agent
             .post(url)
             .header("Content-Type", "application/json");
-        if let Some(a) = &self.auth {
+        let auth = self.authorization(url, body.as_bytes());
+        if let Some(a) = &auth {
             req = req.header("Authorization", a.as_str());
         }
         match req.send(body.as_bytes()) {
@@ -87,8 +134,23 @@ impl Reporter {
                 tracing::debug!("reported {phase} to {url}");
                 true
             }
-            Ok(r) => {
-                tracing::debug!("{url} answered {} to the {phase} report", r.status());
+            Ok(mut r) => {
+                let why = r
+                    .body_mut()
+                    .with_config()
+                    .limit(1024)
+                    .read_to_string()
+                    .unwrap_or_default();
+                let why = why
+                    .lines()
+                    .next()
+                    .unwrap_or(r.status().as_str())
+                    .to_string();
+                if r.status().as_u16() == 404 {
+                    tracing::debug!("{url} answered the {phase} report: {why}");
+                } else {
+                    tracing::info!("{url} refused the {phase} report: {why}");
+                }
                 false
             }
             Err(e) => {

@@ -71,6 +71,11 @@ struct RawHost {
     tags: Vec<String>,
     #[serde(default)]
     interfaces: Vec<RawNic>,
+    /// The fingerprint of the node's identity key (`SHA256:…`).
+    key: Option<Spanned<String>>,
+    /// Accept the host's first key without `bootd arm`.
+    #[serde(default)]
+    enroll: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +117,10 @@ pub struct Host {
     pub provision: bool,
     pub tags: Vec<String>,
     pub interfaces: Vec<Nic>,
+    /// The fingerprint its identity key must have (`SHA256:…`), if pinned.
+    pub key: Option<String>,
+    /// Its first key is accepted without `bootd arm` (trust on first use).
+    pub enroll: bool,
 }
 
 /// A checked inventory.
@@ -345,12 +354,27 @@ impl Inventory {
                     bmc: rn.bmc,
                 });
             }
+            if let Some(k) = &rh.key {
+                if !nodeboot_identity::is_fingerprint(k.get_ref()) {
+                    return Err(err(
+                        k.span(),
+                        f("key"),
+                        format!(
+                            "bad key fingerprint {:?} (want SHA256: and 43 base64 characters, \
+                             as `nodectl identity show` prints)",
+                            k.get_ref()
+                        ),
+                    ));
+                }
+            }
             let host = Host {
                 name: name.clone(),
                 image: rh.image.as_ref().map(|s| s.get_ref().clone()),
                 provision: rh.provision,
                 tags: rh.tags.clone(),
                 interfaces: nics,
+                key: rh.key.as_ref().map(|k| k.get_ref().clone()),
+                enroll: rh.enroll,
             };
             // Render the command line now for each of the host's boot
             // interfaces, so a template that fails on this host's data

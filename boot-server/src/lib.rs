@@ -21,6 +21,7 @@
 pub mod dhcp;
 pub mod files;
 pub mod http;
+pub mod identity;
 pub mod inventory;
 pub mod limits;
 pub mod netboot;

@@ -28,10 +28,15 @@ Nodes POST their phase to /status as JSON ({\"hostname\", \"mac\", \"phase\",
 \"message\", \"image\"}); GET /nodes lists them as JSON and GET / as an HTML
 page. The status is kept in memory only.
 
-With --secrets, GET /secrets/NAME?mac=MAC and `Authorization: Bearer TOKEN`
-(the nodeboot.token= of that host's iPXE script) answer DIR/HOST/NAME once per
-name and token; DELETE /secrets?mac=MAC closes the token. Tokens live in
-memory: restarting bootd invalidates them.")]
+GET /nodes and GET / need the admin token (--admin-token FILE; Authorization:
+Bearer TOKEN, or Basic with the token as password in a browser).
+
+Node identity: each node holds a key; bootd keeps the public keys in
+--state DIR/keys/HOST.pub. A node enrolls its key (POST /identity/enroll)
+once while armed (bootd arm HOST, or enroll = true in the inventory for its
+first key, or a key = \"SHA256:…\" pin). With --secrets, GET /secrets/NAME
+signed by the host's key answers DIR/HOST/NAME sealed to that key (age).
+Status posts of a host with a key must be signed by it.")]
     Serve {
         /// Directory served at /.
         #[arg(long)]
@@ -61,6 +66,14 @@ memory: restarting bootd invalidates them.")]
         /// GET /secrets/<name>?mac= once per name with Authorization: Bearer.
         #[arg(long, requires = "inventory")]
         secrets: Option<PathBuf>,
+        /// bootd's lasting state (mode 0700): the nodes' enrolled keys
+        /// (DIR/keys/HOST.pub). Without it, enrolled keys are lost on restart.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// File holding the admin token (mode 0600, one word of 16+
+        /// characters): GET /nodes, GET / and POST /admin/arm need it.
+        #[arg(long)]
+        admin_token: Option<PathBuf>,
         /// Lifetime of a token from its iPXE script: 900, 90s, 15m, 1h.
         #[arg(long, default_value = "15m", value_parser = nodeboot_boot_server::secrets::parse_ttl)]
         token_ttl: std::time::Duration,
@@ -84,6 +97,21 @@ memory: restarting bootd invalidates them.")]
         tftp_listen: Option<std::net::SocketAddr>,
         #[command(flatten)]
         limits: LimitArgs,
+    },
+    /// Arm a host of the running bootd for one enrollment of its key (a
+    /// fresh node, or a disk re-imaged by nodectl format-disk).
+    Arm {
+        /// The host (a name of the inventory).
+        host: String,
+        /// How long the arming lasts: 900, 90s, 30m, 2h.
+        #[arg(long = "for", default_value = "30m", value_parser = ttl)]
+        for_: Duration,
+        /// bootd's URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The file holding the admin token (as bootd serve --admin-token).
+        #[arg(long)]
+        admin_token: PathBuf,
     },
     /// Convert Grendel's hosts and images JSON into an inventory (TOML).
     ///
@@ -199,6 +227,51 @@ fn import_grendel(
     }
 }
 
+/// `bootd arm`: `POST /admin/arm?host=&for=` to the running bootd.
+fn arm(host: &str, for_: Duration, url: &str, token_file: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::{bail, Context};
+    use std::io::{Read, Write};
+    let token = nodeboot_boot_server::server::read_admin_token(token_file)?;
+    let authority = url
+        .strip_prefix("http://")
+        .map(|r| r.trim_end_matches('/'))
+        .filter(|a| !a.is_empty() && !a.contains('/'))
+        .with_context(|| format!("--url {url:?}: want http://HOST:PORT"))?;
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        bail!("bad host name {host:?}");
+    }
+    let addr = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let mut s = std::net::TcpStream::connect(&addr)
+        .with_context(|| format!("connecting to bootd at {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let req = zeroize::Zeroizing::new(format!(
+        "POST /admin/arm?host={host}&for={} HTTP/1.1\r\nHost: {authority}\r\n\
+         Authorization: Bearer {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        for_.as_secs(),
+        token.as_str()
+    ));
+    s.write_all(req.as_bytes())
+        .with_context(|| format!("sending to {addr}"))?;
+    let mut answer = String::new();
+    s.take(64 * 1024)
+        .read_to_string(&mut answer)
+        .with_context(|| format!("reading bootd's answer from {addr}"))?;
+    let status = answer.split(' ').nth(1).unwrap_or("");
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).trim();
+    if status != "200" {
+        bail!("bootd at {addr} refused: {body}");
+    }
+    println!("{body}");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .without_time()
@@ -220,6 +293,8 @@ fn main() -> ExitCode {
             inventory,
             public_url,
             secrets,
+            state,
+            admin_token,
             token_ttl,
             dhcp,
             dhcp_mode,
@@ -246,9 +321,17 @@ fn main() -> ExitCode {
                 },
                 limits: limits.http(),
                 max_nodes: limits.max_nodes as usize,
+                state,
+                admin_token,
             },
             port_file.as_deref(),
         ),
+        Cmd::Arm {
+            host,
+            for_,
+            url,
+            admin_token,
+        } => arm(&host, for_, &url, &admin_token),
         Cmd::ImportGrendel {
             hosts,
             images,

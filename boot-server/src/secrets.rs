@@ -1,42 +1,34 @@
-//! Per-host secrets behind boot tokens.
+//! Per-host secrets, sealed to each node's key, and the boot tokens.
 //!
 //! `bootd serve --secrets DIR` keeps each host's secrets as files
-//! `DIR/<host>/<name>` (`secrets/cn1/munge.key`). When bootd renders a
-//! host's iPXE script it mints a token — 32 random bytes, 64 hex digits —
-//! bound to that host and MAC, valid for `--token-ttl`, and puts it on the
-//! kernel command line as `nodeboot.token=…`. The node then fetches
+//! `DIR/<host>/<name>` (`secrets/cn1/munge.key`). A node asks for one with
+//! a request signed by its identity key ([`crate::identity`]):
 //!
 //! ```text
-//! GET /secrets/<name>?mac=<MAC>
-//! Authorization: Bearer <token>
+//! GET /secrets/<name>
+//! Authorization: Nodeboot host=cn1,mac=…,time=…,nonce=…,sig=…
 //! ```
 //!
-//! Rules, in the order they are checked:
+//! and gets the file encrypted to its public key (an age file, recipient
+//! type `mlkem768x25519`): the wire and bootd's answers carry ciphertext
+//! only, and a captured answer opens with cn1's key alone. The name is one
+//! file name (`[A-Za-z0-9._-]`, not starting with `.`, at most 128 bytes)
+//! after percent-decoding (`/`, `..`, `%2e%2e`, NUL: 404 before anything
+//! else), and must resolve (symlinks followed) to a regular file inside
+//! `DIR/<host>/`, else 404. A secret's bytes are never logged.
 //!
-//! - the name is one file name (`[A-Za-z0-9._-]`, not starting with `.`, at
-//!   most 128 bytes) after percent-decoding: `/`, `..`, `%2e%2e`, NUL and
-//!   absolute paths are 404 before anything else is looked at;
-//! - the token travels in `Authorization` only: `?token=` is a 400 (URLs end
-//!   up in access logs), no `Authorization` a 401, no `?mac=` a 400;
-//! - an unknown token, an expired one, one superseded by a newer iPXE script
-//!   for the same host or closed by the node, or a MAC other than the one
-//!   the token was minted for: 403;
-//! - the file must resolve (symlinks followed) to a regular file inside
-//!   `DIR/<host>/`, else 404;
-//! - each name can be fetched once per token (a second GET: 403 "already
-//!   fetched"), so a node fetches its few secrets once per boot; `DELETE
-//!   /secrets?mac=` closes the token for good (the node calls it when it
-//!   has what it needs, ending the window in which another process on the
-//!   node could read the token from `/proc/cmdline` and use it).
-//!
-//! Tokens live in memory only, as their sha256: a restart of bootd
-//! invalidates them (nodes booted before it get 403 and need a reboot). One
-//! host has at most one live token: a new script supersedes the previous
-//! one. Logs name a token by the first 8 hex digits of its sha256, never by
-//! the token, and never show a secret's bytes.
+//! Boot tokens: when bootd renders the iPXE script of a `provision = true`
+//! host it mints a token (32 random bytes, 64 hex digits) bound to that
+//! host and MAC and puts it on the kernel command line (`nodeboot.token=`).
+//! Anyone can GET a script, so a token is no credential: it releases no
+//! secret. It only binds the status reports of a host that has no identity
+//! key yet to its latest boot (a host with a key must sign its reports).
+//! Tokens live in memory as their sha256; one host has one live token (a
+//! new script supersedes the previous one); logs show 8 hex digits of the
+//! sha256, never the token.
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -44,10 +36,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
-/// URL prefix of the secrets (`GET /secrets/munge.key?mac=…`).
+/// URL prefix of the secrets (`GET /secrets/munge.key`).
 pub const PREFIX: &str = "/secrets/";
-/// The collection (`DELETE /secrets?mac=…` closes the token).
-pub const COLLECTION: &str = "/secrets";
 /// Default lifetime of a token.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
 /// Largest secret file served.
@@ -55,41 +45,30 @@ pub const MAX_SECRET: u64 = 1 << 20;
 /// Longest secret name, in bytes.
 const MAX_NAME: usize = 128;
 
-/// Why a secret request is refused. The client gets [`status`](Self::status)
-/// and the message; the log gets the message, the token id and the MAC.
+/// Why a secret request or a token is refused. The client gets
+/// [`status`](Self::status) and the message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
     #[error("bad secret name: one file name of [A-Za-z0-9._-], not starting with '.'")]
     BadName,
-    #[error("the token goes in the Authorization header (Bearer), never in the URL")]
-    TokenInUrl,
-    #[error("want ?mac=aa:bb:cc:dd:ee:ff (the MAC the node booted with)")]
-    NoMac,
     #[error("no token: send Authorization: Bearer <nodeboot.token from the kernel command line>")]
     NoToken,
     #[error("unknown token (bootd restarted, or never minted it): reboot the node for a new one")]
     Unknown,
-    #[error("token expired {0} s ago: reboot the node for a new one")]
-    Expired(u64),
     #[error("token superseded by a newer iPXE script for {0}")]
     Superseded(String),
-    #[error("token closed by the node")]
-    Closed,
     #[error("token was minted for another MAC")]
     WrongMac,
     #[error("token was minted for another host")]
     WrongHost,
     #[error("no secret {name:?} for {host}")]
     Missing { host: String, name: String },
-    #[error("secret {0:?} already fetched with this token (once per boot)")]
-    Used(String),
 }
 
 impl Denied {
     pub fn status(&self) -> u16 {
         match self {
             Denied::BadName | Denied::Missing { .. } => 404,
-            Denied::TokenInUrl | Denied::NoMac => 400,
             Denied::NoToken => 401,
             _ => 403,
         }
@@ -102,9 +81,7 @@ struct Grant {
     host: String,
     mac: String,
     expires: Instant,
-    /// Names already fetched.
-    used: HashSet<String>,
-    /// Why the token no longer opens anything, if it does not.
+    /// Why the token no longer binds anything, if it does not.
     ended: Option<Denied>,
 }
 
@@ -272,7 +249,6 @@ impl Secrets {
                 host: host.to_string(),
                 mac: mac.to_string(),
                 expires: now + self.ttl,
-                used: HashSet::new(),
                 ended: None,
             },
         );
@@ -285,68 +261,15 @@ impl Secrets {
         Ok(token)
     }
 
-    /// The host a live token opens secrets for, checking the MAC.
-    fn check(&self, token: &str, mac: &str) -> Result<String, Denied> {
-        let g = self.lock();
-        let grant = g.get(&digest(token)).ok_or(Denied::Unknown)?;
-        if let Some(e) = &grant.ended {
-            return Err(e.clone());
-        }
-        let now = Instant::now();
-        if now >= grant.expires {
-            return Err(Denied::Expired((now - grant.expires).as_secs()));
-        }
-        if crate::status::normalise_mac(mac).as_deref() != Some(grant.mac.as_str()) {
-            return Err(Denied::WrongMac);
-        }
-        Ok(grant.host.clone())
-    }
-
-    /// `GET /secrets/<rest>?mac=` with `Authorization: <auth>`: the
-    /// secret's bytes, marked fetched for this token. `rest` is still
-    /// percent-encoded; `token_in_url` says whether the query had `token=`.
-    pub fn fetch(
-        &self,
-        rest: &str,
-        mac: Option<&str>,
-        auth: Option<&str>,
-        token_in_url: bool,
-    ) -> Result<Secret, Denied> {
+    /// `DIR/<host>/<rest>` (`rest` still percent-encoded), for a request
+    /// already verified as `host`'s.
+    pub fn fetch(&self, rest: &str, host: &str) -> Result<Secret, Denied> {
         let name = crate::http::percent_decode(rest)
             .filter(|n| valid_name(n))
             .and_then(|n| String::from_utf8(n).ok())
             .ok_or(Denied::BadName)?;
-        let (token, mac) = self.credentials(mac, auth, token_in_url)?;
-        let host = self.check(token, mac)?;
-        let bytes = self.read(&host, &name)?;
-        let mut g = self.lock();
-        // Checked again: it may have ended or been used meanwhile.
-        let grant = g.get_mut(&digest(token)).ok_or(Denied::Unknown)?;
-        if let Some(e) = &grant.ended {
-            return Err(e.clone());
-        }
-        if !grant.used.insert(name.clone()) {
-            return Err(Denied::Used(name));
-        }
+        let bytes = self.read(host, &name)?;
         Ok(Secret { name, bytes })
-    }
-
-    /// `DELETE /secrets?mac=`: end the token; returns the host and the
-    /// names it fetched.
-    pub fn close(
-        &self,
-        mac: Option<&str>,
-        auth: Option<&str>,
-        token_in_url: bool,
-    ) -> Result<(String, Vec<String>), Denied> {
-        let (token, mac) = self.credentials(mac, auth, token_in_url)?;
-        let host = self.check(token, mac)?;
-        let mut g = self.lock();
-        let grant = g.get_mut(&digest(token)).ok_or(Denied::Unknown)?;
-        grant.ended = Some(Denied::Closed);
-        let mut names: Vec<String> = grant.used.iter().cloned().collect();
-        names.sort();
-        Ok((host, names))
     }
 
     /// A status report carrying a token: the token must be one bootd
@@ -371,20 +294,6 @@ impl Secrets {
             return Err(Denied::WrongMac);
         }
         Ok(())
-    }
-
-    fn credentials<'a>(
-        &self,
-        mac: Option<&'a str>,
-        auth: Option<&'a str>,
-        token_in_url: bool,
-    ) -> Result<(&'a str, &'a str), Denied> {
-        if token_in_url {
-            return Err(Denied::TokenInUrl);
-        }
-        let mac = mac.filter(|m| !m.is_empty()).ok_or(Denied::NoMac)?;
-        let token = bearer(auth).ok_or(Denied::NoToken)?;
-        Ok((token, mac))
     }
 
     /// Read `DIR/<host>/<name>`: the host directory must be a direct child
@@ -466,38 +375,14 @@ mod tests {
     }
 
     #[test]
-    fn fetch_once_per_name() {
+    fn fetch_reads_inside_the_hosts_directory() {
         let f = fx(DEFAULT_TTL);
-        let t = f.s.mint("cn1", MAC).unwrap();
-        assert_eq!(t.len(), 64);
-        let a = bearer_of(&t);
-        let get = |name: &str, mac: &str| f.s.fetch(name, Some(mac), Some(&a), false);
-        assert_eq!(&get("munge.key", MAC).unwrap().bytes[..], b"MUNGE1");
-        // Another spelling of the same MAC.
-        assert_eq!(
-            &get("deploy_key", "52-54-00-12-34-56").unwrap().bytes[..],
-            b"DEPLOY1"
-        );
-        assert_eq!(
-            get("munge.key", MAC).err(),
-            Some(Denied::Used("munge.key".into()))
-        );
+        let get = |name: &str| f.s.fetch(name, "cn1");
+        assert_eq!(&get("munge.key").unwrap().bytes[..], b"MUNGE1");
+        assert_eq!(&get("deploy_key").unwrap().bytes[..], b"DEPLOY1");
+        assert_eq!(&f.s.fetch("munge.key", "cn2").unwrap().bytes[..], b"MUNGE2");
         // A symlink staying inside the host's directory is followed.
-        assert_eq!(&get("in", MAC).unwrap().bytes[..], b"MUNGE1");
-        // A missing name is not consumed.
-        assert_eq!(get("nope", MAC).err().unwrap().status(), 404);
-        let (host, names) = f.s.close(Some(MAC), Some(&a), false).unwrap();
-        assert_eq!(host, "cn1");
-        assert_eq!(names, ["deploy_key", "in", "munge.key"]);
-        assert_eq!(get("sub", MAC).err(), Some(Denied::Closed));
-    }
-
-    #[test]
-    fn refusals() {
-        let f = fx(DEFAULT_TTL);
-        let t = f.s.mint("cn1", MAC).unwrap();
-        let a = bearer_of(&t);
-        let get = |name: &str| f.s.fetch(name, Some(MAC), Some(&a), false).err();
+        assert_eq!(&get("in").unwrap().bytes[..], b"MUNGE1");
         for bad in [
             "..",
             "%2e%2e",
@@ -515,79 +400,44 @@ mod tests {
             "",
             "a b",
         ] {
-            assert_eq!(get(bad), Some(Denied::BadName), "{bad}");
+            assert_eq!(get(bad).err(), Some(Denied::BadName), "{bad}");
         }
         let missing = |n: &str| Denied::Missing {
             host: "cn1".into(),
             name: n.into(),
         };
         // Symlinks out of DIR/cn1/ (to the parent, to another host).
-        assert_eq!(get("out"), Some(missing("out")));
-        assert_eq!(get("other"), Some(missing("other")));
-        assert_eq!(get("sub"), Some(missing("sub")));
-        // Credentials.
-        let no = |mac: Option<&str>, auth: Option<&str>, url: bool| {
-            f.s.fetch("munge.key", mac, auth, url).err().unwrap()
-        };
-        assert_eq!(no(Some(MAC), None, false), Denied::NoToken);
-        assert_eq!(no(Some(MAC), Some("Basic abc"), false), Denied::NoToken);
-        assert_eq!(no(None, Some(&a), false), Denied::NoMac);
-        assert_eq!(no(Some(MAC), Some(&a), true), Denied::TokenInUrl);
+        assert_eq!(get("out").err(), Some(missing("out")));
+        assert_eq!(get("other").err(), Some(missing("other")));
+        assert_eq!(get("sub").err(), Some(missing("sub")));
+        assert_eq!(get("nope").err().unwrap().status(), 404);
+        assert!(f.s.fetch("munge.key", "../cn2").is_err());
+    }
+
+    #[test]
+    fn supersession() {
+        let f = fx(DEFAULT_TTL);
+        let old = f.s.mint("cn1", MAC).unwrap();
+        let new = f.s.mint("cn1", MAC).unwrap();
+        assert_ne!(old, new);
         assert_eq!(
-            no(Some("52:54:00:12:34:57"), Some(&a), false),
-            Denied::WrongMac
+            f.s.verify_status(Some(&bearer_of(&old)), "cn1", Some(MAC)),
+            Err(Denied::Superseded("cn1".into()))
         );
-        assert_eq!(no(Some("junk"), Some(&a), false), Denied::WrongMac);
         assert_eq!(
-            no(Some(MAC), Some(&bearer_of(&"0".repeat(64))), false),
-            Denied::Unknown
+            f.s.verify_status(Some(&bearer_of(&new)), "cn1", Some(MAC)),
+            Ok(())
         );
-        // None of that consumed the name.
-        assert!(f.s.fetch("munge.key", Some(MAC), Some(&a), false).is_ok());
         let statuses: Vec<u16> = [
             Denied::BadName,
-            Denied::NoMac,
             Denied::NoToken,
             Denied::Unknown,
             Denied::WrongMac,
-            Denied::Used("x".into()),
         ]
         .iter()
         .map(Denied::status)
         .collect();
-        assert_eq!(statuses, [404, 400, 401, 403, 403, 403]);
-    }
-
-    #[test]
-    fn expiry_and_supersession() {
-        let f = fx(Duration::from_millis(200));
-        let old = f.s.mint("cn1", MAC).unwrap();
-        let new = f.s.mint("cn1", MAC).unwrap();
-        assert_ne!(old, new);
-        let a_old = bearer_of(&old);
-        let a_new = bearer_of(&new);
-        assert_eq!(
-            f.s.fetch("munge.key", Some(MAC), Some(&a_old), false).err(),
-            Some(Denied::Superseded("cn1".into()))
-        );
-        // cn2's token is independent of cn1's.
-        let t2 = f.s.mint("cn2", "52:54:00:12:34:57").unwrap();
-        let got =
-            f.s.fetch(
-                "munge.key",
-                Some("52:54:00:12:34:57"),
-                Some(&bearer_of(&t2)),
-                false,
-            )
-            .unwrap();
-        assert_eq!(&got.bytes[..], b"MUNGE2");
-        std::thread::sleep(Duration::from_millis(300));
-        let e =
-            f.s.fetch("munge.key", Some(MAC), Some(&a_new), false)
-                .err()
-                .unwrap();
-        assert!(matches!(e, Denied::Expired(_)), "{e:?}");
-        assert!(e.to_string().starts_with("token expired "), "{e}");
+        assert_eq!(statuses, [404, 401, 403, 403]);
     }
 
     #[test]

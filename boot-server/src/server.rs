@@ -3,15 +3,19 @@
 //! byte ranges, validators (ETag, Last-Modified) and zero-copy bodies (see
 //! [`crate::transfer`]); `POST /status` from the nodes, `GET /nodes` (JSON)
 //! and `GET /` (the status page) from [`crate::status`] and [`crate::page`].
+//! Node identity ([`crate::identity`]): `GET /identity/nonce`, `POST
+//! /identity/enroll`, signed secret fetches and status posts; the fleet's
+//! data (`/nodes`, `/`) and `POST /admin/arm` need the admin token.
 //! One access-log line per request, plus one per node status.
 use crate::files::{content_type, Artifact, Trees};
 use crate::http::{
     body_length, http_date, if_range_matches, none_match, parse_range, read_request, write_head,
     BodyError, HeadError, RangeReq, Request,
 };
+use crate::identity::{Identities, Refused};
 use crate::inventory::{ipxe_script, Live};
 use crate::limits::{Conns, Limits, Refusal, Timed};
-use crate::secrets::{Denied, Secrets};
+use crate::secrets::Secrets;
 use crate::status::{nodes_json, Nodes, Report, MAX_BODY};
 use crate::transfer::send_range;
 use anyhow::{Context, Result};
@@ -25,6 +29,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 static BAD_HEADS: crate::Ration = crate::Ration::new(20);
 /// Lines about refused status reports: at most 20 a minute.
 static BAD_STATUS: crate::Ration = crate::Ration::new(20);
+/// Lines about refused signed requests and enrollments: at most 20 a minute.
+static BAD_IDENTITY: crate::Ration = crate::Ration::new(20);
+/// Lines about requests without the admin token: at most 20 a minute.
+static BAD_ADMIN: crate::Ration = crate::Ration::new(20);
 
 /// A request line and its headers are read through this reader: a total
 /// deadline over the socket (see [`crate::limits`]).
@@ -60,6 +68,10 @@ pub struct Config {
     pub limits: Limits,
     /// Nodes kept in the status table.
     pub max_nodes: usize,
+    /// bootd's lasting state: the nodes' enrolled keys (`DIR/keys/`).
+    pub state: Option<PathBuf>,
+    /// A file holding the admin token (`/nodes`, `/`, `POST /admin/arm`).
+    pub admin_token: Option<PathBuf>,
 }
 
 /// A bound, not yet running server.
@@ -78,6 +90,40 @@ struct State {
     inventory: Option<Arc<Live>>,
     public_url: Option<String>,
     secrets: Option<Secrets>,
+    ids: Identities,
+    admin: Option<zeroize::Zeroizing<String>>,
+}
+
+/// Read the admin token: the file must not be readable by group or others
+/// and hold at least 16 characters (one line).
+pub fn read_admin_token(path: &Path) -> Result<zeroize::Zeroizing<String>> {
+    use std::os::unix::fs::PermissionsExt;
+    let md =
+        std::fs::metadata(path).with_context(|| format!("--admin-token {}", path.display()))?;
+    if md.permissions().mode() & 0o077 != 0 {
+        anyhow::bail!(
+            "--admin-token {}: mode {:04o} lets other users read it; chmod 600 it",
+            path.display(),
+            md.permissions().mode() & 0o7777
+        );
+    }
+    if md.len() > 4096 {
+        anyhow::bail!("--admin-token {}: larger than 4 KiB", path.display());
+    }
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading --admin-token {}", path.display()))?,
+    );
+    let t = text.trim();
+    if t.len() < 16 || t.contains(char::is_whitespace) || !t.is_ascii() {
+        anyhow::bail!(
+            "--admin-token {}: want one word of at least 16 ASCII characters \
+             (e.g. head -c 32 /dev/urandom | base64 > {})",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(zeroize::Zeroizing::new(t.to_string()))
 }
 
 impl Server {
@@ -96,6 +142,12 @@ impl Server {
             }
             None => None,
         };
+        let ids = Identities::new(cfg.state.as_deref())?;
+        let admin = cfg
+            .admin_token
+            .as_deref()
+            .map(read_admin_token)
+            .transpose()?;
         let listener =
             TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
         Ok(Server {
@@ -109,6 +161,8 @@ impl Server {
                 inventory,
                 public_url: cfg.public_url.clone(),
                 secrets,
+                ids,
+                admin,
             }),
         })
     }
@@ -287,7 +341,7 @@ fn connection(stream: &TcpStream, peer: SocketAddr, ticket: &crate::limits::Tick
             http10: req.minor_version == 0,
         };
         reader.get_mut().within(limits.body_timeout);
-        let o = respond(&req, &mut reader, &mut out, state, &mut conn);
+        let o = respond(&req, &mut reader, &mut out, state, &mut conn, peer);
         tracing::info!(
             status = o.status,
             bytes = o.bytes,
@@ -395,6 +449,49 @@ pub const STATUS_PATH: &str = "/status";
 /// Path of the node list (`GET`, JSON).
 pub const NODES_PATH: &str = "/nodes";
 
+/// Read a request's body (Content-Length, at most `max` bytes); on a
+/// refusal, the answer already sent.
+fn read_body(
+    req: &Request,
+    reader: &mut Reader<'_>,
+    out: &mut &TcpStream,
+    conn: &mut Conn,
+    max: usize,
+) -> Result<Vec<u8>, Outcome> {
+    let expects_continue = req.minor_version >= 1
+        && req
+            .header("expect")
+            .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
+    let len = match body_length(req, max) {
+        Ok(n) => n,
+        Err(e) => {
+            conn.keep = false;
+            if let BodyError::TooLarge { len, .. } = e {
+                if !expects_continue && len <= MAX_DRAIN {
+                    let _ = std::io::copy(&mut reader.by_ref().take(len), &mut std::io::sink());
+                }
+            }
+            if BAD_STATUS.take().is_some() {
+                tracing::info!("{} {} refused: {e}", req.method, crate::clean(&req.target));
+            }
+            return Err(text_error(out, e.status(), &e.to_string(), *conn));
+        }
+    };
+    if expects_continue {
+        if let Err(e) = out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n") {
+            return Err(Outcome::done(100, 0, Err(e)));
+        }
+    }
+    let mut body = vec![0; len];
+    if let Err(e) = reader.read_exact(&mut body) {
+        // The client went away inside its body: nobody to answer.
+        conn.keep = false;
+        return Err(Outcome::done(400, 0, Err(e)));
+    }
+    conn.keep = req.keep_alive();
+    Ok(body)
+}
+
 /// `POST /status`: read the JSON body (Content-Length, at most
 /// [`MAX_BODY`]), check it, record it, answer 204.
 fn post_status(
@@ -410,37 +507,10 @@ fn post_status(
         let allow = [("Allow", "POST".to_string())];
         return small_response(out, 405, TEXT, body, head_only, *conn, &allow);
     }
-    let expects_continue = req.minor_version >= 1
-        && req
-            .header("expect")
-            .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
-    let len = match body_length(req, MAX_BODY) {
-        Ok(n) => n,
-        Err(e) => {
-            conn.keep = false;
-            if let BodyError::TooLarge { len, .. } = e {
-                if !expects_continue && len <= MAX_DRAIN {
-                    let _ = std::io::copy(&mut reader.by_ref().take(len), &mut std::io::sink());
-                }
-            }
-            if BAD_STATUS.take().is_some() {
-                tracing::info!("status refused: {e}");
-            }
-            return text_error(out, e.status(), &e.to_string(), *conn);
-        }
+    let body = match read_body(req, reader, out, conn, MAX_BODY) {
+        Ok(b) => b,
+        Err(o) => return o,
     };
-    if expects_continue {
-        if let Err(e) = out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n") {
-            return Outcome::done(100, 0, Err(e));
-        }
-    }
-    let mut body = vec![0; len];
-    if let Err(e) = reader.read_exact(&mut body) {
-        // The client went away inside its body: nobody to answer.
-        conn.keep = false;
-        return Outcome::done(400, 0, Err(e));
-    }
-    conn.keep = req.keep_alive();
     match Report::parse(&body) {
         Err(e) => {
             if BAD_STATUS.take().is_some() {
@@ -450,18 +520,21 @@ fn post_status(
         }
         Ok(r) => {
             let auth = req.header("authorization");
-            if let Err((status, e)) = status_allowed(state, &r, auth) {
-                let id = crate::secrets::bearer(auth).map(crate::secrets::token_id);
-                if BAD_STATUS.take().is_some() {
-                    tracing::warn!(
-                        token = id.as_deref().map(tracing::field::display),
-                        "status of {} refused: {e}",
-                        r.hostname
-                    );
+            let signed = match status_allowed(state, &r, auth, &req.target, &body) {
+                Ok(s) => s,
+                Err((status, e)) => {
+                    let id = crate::secrets::bearer(auth).map(crate::secrets::token_id);
+                    if BAD_STATUS.take().is_some() {
+                        tracing::warn!(
+                            token = id.as_deref().map(tracing::field::display),
+                            "status of {} refused: {e}",
+                            r.hostname
+                        );
+                    }
+                    let reason = crate::http::reason(status);
+                    return text_error(out, status, &format!("{status} {reason}: {e}"), *conn);
                 }
-                let reason = crate::http::reason(status);
-                return text_error(out, status, &format!("{status} {reason}: {e}"), *conn);
-            }
+            };
             tracing::info!(
                 mac = r.mac.as_deref().map(tracing::field::display),
                 msg = r.message.as_deref().map(tracing::field::debug),
@@ -470,6 +543,7 @@ fn post_status(
                     .as_deref()
                     .map(crate::clean)
                     .map(tracing::field::display),
+                key = signed.as_deref().map(tracing::field::display),
                 "node {} {}",
                 r.hostname,
                 r.phase,
@@ -485,21 +559,62 @@ fn post_status(
 /// their sum).
 const RENDERS: usize = 8;
 
-/// Whether `r` may be recorded. With an inventory, only its hosts report,
-/// each with one of its own MACs; with secrets as well, a host that boots
-/// with a token (`provision = true`) must send it (`Authorization: Bearer`).
-/// Without an inventory anyone may report (the table is bounded by
-/// `--max-nodes`). A token, when sent, must be the host's.
-fn status_allowed(state: &State, r: &Report, auth: Option<&str>) -> Result<(), (u16, String)> {
+/// Whether `r` may be recorded; `Some(fingerprint)` when it was signed.
+///
+/// A signed report (`Authorization: Nodeboot …`) must verify with the
+/// host's key and name the host and MAC it was signed for. An unsigned
+/// one: with an inventory, only its hosts report, each with one of its own
+/// MACs, and never a host bootd has a key for (its reports must be signed);
+/// with secrets as well, a host that boots with a token (`provision =
+/// true`) must send it (`Authorization: Bearer`). Without an inventory
+/// anyone may report (the table is bounded by `--max-nodes`).
+fn status_allowed(
+    state: &State,
+    r: &Report,
+    auth: Option<&str>,
+    target: &str,
+    body: &[u8],
+) -> Result<Option<String>, (u16, String)> {
+    let refused = |e: Refused| (e.status(), e.to_string());
+    if auth.is_some_and(nodeboot_identity::Auth::is_ours) {
+        let Some(live) = &state.inventory else {
+            return Err((
+                403,
+                "bootd runs without --inventory: it knows no node's key".into(),
+            ));
+        };
+        let v = state
+            .ids
+            .verify(auth, "POST", target, body, &live.get())
+            .map_err(refused)?;
+        if v.host != r.hostname {
+            return Err(refused(Refused::OtherHost {
+                asked: r.hostname.clone(),
+                signed: v.host,
+            }));
+        }
+        if r.mac.as_deref().is_some_and(|m| m != v.mac) {
+            return Err((
+                403,
+                format!(
+                    "the report names MAC {} but is signed for {}",
+                    r.mac.as_deref().unwrap_or_default(),
+                    v.mac
+                ),
+            ));
+        }
+        return Ok(Some(v.fingerprint));
+    }
     let verify = |secrets: &Secrets| {
         secrets
             .verify_status(auth, &r.hostname, r.mac.as_deref())
+            .map(|()| None)
             .map_err(|e| (e.status(), e.to_string()))
     };
     let Some(live) = &state.inventory else {
         return match (&state.secrets, auth) {
             (Some(secrets), Some(_)) => verify(secrets),
-            _ => Ok(()),
+            _ => Ok(None),
         };
     };
     let inv = live.get();
@@ -515,10 +630,297 @@ fn status_allowed(state: &State, r: &Report, auth: Option<&str>) -> Result<(), (
             return Err((403, format!("{mac} is not an interface of {}", host.name)));
         }
     }
+    if let Some(k) = state.ids.key(&host.name) {
+        return Err((
+            401,
+            format!(
+                "{} has an identity key ({}): its status must be signed by it",
+                host.name,
+                k.fingerprint()
+            ),
+        ));
+    }
     match &state.secrets {
         Some(secrets) if host.provision || auth.is_some() => verify(secrets),
-        _ => Ok(()),
+        _ => Ok(None),
     }
+}
+
+/// Whether the request carries the admin token (`Authorization: Bearer
+/// TOKEN`, or Basic with TOKEN as the password, for a browser).
+fn admin_check(state: &State, req: &Request) -> Result<(), (u16, &'static str)> {
+    let Some(token) = &state.admin else {
+        return Err((
+            403,
+            "bootd runs without --admin-token: the fleet's data is not served to anyone",
+        ));
+    };
+    let given: Option<zeroize::Zeroizing<String>> = req.header("authorization").and_then(|v| {
+        if let Some(t) = crate::secrets::bearer(Some(v)) {
+            return Some(zeroize::Zeroizing::new(t.to_string()));
+        }
+        let (scheme, b64) = v.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        use base64::Engine;
+        let raw = zeroize::Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()?,
+        );
+        let text = std::str::from_utf8(&raw).ok()?;
+        Some(zeroize::Zeroizing::new(text.split_once(':')?.1.to_string()))
+    });
+    match given {
+        None => Err((401, "this needs bootd's admin token (Authorization: Bearer, or Basic with the token as password)")),
+        Some(g) if ct_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err((403, "wrong admin token")),
+    }
+}
+
+/// Constant-time equality (length aside).
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The answer to a request refused by [`admin_check`].
+fn admin_refused(
+    req: &Request,
+    out: &mut &TcpStream,
+    conn: Conn,
+    peer: SocketAddr,
+    (status, why): (u16, &'static str),
+) -> Outcome {
+    if let Some(left_out) = BAD_ADMIN.take() {
+        tracing::warn!(
+            "{} {} from {peer} refused: {why}{}",
+            req.method,
+            crate::clean(&req.target),
+            if left_out > 0 {
+                format!(" ({left_out} more left out in the last minute)")
+            } else {
+                String::new()
+            }
+        );
+    }
+    let body = format!("{status} {}: {why}\n", crate::http::reason(status));
+    let extra = if status == 401 {
+        vec![(
+            "WWW-Authenticate",
+            "Basic realm=\"bootd\", charset=\"UTF-8\"".to_string(),
+        )]
+    } else {
+        vec![]
+    };
+    small_response(out, status, TEXT, &body, req.method == "HEAD", conn, &extra)
+}
+
+/// A refused signed request or enrollment: a rationed log line naming the
+/// host and MAC the header claims and the address, and the answer.
+fn identity_refused(
+    req: &Request,
+    out: &mut &TcpStream,
+    conn: Conn,
+    peer: SocketAddr,
+    what: &str,
+    e: Refused,
+) -> Outcome {
+    if let Some(left_out) = BAD_IDENTITY.take() {
+        let claimed = req
+            .header("authorization")
+            .and_then(|v| nodeboot_identity::Auth::parse(v).ok())
+            .map(|a| format!("host {}, mac {}", a.host, a.mac))
+            .unwrap_or_else(|| "unsigned".into());
+        tracing::warn!(
+            "{what} refused ({claimed}, from {peer}): {e}{}",
+            if left_out > 0 {
+                format!(" ({left_out} more left out in the last minute)")
+            } else {
+                String::new()
+            }
+        );
+    }
+    let status = e.status();
+    let body = format!("{status} {}: {e}\n", crate::http::reason(status));
+    let extra = if status == 401 {
+        vec![("WWW-Authenticate", nodeboot_identity::SCHEME.to_string())]
+    } else {
+        vec![]
+    };
+    small_response(out, status, TEXT, &body, false, conn, &extra)
+}
+
+/// `GET /identity/nonce`: a fresh nonce for one signed request.
+fn nonce(req: &Request, out: &mut &TcpStream, state: &State, conn: Conn) -> Outcome {
+    if req.method != "GET" && req.method != "HEAD" {
+        let allow = [("Allow", "GET".to_string())];
+        return small_response(
+            out,
+            405,
+            TEXT,
+            "405 Method Not Allowed: GET a nonce\n",
+            false,
+            conn,
+            &allow,
+        );
+    }
+    let n = state.ids.nonce();
+    let extra = [("Cache-Control", "no-store".to_string())];
+    small_response(out, 200, TEXT, &n, req.method == "HEAD", conn, &extra)
+}
+
+/// `POST /identity/enroll`: the body is the node's public key, the request
+/// signed by it (see [`crate::identity`]).
+fn enroll(
+    req: &Request,
+    reader: &mut Reader<'_>,
+    out: &mut &TcpStream,
+    state: &State,
+    conn: &mut Conn,
+    peer: SocketAddr,
+) -> Outcome {
+    if req.method != "POST" {
+        let allow = [("Allow", "POST".to_string())];
+        return small_response(
+            out,
+            405,
+            TEXT,
+            "405 Method Not Allowed: POST a public key\n",
+            false,
+            *conn,
+            &allow,
+        );
+    }
+    let body = match read_body(req, reader, out, conn, crate::identity::MAX_ENROLL_BODY) {
+        Ok(b) => b,
+        Err(o) => return o,
+    };
+    let Some(live) = &state.inventory else {
+        return text_error(
+            out,
+            404,
+            "404 Not Found: bootd runs without --inventory",
+            *conn,
+        );
+    };
+    match state
+        .ids
+        .enroll(req.header("authorization"), &req.target, &body, &live.get())
+    {
+        Ok((v, crate::identity::Enrolled::Same { fingerprint })) => {
+            tracing::info!(
+                "{} ({}, from {peer}) enrolled again with its key {fingerprint}: no change",
+                v.host,
+                v.mac
+            );
+            small_response(
+                out,
+                200,
+                TEXT,
+                &format!("{} already has key {fingerprint}\n", v.host),
+                false,
+                *conn,
+                &[],
+            )
+        }
+        Ok((
+            v,
+            crate::identity::Enrolled::New {
+                fingerprint,
+                replaced,
+                how,
+            },
+        )) => {
+            let replacing = replaced
+                .map(|r| format!(", replacing {r}"))
+                .unwrap_or_default();
+            tracing::warn!(
+                "{} ({}, from {peer}) enrolled key {fingerprint} ({how}){replacing}; disarmed",
+                v.host,
+                v.mac
+            );
+            small_response(
+                out,
+                200,
+                TEXT,
+                &format!("{} enrolled with key {fingerprint}\n", v.host),
+                false,
+                *conn,
+                &[],
+            )
+        }
+        Err(e) => identity_refused(req, out, *conn, peer, "enrollment", e),
+    }
+}
+
+/// `POST /admin/arm?host=H&for=SECONDS`: arm a host for one enrollment.
+fn arm(
+    req: &Request,
+    out: &mut &TcpStream,
+    state: &State,
+    conn: Conn,
+    peer: SocketAddr,
+) -> Outcome {
+    if let Err(e) = admin_check(state, req) {
+        return admin_refused(req, out, conn, peer, e);
+    }
+    if req.method != "POST" {
+        let allow = [("Allow", "POST".to_string())];
+        return small_response(
+            out,
+            405,
+            TEXT,
+            "405 Method Not Allowed: POST here\n",
+            false,
+            conn,
+            &allow,
+        );
+    }
+    let Some(live) = &state.inventory else {
+        return text_error(
+            out,
+            404,
+            "404 Not Found: bootd runs without --inventory",
+            conn,
+        );
+    };
+    let Some(host) =
+        query_param(req, "host").filter(|h| live.get().hosts.iter().any(|x| &x.name == h))
+    else {
+        return text_error(
+            out,
+            404,
+            "404 Not Found: want ?host= a host of the inventory",
+            conn,
+        );
+    };
+    let secs = match query_param(req, "for").map(|f| crate::secrets::parse_ttl(&f)) {
+        None => crate::identity::DEFAULT_ARM,
+        Some(Ok(d)) if d <= Duration::from_secs(7 * 86400) => d,
+        Some(_) => {
+            return text_error(
+                out,
+                400,
+                "400 Bad Request: for= wants 1s to 7 days (900, 30m, 2h)",
+                conn,
+            )
+        }
+    };
+    state.ids.arm(&host, secs);
+    tracing::warn!(
+        "{host} armed for one enrollment for {} s (admin, from {peer})",
+        secs.as_secs()
+    );
+    small_response(
+        out,
+        200,
+        TEXT,
+        &format!("{host} armed for one enrollment for {} s\n", secs.as_secs()),
+        false,
+        conn,
+        &[],
+    )
 }
 
 /// `GET /nodes` (JSON) and `GET /` (the page), never cached, one page of
@@ -653,11 +1055,18 @@ fn ipxe(req: &Request, out: &mut &TcpStream, state: &State, conn: Conn) -> Outco
     }
 }
 
-/// `GET /secrets/<name>?mac=` and `DELETE /secrets?mac=` (see
-/// [`crate::secrets`]). Refusals are logged with the token's id, never the
-/// token; a secret's bytes are never logged.
-fn secret(req: &Request, path: &str, out: &mut &TcpStream, state: &State, conn: Conn) -> Outcome {
-    let Some(secrets) = &state.secrets else {
+/// `GET /secrets/<name>`, signed by the host's key (see
+/// [`crate::secrets`]): the secret sealed to that key. A secret's bytes
+/// are never logged.
+fn secret(
+    req: &Request,
+    path: &str,
+    out: &mut &TcpStream,
+    state: &State,
+    conn: Conn,
+    peer: SocketAddr,
+) -> Outcome {
+    let (Some(secrets), Some(live)) = (&state.secrets, &state.inventory) else {
         return text_error(
             out,
             404,
@@ -665,67 +1074,67 @@ fn secret(req: &Request, path: &str, out: &mut &TcpStream, state: &State, conn: 
             conn,
         );
     };
-    let mac = query_param(req, "mac");
-    let in_url = query_param(req, "token").is_some();
-    let auth = req.header("authorization");
-    let id = crate::secrets::bearer(auth).map(crate::secrets::token_id);
-    let id = id.as_deref().unwrap_or("-");
-    let shown = match &mac {
-        Some(m) => format!("{m:?}"),
-        None => "-".into(),
+    let Some(rest) = path
+        .strip_prefix(crate::secrets::PREFIX)
+        .filter(|_| req.method == "GET")
+    else {
+        let allow = [("Allow", "GET".to_string())];
+        let body = "405 Method Not Allowed: GET /secrets/NAME, signed by the node's key\n";
+        return small_response(out, 405, TEXT, body, req.method == "HEAD", conn, &allow);
     };
-    let refused = |out: &mut &TcpStream, what: &str, e: Denied| {
-        tracing::warn!("{what} refused (token {id}, mac {shown}): {e}");
-        let status = e.status();
-        let msg = format!("{status} {}: {e}", crate::http::reason(status));
-        let extra = if status == 401 {
-            vec![("WWW-Authenticate", "Bearer".to_string())]
-        } else {
-            vec![]
-        };
-        small_response(out, status, TEXT, &format!("{msg}\n"), false, conn, &extra)
-    };
-    let no_store = ("Cache-Control", "no-store".to_string());
-    match (
-        req.method.as_str(),
-        path.strip_prefix(crate::secrets::PREFIX),
+    let what = format!("secret {:?}", crate::clean(rest));
+    let v = match state.ids.verify(
+        req.header("authorization"),
+        "GET",
+        &req.target,
+        b"",
+        &live.get(),
     ) {
-        ("GET", Some(rest)) => match secrets.fetch(rest, mac.as_deref(), auth, in_url) {
-            Ok(s) => {
-                tracing::info!(
-                    "secret {} sent (token {id}, mac {}, {} bytes)",
-                    s.name,
-                    mac.as_deref().unwrap_or_default(),
-                    s.bytes.len()
-                );
-                let ctype = "application/octet-stream";
-                bytes_response(out, 200, ctype, &s.bytes, false, conn, &[no_store])
-            }
-            Err(e) => refused(out, &format!("secret {rest:?}"), e),
-        },
-        ("DELETE", None) => match secrets.close(mac.as_deref(), auth, in_url) {
-            Ok((host, names)) => {
-                tracing::info!(
-                    "token {id} of {host} closed by the node after {}",
-                    if names.is_empty() {
-                        "no secret".to_string()
-                    } else {
-                        names.join(", ")
-                    }
-                );
-                let headers: Vec<_> = conn.header().into_iter().chain([no_store]).collect();
-                Outcome::done(204, 0, write_head(out, 204, &headers))
-            }
-            Err(e) => refused(out, "closing the token", e),
-        },
-        (_, rest) => {
-            let allow = if rest.is_some() { "GET" } else { "DELETE" };
-            let body = format!("405 Method Not Allowed: {allow} here\n");
-            let head_only = req.method == "HEAD";
-            let allow = [("Allow", allow.to_string())];
-            small_response(out, 405, TEXT, &body, head_only, conn, &allow)
+        Ok(v) => v,
+        Err(e) => return identity_refused(req, out, conn, peer, &what, e),
+    };
+    let s = match secrets.fetch(rest, &v.host) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("{what} for {} ({}, from {peer}): {e}", v.host, v.mac);
+            let status = e.status();
+            let body = format!("{status} {}: {e}\n", crate::http::reason(status));
+            return small_response(out, status, TEXT, &body, false, conn, &[]);
         }
-    }
+    };
+    let sealed = match state.ids.key(&v.host).map(|k| k.seal(&s.bytes)) {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => {
+            tracing::error!("sealing {what} for {}: {e}", v.host);
+            return text_error(out, 500, "500 Internal Server Error: sealing failed", conn);
+        }
+        None => {
+            return text_error(
+                out,
+                500,
+                "500 Internal Server Error: the key went away",
+                conn,
+            )
+        }
+    };
+    tracing::info!(
+        "secret {} sent to {} ({}, from {peer}): {} bytes sealed to key {}",
+        s.name,
+        v.host,
+        v.mac,
+        s.bytes.len(),
+        v.fingerprint
+    );
+    let no_store = ("Cache-Control", "no-store".to_string());
+    bytes_response(
+        out,
+        200,
+        "application/octet-stream",
+        &sealed,
+        false,
+        conn,
+        &[no_store],
+    )
 }
 
 /// The strong validator of a file: `"<size>-<mtime in ns>"`, both in hex.
@@ -738,22 +1147,34 @@ pub fn etag(meta: &std::fs::Metadata) -> String {
     format!("\"{:x}-{:x}\"", meta.len(), mtime.as_nanos())
 }
 
+/// Path of the admin's arming (`POST ?host=&for=`).
+pub const ARM_PATH: &str = "/admin/arm";
+
 fn respond(
     req: &Request,
     reader: &mut Reader<'_>,
     out: &mut &TcpStream,
     state: &State,
     conn: &mut Conn,
+    peer: SocketAddr,
 ) -> Outcome {
     let head_only = req.method == "HEAD";
     let get = req.method == "GET" || head_only;
     match req.path() {
         Some(STATUS_PATH) => return post_status(req, reader, out, state, conn),
         // Only the exact path `/`: everything else under it is a file.
-        Some(p @ (NODES_PATH | "/")) if get => return node_list(req, p, out, state, *conn),
+        Some(p @ (NODES_PATH | "/")) if get => {
+            if let Err(e) = admin_check(state, req) {
+                return admin_refused(req, out, *conn, peer, e);
+            }
+            return node_list(req, p, out, state, *conn);
+        }
         Some(IPXE_PATH) if get => return ipxe(req, out, state, *conn),
-        Some(p) if p == crate::secrets::COLLECTION || p.starts_with(crate::secrets::PREFIX) => {
-            return secret(req, p, out, state, *conn)
+        Some(crate::identity::NONCE_PATH) => return nonce(req, out, state, *conn),
+        Some(crate::identity::ENROLL_PATH) => return enroll(req, reader, out, state, conn, peer),
+        Some(ARM_PATH) => return arm(req, out, state, *conn, peer),
+        Some(p) if p.starts_with(crate::secrets::PREFIX) || p == "/secrets" => {
+            return secret(req, p, out, state, *conn, peer)
         }
         _ => {}
     }

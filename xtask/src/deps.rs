@@ -34,6 +34,8 @@ pub const PACKAGES: &[&str] = &[
     "nfs-common",   // provision tests: mount.nfs against an absent server
     "ipxe",         // bootd's TFTP root: undionly.kpxe, snponly.efi, ipxe.efi (QEMU boot pxe)
     "busybox",      // udhcpc: the real DHCP client of bootd's netboot tests
+    "swtpm",        // a software TPM 2.0: nodectl's TPM-sealed key (tests, QEMU boot slurm-tpm)
+    "tpm2-tools",   // nodectl's key sealed in the TPM: its tests drive swtpm with them
 ];
 
 fn installed(pkg: &str) -> bool {

@@ -40,6 +40,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("dhcp_client", dhcp_client),
     ("gpt", gpt),
     ("tar", tar),
+    ("identity", identity),
 ];
 
 /// The body of the target `name`.
@@ -302,6 +303,8 @@ fn template_data() -> &'static gtmpl::Value {
             provision: true,
             tags: vec!["compute".into(), "gpu".into()],
             interfaces: vec![],
+            key: None,
+            enroll: false,
         };
         let nic = inventory::Nic {
             mac: Some("52:54:00:12:34:56".into()),
@@ -626,4 +629,36 @@ pub fn tar(data: &[u8]) {
             return;
         }
     }
+}
+
+/// Node identity: an `Authorization: Nodeboot` value, a public key line, an
+/// identity file, a sealed secret opened with a fixed key, and bootd's
+/// check of a signed request and of an enrollment (nonce decoding, the
+/// inventory lookups) over a fixed inventory. Parts cut at NUL bytes.
+pub fn identity(data: &[u8]) {
+    use nodeboot_identity::{Auth, NodeKey, PublicKey};
+    use std::str::FromStr;
+    static FIX: OnceLock<(
+        NodeKey,
+        Inventory,
+        nodeboot_boot_server::identity::Identities,
+    )> = OnceLock::new();
+    let (key, inv, ids) = FIX.get_or_init(|| {
+        let inv = Inventory::parse(
+            "[[host]]\nname = \"cn1\"\nenroll = true\n[[host.interfaces]]\nmac = \"52:54:00:12:34:56\"\n",
+            "fuzz.toml",
+        )
+        .expect("fixed inventory");
+        let ids = nodeboot_boot_server::identity::Identities::new(None).expect("identities");
+        (NodeKey::from_seed(&[7; 32]), inv, ids)
+    });
+    let parts = split(data, 3);
+    let text = String::from_utf8_lossy(parts[0]);
+    let _ = Auth::parse(&text).map(|a| a.verify(&key.public(), "GET", "/x", b""));
+    let _ = PublicKey::from_str(&text);
+    let _ = NodeKey::from_file(parts[0]);
+    let _ = key.open(parts.get(1).copied().unwrap_or_default());
+    let body = parts.get(2).copied().unwrap_or_default();
+    let _ = ids.verify(Some(&text), "GET", "/secrets/munge.key", body, inv);
+    let _ = ids.enroll(Some(&text), "/identity/enroll", body, inv);
 }
