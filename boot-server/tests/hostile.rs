@@ -42,6 +42,8 @@ impl Srv {
             .arg(&www)
             .arg("--port-file")
             .arg(&pf)
+            .arg("--admin-token")
+            .arg(common::admin_token_file(dir.path()))
             .args(extra)
             .stdin(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
@@ -106,10 +108,14 @@ impl Srv {
         s
     }
 
-    /// One request on a new connection from 127.0.0.1: status and body.
+    /// One request on a new connection from 127.0.0.1, as the admin:
+    /// status and body.
     fn get(&self, target: &str) -> (u16, String) {
         let mut s = self.connect_from(Ipv4Addr::LOCALHOST);
-        let req = format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let req = format!(
+            "GET {target} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            common::ADMIN
+        );
         s.write_all(req.as_bytes()).unwrap();
         let mut out = Vec::new();
         s.read_to_end(&mut out).unwrap();

@@ -1,10 +1,13 @@
-//! Per-host secrets behind tokens, against the real bootd binary on
-//! 127.0.0.1 with raw HTTP/1.1 over std's TcpStream (paths sent exactly as
-//! written): the token in each host's iPXE script, the happy path, replay,
-//! expiry, wrong MAC, unknown and missing tokens, path traversal in every
-//! spelling, symlinks out of the host's directory, the served trees never
-//! reaching the secrets, the startup refusals and the status binding. Each
-//! test shows the body or log line an operator reads.
+//! Node identity and sealed secrets (issue 13), against the real bootd
+//! binary on 127.0.0.1 with raw HTTP/1.1 over std's TcpStream (paths sent
+//! exactly as written), as an attacker on the provisioning network would
+//! try them: the chain that worked before (a MAC from /nodes, a token from
+//! /boot/ipxe, /secrets/… with it) gets no secret byte; a captured answer
+//! opens with cn1's key only; a replayed signed request, a request signed
+//! by another key, a second or unarmed enrollment, a status for cn1 signed
+//! by another key are refused; path traversal, symlinks out of the host's
+//! directory and the served trees never reach the secrets; the startup
+//! refusals. Each test shows the body or log line an operator reads.
 mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -12,6 +15,8 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use nodeboot_identity::NodeKey;
 
 const CN1: &str = "52:54:00:12:34:56";
 const CN2: &str = "52:54:00:12:34:57";
@@ -101,9 +106,19 @@ impl Fx {
         c
     }
 
+    /// With --secrets, --state and --admin-token.
     fn start(&self, extra: &[&str]) -> Srv {
         let secrets = self.path("secrets");
-        let mut args = vec!["--secrets", secrets.to_str().unwrap()];
+        let state = self.path("state");
+        let admin = common::admin_token_file(self.dir.path());
+        let mut args = vec![
+            "--secrets",
+            secrets.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--admin-token",
+            admin.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
         self.start_with(&args)
     }
@@ -149,12 +164,32 @@ struct Resp {
     status: u16,
     /// Lower-cased.
     head: String,
-    body: String,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn k1() -> NodeKey {
+    NodeKey::from_seed(&[1; 32])
+}
+fn k2() -> NodeKey {
+    NodeKey::from_seed(&[2; 32])
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 impl Srv {
     /// One request on its own connection, the target sent as written.
-    fn req(&self, method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> Resp {
+    fn req(&self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut r =
@@ -162,48 +197,94 @@ impl Srv {
         for (k, v) in headers {
             r.push_str(&format!("{k}: {v}\r\n"));
         }
-        if !body.is_empty() {
+        if !body.is_empty() || method == "POST" {
             r.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         r.push_str("\r\n");
-        r.push_str(body);
-        s.write_all(r.as_bytes()).unwrap();
+        let mut r = r.into_bytes();
+        r.extend_from_slice(body);
+        s.write_all(&r).unwrap();
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).unwrap();
-        let raw = String::from_utf8(raw).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").expect("a response head");
+        let at = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a response head");
+        let head = String::from_utf8_lossy(&raw[..at]).into_owned();
         Resp {
             status: head.split(' ').nth(1).unwrap().parse().unwrap(),
             head: head.to_ascii_lowercase(),
-            body: body.to_string(),
+            body: raw[at + 4..].to_vec(),
         }
     }
 
-    /// `GET /secrets/NAME?mac=MAC` with the token as a bearer.
-    fn secret(&self, name: &str, mac: &str, token: &str) -> Resp {
-        let auth = format!("Bearer {token}");
-        self.req(
-            "GET",
-            &format!("/secrets/{name}?mac={mac}"),
-            &[("Authorization", &auth)],
-            "",
-        )
+    fn nonce(&self) -> String {
+        let r = self.req("GET", "/identity/nonce", &[], b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.head.contains("cache-control: no-store"), "{}", r.head);
+        r.text()
+    }
+
+    /// The `Authorization` of a request signed by `key` as `host` on `mac`.
+    fn auth(
+        &self,
+        key: &NodeKey,
+        method: &str,
+        target: &str,
+        host: &str,
+        mac: &str,
+        body: &[u8],
+    ) -> String {
+        key.authorize(method, target, host, mac, now(), &self.nonce(), body)
+    }
+
+    /// A request signed by `key` as `host` on `mac`.
+    fn signed(
+        &self,
+        key: &NodeKey,
+        method: &str,
+        target: &str,
+        host: &str,
+        mac: &str,
+        body: &[u8],
+    ) -> Resp {
+        let a = self.auth(key, method, target, host, mac, body);
+        self.req(method, target, &[("Authorization", &a)], body)
+    }
+
+    /// Enroll `key` for `host` (signed by it).
+    fn enroll(&self, key: &NodeKey, host: &str, mac: &str) -> Resp {
+        let line = format!("{}\n", key.public());
+        self.signed(key, "POST", "/identity/enroll", host, mac, line.as_bytes())
+    }
+
+    /// `bootd arm HOST` (the CLI) against this server.
+    fn arm(&self, fx: &Fx, host: &str) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_bootd"))
+            .args(["arm", host, "--for", "10m", "--url"])
+            .arg(format!("http://127.0.0.1:{}", self.port))
+            .arg("--admin-token")
+            .arg(fx.path("admin.token"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
     }
 
     /// The iPXE script for `mac` and the token on its kernel line, if any.
     fn script(&self, mac: &str) -> (String, Option<String>) {
-        let r = self.req("GET", &format!("/boot/ipxe?mac={mac}"), &[], "");
-        assert_eq!(r.status, 200, "{}", r.body);
-        let token = r
-            .body
+        let r = self.req("GET", &format!("/boot/ipxe?mac={mac}"), &[], b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let text = r.text();
+        let token = text
             .split_whitespace()
             .find_map(|w| w.strip_prefix("nodeboot.token="))
             .map(str::to_string);
-        (r.body, token)
-    }
-
-    fn token(&self, mac: &str) -> String {
-        self.script(mac).1.expect("a token in the script")
+        (text, token)
     }
 
     fn log(&self) -> String {
@@ -227,297 +308,423 @@ impl Srv {
     }
 }
 
-/// The id bootd logs for a token: 8 hex digits of its sha256.
-fn id(token: &str) -> String {
-    nodeboot_boot_server::secrets::token_id(token)
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
+/// The attack that worked on 884eb52, step by step: nothing of it gets a
+/// secret byte, or even the MACs.
 #[test]
-fn happy_path_then_replay_is_403() {
+fn the_old_attack_chain_gets_no_secret_byte() {
     let fx = Fx::new();
     let srv = fx.start(&[]);
-    let t = srv.token(CN1);
-    let r = srv.secret("munge.key", CN1, &t);
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.body, MUNGE1);
-    assert!(r.head.contains("\r\ncache-control: no-store"), "{}", r.head);
-    assert!(r.head.contains("content-type: application/octet-stream"));
-    // A second secret with the same token, the MAC in another spelling.
-    let r = srv.secret("deploy_key", "52-54-00-12-34-56", &t);
-    assert_eq!((r.status, r.body.as_str()), (200, DEPLOY1));
-
-    // Replay: what the node (or whoever replays) reads.
-    let r = srv.secret("munge.key", CN1, &t);
+    srv.arm(&fx, "cn1");
+    assert_eq!(srv.enroll(&k1(), "cn1", CN1).status, 200);
+    // 1. The fleet's MACs from /nodes or the page: not without the admin token.
+    for target in ["/nodes", "/"] {
+        let r = srv.req("GET", target, &[], b"");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (401, "401 Unauthorized: this needs bootd's admin token (Authorization: Bearer, or Basic with the token as password)\n"),
+            "{target}"
+        );
+        assert!(
+            r.head.contains("www-authenticate: basic realm=\"bootd\""),
+            "{}",
+            r.head
+        );
+        let r = srv.req(
+            "GET",
+            target,
+            &[("Authorization", "Bearer not-the-admin-token")],
+            b"",
+        );
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (403, "403 Forbidden: wrong admin token\n")
+        );
+    }
+    // 2. A token minted for cn1's MAC (MACs are not secret: ARP shows them).
+    let (_, token) = srv.script(CN1);
+    let token = token.expect("a token in cn1's script");
+    // (provision = false: no network boot, no token.)
+    assert_eq!(srv.script(CN3).1, None);
+    // 3. The token opens nothing, in the header or the URL.
+    let bearer = format!("Bearer {token}");
+    for target in [
+        format!("/secrets/munge.key?mac={CN1}"),
+        format!("/secrets/munge.key?mac={CN1}&token={token}"),
+        "/secrets/deploy_key".to_string(),
+    ] {
+        let r = srv.req("GET", &target, &[("Authorization", &bearer)], b"");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (401, "401 Unauthorized: this request must be signed by the node's key (Authorization: Nodeboot …)\n"),
+            "{target}"
+        );
+        assert!(r.head.contains("www-authenticate: nodeboot"), "{}", r.head);
+        assert!(!contains(&r.body, MUNGE1) && !contains(&r.body, DEPLOY1));
+    }
+    let r = srv.req(
+        "DELETE",
+        &format!("/secrets?mac={CN1}"),
+        &[("Authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(r.status, 405, "{}", r.text());
+    // 4. Claiming to be cn1 with a key of one's own.
+    let r = srv.signed(&k2(), "GET", "/secrets/munge.key", "cn1", CN1, b"");
     assert_eq!(r.status, 403);
-    assert_eq!(
-        r.body,
-        "403 Forbidden: secret \"munge.key\" already fetched with this token (once per boot)\n"
-    );
-    let log = srv.log_with("already fetched");
-    let tid = id(&t);
     assert!(
-        log.contains(&format!(
-            "secret munge.key sent (token {tid}, mac {CN1}, 27 bytes)"
+        r.text().starts_with(&format!(
+            "403 Forbidden: the signature does not verify with cn1's key {}: signed by another key",
+            k1().public().fingerprint()
         )),
-        "{log}"
+        "{}",
+        r.text()
     );
+    // 5. Enrolling one's own key for cn1 instead.
+    let r = srv.enroll(&k2(), "cn1", CN1);
+    assert_eq!(r.status, 403);
     assert!(
-        log.contains(&format!(
-            "WARN secret \"munge.key\" refused (token {tid}, mac \"{CN1}\"): \
-             secret \"munge.key\" already fetched with this token (once per boot)"
-        )),
-        "{log}"
+        r.text()
+            .starts_with("403 Forbidden: cn1 already has key SHA256:"),
+        "{}",
+        r.text()
     );
-    assert!(log.contains(&format!("token {tid} minted for cn1 ({CN1}), valid 900 s")));
-
-    // The node closes its token: nothing more with it.
-    let auth = format!("Bearer {t}");
-    let close = |srv: &Srv| {
-        srv.req(
-            "DELETE",
-            &format!("/secrets?mac={CN1}"),
-            &[("Authorization", &auth)],
-            "",
-        )
-    };
-    assert_eq!(close(&srv).status, 204);
-    let log = srv.log_with("closed by the node");
-    assert!(
-        log.contains(&format!(
-            "token {tid} of cn1 closed by the node after deploy_key, munge.key"
-        )),
-        "{log}"
-    );
-    let r = srv.secret("other", CN1, &t);
-    assert_eq!(
-        (r.status, r.body.as_str()),
-        (403, "403 Forbidden: token closed by the node\n")
-    );
-    assert_eq!(close(&srv).status, 403);
-
-    // Neither the token nor a secret ever reaches the log.
-    let log = srv.log();
-    for never in [t.as_str(), MUNGE1, DEPLOY1] {
+    let log = srv.log_with("enrollment refused (host cn1, mac 52:54:00:12:34:56, from 127.0.0.1:");
+    for never in [MUNGE1, DEPLOY1, token.as_str()] {
         assert!(!log.contains(never), "{never} in the log:\n{log}");
     }
 }
 
+/// cn1 enrolls while armed, once; its secrets come sealed to its key, and
+/// a captured answer is useless to anyone else; a replay is refused.
 #[test]
-fn the_token_is_in_its_hosts_script_only_and_new_each_render() {
+fn sealed_secrets_for_the_enrolled_key_only() {
     let fx = Fx::new();
     let srv = fx.start(&[]);
-    let (s1, t1) = srv.script(CN1);
-    let t1 = t1.unwrap();
-    assert_eq!(t1.len(), 64);
-    assert!(t1.bytes().all(|c| c.is_ascii_hexdigit()), "{t1}");
-    // At the end of the kernel line, after the image's cmdline.
-    assert!(
-        s1.contains(&format!(
-            " grendel.address=http://127.0.0.1 nodeboot.token={t1}\ninitrd "
-        )),
-        "{s1}"
-    );
-    let t1b = srv.token(CN1);
-    let t2 = srv.token(CN2);
-    assert!(t1 != t1b && t1 != t2 && t1b != t2);
-    // provision = false: no network boot, no token.
-    let (s3, t3) = srv.script(CN3);
-    assert_eq!(t3, None, "{s3}");
-    assert!(s3.ends_with("exit\n"), "{s3}");
-
-    // The newer script superseded the first token; cn2's does not open
-    // cn1's secrets, and cn1's own token opens only cn1's.
-    let r = srv.secret("munge.key", CN1, &t1);
+    // Unarmed: refused, naming the way out.
+    let r = srv.enroll(&k1(), "cn1", CN1);
     assert_eq!(
-        (r.status, r.body.as_str()),
+        (r.status, r.text()),
+        (403, format!(
+            "403 Forbidden: cn1 is not armed for enrollment (an admin runs: bootd arm cn1); key {} refused\n",
+            k1().public().fingerprint()
+        ))
+    );
+    // Before any key: a secret is refused as such.
+    let r = srv.signed(&k1(), "GET", "/secrets/munge.key", "cn1", CN1, b"");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (401, "401 Unauthorized: bootd knows no key for cn1: the node must enroll first (while armed: bootd arm cn1)\n")
+    );
+    assert_eq!(
+        srv.arm(&fx, "cn1"),
+        "cn1 armed for one enrollment for 600 s\n"
+    );
+    let r = srv.enroll(&k1(), "cn1", CN1);
+    assert_eq!(
+        (r.status, r.text()),
         (
-            403,
-            "403 Forbidden: token superseded by a newer iPXE script for cn1\n"
+            200,
+            format!("cn1 enrolled with key {}\n", k1().public().fingerprint())
         )
     );
-    let r = srv.secret("munge.key", CN1, &t2);
-    assert_eq!(
-        (r.status, r.body.as_str()),
-        (403, "403 Forbidden: token was minted for another MAC\n")
-    );
-    // A HEAD of the script mints nothing, so supersedes nothing.
-    let head = srv.req("HEAD", &format!("/boot/ipxe?mac={CN1}"), &[], "");
-    assert_eq!(head.status, 200);
-    let get_len = s1.len().to_string();
+    srv.log_with(&format!("cn1 (52:54:00:12:34:56, from 127.0.0.1"));
+    let log = srv.log_with("; disarmed");
     assert!(
-        head.head.contains(&format!("content-length: {get_len}")),
-        "{}",
-        head.head
-    );
-    assert_eq!(srv.secret("munge.key", CN2, &t2).body, MUNGE2);
-    assert_eq!(srv.secret("munge.key", CN1, &t1b).body, MUNGE1);
-
-    // Without --secrets: no token, and /secrets/ is not there.
-    drop(srv);
-    let plain = fx.start_with(&[]);
-    let (s, t) = plain.script(CN1);
-    assert_eq!(t, None, "{s}");
-    let r = plain.secret("munge.key", CN1, &t1b);
-    assert_eq!(
-        (r.status, r.body.as_str()),
-        (404, "404 Not Found: bootd runs without --secrets\n")
-    );
-}
-
-#[test]
-fn an_expired_token_is_403() {
-    let fx = Fx::new();
-    let srv = fx.start(&["--token-ttl", "1s"]);
-    let t = srv.token(CN1);
-    assert_eq!(srv.secret("deploy_key", CN1, &t).status, 200);
-    std::thread::sleep(Duration::from_millis(2100));
-    let r = srv.secret("munge.key", CN1, &t);
-    assert_eq!(r.status, 403);
-    assert!(
-        r.body.starts_with("403 Forbidden: token expired ")
-            && r.body.ends_with(" s ago: reboot the node for a new one\n"),
-        "{}",
-        r.body
-    );
-    let log = srv.log_with("token expired");
-    assert!(log.contains("valid 1 s"), "{log}");
-    // A bad TTL is a usage error.
-    let err = fx.refused(&["--token-ttl", "0"]);
-    assert!(err.contains("\"0\": must be at least 1s"), "{err}");
-}
-
-#[test]
-fn wrong_mac_unknown_and_missing_tokens() {
-    let fx = Fx::new();
-    let srv = fx.start(&[]);
-    let t = srv.token(CN1);
-    let cases: Vec<(Resp, u16, &str)> = vec![
-        (
-            srv.secret("munge.key", CN2, &t),
-            403,
-            "403 Forbidden: token was minted for another MAC\n",
-        ),
-        (
-            srv.secret("munge.key", "not-a-mac", &t),
-            403,
-            "403 Forbidden: token was minted for another MAC\n",
-        ),
-        (
-            srv.secret("munge.key", CN1, &"f".repeat(64)),
-            403,
-            "403 Forbidden: unknown token (bootd restarted, or never minted it): reboot the node for a new one\n",
-        ),
-        (
-            srv.req("GET", &format!("/secrets/munge.key?mac={CN1}"), &[], ""),
-            401,
-            "401 Unauthorized: no token: send Authorization: Bearer <nodeboot.token from the kernel command line>\n",
-        ),
-        (
-            srv.req(
-                "GET",
-                &format!("/secrets/munge.key?mac={CN1}"),
-                &[("Authorization", &format!("Basic {t}"))],
-                "",
-            ),
-            401,
-            "401 Unauthorized: no token: send Authorization: Bearer <nodeboot.token from the kernel command line>\n",
-        ),
-        (
-            srv.req(
-                "GET",
-                "/secrets/munge.key",
-                &[("Authorization", &format!("Bearer {t}"))],
-                "",
-            ),
-            400,
-            "400 Bad Request: want ?mac=aa:bb:cc:dd:ee:ff (the MAC the node booted with)\n",
-        ),
-        (
-            srv.req("GET", &format!("/secrets/munge.key?mac={CN1}&token={t}"), &[], ""),
-            400,
-            "400 Bad Request: the token goes in the Authorization header (Bearer), never in the URL\n",
-        ),
-        (
-            srv.req(
-                "POST",
-                &format!("/secrets/munge.key?mac={CN1}"),
-                &[("Authorization", &format!("Bearer {t}"))],
-                "",
-            ),
-            405,
-            "405 Method Not Allowed: GET here\n",
-        ),
-    ];
-    for (r, status, body) in &cases {
-        assert_eq!((r.status, r.body.as_str()), (*status, *body), "{r:?}");
-    }
-    assert!(
-        cases[3].0.head.contains("www-authenticate: bearer"),
-        "{}",
-        cases[3].0.head
-    );
-    // None of these used the name up.
-    assert_eq!(srv.secret("munge.key", CN1, &t).body, MUNGE1);
-    // The token sent in the URL is not in the access log either.
-    let log = srv.log_with("token=REDACTED");
-    assert!(!log.contains(&t), "{log}");
-    assert!(
-        log.contains(&format!("WARN secret \"munge.key\" refused (token {}, mac \"not-a-mac\"): token was minted for another MAC", id(&t))),
+        log.contains(&format!(
+            "enrolled key {} (armed by bootd arm); disarmed",
+            k1().public().fingerprint()
+        )),
         "{log}"
     );
+    // Armed once: a second key is refused; the same key is no change.
+    let r = srv.enroll(&k2(), "cn1", CN1);
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("cn1 already has key"), "{}", r.text());
+    let r = srv.enroll(&k1(), "cn1", CN1);
+    assert_eq!(
+        (r.status, r.text()),
+        (
+            200,
+            format!("cn1 already has key {}\n", k1().public().fingerprint())
+        )
+    );
+    // The key lasts in --state.
+    let kept = std::fs::read_to_string(fx.path("state/keys/cn1.pub")).unwrap();
+    assert_eq!(kept, format!("{} cn1\n", k1().public()));
+
+    // The secret, sealed to cn1's key: no plaintext on the wire.
+    let target = "/secrets/munge.key";
+    let a = srv.auth(&k1(), "GET", target, "cn1", CN1, b"");
+    let r = srv.req("GET", target, &[("Authorization", &a)], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.head.contains("cache-control: no-store"), "{}", r.head);
+    assert!(!contains(&r.body, MUNGE1));
+    assert_eq!(&k1().open(&r.body).unwrap()[..], MUNGE1.as_bytes());
+    // The captured answer is useless to anyone else.
+    let e = k2().open(&r.body).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("cannot open the sealed secret with this node's key"),
+        "{e}"
+    );
+    // The captured request, replayed: refused.
+    let again = srv.req("GET", target, &[("Authorization", &a)], b"");
+    assert_eq!(
+        (again.status, again.text().as_str()),
+        (
+            403,
+            "403 Forbidden: the nonce was already used: a replayed request\n"
+        )
+    );
+    // Replayed at another target (its signature covers the target).
+    let other = srv.req(
+        "GET",
+        "/secrets/deploy_key",
+        &[(
+            "Authorization",
+            &srv.auth(&k1(), "GET", target, "cn1", CN1, b""),
+        )],
+        b"",
+    );
+    assert_eq!(other.status, 403);
+    assert!(
+        other.text().contains("signed by another key"),
+        "{}",
+        other.text()
+    );
+    // Another host's MAC, an unknown host, a time far off.
+    let r = srv.signed(&k1(), "GET", target, "cn1", CN2, b"");
+    assert_eq!(
+        r.text(),
+        "403 Forbidden: MAC 52:54:00:12:34:57 is not an interface of cn1 in the inventory\n"
+    );
+    let r = srv.signed(&k1(), "GET", target, "cn9", CN1, b"");
+    assert_eq!(
+        r.text(),
+        "403 Forbidden: host \"cn9\" is not in the inventory\n"
+    );
+    let stale = k1().authorize("GET", target, "cn1", CN1, now() - 3600, &srv.nonce(), b"");
+    let r = srv.req("GET", target, &[("Authorization", &stale)], b"");
+    assert!(
+        r.text()
+            .starts_with("403 Forbidden: the request's time is -3600 s off bootd's clock"),
+        "{}",
+        r.text()
+    );
+    let log = srv.log_with("secret munge.key sent to cn1 (52:54:00:12:34:56, from 127.0.0.1:");
+    assert!(
+        log.contains(&format!(
+            "{} bytes sealed to key {}",
+            MUNGE1.len(),
+            k1().public().fingerprint()
+        )),
+        "{log}"
+    );
+    assert!(log.contains("replayed request"), "{log}");
+    assert!(!log.contains(MUNGE1), "{log}");
+
+    // A restart keeps the key: cn1 goes on, nothing to arm.
+    drop(srv);
+    let srv = fx.start(&[]);
+    let r = srv.signed(&k1(), "GET", "/secrets/deploy_key", "cn1", CN1, b"");
+    assert_eq!(&k1().open(&r.body).unwrap()[..], DEPLOY1.as_bytes());
+    // Armed again (a re-imaged disk): one new key replaces the old one.
+    srv.arm(&fx, "cn1");
+    assert_eq!(srv.enroll(&k2(), "cn1", CN1).status, 200);
+    srv.log_with(&format!(
+        "(armed by bootd arm), replacing {}",
+        k1().public().fingerprint()
+    ));
+    let r = srv.signed(&k1(), "GET", target, "cn1", CN1, b"");
+    assert_eq!(r.status, 403, "the old key is refused");
+}
+
+/// The inventory can arm a host's first key (trust on first use) or pin it.
+#[test]
+fn the_inventory_arms_or_pins() {
+    let fx = Fx::new();
+    let inv = std::fs::read_to_string(fx.path("inventory.toml")).unwrap();
+    let inv = inv
+        .replacen("provision = true\n", "provision = true\nenroll = true\n", 1)
+        .replacen(
+            "name = \"cn2\"\n",
+            &format!(
+                "name = \"cn2\"\nkey = \"{}\"\n",
+                k2().public().fingerprint()
+            ),
+            1,
+        );
+    std::fs::write(fx.path("inventory.toml"), inv).unwrap();
+    let srv = fx.start(&[]);
+    assert_eq!(srv.enroll(&k1(), "cn1", CN1).status, 200);
+    srv.log_with("(armed in the inventory (enroll = true, first key)); disarmed");
+    let r = srv.enroll(&k2(), "cn1", CN1);
+    assert!(r.text().contains("cn1 already has key"), "{}", r.text());
+    // cn2's pin: its key enrolls without arming, another one never.
+    let r = srv.enroll(&k1(), "cn2", CN2);
+    assert_eq!(
+        r.text(),
+        format!(
+            "403 Forbidden: key {} is not the key pinned for cn2 in the inventory ({})\n",
+            k1().public().fingerprint(),
+            k2().public().fingerprint()
+        )
+    );
+    assert_eq!(srv.enroll(&k2(), "cn2", CN2).status, 200);
+    let r = srv.signed(&k2(), "GET", "/secrets/munge.key", "cn2", CN2, b"");
+    assert_eq!(&k2().open(&r.body).unwrap()[..], MUNGE2.as_bytes());
+    // A bad pin stops the inventory (the old one is kept on reload; at start, bootd stops).
+    let bad = std::fs::read_to_string(fx.path("inventory.toml"))
+        .unwrap()
+        .replace("key = \"SHA256:", "key = \"MD5:");
+    std::fs::write(fx.path("inventory.toml"), bad).unwrap();
+    drop(srv);
+    let err = fx.refused(&[]);
+    assert!(
+        err.contains("host[1].key") && err.contains("bad key fingerprint \"MD5:"),
+        "{err}"
+    );
+}
+
+/// A host's status comes from its key only, once bootd has one.
+#[test]
+fn a_status_for_cn1_signed_by_another_key_is_refused() {
+    let fx = Fx::new();
+    let srv = fx.start(&[]);
+    let body = |phase: &str| format!(r#"{{"hostname":"cn1","mac":"{CN1}","phase":"{phase}"}}"#);
+    let ct = ("Content-Type", "application/json");
+    // Before cn1 has a key: its boot token binds its reports (as before).
+    let (_, token) = srv.script(CN1);
+    let bearer = format!("Bearer {}", token.unwrap());
+    let r = srv.req(
+        "POST",
+        "/status",
+        &[ct, ("Authorization", &bearer)],
+        body("fetching").as_bytes(),
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    srv.arm(&fx, "cn1");
+    assert_eq!(srv.enroll(&k1(), "cn1", CN1).status, 200);
+    // Now: unsigned, with a token, signed by another key: refused.
+    let fp = k1().public().fingerprint();
+    for (headers, want) in [
+        (vec![ct], format!("401 Unauthorized: cn1 has an identity key ({fp}): its status must be signed by it\n")),
+        (vec![ct, ("Authorization", bearer.as_str())], format!("401 Unauthorized: cn1 has an identity key ({fp}): its status must be signed by it\n")),
+    ] {
+        let r = srv.req("POST", "/status", &headers, body("failed").as_bytes());
+        assert_eq!((r.status, r.text()), (401, want));
+    }
+    let b = body("failed");
+    let r = srv.signed(&k2(), "POST", "/status", "cn1", CN1, b.as_bytes());
+    assert_eq!(r.status, 403);
+    assert!(
+        r.text().starts_with(&format!(
+            "403 Forbidden: the signature does not verify with cn1's key {fp}"
+        )),
+        "{}",
+        r.text()
+    );
+    // cn1 signing a report for cn2, or a body other than the one it signed.
+    let other = format!(r#"{{"hostname":"cn2","mac":"{CN2}","phase":"failed"}}"#);
+    let r = srv.signed(&k1(), "POST", "/status", "cn1", CN1, other.as_bytes());
+    assert_eq!(
+        r.text(),
+        "403 Forbidden: the request is for cn2 but signed as cn1\n"
+    );
+    let a = srv.auth(
+        &k1(),
+        "POST",
+        "/status",
+        "cn1",
+        CN1,
+        body("ready").as_bytes(),
+    );
+    let r = srv.req(
+        "POST",
+        "/status",
+        &[ct, ("Authorization", &a)],
+        body("failed").as_bytes(),
+    );
+    assert_eq!(r.status, 403, "a body swapped under a signature");
+    // Signed by cn1's key: taken.
+    let ok = body("ready");
+    let r = srv.signed(&k1(), "POST", "/status", "cn1", CN1, ok.as_bytes());
+    assert_eq!(r.status, 204, "{}", r.text());
+    let admin = format!("Bearer {}", common::ADMIN);
+    let nodes = srv
+        .req("GET", "/nodes", &[("Authorization", &admin)], b"")
+        .text();
+    let doc: serde_json::Value = serde_json::from_str(&nodes).unwrap();
+    let n = &doc["nodes"][0];
+    assert_eq!(
+        (n["hostname"].as_str(), n["phase"].as_str()),
+        (Some("cn1"), Some("ready")),
+        "{nodes}"
+    );
+    // The page in a browser: Basic with the token as password.
+    use base64::Engine;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("admin:{}", common::ADMIN))
+    );
+    assert_eq!(
+        srv.req("GET", "/", &[("Authorization", &basic)], b"")
+            .status,
+        200
+    );
+    srv.log_with(&format!("node cn1 ready mac=52:54:00:12:34:56 key={fp}"));
 }
 
 #[test]
 fn traversal_and_symlinks_out_are_404() {
     let fx = Fx::new();
     let srv = fx.start(&[]);
-    let t = srv.token(CN1);
-    for target in [
+    srv.arm(&fx, "cn1");
+    assert_eq!(srv.enroll(&k1(), "cn1", CN1).status, 200);
+    for name in [
         "..",
-        "../cn2/munge.key",
-        "../secrets/cn1/munge.key",
-        "%2e%2e/cn2/munge.key",
-        "%2E%2E%2Fcn2%2Fmunge.key",
-        ".%2e/cn2/munge.key",
-        "..%2f..%2foutside",
-        "/etc/passwd",
+        "%2e%2e",
+        "%2E%2E",
+        "..%2fcn2%2fmunge.key",
+        "%2e%2e%2fcn2%2fmunge.key",
+        "sub%2fx",
         "%2fetc%2fpasswd",
-        "sub/x",
-        "sub%2Fx",
+        ".hidden",
         "munge.key%00",
-        "munge.key%00.txt",
-        ".munge.key",
-        // Symlinks resolving out of DIR/cn1/: to DIR/.., to cn2's directory.
-        "escape",
-        "cn2key",
-        // Directories and missing names.
-        "sub",
-        "nope",
+        "a%zz",
     ] {
-        let r = srv.secret(target, CN1, &t);
-        assert_eq!(r.status, 404, "{target}: {}", r.body);
-        assert!(
-            !r.body.contains("MUNGE") && !r.body.contains("OUTSIDE"),
-            "{target}"
+        let r = srv.signed(&k1(), "GET", &format!("/secrets/{name}"), "cn1", CN1, b"");
+        assert_eq!(r.status, 404, "{name}: {}", r.text());
+        assert_eq!(
+            r.text(),
+            "404 Not Found: bad secret name: one file name of [A-Za-z0-9._-], not starting with '.'\n",
+            "{name}"
         );
     }
-    let bad = srv.secret("%2e%2e%2fcn2%2fmunge.key", CN1, &t);
-    assert_eq!(
-        bad.body,
-        "404 Not Found: bad secret name: one file name of [A-Za-z0-9._-], not starting with '.'\n"
+    for (name, body) in [
+        ("escape", "404 Not Found: no secret \"escape\" for cn1\n"),
+        ("cn2key", "404 Not Found: no secret \"cn2key\" for cn1\n"),
+        ("sub", "404 Not Found: no secret \"sub\" for cn1\n"),
+        ("nope", "404 Not Found: no secret \"nope\" for cn1\n"),
+    ] {
+        let r = srv.signed(&k1(), "GET", &format!("/secrets/{name}"), "cn1", CN1, b"");
+        assert_eq!((r.status, r.text().as_str()), (404, body));
+    }
+    let log = srv.log();
+    assert!(
+        !log.contains("OUTSIDE-THE-SECRETS") && !log.contains(MUNGE2),
+        "{log}"
     );
-    let out = srv.secret("escape", CN1, &t);
-    assert_eq!(out.body, "404 Not Found: no secret \"escape\" for cn1\n");
-    // Nothing was used up by the refusals.
-    assert_eq!(srv.secret("munge.key", CN1, &t).body, MUNGE1);
 }
 
 #[test]
 fn the_served_trees_never_reach_the_secrets() {
     let fx = Fx::new();
     let srv = fx.start(&[]);
-    let t = srv.token(CN1);
-    let auth = format!("Bearer {t}");
     for target in [
         // Symlinks to the secrets directory inside the root and the repo.
         "/s/cn1/munge.key",
@@ -536,15 +743,12 @@ fn the_served_trees_never_reach_the_secrets() {
         "/secrets%2fmunge.key",
         "/boot/../secrets/munge.key",
     ] {
-        for headers in [&[][..], &[("Authorization", auth.as_str())][..]] {
-            let r = srv.req("GET", &format!("{target}?mac={CN1}"), headers, "");
-            assert_eq!(r.status, 404, "{target}: {}", r.body);
-            assert_eq!(r.body, "404 Not Found\n", "{target}");
-        }
+        let r = srv.req("GET", target, &[], b"");
+        assert_eq!(r.status, 404, "{target}: {}", r.text());
+        assert_eq!(r.text(), "404 Not Found\n", "{target}");
     }
     // The repo itself still serves.
-    assert_eq!(srv.req("GET", "/repo/postscript.sh", &[], "").status, 200);
-    assert_eq!(srv.secret("munge.key", CN1, &t).body, MUNGE1);
+    assert_eq!(srv.req("GET", "/repo/postscript.sh", &[], b"").status, 200);
 }
 
 #[test]
@@ -586,7 +790,32 @@ fn secrets_inside_a_served_tree_or_open_to_others_stop_bootd() {
         )),
         "{err}"
     );
-    // --secrets needs --inventory (nowhere to mint tokens otherwise).
+    // An admin token others can read, or too short; a state others can write.
+    let t = fx.path("weak.token");
+    std::fs::write(&t, "short\n").unwrap();
+    std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = fx.refused(&["--admin-token", t.to_str().unwrap()]);
+    assert!(
+        err.contains(&format!(
+            "--admin-token {}: mode 0644 lets other users read it; chmod 600 it",
+            t.display()
+        )),
+        "{err}"
+    );
+    std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = fx.refused(&["--admin-token", t.to_str().unwrap()]);
+    assert!(
+        err.contains("want one word of at least 16 ASCII characters"),
+        "{err}"
+    );
+    let st = private("open-state");
+    std::fs::set_permissions(&st, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = fx.refused(&["--state", st.to_str().unwrap()]);
+    assert!(
+        err.contains("mode 0777 lets other users replace the nodes' keys; chmod 700 it"),
+        "{err}"
+    );
+    // --secrets needs --inventory (no host to seal to otherwise).
     let out = Command::new(env!("CARGO_BIN_EXE_bootd"))
         .args(["serve", "--root"])
         .arg(fx.path("www"))
@@ -599,48 +828,49 @@ fn secrets_inside_a_served_tree_or_open_to_others_stop_bootd() {
     assert!(err.contains("--inventory <INVENTORY>"), "{err}");
 }
 
+/// Without --admin-token, the fleet's data goes to no one; bootd arm with
+/// a wrong token is refused.
 #[test]
-fn a_status_with_a_token_must_match_its_host() {
+fn without_an_admin_token_nobody_reads_the_fleet() {
     let fx = Fx::new();
+    let srv = fx.start_with(&[]);
+    let r = srv.req(
+        "GET",
+        "/nodes",
+        &[("Authorization", "Bearer anything-at-all-here")],
+        b"",
+    );
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (403, "403 Forbidden: bootd runs without --admin-token: the fleet's data is not served to anyone\n")
+    );
+    let (_, token) = srv.script(CN1);
+    assert_eq!(token, None, "no --secrets, no token");
+    let r = srv.req("GET", "/secrets/munge.key", &[], b"");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (404, "404 Not Found: bootd runs without --secrets\n")
+    );
+    drop(srv);
     let srv = fx.start(&[]);
-    let t = srv.token(CN1);
-    let auth = format!("Bearer {t}");
-    let post = |body: &str, headers: &[(&str, &str)]| srv.req("POST", "/status", headers, body);
-    let cn1 = format!(r#"{{"hostname":"cn1","mac":"{CN1}","phase":"ready"}}"#);
-    assert_eq!(post(&cn1, &[("Authorization", &auth)]).status, 204);
-    let r = post(
-        r#"{"hostname":"cn2","phase":"failed"}"#,
-        &[("Authorization", &auth)],
-    );
-    assert_eq!(
-        (r.status, r.body.as_str()),
-        (403, "403 Forbidden: token was minted for another host\n")
-    );
-    let r = post(
-        &format!(r#"{{"hostname":"cn1","mac":"{CN2}","phase":"ready"}}"#),
-        &[("Authorization", &auth)],
-    );
-    assert_eq!(r.status, 403);
-    let log = srv.log_with("status of cn2 refused");
+    let wrong = fx.path("wrong.token");
+    std::fs::write(&wrong, "a-wrong-admin-token-of-some-length\n").unwrap();
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bootd"))
+        .args(["arm", "cn1", "--url"])
+        .arg(format!("http://127.0.0.1:{}", srv.port))
+        .arg("--admin-token")
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        log.contains(&format!(
-            "WARN status of cn2 refused: token was minted for another host token={}",
-            id(&t)
+        err.contains(&format!(
+            "bootd at 127.0.0.1:{} refused: 403 Forbidden: wrong admin token",
+            srv.port
         )),
-        "{log}"
+        "{err}"
     );
-    // A host that boots with a token must send it: anyone could write its
-    // status otherwise (issue 12).
-    let r = post(r#"{"hostname":"cn2","phase":"failed"}"#, &[]);
-    assert_eq!(
-        (r.status, r.body.as_str()),
-        (
-            401,
-            "401 Unauthorized: no token: send Authorization: Bearer <nodeboot.token from the kernel command line>\n"
-        )
-    );
-    let nodes = srv.req("GET", "/nodes", &[], "").body;
-    assert!(nodes.contains("\"cn1\""), "{nodes}");
-    assert!(!nodes.contains("\"cn2\""), "{nodes}");
-    assert!(!nodes.contains("failed"), "{nodes}");
+    assert_eq!(srv.enroll(&k1(), "cn1", CN1).status, 403, "not armed");
 }

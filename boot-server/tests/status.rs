@@ -45,6 +45,8 @@ impl Srv {
             .arg(&www)
             .arg("--port-file")
             .arg(&pf)
+            .arg("--admin-token")
+            .arg(common::admin_token_file(dir.path()))
             .stdin(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -86,9 +88,14 @@ impl Srv {
         Resp::split_all(&got, head)
     }
 
-    /// One request (with `Connection: close`) and its response.
+    /// One request (with `Connection: close`) and its response; as the
+    /// admin when it asks for the fleet's data (`/nodes`, `/`).
     fn request(&self, method: &str, path: &str, headers: &[&str], body: &[u8]) -> Resp {
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+        let p = path.split('?').next().unwrap_or(path);
+        if p == "/nodes" || p == "/" {
+            req.push_str(&format!("Authorization: Bearer {}\r\n", common::ADMIN));
+        }
         for h in headers {
             req.push_str(h);
             req.push_str("\r\n");
@@ -573,7 +580,12 @@ fn page_screenshot_in_chromium() {
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("--window-size=1000,500")
         .arg(format!("--screenshot={}", png.display()))
-        .arg(s.url("/"))
+        // The admin token as the password of the URL (HTTP Basic).
+        .arg(format!(
+            "http://admin:{}@127.0.0.1:{}/",
+            common::ADMIN,
+            s.port
+        ))
         // Keep Chromium's caches and crash reports out of $HOME.
         .env("HOME", tmp)
         .env("XDG_CONFIG_HOME", tmp)
