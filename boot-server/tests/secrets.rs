@@ -431,7 +431,7 @@ fn sealed_secrets_for_the_enrolled_key_only() {
             format!("cn1 enrolled with key {}\n", k1().public().fingerprint())
         )
     );
-    srv.log_with(&format!("cn1 (52:54:00:12:34:56, from 127.0.0.1"));
+    srv.log_with("cn1 (52:54:00:12:34:56, from 127.0.0.1");
     let log = srv.log_with("; disarmed");
     assert!(
         log.contains(&format!(

@@ -38,5 +38,10 @@ install() {
     # The one hook: dracut-cmdline.sh refuses a root= type no module claims.
     inst_hook cmdline 90 "$moddir/parse-nodeboot.sh"
     inst_multiple -o losetup
+    # A node key sealed in the TPM (nodectl identity): tpm2-tools, when the
+    # image has them, and the device TCTI they load at run time, so the
+    # initrd signs its status reports too.
+    inst_multiple -o tpm2_createprimary tpm2_load tpm2_unseal tpm2_flushcontext
+    inst_libdir_file "libtss2-tcti-device.so*"
     $SYSTEMCTL -q --root "$initdir" add-requires initrd-root-fs.target nodectl-live.service || exit 1
 }

@@ -42,6 +42,7 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
     "nfs-common",
     "xfsprogs",
     "btrfs-progs",
+    "tpm2-tools", // nodectl's node key sealed in the TPM (issue 13)
 ];
 
 /// Installed with apt inside the tree after debootstrap (`--no-install-recommends`):

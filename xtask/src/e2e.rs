@@ -324,10 +324,29 @@ fn build_image(src: &Path, nodeimg: &Path, nodectl: &Path, cache: &Path, out: &P
     remove_tree(&root)
 }
 
-/// A running bootd serving `www` on 127.0.0.1.
+/// A fresh random admin token in `path` (mode 0600).
+pub fn write_admin_token(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut raw = [0u8; 24];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut raw)?;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{}", hex::encode(raw))?;
+    Ok(())
+}
+
+/// A running bootd serving `www` on 127.0.0.1, with an admin token (the
+/// fleet's data, `bootd arm`).
 pub struct Bootd {
     child: Child,
     pub port: u16,
+    /// The file holding the admin token (`--admin-token`).
+    pub admin_token: PathBuf,
 }
 
 impl Bootd {
@@ -391,6 +410,9 @@ impl Bootd {
         if let Some(r) = repo {
             cmd.arg("--repo").arg(r);
         }
+        let admin_token = log.with_extension("admin-token");
+        write_admin_token(&admin_token)?;
+        cmd.arg("--admin-token").arg(&admin_token);
         cmd.args(extra);
         let child = cmd
             .spawn()
@@ -399,7 +421,11 @@ impl Bootd {
         loop {
             if let Ok(s) = std::fs::read_to_string(&port_file) {
                 if let Ok(p) = s.trim().parse() {
-                    return Ok(Bootd { child, port: p });
+                    return Ok(Bootd {
+                        child,
+                        port: p,
+                        admin_token,
+                    });
                 }
             }
             if t.elapsed() > Duration::from_secs(10) {
@@ -407,6 +433,29 @@ impl Bootd {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The admin token.
+    pub fn admin(&self) -> Result<String> {
+        Ok(std::fs::read_to_string(&self.admin_token)?
+            .trim()
+            .to_string())
+    }
+
+    /// `GET path` as the admin (curl): the body.
+    pub fn admin_get(&self, path: &str) -> Result<String> {
+        let out = Command::new("curl")
+            .args([
+                "-sf",
+                "-H",
+                &format!("Authorization: Bearer {}", self.admin()?),
+            ])
+            .arg(format!("http://127.0.0.1:{}{path}", self.port))
+            .output()?;
+        if !out.status.success() {
+            bail!("GET {path} from bootd as the admin failed ({})", out.status);
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     pub fn stop(&mut self) {
@@ -541,6 +590,8 @@ pub struct Watch<'a> {
     /// QEMU user-net port forwards (`tcp:10.0.2.15:6818-:6818`): the host
     /// reaching the node's daemons (slurmd, sshd).
     pub hostfwd: &'a [String],
+    /// The control socket of a running swtpm: the VM gets a TPM 2.0 (TIS).
+    pub tpm: Option<&'a Path>,
 }
 
 pub struct BootResult {
@@ -562,6 +613,12 @@ pub fn boot(
     watch: Watch,
 ) -> Result<BootResult> {
     let mut qemu = qemu(Command::new("qemu-system-x86_64"), accel, watch.disks);
+    if let Some(sock) = watch.tpm {
+        qemu.arg("-chardev")
+            .arg(format!("socket,id=chrtpm,path={}", sock.display()))
+            .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
+            .args(["-device", "tpm-tis,tpmdev=tpm0"]);
+    }
     qemu.arg("-kernel")
         .arg(&a.vmlinuz)
         .arg("-initrd")

@@ -180,6 +180,7 @@ pub fn run(ctx: &Ctx, dir: &Path) -> Result<Value> {
         timeout: ctx.timeout(900),
         disks: &[],
         hostfwd: &[],
+        tpm: None,
     };
     let boot = e2e::boot_pxe(&ctx.accel, &nets.node, pxe::TAP, dir, ctx.echo, watch);
     stop.store(true, Ordering::Relaxed);

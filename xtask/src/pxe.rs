@@ -304,6 +304,7 @@ pub fn run(ctx: &Ctx, dir: &Path) -> Result<Value> {
         timeout: ctx.timeout(600),
         disks: &[],
         hostfwd: &[],
+        tpm: None,
     };
     let r = e2e::boot_pxe(&ctx.accel, &ns.name, TAP, dir, ctx.echo, watch)?;
     let st = r.status.clone().unwrap_or_default();

@@ -16,6 +16,7 @@ pub const NAMES: &[&str] = &[
     "disk",
     "slurm",
     "slurm-wrong-hostkey",
+    "slurm-tpm",
     "pxe",
     "hostile",
 ];
@@ -69,10 +70,12 @@ impl Ctx {
         tcg_secs: u64,
         disks: &[PathBuf],
     ) -> Result<e2e::BootResult> {
-        self.boot_full(cmdline, dir, judge, tcg_secs, disks, &[])
+        self.boot_full(cmdline, dir, judge, tcg_secs, disks, &[], None)
     }
 
-    /// [`Ctx::boot_with_disks`] with QEMU port forwards (see [`e2e::Watch::hostfwd`]).
+    /// [`Ctx::boot_with_disks`] with QEMU port forwards (see
+    /// [`e2e::Watch::hostfwd`]) and a TPM ([`e2e::Watch::tpm`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn boot_full(
         &self,
         cmdline: &str,
@@ -81,12 +84,14 @@ impl Ctx {
         tcg_secs: u64,
         disks: &[PathBuf],
         hostfwd: &[String],
+        tpm: Option<&std::path::Path>,
     ) -> Result<e2e::BootResult> {
         let watch = e2e::Watch {
             judge,
             timeout: self.timeout(tcg_secs),
             disks,
             hostfwd,
+            tpm,
         };
         e2e::boot(&self.art, &self.accel, cmdline, dir, self.echo, watch)
     }
@@ -106,6 +111,7 @@ pub fn run(ctx: &Ctx, name: &str) -> Result<Value> {
         "disk" => disk(ctx, &dir),
         "slurm" => crate::slurm::run(ctx, &dir, crate::slurm::Variant::Good),
         "slurm-wrong-hostkey" => crate::slurm::run(ctx, &dir, crate::slurm::Variant::WrongHostKey),
+        "slurm-tpm" => crate::slurm::run(ctx, &dir, crate::slurm::Variant::Tpm),
         "pxe" => crate::pxe::run(ctx, &dir),
         "hostile" => crate::hostile::run(ctx, &dir),
         other => bail!("unknown scenario {other}; known: {}", NAMES.join(", ")),
@@ -133,7 +139,7 @@ fn boot(ctx: &Ctx, dir: &std::path::Path) -> Result<Value> {
             );
         }
     }
-    let node = reported_node(srv.port, dir)?;
+    let node = reported_node(&srv, dir)?;
     let report = e2e::report(
         &r,
         &ctx.accel,
@@ -149,14 +155,9 @@ fn boot(ctx: &Ctx, dir: &std::path::Path) -> Result<Value> {
 /// by its MAC, ready after fetching, booted and provisioning, with a boot
 /// duration. With Chromium installed, bootd's page is kept as
 /// `bootd-page.png` beside the console.
-fn reported_node(port: u16, dir: &std::path::Path) -> Result<Value> {
-    let out = std::process::Command::new("curl")
-        .args(["-sf", &format!("http://127.0.0.1:{port}/nodes")])
-        .output()?;
-    if !out.status.success() {
-        bail!("GET /nodes from bootd failed ({})", out.status);
-    }
-    let doc: Value = serde_json::from_slice(&out.stdout)?;
+fn reported_node(srv: &Bootd, dir: &std::path::Path) -> Result<Value> {
+    let port = srv.port;
+    let doc: Value = serde_json::from_str(&srv.admin_get("/nodes")?)?;
     let nodes = doc["nodes"].as_array().cloned().unwrap_or_default();
     let Some(n) = nodes.iter().find(|n| n["hostname"] == e2e::HOSTNAME) else {
         bail!("bootd has no report from {}: {doc}", e2e::HOSTNAME);
@@ -191,7 +192,8 @@ fn reported_node(port: u16, dir: &std::path::Path) -> Result<Value> {
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg(format!("--screenshot={}", png.display()))
-            .arg(format!("http://127.0.0.1:{port}/"))
+            // The admin token as the URL's password (HTTP Basic).
+            .arg(format!("http://admin:{}@127.0.0.1:{port}/", srv.admin()?))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();

@@ -45,6 +45,67 @@ pub enum Variant {
     /// naming the fingerprint, no service starts, the key partition is not
     /// left mounted.
     WrongHostKey,
+    /// As Good, with a TPM 2.0 (swtpm): the node key is sealed in it, and
+    /// the key partition holds no key in clear.
+    Tpm,
+}
+
+/// A software TPM 2.0 for the VM (swtpm on a unix control socket, its
+/// state in `dir/tpm`); it exits with QEMU.
+fn swtpm(dir: &Path) -> Result<(Daemon, PathBuf)> {
+    let state = dir.join("tpm");
+    let _ = std::fs::remove_dir_all(&state);
+    std::fs::create_dir_all(&state)?;
+    let sock = state.join("swtpm-sock");
+    let log = dir.join("swtpm.log");
+    let d = Daemon::spawn(
+        "swtpm",
+        Command::new("swtpm")
+            .args(["socket", "--tpm2", "--tpmstate"])
+            .arg(format!("dir={}", state.display()))
+            .args(["--ctrl", &format!("type=unixio,path={}", sock.display())])
+            .args([
+                "--log",
+                &format!("file={},level=1", dir.join("swtpm-tpm.log").display()),
+            ]),
+        &log,
+    )?;
+    let t = Instant::now();
+    while !sock.exists() {
+        if t.elapsed() > Duration::from_secs(10) {
+            bail!("swtpm made no socket {} in 10s", sock.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((d, sock))
+}
+
+/// The key partition of the node's disk after the boot: what files it
+/// holds (debugfs on a read-only loop device).
+fn key_partition_files(img: &Path) -> Result<Vec<String>> {
+    let dev = run_cmd(&[
+        "losetup",
+        "--find",
+        "--show",
+        "--partscan",
+        "--read-only",
+        &img.to_string_lossy(),
+    ])?
+    .trim()
+    .to_string();
+    let l = Loop(dev);
+    let part = format!("{}p1", l.0);
+    let t = Instant::now();
+    while !Path::new(&part).exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = run_cmd(&["debugfs", "-R", "ls -l /", &part])?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|n| *n != "." && *n != "..")
+        .map(str::to_string)
+        .collect())
 }
 
 fn run_cmd(argv: &[&str]) -> Result<String> {
@@ -245,17 +306,16 @@ fn site_repo(dir: &Path, munge_key: &[u8]) -> Result<(PathBuf, String, PathBuf)>
     let _ = std::fs::remove_dir_all(&work);
     copy_tree(&crate::build::root().join("postscripts"), &work)?;
     let f = work.join("files");
-    // The munge key stays out of git: bootd serves it to cn1 once per boot
-    // with the token of its iPXE script, and post.sh installs it.
+    // The munge key stays out of git: bootd serves it to cn1 sealed to
+    // cn1's key, and post.sh installs it.
     let _ = munge_key;
     let post = std::fs::read_to_string(work.join("post.sh"))?;
     std::fs::write(
         work.join("post.sh"),
         format!(
-            "{post}\n# The munge key is not in git: bootd serves it to this host, once,\n\
-             # with the boot's token (nodeboot.token= on the kernel command line).\n\
-             nodectl secret fetch munge.key --dest /etc/munge/munge.key --mode 0400 --owner munge\n\
-             nodectl secret done\n"
+            "{post}\n# The munge key is not in git: bootd serves it to this host sealed\n\
+             # to the node's key, which signs the request.\n\
+             nodectl secret fetch munge.key --dest /etc/munge/munge.key --mode 0400 --owner munge\n"
         ),
     )?;
     let ca = f.join("certs/private-ca.pem");
@@ -625,9 +685,18 @@ fn boot_server_files(dir: &Path, munge_key: &[u8]) -> Result<(PathBuf, PathBuf)>
     Ok((inv, secrets))
 }
 
-/// The node used its token (the job above ran with the munge key it got)
-/// and closed it: a replay of the same request is refused.
-fn secret_checks(port: u16, token: &str) -> Result<()> {
+/// The node enrolled its key and got its munge key sealed to it (the job
+/// above ran with it): bootd kept the key the node reports, logged the
+/// sealed secret, and the boot's token (anyone can read it from
+/// /boot/ipxe) opens nothing. Returns the node's key fingerprint.
+fn secret_checks(
+    port: u16,
+    token: &str,
+    identity: &str,
+    state: &Path,
+    log: &Path,
+    variant: Variant,
+) -> Result<String> {
     let code = run_cmd(&[
         "curl",
         "-s",
@@ -639,10 +708,41 @@ fn secret_checks(port: u16, token: &str) -> Result<()> {
         &format!("Authorization: Bearer {token}"),
         &format!("http://127.0.0.1:{port}/secrets/munge.key?mac={}", e2e::MAC),
     ])?;
-    if code.trim() != "403" {
-        bail!("a replay of cn1's token got HTTP {code}, not 403");
+    if code.trim() != "401" {
+        bail!("cn1's boot token got HTTP {code} for its munge key, not 401");
     }
-    Ok(())
+    let Some(fp) = identity
+        .split_whitespace()
+        .next()
+        .filter(|f| f.starts_with("SHA256:"))
+    else {
+        bail!("the node reports no key: {identity:?}");
+    };
+    let want_kind = match variant {
+        Variant::Tpm => "(sealed in the TPM)",
+        _ => "(in clear on the key partition)",
+    };
+    if !identity.ends_with(want_kind) {
+        bail!("the node's key is {identity:?}, not {want_kind}");
+    }
+    let kept = std::fs::read_to_string(state.join("keys/cn1.pub"))
+        .with_context(|| format!("bootd kept no key for cn1 in {}", state.display()))?;
+    let text = std::fs::read_to_string(log)?;
+    if !text.contains(&format!("enrolled key {fp} (armed by bootd arm); disarmed")) {
+        bail!("no enrollment of {fp} in bootd's log {}", log.display());
+    }
+    if !text.contains(&format!("secret munge.key sent to cn1 ({}", e2e::MAC))
+        || !text.contains(&format!("bytes sealed to key {fp}"))
+    {
+        bail!(
+            "bootd's log {} shows no munge key sealed to {fp}",
+            log.display()
+        );
+    }
+    if kept.split_whitespace().count() < 3 {
+        bail!("bootd's key file for cn1 is not a key: {kept}");
+    }
+    Ok(identity.to_string())
 }
 
 /// After a failed check: the node's journal over SSH (the operator's key,
@@ -719,7 +819,7 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
     let node_host_pub =
         std::fs::read_to_string(dir.join("postscripts/files/ssh/ssh_host_ed25519_key.pub"))?;
     let pinned = match variant {
-        Variant::Good => fingerprint(&host_key.with_extension("pub"))?,
+        Variant::Good | Variant::Tpm => fingerprint(&host_key.with_extension("pub"))?,
         Variant::WrongHostKey => {
             let other = dir.join("other_host_ed25519");
             keygen(&other, "ed25519", "not-the-git-server")?;
@@ -735,6 +835,12 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
             let (_munged, _ctld) = controller(dir, &munge_key)?;
             let log = dir.join("bootd.log");
             let (inv, secrets) = boot_server_files(dir, &munge_key)?;
+            let state = dir.join("bootd-state");
+            let _ = std::fs::remove_dir_all(&state);
+            let tpm = match variant {
+                Variant::Tpm => Some(swtpm(dir)?),
+                _ => None,
+            };
             let srv = Bootd::start_with_args(
                 &ctx.bootd,
                 &ctx.art.www,
@@ -743,9 +849,24 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                     inv.display().to_string(),
                     "--secrets".into(),
                     secrets.display().to_string(),
+                    "--state".into(),
+                    state.display().to_string(),
                 ],
                 &log,
             )?;
+            // The admin arms cn1 for its first key (the real CLI).
+            let armed = run_cmd(&[
+                &ctx.bootd.to_string_lossy(),
+                "arm",
+                e2e::HOSTNAME,
+                "--for",
+                "30m",
+                "--url",
+                &format!("http://127.0.0.1:{}", srv.port),
+                "--admin-token",
+                &srv.admin_token.to_string_lossy(),
+            ])?;
+            eprintln!("xtask: bootd arm: {}", armed.trim());
             // What iPXE would do: ask bootd for cn1's script; its kernel
             // line carries the boot's token.
             let script = run_cmd(&[
@@ -779,8 +900,8 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                         let ready = e2e::judge_ready(st, line)?;
                         let p = st["status"]["provision"].clone();
                         let r = ready.and_then(|()| match variant {
-                            Variant::Good if p["phase"] == "ready" => Ok(()),
-                            Variant::Good => bail!("provisioning did not end ready: {p}"),
+                            Variant::Good | Variant::Tpm if p["phase"] == "ready" => Ok(()),
+                            Variant::Good | Variant::Tpm => bail!("provisioning did not end ready: {p}"),
                             Variant::WrongHostKey => {
                                 let e = p["error"].as_str().unwrap_or_default();
                                 if p["phase"] != "failed" || !e.contains("is not in") || !e.contains("refused") {
@@ -800,9 +921,11 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                             return Some(Ok(()));
                         }
                         let token = token.clone();
+                        let identity = p["native"]["identity"].as_str().unwrap_or_default().to_string();
+                        let (state, log) = (&state, &log);
                         job = Some(s2.spawn(move || {
-                            let v = checks(t0, ca, pubk, commit2)?;
-                            secret_checks(port, &token)?;
+                            let mut v = checks(t0, ca, pubk, commit2)?;
+                            v["identity"] = json!(secret_checks(port, &token, &identity, state, log, variant)?);
                             Ok(v)
                         }));
                         return None;
@@ -821,15 +944,30 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                     }
                     None
                 };
-                let r = ctx.boot_full(&cmdline, dir, &mut judge, 900, std::slice::from_ref(&img), &hostfwd)?;
+                let tpm_sock = tpm.as_ref().map(|(_, s)| s.as_path());
+                let r = ctx.boot_full(&cmdline, dir, &mut judge, 900, std::slice::from_ref(&img), &hostfwd, tpm_sock)?;
                 let st = r.status.clone().unwrap_or_default();
                 let prov = &st["provision"];
                 let mut out = json!({
-                    "variant": if variant == Variant::Good { "good" } else { "wrong-host-key" },
+                    "variant": match variant { Variant::Good => "good", Variant::WrongHostKey => "wrong-host-key", Variant::Tpm => "tpm" },
                     "seconds": r.seconds,
                     "provision": prov,
                     "host": found.take(),
                 });
+                if variant == Variant::Tpm {
+                    // QEMU is gone: the key partition holds the sealed
+                    // blobs and the public key, and no key in clear.
+                    let files = key_partition_files(&img)?;
+                    for want in ["identity.tpm.pub", "identity.tpm.priv", "identity.pub", "key"] {
+                        if !files.iter().any(|f| f == want) {
+                            bail!("no {want} on the key partition after the boot: {files:?}");
+                        }
+                    }
+                    if files.iter().any(|f| f == "identity") {
+                        bail!("the node key lies in clear on the key partition despite the TPM: {files:?}");
+                    }
+                    out["key_partition"] = json!(files);
+                }
                 if variant == Variant::Good {
                     let mut m = r.milestones.clone();
                     for name in ["key_read", "postscripts_cloned", "node_toml_applied", "post_sh_done", "services_up"] {
