@@ -11,8 +11,6 @@ host=${1:?usage: post.sh HOSTNAME}
 # Example: a message of the day naming the node.
 printf 'Welcome to %s (provisioned by nodeboot)\n' "$host" > /etc/motd
 
-# Secrets that should not live in git can come from bootd instead, once per
-# boot, with the token bootd put on this node's kernel command line
-# (bootd serve --secrets DIR; DIR/<host>/munge.key), e.g.:
+# Secrets that should not live in git can come from bootd instead, sealed
+# to this node's key (bootd serve --secrets DIR; DIR/<host>/munge.key), e.g.:
 #   nodectl secret fetch munge.key --dest /etc/munge/munge.key --mode 0400 --owner munge
-#   nodectl secret done
