@@ -410,7 +410,47 @@ pub fn init(place: &Place, tpm: TpmUse) -> Result<(Loaded, bool)> {
 /// [`init`] on the mounted key partition `dir`.
 fn init_in(dir: &Path, part: &Path, place: &Place, tpm: TpmUse) -> Result<(Loaded, bool)> {
     if let Some(l) = load_in(dir, part, place)? {
-        return Ok((l, false));
+        // A key an admin made in clear (nodectl identity init on another
+        // machine) moves into the node's TPM on its first boot.
+        let into_tpm = match tpm {
+            TpmUse::On => true,
+            TpmUse::Auto => place.tcti.is_some() || Tpm::available(&place.tpm),
+            TpmUse::Off => false,
+        };
+        if l.tpm || !into_tpm {
+            return Ok((l, false));
+        }
+        let t = place.open_tpm()?;
+        let (tp, tv) = (
+            dir.join(".identity.tpm.pub.new"),
+            dir.join(".identity.tpm.priv.new"),
+        );
+        t.seal(l.key.to_file().as_bytes(), &tp, &tv)?;
+        for (from, to) in [(&tp, TPM_PUB), (&tv, TPM_PRIV)] {
+            std::fs::File::open(from).and_then(|f| f.sync_all())?;
+            std::fs::rename(from, dir.join(to))
+                .with_context(|| format!("renaming {} to {to}", from.display()))?;
+        }
+        // Overwritten, then removed (ext4 may keep old blocks in its
+        // journal: a disk that ever held the key in clear is only as safe
+        // as its owner's care).
+        let clear = dir.join(CLEAR_FILE);
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&clear)
+            .and_then(|mut f| {
+                f.write_all(&[0u8; 128])?;
+                f.sync_all()
+            });
+        std::fs::remove_file(&clear).with_context(|| format!("removing {}", clear.display()))?;
+        std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+        tracing::info!(
+            partition = %part.display(),
+            fingerprint = %l.key.public().fingerprint(),
+            "node key moved into the TPM; the copy in clear is removed"
+        );
+        return Ok((Loaded { tpm: true, ..l }, false));
     }
     let key = NodeKey::generate().map_err(|e| anyhow!("{e}"))?;
     let seal = match tpm {
@@ -788,6 +828,22 @@ mod tests {
                 .unwrap()
                 .unwrap();
             assert_eq!(back.key.public(), made);
+        }
+        // A key an admin made in clear moves into the TPM at first boot.
+        {
+            let dir2 = d.path().join("part2");
+            std::fs::create_dir_all(&dir2).unwrap();
+            let (clear, _) = init_in(&dir2, part, &place(&run, None), TpmUse::Off).unwrap();
+            let (_tpm, tcti) = swtpm(&d.path().join("tpmA"));
+            let (moved, new) =
+                init_in(&dir2, part, &place(&run, Some(tcti.clone())), TpmUse::Auto).unwrap();
+            assert!(!new && moved.tpm);
+            assert_eq!(moved.key.public(), clear.key.public());
+            assert!(!dir2.join(CLEAR_FILE).exists());
+            let back = load_in(&dir2, part, &place(&run, Some(tcti)))
+                .unwrap()
+                .unwrap();
+            assert!(back.tpm && back.key.public() == clear.key.public());
         }
         // Another TPM (the disk moved to another node): refused.
         let (_tpm, tcti) = swtpm(&d.path().join("tpmB"));

@@ -750,6 +750,79 @@ fn install_key_writes_0600_and_reads_back() {
     assert_eq!(leftovers(), runs_before);
 }
 
+/// `nodectl identity init` makes the node key on the key partition (in
+/// clear, 0600, beside the deploy key) once; `show` reads it back; a TPM
+/// asked for where there is none is an error that writes nothing.
+#[test]
+fn identity_init_on_the_key_partition() {
+    if !can_run("identity_init_on_the_key_partition") {
+        return;
+    }
+    let l = Loop::new();
+    format_with_key_partition(&l);
+    let o = nodectl(&["identity", "init", &l.dev, "--tpm", "off"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let made = stdout(&o);
+    let prefix = "made node key SHA256:";
+    assert!(made.starts_with(prefix), "{made}");
+    let fp = made.split_whitespace().nth(3).unwrap().to_string();
+    assert!(
+        made.trim_end()
+            .ends_with(&format!("(in clear on the key partition) on {}", l.part(1))),
+        "{made}"
+    );
+    let o = nodectl(&["identity", "show", &l.part(1)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let shown = stdout(&o);
+    let mut lines = shown.lines();
+    assert!(
+        lines.next().unwrap().starts_with("nodeboot-key-v1 "),
+        "{shown}"
+    );
+    assert_eq!(
+        lines.next().unwrap(),
+        format!("{fp} (in clear on the key partition)")
+    );
+    let o = nodectl(&["identity", "init", &l.dev]);
+    assert!(
+        stdout(&o).starts_with(&format!("kept the node key {fp} ")),
+        "{}",
+        stdout(&o)
+    );
+    {
+        let m = Mounted::new(&l.part(1), &["-o", "ro"]);
+        let md = std::fs::metadata(m.dir.path().join("identity")).unwrap();
+        assert_eq!(md.mode() & 0o7777, 0o600);
+        assert_eq!((md.uid(), md.gid()), (0, 0));
+        let text = std::fs::read_to_string(m.dir.path().join("identity.pub")).unwrap();
+        assert_eq!(text.trim_end(), shown.lines().next().unwrap());
+    }
+    // Nothing mounted or left under /run afterwards.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&l.part(1)), "{mounts}");
+    // A TPM asked for, none there (this machine has no /dev/tpmrm0).
+    if !Path::new("/dev/tpmrm0").exists() {
+        let l2 = Loop::new();
+        format_with_key_partition(&l2);
+        let o = nodectl(&["identity", "init", &l2.dev, "--tpm", "on"]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            stderr(&o).contains("no TPM: /dev/tpmrm0 does not exist"),
+            "{}",
+            stderr(&o)
+        );
+        let o = nodectl(&["identity", "show", &l2.dev]);
+        assert!(
+            stderr(&o).contains(&format!(
+                "no node key on {} (nodectl identity init makes one)",
+                l2.part(1)
+            )),
+            "{}",
+            stderr(&o)
+        );
+    }
+}
+
 /// install-key's temporary directories and mounts under /run.
 fn leftovers() -> (usize, usize) {
     let dirs = std::fs::read_dir("/run")
