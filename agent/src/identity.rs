@@ -22,7 +22,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use nodeboot_identity::NodeKey;
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -427,6 +427,7 @@ fn init_in(dir: &Path, part: &Path, place: &Place, tpm: TpmUse) -> Result<(Loade
         );
         t.seal(l.key.to_file().as_bytes(), &tp, &tv)?;
         for (from, to) in [(&tp, TPM_PUB), (&tv, TPM_PRIV)] {
+            std::fs::set_permissions(from, std::fs::Permissions::from_mode(0o600))?;
             std::fs::File::open(from).and_then(|f| f.sync_all())?;
             std::fs::rename(from, dir.join(to))
                 .with_context(|| format!("renaming {} to {to}", from.display()))?;
@@ -467,6 +468,8 @@ fn init_in(dir: &Path, part: &Path, place: &Place, tpm: TpmUse) -> Result<(Loade
         );
         t.seal(key.to_file().as_bytes(), &tp, &tv)?;
         for (from, to) in [(&tp, TPM_PUB), (&tv, TPM_PRIV)] {
+            // tpm2-tools makes them 0660: root's alone, like the rest.
+            std::fs::set_permissions(from, std::fs::Permissions::from_mode(0o600))?;
             std::fs::File::open(from).and_then(|f| f.sync_all())?;
             std::fs::rename(from, dir.join(to))
                 .with_context(|| format!("renaming {} to {to}", from.display()))?;
@@ -694,7 +697,6 @@ pub fn run(cmd: Cmd) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     fn place(tmp: &Path, tcti: Option<String>) -> Place {
         let mut p = Place::new(None);
@@ -810,7 +812,10 @@ mod tests {
                 init_in(&dir, part, &place(&run, Some(tcti.clone())), TpmUse::Auto).unwrap();
             assert!(new && l.tpm, "sealed");
             assert!(!dir.join(CLEAR_FILE).exists());
-            assert!(dir.join(TPM_PUB).exists() && dir.join(TPM_PRIV).exists());
+            for f in [TPM_PUB, TPM_PRIV] {
+                let md = std::fs::metadata(dir.join(f)).unwrap();
+                assert_eq!(md.permissions().mode() & 0o777, 0o600, "{f}");
+            }
             let back = load_in(&dir, part, &place(&run, Some(tcti)))
                 .unwrap()
                 .unwrap();

@@ -81,25 +81,36 @@ fn swtpm(dir: &Path) -> Result<(Daemon, PathBuf)> {
 }
 
 /// The key partition of the node's disk after the boot: what files it
-/// holds (debugfs on a read-only loop device).
+/// holds (debugfs on a read-only loop device over the partition named
+/// nodeboot-key, found with sfdisk: no partition device nodes needed).
 fn key_partition_files(img: &Path) -> Result<Vec<String>> {
+    let table: Value =
+        serde_json::from_str(&run_cmd(&["sfdisk", "--json", &img.to_string_lossy()])?)?;
+    let t = &table["partitiontable"];
+    let sector = t["sectorsize"].as_u64().unwrap_or(512);
+    let p = t["partitions"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "nodeboot-key"))
+        .ok_or_else(|| anyhow!("no nodeboot-key partition on {}", img.display()))?;
+    let (start, size) = (
+        p["start"].as_u64().unwrap_or(0) * sector,
+        p["size"].as_u64().unwrap_or(0) * sector,
+    );
     let dev = run_cmd(&[
         "losetup",
         "--find",
         "--show",
-        "--partscan",
         "--read-only",
+        "--offset",
+        &start.to_string(),
+        "--sizelimit",
+        &size.to_string(),
         &img.to_string_lossy(),
     ])?
     .trim()
     .to_string();
     let l = Loop(dev);
-    let part = format!("{}p1", l.0);
-    let t = Instant::now();
-    while !Path::new(&part).exists() && t.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = run_cmd(&["debugfs", "-R", "ls -l /", &part])?;
+    let out = run_cmd(&["debugfs", "-R", "ls -l /", &l.0])?;
     Ok(out
         .lines()
         .filter_map(|l| l.split_whitespace().last())
@@ -1004,6 +1015,36 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                     if !console.contains("deploy key read, partition unmounted") {
                         bail!("no sign on the console that the key partition was unmounted ({})", r.console.display());
                     }
+                }
+                if variant == Variant::Tpm {
+                    // A second boot on the same disk and TPM: the initrd
+                    // unseals the key (tpm2-tools in the initramfs) and
+                    // signs its very first report.
+                    let fp = out["host"]["identity"]
+                        .as_str()
+                        .and_then(|i| i.split_whitespace().next())
+                        .unwrap_or_default()
+                        .to_string();
+                    let (_tpm2, sock2) = swtpm(dir)?;
+                    let dir2 = dir.join("second-boot");
+                    std::fs::create_dir_all(&dir2)?;
+                    let want = format!("node cn1 fetching mac={}", e2e::MAC);
+                    let signed = format!("key={fp}");
+                    let mut judge2 = |_: &Value, _: &str| -> Option<Result<()>> {
+                        let text = std::fs::read_to_string(&log).ok()?;
+                        let after = text.rsplit_once(&format!("{} ready ", e2e::HOSTNAME)).map_or("", |(_, a)| a);
+                        let line = after.lines().find(|l| l.contains(&want))?;
+                        Some(if line.contains(&signed) {
+                            Ok(())
+                        } else {
+                            Err(anyhow!("the initrd's report of the second boot is not signed by {fp}: {line}"))
+                        })
+                    };
+                    let r2 = ctx.boot_full(&cmdline, &dir2, &mut judge2, 300, std::slice::from_ref(&img), &[], Some(&sock2))?;
+                    out["second_boot"] = json!({
+                        "initrd_report_signed_by": fp,
+                        "seconds": r2.seconds,
+                    });
                 }
                 e2e::write_json(&dir.join("report.json"), &out)?;
                 drop(srv);
