@@ -115,7 +115,7 @@ pub fn remembered() -> Option<std::sync::Arc<NodeKey>> {
 /// key on it, or it is sealed in a TPM this system cannot use.
 pub fn load_for_reports(place: &Place) -> Option<std::sync::Arc<NodeKey>> {
     if crate::repo::locate_key_device(place.keydev.as_deref(), &place.sys).is_err() {
-        tracing::debug!("no key partition: reports go unsigned");
+        tracing::info!("no key partition: reports go unsigned");
         return None;
     }
     match load(place) {
@@ -348,7 +348,11 @@ fn which(prog: &str) -> Option<PathBuf> {
 /// Read the key from a mounted key partition `dir`.
 fn load_in(dir: &Path, part: &Path, place: &Place) -> Result<Option<Loaded>> {
     let (tp, tv) = (dir.join(TPM_PUB), dir.join(TPM_PRIV));
-    if tp.exists() || tv.exists() {
+    let clear = dir.join(CLEAR_FILE);
+    // Both blobs (the private one is renamed into place first), or a move
+    // into the TPM that did not finish: the clear key is still the key.
+    let sealed = tp.exists() && (tv.exists() || !clear.exists());
+    if sealed {
         let tpm = place
             .open_tpm()
             .with_context(|| format!("{} holds a TPM-sealed node key", part.display()))?;
@@ -364,7 +368,6 @@ fn load_in(dir: &Path, part: &Path, place: &Place) -> Result<Option<Loaded>> {
             partition: part.to_path_buf(),
         }));
     }
-    let clear = dir.join(CLEAR_FILE);
     if !clear.exists() {
         return Ok(None);
     }
@@ -417,7 +420,19 @@ fn init_in(dir: &Path, part: &Path, place: &Place, tpm: TpmUse) -> Result<(Loade
             TpmUse::Auto => place.tcti.is_some() || Tpm::available(&place.tpm),
             TpmUse::Off => false,
         };
-        if l.tpm || !into_tpm {
+        if l.tpm {
+            // A move into the TPM cut short after the blobs were in place.
+            let clear = dir.join(CLEAR_FILE);
+            if clear.exists() {
+                std::fs::remove_file(&clear)
+                    .with_context(|| format!("removing {}", clear.display()))?;
+                tracing::info!(
+                    "removed the node key's copy in clear left by an unfinished move into the TPM"
+                );
+            }
+            return Ok((l, false));
+        }
+        if !into_tpm {
             return Ok((l, false));
         }
         let t = place.open_tpm()?;
@@ -426,7 +441,7 @@ fn init_in(dir: &Path, part: &Path, place: &Place, tpm: TpmUse) -> Result<(Loade
             dir.join(".identity.tpm.priv.new"),
         );
         t.seal(l.key.to_file().as_bytes(), &tp, &tv)?;
-        for (from, to) in [(&tp, TPM_PUB), (&tv, TPM_PRIV)] {
+        for (from, to) in [(&tv, TPM_PRIV), (&tp, TPM_PUB)] {
             std::fs::set_permissions(from, std::fs::Permissions::from_mode(0o600))?;
             std::fs::File::open(from).and_then(|f| f.sync_all())?;
             std::fs::rename(from, dir.join(to))
@@ -467,7 +482,7 @@ fn init_in(dir: &Path, part: &Path, place: &Place, tpm: TpmUse) -> Result<(Loade
             dir.join(".identity.tpm.priv.new"),
         );
         t.seal(key.to_file().as_bytes(), &tp, &tv)?;
-        for (from, to) in [(&tp, TPM_PUB), (&tv, TPM_PRIV)] {
+        for (from, to) in [(&tv, TPM_PRIV), (&tp, TPM_PUB)] {
             // tpm2-tools makes them 0660: root's alone, like the rest.
             std::fs::set_permissions(from, std::fs::Permissions::from_mode(0o600))?;
             std::fs::File::open(from).and_then(|f| f.sync_all())?;
@@ -795,12 +810,10 @@ mod tests {
     /// read back through the same TPM, refused by another one.
     #[test]
     fn a_key_sealed_in_a_tpm_opens_on_that_tpm_only() {
-        if which("swtpm").is_none() || which("tpm2_createprimary").is_none() {
-            eprintln!(
-                "SKIPPED: swtpm or tpm2-tools not installed (cargo xtask test installs them)"
-            );
-            return;
-        }
+        assert!(
+            which("swtpm").is_some() && which("tpm2_createprimary").is_some(),
+            "swtpm or tpm2-tools missing: apt-get install swtpm tpm2-tools (cargo xtask test installs them)"
+        );
         let d = tempfile::tempdir().unwrap();
         let (dir, run) = (d.path().join("part"), d.path().join("run"));
         std::fs::create_dir_all(&dir).unwrap();

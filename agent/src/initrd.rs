@@ -108,9 +108,9 @@ pub fn run(paths: &Paths) -> Result<Option<BootRecord>> {
         error: None,
     };
     // Reports are signed by the node's key when its key partition holds
-    // one in clear (a TPM-sealed key needs tpm2-tools, which the initrd
-    // lacks: those reports go unsigned, and bootd refuses them for a host
-    // with a key).
+    // one (a TPM-sealed key is unsealed with the tpm2-tools the dracut
+    // module puts in the initramfs when the image has them; without, the
+    // reports go unsigned, and bootd refuses them for a host with a key).
     let key =
         crate::identity::load_for_reports(&crate::identity::Place::from_cmdline(&paths.cmdline));
     let reporter = crate::report::Reporter::new(&params, "")

@@ -18,8 +18,12 @@
 //!   at most [`NONCE_TTL`] old;
 //! - the Ed25519 signature covers method, target, host, MAC, time, nonce and
 //!   the SHA-256 of the body;
-//! - the nonce was not used before (a verified request spends it; spent
-//!   nonces are kept until they expire, at most [`MAX_SPENT`]).
+//! - the nonce was not used before (a verified request of an enrolled key,
+//!   or an accepted enrollment, spends it; spent nonces are kept until they
+//!   expire, by bootd's clock like their issue time, at most [`MAX_SPENT`]).
+//!
+//! A host pinned in the inventory (`key = "SHA256:…"`) is refused with any
+//! other key, even one enrolled before the pin was written.
 //!
 //! Enrollment (`POST /identity/enroll`, body: the public key line, signed
 //! by that key) is accepted when the key is the host's already (no change),
@@ -27,8 +31,9 @@
 //! by `bootd arm HOST` (admin API, for a limited time; may replace a key,
 //! for a re-imaged disk) or by `enroll = true` in the inventory (only while
 //! bootd knows no key for the host: trust on first use). Exactly one key is
-//! accepted, then the host is disarmed. Every enrollment and refusal is
-//! logged with host, MAC and address.
+//! accepted (decision, write and swap under one lock), then the host is
+//! disarmed — also when the node presents the key bootd already has. Every
+//! enrollment and refusal is logged with host, MAC and address.
 use hmac::{Hmac, Mac};
 use nodeboot_identity::{Auth, PublicKey};
 use sha2::Sha256;
@@ -47,7 +52,8 @@ use crate::inventory::{Host, Inventory};
 pub const SKEW: Duration = Duration::from_secs(300);
 /// How long a nonce is good for.
 pub const NONCE_TTL: Duration = Duration::from_secs(120);
-/// Spent nonces kept at most (each is a verified request of an enrolled key).
+/// Spent nonces kept at most (each is a verified request of an enrolled
+/// key, or an accepted enrollment).
 pub const MAX_SPENT: usize = 100_000;
 /// Default time a `bootd arm` lasts.
 pub const DEFAULT_ARM: Duration = Duration::from_secs(30 * 60);
@@ -83,9 +89,17 @@ pub enum Refused {
     #[error("the nonce was already used: a replayed request")]
     Replayed,
     #[error(
-        "the signature does not verify with {host}'s key {fingerprint}: signed by another key"
+        "the signature does not verify with {host}'s key {fingerprint}: signed by another key, or for another request"
     )]
     BadSignature { host: String, fingerprint: String },
+    #[error("{host}'s key {fingerprint} is not the one pinned in the inventory ({pin}): refused until an admin arms {host} for the pinned key")]
+    PinMismatch {
+        host: String,
+        fingerprint: String,
+        pin: String,
+    },
+    #[error("bootd cannot draw a nonce: {0}")]
+    Random(String),
     #[error("the request is for {asked} but signed as {signed}")]
     OtherHost { asked: String, signed: String },
     #[error("the enrollment body is not a public key: {0}")]
@@ -115,7 +129,7 @@ impl Refused {
         match self {
             Refused::Unsigned | Refused::NoKey(_) => 401,
             Refused::BadHeader(_) | Refused::BadKey(_) => 400,
-            Refused::Busy => 503,
+            Refused::Busy | Refused::Random(_) => 503,
             Refused::Store(_) => 500,
             _ => 403,
         }
@@ -128,6 +142,8 @@ pub struct Verified {
     pub host: String,
     pub mac: String,
     pub fingerprint: String,
+    /// The key the request verified with.
+    pub key: PublicKey,
 }
 
 /// What an enrollment did.
@@ -150,8 +166,11 @@ pub struct Identities {
     /// Host → armed until (by `bootd arm`).
     armed: Mutex<HashMap<String, Instant>>,
     nonce_key: Zeroizing<[u8; 32]>,
-    /// Nonce → when it can be forgotten.
-    spent: Mutex<HashMap<String, Instant>>,
+    /// Nonce → when it can be forgotten (Unix seconds, bootd's clock: the
+    /// clock of the nonce's issue time).
+    spent: Mutex<HashMap<String, u64>>,
+    /// Held across an enrollment's decision, write and swap.
+    enrolling: Mutex<()>,
 }
 
 impl std::fmt::Debug for Identities {
@@ -216,6 +235,11 @@ impl Identities {
                 keys.insert(host.to_string(), k);
             }
             tracing::info!("{} node keys from {}", keys.len(), kd.display());
+        } else {
+            tracing::warn!(
+                "no --state: enrolled node keys live in memory and are forgotten at restart \
+                 (hosts with enroll = true can then enroll a new key)"
+            );
         }
         Ok(Identities {
             state: state.map(Path::to_path_buf),
@@ -223,6 +247,7 @@ impl Identities {
             armed: Mutex::new(HashMap::new()),
             nonce_key,
             spent: Mutex::new(HashMap::new()),
+            enrolling: Mutex::new(()),
         })
     }
 
@@ -248,6 +273,10 @@ impl Identities {
         a.contains_key(host)
     }
 
+    fn disarm(&self, host: &str) -> bool {
+        lock(&self.armed).remove(host).is_some()
+    }
+
     fn mac_of(&self, key: &[u8]) -> Hmac<Sha256> {
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
         m.update(b"nodeboot nonce v1");
@@ -255,18 +284,25 @@ impl Identities {
     }
 
     /// A fresh nonce: base64url(issue time ‖ 16 random bytes ‖ HMAC[..16]).
-    pub fn nonce(&self) -> String {
+    pub fn nonce(&self) -> Result<String, Refused> {
+        self.nonce_at(now_unix())
+    }
+
+    fn nonce_at(&self, issued: u64) -> Result<String, Refused> {
         let mut raw = [0u8; 40];
-        raw[..8].copy_from_slice(&now_unix().to_be_bytes());
-        let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut raw[8..24]));
+        raw[..8].copy_from_slice(&issued.to_be_bytes());
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut raw[8..24]))
+            .map_err(|e| Refused::Random(e.to_string()))?;
         let mut m = self.mac_of(&self.nonce_key[..]);
         m.update(&raw[..24]);
         raw[24..].copy_from_slice(&m.finalize().into_bytes()[..16]);
         use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
     }
 
-    fn check_nonce(&self, nonce: &str) -> Result<(), Refused> {
+    /// A nonce this bootd issued, still good: its issue time.
+    fn check_nonce(&self, nonce: &str) -> Result<u64, Refused> {
         use base64::Engine;
         let mut raw = [0u8; 40];
         match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode_slice(nonce, &mut raw) {
@@ -282,15 +318,16 @@ impl Identities {
         if age > NONCE_TTL.as_secs() {
             return Err(Refused::OldNonce(age - NONCE_TTL.as_secs()));
         }
-        Ok(())
+        Ok(issued)
     }
 
-    /// Spend `nonce` (after its request verified).
-    fn spend(&self, nonce: &str) -> Result<(), Refused> {
+    /// Spend `nonce`, issued at `issued` (after its request verified).
+    fn spend(&self, nonce: &str, issued: u64) -> Result<(), Refused> {
         let mut s = lock(&self.spent);
-        let now = Instant::now();
         if s.len() >= MAX_SPENT / 2 {
-            s.retain(|_, until| *until > now);
+            // Forgotten once check_nonce refuses them anyway (same clock).
+            let now = now_unix();
+            s.retain(|_, until| *until >= now);
         }
         if s.contains_key(nonce) {
             return Err(Refused::Replayed);
@@ -298,9 +335,10 @@ impl Identities {
         if s.len() >= MAX_SPENT {
             return Err(Refused::Busy);
         }
-        // Kept past the nonce's own lifetime (with the clock's skew), so it
-        // cannot come back while it would still be accepted.
-        s.insert(nonce.to_string(), now + NONCE_TTL + Duration::from_secs(5));
+        s.insert(
+            nonce.to_string(),
+            issued.saturating_add(NONCE_TTL.as_secs() + 1),
+        );
         Ok(())
     }
 
@@ -310,7 +348,7 @@ impl Identities {
         &self,
         auth: Option<&str>,
         inv: &'a Inventory,
-    ) -> Result<(Auth, &'a Host), Refused> {
+    ) -> Result<(Auth, &'a Host, u64), Refused> {
         let value = auth.filter(|v| Auth::is_ours(v)).ok_or(Refused::Unsigned)?;
         let a = Auth::parse(value).map_err(|e| Refused::BadHeader(e.to_string()))?;
         let host = inv
@@ -334,8 +372,24 @@ impl Identities {
                 skew.clamp(i64::MIN as i128, i64::MAX as i128) as i64,
             ));
         }
-        self.check_nonce(&a.nonce)?;
-        Ok((a, host))
+        let issued = self.check_nonce(&a.nonce)?;
+        Ok((a, host, issued))
+    }
+
+    /// The key bootd holds for `host`, refused when the inventory pins
+    /// another one.
+    fn key_for(&self, host: &Host) -> Result<PublicKey, Refused> {
+        let key = self
+            .key(&host.name)
+            .ok_or_else(|| Refused::NoKey(host.name.clone()))?;
+        match &host.key {
+            Some(pin) if *pin != key.fingerprint() => Err(Refused::PinMismatch {
+                host: host.name.clone(),
+                fingerprint: key.fingerprint(),
+                pin: pin.clone(),
+            }),
+            _ => Ok(key),
+        }
     }
 
     /// Check a signed request for `method target` with `body` (see the
@@ -348,20 +402,19 @@ impl Identities {
         body: &[u8],
         inv: &Inventory,
     ) -> Result<Verified, Refused> {
-        let (a, host) = self.precheck(auth, inv)?;
-        let key = self
-            .key(&host.name)
-            .ok_or_else(|| Refused::NoKey(host.name.clone()))?;
+        let (a, host, issued) = self.precheck(auth, inv)?;
+        let key = self.key_for(host)?;
         a.verify(&key, method, target, body)
             .map_err(|_| Refused::BadSignature {
                 host: host.name.clone(),
                 fingerprint: key.fingerprint(),
             })?;
-        self.spend(&a.nonce)?;
+        self.spend(&a.nonce, issued)?;
         Ok(Verified {
             host: host.name.clone(),
             mac: a.mac,
             fingerprint: key.fingerprint(),
+            key,
         })
     }
 
@@ -374,7 +427,7 @@ impl Identities {
         body: &[u8],
         inv: &Inventory,
     ) -> Result<(Verified, Enrolled), Refused> {
-        let (a, host) = self.precheck(auth, inv)?;
+        let (a, host, issued) = self.precheck(auth, inv)?;
         let text = std::str::from_utf8(body).map_err(|_| Refused::BadKey("not text".into()))?;
         let key = PublicKey::from_str(text.trim()).map_err(|e| Refused::BadKey(e.to_string()))?;
         let fingerprint = key.fingerprint();
@@ -384,24 +437,35 @@ impl Identities {
                 host: host.name.clone(),
                 fingerprint: fingerprint.clone(),
             })?;
-        self.spend(&a.nonce)?;
         let v = Verified {
             host: host.name.clone(),
             mac: a.mac.clone(),
             fingerprint: fingerprint.clone(),
+            key: key.clone(),
         };
+        // One enrollment at a time: decide, write, swap.
+        let _one = lock(&self.enrolling);
+        if let Some(pin) = host.key.as_ref().filter(|p| **p != fingerprint) {
+            return Err(Refused::NotPinned {
+                host: host.name.clone(),
+                fingerprint,
+                pin: pin.clone(),
+            });
+        }
         let current = self.key(&host.name);
         if current.as_ref() == Some(&key) {
+            // The node has the key bootd has: nothing to take, and nothing
+            // may stay armed for someone else's key.
+            self.spend(&a.nonce, issued)?;
+            if self.disarm(&host.name) {
+                tracing::warn!(
+                    "{} presented its known key {fingerprint}: disarmed",
+                    host.name
+                );
+            }
             return Ok((v, Enrolled::Same { fingerprint }));
         }
-        let how = if let Some(pin) = &host.key {
-            if *pin != fingerprint {
-                return Err(Refused::NotPinned {
-                    host: host.name.clone(),
-                    fingerprint,
-                    pin: pin.clone(),
-                });
-            }
+        let how = if host.key.is_some() {
             "pinned in the inventory"
         } else if self.armed_by_admin(&host.name) {
             "armed by bootd arm"
@@ -419,8 +483,10 @@ impl Identities {
                 fingerprint,
             });
         };
+        // Spent only now: a refused enrollment costs bootd nothing.
+        self.spend(&a.nonce, issued)?;
         self.store(&host.name, &key)?;
-        lock(&self.armed).remove(&host.name);
+        self.disarm(&host.name);
         let replaced = lock(&self.keys)
             .insert(host.name.clone(), key)
             .map(|k| k.fingerprint());
@@ -492,7 +558,15 @@ mod tests {
         mac: &str,
         body: &[u8],
     ) -> String {
-        k.authorize(method, target, host, mac, now_unix(), &ids.nonce(), body)
+        k.authorize(
+            method,
+            target,
+            host,
+            mac,
+            now_unix(),
+            &ids.nonce().unwrap(),
+            body,
+        )
     }
 
     fn enroll(
@@ -655,22 +729,112 @@ mod tests {
         );
         // A nonce from another bootd, an old one, a time far off.
         let other = Identities::new(None).unwrap();
-        let a = k1.authorize("GET", t, "cn1", MAC, now_unix(), &other.nonce(), b"");
+        let a = k1.authorize(
+            "GET",
+            t,
+            "cn1",
+            MAC,
+            now_unix(),
+            &other.nonce().unwrap(),
+            b"",
+        );
         assert_eq!(
             ids.verify(Some(&a), "GET", t, b"", &inv).unwrap_err(),
             Refused::BadNonce
         );
-        let a = k1.authorize("GET", t, "cn1", MAC, now_unix() - 1000, &ids.nonce(), b"");
+        let a = k1.authorize(
+            "GET",
+            t,
+            "cn1",
+            MAC,
+            now_unix() - 1000,
+            &ids.nonce().unwrap(),
+            b"",
+        );
         assert!(matches!(
             ids.verify(Some(&a), "GET", t, b"", &inv).unwrap_err(),
             Refused::Skew(-1000 | -1001)
         ));
-        // The signature covers the target.
+        // The signature covers the target; a failed check spends nothing.
         let a = signed(&ids, &k1, "GET", t, "cn1", MAC, b"");
         assert!(matches!(
             ids.verify(Some(&a), "GET", "/secrets/deploy_key", b"", &inv)
                 .unwrap_err(),
             Refused::BadSignature { .. }
         ));
+        ids.verify(Some(&a), "GET", t, b"", &inv).unwrap();
+        // A nonce past its two minutes.
+        let old = ids.nonce_at(now_unix() - 200).unwrap();
+        let a = k1.authorize("GET", t, "cn1", MAC, now_unix(), &old, b"");
+        assert!(matches!(
+            ids.verify(Some(&a), "GET", t, b"", &inv).unwrap_err(),
+            Refused::OldNonce(79..=81)
+        ));
+    }
+
+    /// Refused enrollments spend no nonce (anonymous clients cannot fill
+    /// the cache); presenting the known key disarms; a pin written after an
+    /// enrollment refuses the enrolled key.
+    #[test]
+    fn refusals_cost_nothing_and_pins_hold() {
+        let ids = Identities::new(None).unwrap();
+        let (k1, k2) = (NodeKey::from_seed(&[1; 32]), NodeKey::from_seed(&[2; 32]));
+        let plain = inv("");
+        for _ in 0..50 {
+            assert!(matches!(
+                enroll(&ids, &k2, "cn1", &plain).unwrap_err(),
+                Refused::NotArmed { .. }
+            ));
+        }
+        assert_eq!(lock(&ids.spent).len(), 0);
+        ids.arm("cn1", DEFAULT_ARM);
+        enroll(&ids, &k1, "cn1", &plain).unwrap();
+        ids.arm("cn1", DEFAULT_ARM);
+        assert!(matches!(
+            enroll(&ids, &k1, "cn1", &plain).unwrap(),
+            Enrolled::Same { .. }
+        ));
+        assert!(!ids.armed_by_admin("cn1"), "the known key disarms");
+        assert!(matches!(
+            enroll(&ids, &k2, "cn1", &plain).unwrap_err(),
+            Refused::HasKey { .. }
+        ));
+        let pinned = inv(&format!("key = \"{}\"", k2.public().fingerprint()));
+        let a = signed(&ids, &k1, "GET", "/x", "cn1", MAC, b"");
+        let e = ids.verify(Some(&a), "GET", "/x", b"", &pinned).unwrap_err();
+        assert!(
+            e.to_string().starts_with("cn1's key SHA256:")
+                && e.to_string()
+                    .contains("is not the one pinned in the inventory"),
+            "{e}"
+        );
+        assert!(matches!(
+            enroll(&ids, &k1, "cn1", &pinned).unwrap_err(),
+            Refused::NotPinned { .. }
+        ));
+        enroll(&ids, &k2, "cn1", &pinned).unwrap();
+    }
+
+    /// Enrollments at once while armed: exactly one key is taken, and the
+    /// key on disk is the key in memory.
+    #[test]
+    fn concurrent_enrollments_take_one_key() {
+        for _ in 0..5 {
+            let d = tempfile::tempdir().unwrap();
+            let ids = Identities::new(Some(d.path())).unwrap();
+            let inv = inv("");
+            ids.arm("cn1", DEFAULT_ARM);
+            let keys: Vec<NodeKey> = (1..=8).map(|i| NodeKey::from_seed(&[i; 32])).collect();
+            let results: Vec<bool> = std::thread::scope(|s| {
+                let hs: Vec<_> = keys
+                    .iter()
+                    .map(|k| s.spawn(|| enroll(&ids, k, "cn1", &inv).is_ok()))
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert_eq!(results.iter().filter(|ok| **ok).count(), 1, "{results:?}");
+            let on_disk = Identities::new(Some(d.path())).unwrap().key("cn1");
+            assert_eq!(on_disk, ids.key("cn1"));
+        }
     }
 }

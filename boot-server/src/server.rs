@@ -765,7 +765,13 @@ fn nonce(req: &Request, out: &mut &TcpStream, state: &State, conn: Conn) -> Outc
             &allow,
         );
     }
-    let n = state.ids.nonce();
+    let n = match state.ids.nonce() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!("{e}");
+            return text_error(out, 503, &format!("503 Service Unavailable: {e}"), conn);
+        }
+    };
     let extra = [("Cache-Control", "no-store".to_string())];
     small_response(out, 200, TEXT, &n, req.method == "HEAD", conn, &extra)
 }
@@ -862,6 +868,37 @@ fn arm(
     conn: Conn,
     peer: SocketAddr,
 ) -> Outcome {
+    // Arming changes who a node is: the admin token as a Bearer header
+    // only (a browser never adds that to a cross-site request, as it adds
+    // Basic credentials), and from bootd's own host only (the token must
+    // not cross the provisioning network in clear).
+    if !peer.ip().is_loopback() {
+        return admin_refused(
+            req,
+            out,
+            conn,
+            peer,
+            (
+                403,
+                "bootd arm works from bootd's own host only (127.0.0.1, ::1)",
+            ),
+        );
+    }
+    if !req
+        .header("authorization")
+        .is_some_and(|v| crate::secrets::bearer(Some(v)).is_some())
+    {
+        return admin_refused(
+            req,
+            out,
+            conn,
+            peer,
+            (
+                401,
+                "this needs bootd's admin token (Authorization: Bearer)",
+            ),
+        );
+    }
     if let Err(e) = admin_check(state, req) {
         return admin_refused(req, out, conn, peer, e);
     }
@@ -1102,19 +1139,12 @@ fn secret(
             return small_response(out, status, TEXT, &body, false, conn, &[]);
         }
     };
-    let sealed = match state.ids.key(&v.host).map(|k| k.seal(&s.bytes)) {
-        Some(Ok(b)) => b,
-        Some(Err(e)) => {
+    // Sealed to the very key the request verified with.
+    let sealed = match v.key.seal(&s.bytes) {
+        Ok(b) => b,
+        Err(e) => {
             tracing::error!("sealing {what} for {}: {e}", v.host);
             return text_error(out, 500, "500 Internal Server Error: sealing failed", conn);
-        }
-        None => {
-            return text_error(
-                out,
-                500,
-                "500 Internal Server Error: the key went away",
-                conn,
-            )
         }
     };
     tracing::info!(

@@ -873,4 +873,25 @@ fn without_an_admin_token_nobody_reads_the_fleet() {
         "{err}"
     );
     assert_eq!(srv.enroll(&k1(), "cn1", CN1).status, 403, "not armed");
+    // Arming takes the token as a Bearer header only: a browser holding
+    // Basic credentials for the page cannot be made to arm a host.
+    use base64::Engine;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("admin:{}", common::ADMIN))
+    );
+    let r = srv.req(
+        "POST",
+        "/admin/arm?host=cn1",
+        &[("Authorization", &basic)],
+        b"",
+    );
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            401,
+            "401 Unauthorized: this needs bootd's admin token (Authorization: Bearer)\n"
+        )
+    );
+    assert_eq!(srv.enroll(&k1(), "cn1", CN1).status, 403, "still not armed");
 }

@@ -114,7 +114,7 @@ impl NodeKey {
         }
     }
 
-    /// The 32-byte seed (what a TPM seals).
+    /// The 32-byte seed (a TPM seals [`NodeKey::to_file`] of it).
     pub fn seed(&self) -> &[u8; 32] {
         &self.seed
     }
@@ -124,13 +124,8 @@ impl NodeKey {
         Zeroizing::new(format!("{SECRET_TAG} {}\n", hex::encode(&self.seed[..])))
     }
 
-    /// Parse an identity file (or a seed unsealed from a TPM: 32 raw bytes).
+    /// Parse an identity file (as written, or unsealed from a TPM).
     pub fn from_file(bytes: &[u8]) -> Result<NodeKey, Error> {
-        if bytes.len() == 32 {
-            let mut s = Zeroizing::new([0u8; 32]);
-            s.copy_from_slice(bytes);
-            return Ok(NodeKey::from_seed(&s));
-        }
         if bytes.len() > MAX_SECRET_FILE {
             return Err(Error::BadSecret("longer than 256 bytes"));
         }
@@ -472,7 +467,8 @@ mod tests {
         let f = k.to_file();
         assert!(f.starts_with("nodeboot-identity-v1 "));
         assert_eq!(NodeKey::from_file(f.as_bytes()).unwrap().public(), p);
-        assert_eq!(NodeKey::from_file(&[1u8; 32]).unwrap().public(), p);
+        // 32 raw bytes (a damaged file) are not taken for a seed.
+        assert!(NodeKey::from_file(&[1u8; 32]).is_err());
         // The seed never shows in Debug.
         assert!(!format!("{k:?}").contains(&hex::encode([1u8; 32])));
     }

@@ -51,10 +51,13 @@ pub enum Variant {
 }
 
 /// A software TPM 2.0 for the VM (swtpm on a unix control socket, its
-/// state in `dir/tpm`); it exits with QEMU.
-fn swtpm(dir: &Path) -> Result<(Daemon, PathBuf)> {
+/// state in `dir/tpm`: a new TPM when `fresh`, else the same one as
+/// before, rebooted); it exits with QEMU.
+fn swtpm(dir: &Path, fresh: bool) -> Result<(Daemon, PathBuf)> {
     let state = dir.join("tpm");
-    let _ = std::fs::remove_dir_all(&state);
+    if fresh {
+        let _ = std::fs::remove_dir_all(&state);
+    }
     std::fs::create_dir_all(&state)?;
     let sock = state.join("swtpm-sock");
     let log = dir.join("swtpm.log");
@@ -849,7 +852,7 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
             let state = dir.join("bootd-state");
             let _ = std::fs::remove_dir_all(&state);
             let tpm = match variant {
-                Variant::Tpm => Some(swtpm(dir)?),
+                Variant::Tpm => Some(swtpm(dir, true)?),
                 _ => None,
             };
             let srv = Bootd::start_with_args(
@@ -1025,7 +1028,7 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                         .and_then(|i| i.split_whitespace().next())
                         .unwrap_or_default()
                         .to_string();
-                    let (_tpm2, sock2) = swtpm(dir)?;
+                    let (_tpm2, sock2) = swtpm(dir, false)?;
                     let dir2 = dir.join("second-boot");
                     std::fs::create_dir_all(&dir2)?;
                     let want = format!("node cn1 fetching mac={}", e2e::MAC);
