@@ -61,6 +61,7 @@ pub fn locate_key_device(keydev: Option<&Path>, sys: &System) -> Result<PathBuf>
         .iter()
         .find(|p| p.exists())
         .cloned()
+        .or_else(|| by_partname(sys, KEY_LABEL))
         .ok_or_else(|| {
             anyhow!(
                 "no key partition: neither {} nor {} exists and {KEYDEV_KEY}= is not set \
@@ -69,6 +70,31 @@ pub fn locate_key_device(keydev: Option<&Path>, sys: &System) -> Result<PathBuf>
                 candidates[1].display()
             )
         })
+}
+
+/// The partition whose GPT name is `name`, from sysfs (`PARTNAME=` in
+/// `/sys/class/block/*/uevent`): the initramfs may have no udev rules for
+/// the `/dev/disk/by-partlabel` links.
+fn by_partname(sys: &System, name: &str) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(sys.sys.join("class/block"))
+        .ok()?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let mut text = String::new();
+            File::open(e.path().join("uevent"))
+                .ok()?
+                .take(4096)
+                .read_to_string(&mut text)
+                .ok()?;
+            let has = text
+                .lines()
+                .any(|l| l.strip_prefix("PARTNAME=") == Some(name));
+            let dev = text.lines().find_map(|l| l.strip_prefix("DEVNAME="))?;
+            (has && !dev.contains('/') && !dev.starts_with('.')).then(|| sys.dev.join(dev))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().next()
 }
 
 /// Read the deploy key from the key partition (see the module doc).
@@ -891,11 +917,22 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let sys = System {
             dev: d.path().into(),
+            sys: d.path().join("sys"),
             ..System::default()
         };
         let e = format!("{:#}", locate_key_device(None, &sys).unwrap_err());
         assert!(e.contains("by-partlabel/nodeboot-key"), "{e}");
         assert!(e.contains("nodeboot.keydev"), "{e}");
+        // No udev links (an initramfs): the GPT name from sysfs.
+        for (dev, name) in [("vda1", "nodeboot-data"), ("vdb1", "nodeboot-key")] {
+            let b = d.path().join("sys/class/block").join(dev);
+            std::fs::create_dir_all(&b).unwrap();
+            std::fs::write(b.join("uevent"), format!("MAJOR=254\nMINOR=1\nDEVNAME={dev}\nDEVTYPE=partition\nPARTN=1\nPARTNAME={name}\n")).unwrap();
+        }
+        assert_eq!(
+            locate_key_device(None, &sys).unwrap(),
+            d.path().join("vdb1")
+        );
         std::fs::create_dir_all(d.path().join("disk/by-label")).unwrap();
         std::fs::write(d.path().join("disk/by-label/nodeboot-key"), "").unwrap();
         assert_eq!(

@@ -851,7 +851,7 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
             let (inv, secrets) = boot_server_files(dir, &munge_key)?;
             let state = dir.join("bootd-state");
             let _ = std::fs::remove_dir_all(&state);
-            let tpm = match variant {
+            let mut tpm = match variant {
                 Variant::Tpm => Some(swtpm(dir, true)?),
                 _ => None,
             };
@@ -1028,6 +1028,8 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                         .and_then(|i| i.split_whitespace().next())
                         .unwrap_or_default()
                         .to_string();
+                    // The first swtpm lets go of its state (its lock) first.
+                    drop(tpm.take());
                     let (_tpm2, sock2) = swtpm(dir, false)?;
                     let dir2 = dir.join("second-boot");
                     std::fs::create_dir_all(&dir2)?;
