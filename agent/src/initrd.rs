@@ -111,11 +111,9 @@ pub fn run(paths: &Paths) -> Result<Option<BootRecord>> {
     // one (a TPM-sealed key is unsealed with the tpm2-tools the dracut
     // module puts in the initramfs when the image has them; without, the
     // reports go unsigned, and bootd refuses them for a host with a key).
-    let key =
-        crate::identity::load_for_reports(&crate::identity::Place::from_cmdline(&paths.cmdline));
     let reporter = crate::report::Reporter::new(&params, "")
         .with_token_from(&paths.cmdline)
-        .with_key(key);
+        .with_key_from(crate::identity::Place::from_cmdline(&paths.cmdline));
     let result = steps(paths, &params, &url, &mut rec, t0, &reporter);
     rec.timings.total = t0.elapsed().as_secs_f64();
     match &result {

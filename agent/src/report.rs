@@ -24,6 +24,9 @@ pub struct Reporter {
     auth: Option<zeroize::Zeroizing<String>>,
     /// The node's key, which signs each report.
     key: Option<std::sync::Arc<nodeboot_identity::NodeKey>>,
+    /// Where to load the key from at the first report, when not given.
+    lazy: Option<crate::identity::Place>,
+    loaded: std::sync::OnceLock<Option<std::sync::Arc<nodeboot_identity::NodeKey>>>,
     agent: ureq::Agent,
 }
 
@@ -49,6 +52,8 @@ impl Reporter {
             image: p.live_url.clone(),
             auth: None,
             key: None,
+            lazy: None,
+            loaded: std::sync::OnceLock::new(),
             agent: ureq::Agent::new_with_config(config),
         }
     }
@@ -70,10 +75,27 @@ impl Reporter {
         self
     }
 
+    /// Load the key from `place` at the first report (the initramfs starts
+    /// before udev has seen every disk; the first report comes after the
+    /// network is up).
+    pub fn with_key_from(mut self, place: crate::identity::Place) -> Reporter {
+        self.lazy = Some(place);
+        self
+    }
+
     /// The `Authorization` of a report with `body`: signed when there is
     /// a key (a nonce is asked first), else the token, if any.
     fn authorization(&self, url: &str, body: &[u8]) -> Option<zeroize::Zeroizing<String>> {
-        let key = self.key.clone().or_else(crate::identity::remembered);
+        let key = self
+            .key
+            .clone()
+            .or_else(crate::identity::remembered)
+            .or_else(|| {
+                let place = self.lazy.as_ref()?;
+                self.loaded
+                    .get_or_init(|| crate::identity::load_for_reports(place))
+                    .clone()
+            });
         let (Some(key), Some(mac)) = (key, self.mac) else {
             return self.auth.clone();
         };
