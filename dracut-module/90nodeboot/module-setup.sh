@@ -41,7 +41,8 @@ install() {
     # A node key sealed in the TPM (nodectl identity): tpm2-tools, when the
     # image has them, and the device TCTI they load at run time, so the
     # initrd signs its status reports too.
-    inst_multiple -o tpm2_createprimary tpm2_load tpm2_unseal tpm2_flushcontext
+    # (wipefs: nodectl checks the key partition's filesystem before mounting it.)
+    inst_multiple -o wipefs tpm2_createprimary tpm2_load tpm2_unseal tpm2_flushcontext
     inst_libdir_file "libtss2-tcti-device.so*"
     $SYSTEMCTL -q --root "$initdir" add-requires initrd-root-fs.target nodectl-live.service || exit 1
 }
