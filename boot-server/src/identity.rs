@@ -235,11 +235,6 @@ impl Identities {
                 keys.insert(host.to_string(), k);
             }
             tracing::info!("{} node keys from {}", keys.len(), kd.display());
-        } else {
-            tracing::warn!(
-                "no --state: enrolled node keys live in memory and are forgotten at restart \
-                 (hosts with enroll = true can then enroll a new key)"
-            );
         }
         Ok(Identities {
             state: state.map(Path::to_path_buf),

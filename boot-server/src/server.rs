@@ -143,6 +143,12 @@ impl Server {
             None => None,
         };
         let ids = Identities::new(cfg.state.as_deref())?;
+        if cfg.state.is_none() && cfg.inventory.is_some() {
+            tracing::warn!(
+                "no --state: enrolled node keys live in memory and are forgotten at restart \
+                 (hosts with enroll = true can then enroll a new key)"
+            );
+        }
         let admin = cfg
             .admin_token
             .as_deref()
