@@ -25,6 +25,7 @@
 //! | client | boot file |
 //! |---|---|
 //! | user class `iPXE` (option 77) | `http://SERVER/boot/ipxe?mac=…` (bootd's own script) |
+//! | the host has `firmware = "…"` (Grendel's names) fitting its architecture | that iPXE build over TFTP (`ipxe-x86_64.efi` → `ipxe.efi`, `snponly-x86_64.efi` → `snponly.efi`, `undionly.kpxe`, `ipxe.pxe`, …) |
 //! | architecture 0 (BIOS, option 93) | `[dhcp] bios_boot_file` over TFTP (`undionly.kpxe`) |
 //! | architecture 7 or 9 (x86-64 UEFI) | `[dhcp] efi_boot_file` over TFTP (`snponly.efi`) |
 //! | another architecture, or no TFTP root | none (logged) |
@@ -57,6 +58,9 @@ pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
 /// The PXE boot server port (proxyDHCP REQUESTs).
 pub const PXE_PORT: u16 = 4011;
+
+/// Lines about a host's firmware not fitting its client: 10 a minute.
+static FIRMWARE_MISMATCH: crate::Ration = crate::Ration::new(10);
 
 /// Who gives the addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -445,10 +449,26 @@ impl Responder {
         format!("{}{}?mac={mac}", self.http_base, crate::server::IPXE_PATH)
     }
 
-    /// The TFTP file for firmware of architecture `arch`, or why none.
-    fn firmware_file(&self, s: &Settings, arch: Option<u16>) -> Result<Boot, String> {
+    /// The TFTP file for firmware of architecture `arch`, or why none: the
+    /// host's inventory `firmware` when it runs on that architecture, else
+    /// the `[dhcp]` file for the architecture.
+    fn firmware_file(&self, s: &Settings, host: &Host, arch: Option<u16>) -> Result<Boot, String> {
         if !self.tftp {
             return Err("bootd serves no TFTP (--tftp-root)".into());
+        }
+        if let Some(fw) = host.firmware {
+            if fw.arches.contains(&arch.unwrap_or(0)) {
+                return Ok(Boot::Tftp(fw.file.to_string()));
+            }
+            if FIRMWARE_MISMATCH.take().is_some() {
+                tracing::warn!(
+                    "dhcp: {}'s inventory firmware {} does not run on its client \
+                     architecture {}: giving the architecture's file",
+                    host.name,
+                    fw.name,
+                    arch.unwrap_or(0)
+                );
+            }
         }
         match arch.map(Architecture) {
             Some(Architecture::X86_Bios) | None => Ok(Boot::Tftp(s.bios_boot_file.clone())),
@@ -474,10 +494,10 @@ impl Responder {
         }
         match client {
             Client::Plain => Ok(None),
-            Client::Firmware(arch) => self.firmware_file(s, arch).map(Some),
+            Client::Firmware(arch) => self.firmware_file(s, host, arch).map(Some),
             Client::Ipxe(arch) => {
                 if s.chain_ipxe && self.tftp && self.chain_binary(mac, xid) {
-                    self.firmware_file(s, arch).map(Some)
+                    self.firmware_file(s, host, arch).map(Some)
                 } else {
                     Ok(Some(Boot::Http(self.script_url(mac))))
                 }
@@ -970,6 +990,31 @@ mac = "52:54:00:12:34:58"
         let i = inv();
         let s = i.dhcp.clone();
         r.answer(&i, &s, m, port, src())
+    }
+
+    /// A host's inventory `firmware` (Grendel's names) wins for the
+    /// architecture it runs on; for another architecture the `[dhcp]` file.
+    #[test]
+    fn the_hosts_firmware_wins_where_it_runs() {
+        let r = responder(Mode::Full);
+        for (fw, arch, want) in [
+            ("ipxe-x86_64.efi", Some(7), "ipxe.efi"),
+            ("ipxe-x86_64.efi", Some(9), "ipxe.efi"),
+            ("ipxe-x86_64.efi", Some(0), "undionly.kpxe"),
+            ("ipxe.pxe", Some(0), "ipxe.pxe"),
+            ("ipxe.pxe", Some(7), "snponly.efi"),
+            ("snponly-x86_64.efi", Some(7), "snponly.efi"),
+        ] {
+            let text = INV.replacen(
+                "provision = true\n",
+                &format!("provision = true\nfirmware = \"{fw}\"\n"),
+                1,
+            );
+            let i = Inventory::parse(&text, "inv.toml").unwrap();
+            let d = request(MessageType::Discover, 3, CN1, arch, None);
+            let (m, _, _) = reply(r.answer(&i, &i.dhcp, &d, Port::Dhcp, src()));
+            assert_eq!(file(&m), want, "{fw} on architecture {arch:?}");
+        }
     }
 
     #[test]

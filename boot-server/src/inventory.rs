@@ -76,6 +76,8 @@ struct RawHost {
     /// Accept the host's first key without `bootd arm`.
     #[serde(default)]
     enroll: bool,
+    /// The iPXE build its firmware gets (Grendel's names).
+    firmware: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +123,59 @@ pub struct Host {
     pub key: Option<String>,
     /// Its first key is accepted without `bootd arm` (trust on first use).
     pub enroll: bool,
+    /// The iPXE build its firmware gets over TFTP, instead of the one for
+    /// its architecture (`[dhcp]`'s `bios_boot_file` / `efi_boot_file`).
+    pub firmware: Option<Firmware>,
+}
+
+/// An iPXE build by Grendel's name (`model.Firmware`), the file bootd's
+/// TFTP root holds for it (Debian's `ipxe` package names where it has
+/// one), and the client architectures (DHCP option 93) it runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Firmware {
+    pub name: &'static str,
+    pub file: &'static str,
+    pub arches: &'static [u16],
+}
+
+/// Grendel's firmware names.
+pub const FIRMWARE: &[Firmware] = &[
+    Firmware {
+        name: "ipxe.pxe",
+        file: "ipxe.pxe",
+        arches: &[0],
+    },
+    Firmware {
+        name: "undionly.kpxe",
+        file: "undionly.kpxe",
+        arches: &[0],
+    },
+    Firmware {
+        name: "ipxe-i386.efi",
+        file: "ipxe-i386.efi",
+        arches: &[6],
+    },
+    Firmware {
+        name: "ipxe-x86_64.efi",
+        file: "ipxe.efi",
+        arches: &[7, 9],
+    },
+    Firmware {
+        name: "snponly-x86_64.efi",
+        file: "snponly.efi",
+        arches: &[7, 9],
+    },
+    Firmware {
+        name: "snponly-arm64.efi",
+        file: "snponly-arm64.efi",
+        arches: &[11],
+    },
+];
+
+impl Firmware {
+    pub fn by_name(name: &str) -> Option<Firmware> {
+        FIRMWARE.iter().copied().find(|f| f.name == name)
+    }
 }
 
 /// A checked inventory.
@@ -367,6 +422,24 @@ impl Inventory {
                     ));
                 }
             }
+            let firmware = match rh.firmware.as_ref().filter(|f| !f.get_ref().is_empty()) {
+                None => None,
+                Some(fw) => Some(Firmware::by_name(fw.get_ref()).ok_or_else(|| {
+                    err(
+                        fw.span(),
+                        f("firmware"),
+                        format!(
+                            "unknown firmware {:?} (Grendel's names: {})",
+                            fw.get_ref(),
+                            FIRMWARE
+                                .iter()
+                                .map(|x| x.name)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                })?),
+            };
             let host = Host {
                 name: name.clone(),
                 image: rh.image.as_ref().map(|s| s.get_ref().clone()),
@@ -375,6 +448,7 @@ impl Inventory {
                 interfaces: nics,
                 key: rh.key.as_ref().map(|k| k.get_ref().clone()),
                 enroll: rh.enroll,
+                firmware,
             };
             // Render the command line now for each of the host's boot
             // interfaces, so a template that fails on this host's data
@@ -469,6 +543,21 @@ pub fn ipxe_script(
     }
     let mut s = format!("#!ipxe\n# {} ({mac}), image {}\n", host.name, image.name);
     let kernel = absolute(base, &image.kernel);
+    // Under UEFI, Linux's EFI stub loads its initrds by name from the
+    // files iPXE downloaded: `initrd=NAME` for each, first (ignored under
+    // BIOS).
+    let names: Vec<String> = image
+        .initrd
+        .iter()
+        .map(|i| format!("initrd={}", i.rsplit('/').next().unwrap_or(i)))
+        .collect();
+    if !names.is_empty() {
+        cmdline = if cmdline.is_empty() {
+            names.join(" ")
+        } else {
+            format!("{} {cmdline}", names.join(" "))
+        };
+    }
     if cmdline.is_empty() {
         s.push_str(&format!("kernel {kernel}\n"));
     } else {
@@ -548,8 +637,8 @@ impl Live {
 
 // ---- Grendel import -------------------------------------------------------
 
-/// Grendel's `model.Host` as JSON (`boot_image`, `interfaces`, …); fields
-/// bootd has no use for (`id`, `firmware`) are ignored.
+/// Grendel's `model.Host` as JSON (`boot_image`, `interfaces`,
+/// `firmware`, …); fields bootd has no use for (`id`) are ignored.
 #[derive(Debug, Deserialize)]
 struct GrendelHost {
     name: String,
@@ -561,6 +650,8 @@ struct GrendelHost {
     tags: Option<Vec<String>>,
     #[serde(default)]
     interfaces: Option<Vec<GrendelNic>>,
+    #[serde(default)]
+    firmware: String,
 }
 
 /// Grendel's `model.NetInterface` (`mac`, `ip`, `bmc`; `ifname`, `fqdn`,
@@ -611,6 +702,8 @@ struct OutHost {
     #[serde(skip_serializing_if = "Option::is_none")]
     image: Option<String>,
     provision: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    firmware: Option<String>,
     tags: Vec<String>,
     interfaces: Vec<OutNic>,
 }
@@ -672,6 +765,7 @@ pub fn import_grendel(
                 name: h.name,
                 image: (!h.boot_image.is_empty()).then_some(h.boot_image),
                 provision: h.provision,
+                firmware: (!h.firmware.is_empty()).then_some(h.firmware),
                 tags: h.tags.unwrap_or_default(),
                 interfaces: h
                     .interfaces
@@ -739,7 +833,7 @@ mac = "52:54:00:12:34:57"
             assert_eq!(
                 s,
                 "#!ipxe\n# cn1 (52:54:00:12:34:56), image squareos-9.2\n\
-                 kernel http://10.0.2.2:8080/vmlinuz console=ttyS0 root=live:http://10.0.2.2:8080/live.squashfs \
+                 kernel http://10.0.2.2:8080/vmlinuz initrd=initrd.img console=ttyS0 root=live:http://10.0.2.2:8080/live.squashfs \
                  BOOTIF=01-52-54-00-12-34-56 grendel.hostname=cn1 grendel.address=http://10.0.2.2:8080 rd.neednet=1\n\
                  initrd http://10.0.2.2:8080/initrd.img\nboot\n"
             );
@@ -861,6 +955,36 @@ mac = "52:54:00:12:34:57"
         assert!(
             s.contains(" BOOTIF=01-aa-bb-cc-11-22-33 grendel.hostname=cn1 "),
             "{s}"
+        );
+        // Grendel's firmware is kept: cn1 boots snponly.efi.
+        let (cn1, _) = inv.by_mac("aa:bb:cc:11:22:33").unwrap();
+        assert_eq!(cn1.firmware.map(|f| f.file), Some("snponly.efi"));
+    }
+
+    #[test]
+    fn firmware_names_are_grendels() {
+        let with = |fw: &str| {
+            GOOD.replacen(
+                "provision = true\n",
+                &format!("provision = true\nfirmware = \"{fw}\"\n"),
+                1,
+            )
+        };
+        for (name, file) in [
+            ("ipxe.pxe", "ipxe.pxe"),
+            ("undionly.kpxe", "undionly.kpxe"),
+            ("ipxe-x86_64.efi", "ipxe.efi"),
+            ("snponly-x86_64.efi", "snponly.efi"),
+        ] {
+            let inv = Inventory::parse(&with(name), "inv.toml").unwrap();
+            assert_eq!(inv.hosts[0].firmware.map(|f| f.file), Some(file), "{name}");
+        }
+        let inv = Inventory::parse(&with(""), "inv.toml").unwrap();
+        assert_eq!(inv.hosts[0].firmware, None);
+        let e = err(&with("grub.efi"));
+        assert!(
+            e.contains("host[0].firmware: unknown firmware \"grub.efi\" (Grendel's names: ipxe.pxe, undionly.kpxe, ipxe-i386.efi, ipxe-x86_64.efi, snponly-x86_64.efi, snponly-arm64.efi)"),
+            "{e}"
         );
     }
 }

@@ -134,7 +134,7 @@ impl Srv {
 fn script(b: &str) -> String {
     format!(
         "#!ipxe\n# cn1 (52:54:00:12:34:56), image squareos-9.2\n\
-         kernel http://{b}/vmlinuz console=ttyS0 root=live:http://{b}/live.squashfs \
+         kernel http://{b}/vmlinuz initrd=initrd.img console=ttyS0 root=live:http://{b}/live.squashfs \
          BOOTIF=01-52-54-00-12-34-56 grendel.hostname=cn1 grendel.address=http://{b} rd.neednet=1\n\
          initrd http://{b}/initrd.img\nboot\n"
     )

@@ -305,6 +305,7 @@ fn template_data() -> &'static gtmpl::Value {
             interfaces: vec![],
             key: None,
             enroll: false,
+            firmware: None,
         };
         let nic = inventory::Nic {
             mac: Some("52:54:00:12:34:56".into()),
