@@ -28,6 +28,7 @@
 //! | the host has `firmware = "…"` (Grendel's names) fitting its architecture | that iPXE build over TFTP (`ipxe-x86_64.efi` → `ipxe.efi`, `snponly-x86_64.efi` → `snponly.efi`, `undionly.kpxe`, `ipxe.pxe`, …) |
 //! | architecture 0 (BIOS, option 93) | `[dhcp] bios_boot_file` over TFTP (`undionly.kpxe`) |
 //! | architecture 7 or 9 (x86-64 UEFI) | `[dhcp] efi_boot_file` over TFTP (`snponly.efi`) |
+//! | class `HTTPClient`, architecture 16 (x86-64 UEFI HTTP boot) | `http://SERVER/<[dhcp] http_boot_file>` (`snponly.efi` in `--root`), class `HTTPClient` echoed; no TFTP |
 //! | another architecture, or no TFTP root | none (logged) |
 //! | not a PXE client (no option 93 nor `PXEClient`) | none: the lease only (nodectl's own DHCP) |
 //!
@@ -97,6 +98,8 @@ pub struct Settings {
     pub bios_boot_file: String,
     /// Boot file (in the TFTP root) for x86-64 UEFI firmware.
     pub efi_boot_file: String,
+    /// Boot program (in `--root`, over HTTP) for x86-64 UEFI HTTP boot.
+    pub http_boot_file: String,
     /// Give iPXE clients the TFTP binary first, once per boot.
     pub chain_ipxe: bool,
 }
@@ -111,6 +114,7 @@ impl Default for Settings {
             prefix: 24,
             bios_boot_file: "undionly.kpxe".into(),
             efi_boot_file: "snponly.efi".into(),
+            http_boot_file: "snponly.efi".into(),
             chain_ipxe: false,
         }
     }
@@ -127,6 +131,7 @@ pub struct RawSettings {
     prefix: Option<Spanned<i64>>,
     bios_boot_file: Option<Spanned<String>>,
     efi_boot_file: Option<Spanned<String>>,
+    http_boot_file: Option<Spanned<String>>,
     chain_ipxe: Option<bool>,
 }
 
@@ -213,6 +218,11 @@ impl Settings {
                 "dhcp.efi_boot_file",
                 &mut s.efi_boot_file,
             ),
+            (
+                &raw.http_boot_file,
+                "dhcp.http_boot_file",
+                &mut s.http_boot_file,
+            ),
         ] {
             if let Some(f) = raw_file {
                 let v = f.get_ref();
@@ -259,6 +269,8 @@ pub enum Client {
     Firmware(Option<u16>),
     /// iPXE (user class `iPXE`), with its architecture.
     Ipxe(Option<u16>),
+    /// UEFI HTTP boot (class `HTTPClient`), with its architecture.
+    HttpBoot(Option<u16>),
     /// Any other DHCP client (nodectl in the initramfs, an OS).
     Plain,
 }
@@ -271,7 +283,9 @@ fn arch_of(m: &Message) -> Option<u16> {
         return Some(a.0);
     }
     let class = class_of(m)?;
-    let rest = class.strip_prefix("PXEClient:Arch:")?;
+    let rest = class
+        .strip_prefix("PXEClient:Arch:")
+        .or_else(|| class.strip_prefix("HTTPClient:Arch:"))?;
     rest.get(..5)?.parse().ok()
 }
 
@@ -310,6 +324,8 @@ pub fn client_of(m: &Message) -> Client {
     let arch = arch_of(m);
     if is_ipxe(m) {
         Client::Ipxe(arch)
+    } else if class_of(m).is_some_and(|c| c.starts_with("HTTPClient")) {
+        Client::HttpBoot(arch)
     } else if arch.is_some() || class_of(m).is_some_and(|c| c.starts_with("PXEClient")) {
         Client::Firmware(arch)
     } else {
@@ -324,6 +340,8 @@ pub enum Boot {
     Tftp(String),
     /// The iPXE script's URL.
     Http(String),
+    /// The URL of a boot program for UEFI HTTP boot.
+    Program(String),
 }
 
 impl std::fmt::Display for Boot {
@@ -331,6 +349,7 @@ impl std::fmt::Display for Boot {
         match self {
             Boot::Tftp(p) => write!(f, "tftp {p}"),
             Boot::Http(u) => write!(f, "{u}"),
+            Boot::Program(u) => write!(f, "http {u}"),
         }
     }
 }
@@ -495,6 +514,16 @@ impl Responder {
         match client {
             Client::Plain => Ok(None),
             Client::Firmware(arch) => self.firmware_file(s, host, arch).map(Some),
+            // x86-64 UEFI HTTP boot (architecture 16): the boot program
+            // over HTTP from bootd's root; no TFTP at all.
+            Client::HttpBoot(Some(16)) => Ok(Some(Boot::Program(format!(
+                "{}/{}",
+                self.http_base, s.http_boot_file
+            )))),
+            Client::HttpBoot(arch) => Err(format!(
+                "HTTP boot client architecture {} has no boot program here (16: x86-64 UEFI)",
+                arch.map_or("none".to_string(), |a| a.to_string())
+            )),
             Client::Ipxe(arch) => {
                 if s.chain_ipxe && self.tftp && self.chain_binary(mac, xid) {
                     self.firmware_file(s, host, arch).map(Some)
@@ -743,12 +772,18 @@ impl Responder {
                 ));
                 f
             }
-            Boot::Http(u) => u,
+            Boot::Http(u) | Boot::Program(u) => u,
         };
         m.set_fname_str(file);
         let o = m.opts_mut();
         o.insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
         if client == Client::Plain {
+            return;
+        }
+        if let Client::HttpBoot(_) = client {
+            // The UEFI spec (24.7): an offer to an HTTP boot client carries
+            // class HTTPClient, or the client ignores it.
+            o.insert(DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()));
             return;
         }
         o.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
@@ -990,6 +1025,51 @@ mac = "52:54:00:12:34:58"
         let i = inv();
         let s = i.dhcp.clone();
         r.answer(&i, &s, m, port, src())
+    }
+
+    /// UEFI HTTP boot: the class `HTTPClient` gets the boot program's URL
+    /// and its class echoed, no TFTP; then that iPXE gets the script.
+    #[test]
+    fn http_boot_clients_get_the_program_over_http() {
+        let r = Responder::new(Mode::Full, SERVER, "http://10.99.0.1:8080/", false);
+        let mut d = request(MessageType::Discover, 5, CN1, Some(16), None);
+        d.opts_mut().insert(DhcpOption::ClassIdentifier(
+            b"HTTPClient:Arch:00016:UNDI:003001".to_vec(),
+        ));
+        assert_eq!(client_of(&d), Client::HttpBoot(Some(16)));
+        let (m, _, summary) = reply(answer(&r, &d, Port::Dhcp));
+        assert_eq!(file(&m), "http://10.99.0.1:8080/snponly.efi");
+        assert_eq!(
+            opt(&m, OptionCode::ClassIdentifier),
+            Some(&DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()))
+        );
+        assert_eq!(opt(&m, OptionCode::TFTPServerName), None);
+        assert_eq!(opt(&m, OptionCode::VendorExtensions), None);
+        assert!(
+            summary.contains("boot http http://10.99.0.1:8080/snponly.efi"),
+            "{summary}"
+        );
+        assert_eq!(m.yiaddr(), Ipv4Addr::new(10, 99, 0, 50));
+        // The class alone names the architecture too.
+        let mut d = request(MessageType::Discover, 6, CN1, None, None);
+        d.opts_mut().insert(DhcpOption::ClassIdentifier(
+            b"HTTPClient:Arch:00016:UNDI:003001".to_vec(),
+        ));
+        assert_eq!(client_of(&d), Client::HttpBoot(Some(16)));
+        // 32-bit UEFI HTTP boot: no program.
+        let mut d = request(MessageType::Discover, 7, CN1, Some(15), None);
+        d.opts_mut().insert(DhcpOption::ClassIdentifier(
+            b"HTTPClient:Arch:00015".to_vec(),
+        ));
+        let (m, _, _) = reply(answer(&r, &d, Port::Dhcp));
+        assert_eq!(file(&m), "");
+        // The program's own DHCP (iPXE): the script.
+        let d = request(MessageType::Discover, 8, CN1, Some(7), Some("iPXE"));
+        let (m, _, _) = reply(answer(&r, &d, Port::Dhcp));
+        assert_eq!(
+            file(&m),
+            "http://10.99.0.1:8080/boot/ipxe?mac=52:54:00:12:34:56"
+        );
     }
 
     /// A host's inventory `firmware` (Grendel's names) wins for the

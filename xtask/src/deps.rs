@@ -36,6 +36,7 @@ pub const PACKAGES: &[&str] = &[
     "busybox",      // udhcpc: the real DHCP client of bootd's netboot tests
     "swtpm",        // a software TPM 2.0: nodectl's TPM-sealed key (tests, QEMU boot slurm-tpm)
     "tpm2-tools",   // nodectl's key sealed in the TPM: its tests drive swtpm with them
+    "ovmf",         // UEFI firmware for QEMU (QEMU boot pxe-uefi)
 ];
 
 fn installed(pkg: &str) -> bool {

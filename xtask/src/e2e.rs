@@ -641,9 +641,23 @@ pub fn boot(
     )
 }
 
-/// [`boot`] from the network: no `-kernel`, the NIC's own iPXE ROM boots
-/// (`-boot n`) on the existing tap device `tap` of network namespace
-/// `netns`, where QEMU runs (`ip netns exec`).
+/// The firmware of a network boot.
+pub enum Firmware<'a> {
+    /// SeaBIOS; the NIC's own iPXE ROM does the PXE boot.
+    Bios,
+    /// OVMF (Debian's `ovmf`: `OVMF_CODE_4M.fd`) with its variables in
+    /// `vars` (a copy of `OVMF_VARS_4M.fd`); the NIC has no option ROM, so
+    /// the firmware's own UEFI PXE does the boot.
+    Uefi { vars: &'a Path },
+}
+
+/// Debian's OVMF build.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// [`boot`] from the network: no `-kernel`; the firmware boots (`-boot n`)
+/// on the existing tap device `tap` of network namespace `netns`, where
+/// QEMU runs (`ip netns exec`).
 pub fn boot_pxe(
     accel: &str,
     netns: &str,
@@ -651,6 +665,7 @@ pub fn boot_pxe(
     dir: &Path,
     echo: bool,
     watch: Watch,
+    firmware: Firmware,
 ) -> Result<BootResult> {
     let mut ip = Command::new("ip");
     ip.args(["netns", "exec", netns, "qemu-system-x86_64"]);
@@ -658,10 +673,33 @@ pub fn boot_pxe(
     qemu.args([
         "-netdev",
         &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
-    ])
-    .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC}")])
-    .args(["-boot", "n"]);
-    let header = format!("accel={accel} PXE boot from {tap} in network namespace {netns}");
+    ]);
+    let what = match firmware {
+        Firmware::Bios => {
+            qemu.args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC}")])
+                .args(["-boot", "n"]);
+            "BIOS PXE"
+        }
+        Firmware::Uefi { vars } => {
+            qemu.args(["-machine", "q35"])
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                ))
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ))
+                // No option ROM: OVMF's own virtio-net driver and PXE.
+                .args([
+                    "-device",
+                    &format!("virtio-net-pci,netdev=n0,mac={MAC},romfile=,bootindex=1"),
+                ]);
+            "UEFI PXE (OVMF)"
+        }
+    };
+    let header = format!("accel={accel} {what} boot from {tap} in network namespace {netns}");
     run_vm(qemu, &header, dir, echo, watch)
 }
 

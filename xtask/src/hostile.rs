@@ -135,7 +135,7 @@ fn usage(pid: u32) -> Option<(u64, u64)> {
 
 pub fn run(ctx: &Ctx, dir: &Path) -> Result<Value> {
     pxe::layout(ctx, dir)?;
-    let inv = pxe::inventory(dir)?;
+    let inv = pxe::inventory(dir, true)?;
     let nets = Nets::create()?;
     let mut srv = pxe::Server::start(&ctx.bootd, &nets.node, BRIDGE, dir, &inv, &[])?;
     let pid = srv.child.id();
@@ -182,7 +182,15 @@ pub fn run(ctx: &Ctx, dir: &Path) -> Result<Value> {
         hostfwd: &[],
         tpm: None,
     };
-    let boot = e2e::boot_pxe(&ctx.accel, &nets.node, pxe::TAP, dir, ctx.echo, watch);
+    let boot = e2e::boot_pxe(
+        &ctx.accel,
+        &nets.node,
+        pxe::TAP,
+        dir,
+        ctx.echo,
+        watch,
+        e2e::Firmware::Bios,
+    );
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     let alive = srv.child.try_wait()?.is_none();

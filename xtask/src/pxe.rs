@@ -218,8 +218,9 @@ pub(crate) fn layout(ctx: &Ctx, dir: &Path) -> Result<()> {
 }
 
 /// cn1 at 10.99.0.50 on the tap's /24, the seed's command line as a
-/// template, and `chain_ipxe` so that QEMU's iPXE ROM goes through TFTP.
-pub(crate) fn inventory(dir: &Path) -> Result<PathBuf> {
+/// template, and (`chain`) `chain_ipxe` so that QEMU's iPXE ROM goes
+/// through TFTP.
+pub(crate) fn inventory(dir: &Path, chain: bool) -> Result<PathBuf> {
     let p = dir.join("inventory.toml");
     let text = format!(
         r#"[dhcp]
@@ -227,7 +228,7 @@ router = "{SERVER}"
 lease_time = 3600
 # QEMU's NIC ROM is iPXE already: give it undionly.kpxe over TFTP first,
 # as BIOS PXE firmware would get, so the boot goes through every step.
-chain_ipxe = true
+chain_ipxe = {chain}
 
 [[image]]
 name = "live"
@@ -255,17 +256,16 @@ ip = "{NODE_IP}/24"
 type LineTest = Box<dyn Fn(&str) -> bool>;
 
 /// What bootd's log shows of the boot, in order: (milestone, line test).
-fn server_milestones(port: u16) -> Vec<(&'static str, LineTest)> {
+fn server_milestones(port: u16, boot_file: &'static str) -> Vec<(&'static str, LineTest)> {
     let script = format!("http://{SERVER}:{port}/boot/ipxe?mac={}", e2e::MAC);
+    let offer = format!("boot tftp {boot_file}");
+    let sent = format!("tftp: sent {boot_file}");
     vec![
         (
             "dhcp_offer",
-            Box::new(|l: &str| l.contains("dhcp: OFFER") && l.contains("boot tftp undionly.kpxe")),
+            Box::new(move |l: &str| l.contains("dhcp: OFFER") && l.contains(&offer)),
         ),
-        (
-            "tftp_done",
-            Box::new(|l: &str| l.contains("tftp: sent undionly.kpxe")),
-        ),
+        ("tftp_done", Box::new(move |l: &str| l.contains(&sent))),
         (
             "ipxe_dhcp",
             Box::new(move |l: &str| l.contains("dhcp: ACK") && l.contains(&script)),
@@ -293,9 +293,12 @@ fn server_milestones(port: u16) -> Vec<(&'static str, LineTest)> {
     ]
 }
 
-pub fn run(ctx: &Ctx, dir: &Path) -> Result<Value> {
+/// `uefi`: the QEMU boot `pxe-uefi` (issue 14): OVMF's own UEFI PXE gets
+/// `snponly.efi` over TFTP (client architecture 7), whose iPXE gets the
+/// script; else `pxe` (BIOS).
+pub fn run(ctx: &Ctx, dir: &Path, uefi: bool) -> Result<Value> {
     layout(ctx, dir)?;
-    let inv = inventory(dir)?;
+    let inv = inventory(dir, !uefi)?;
     let ns = Netns::create()?;
     let srv = Server::start(&ctx.bootd, &ns.name, TAP, dir, &inv, &[])?;
     let t0 = Instant::now();
@@ -306,7 +309,19 @@ pub fn run(ctx: &Ctx, dir: &Path) -> Result<Value> {
         hostfwd: &[],
         tpm: None,
     };
-    let r = e2e::boot_pxe(&ctx.accel, &ns.name, TAP, dir, ctx.echo, watch)?;
+    let vars = dir.join("OVMF_VARS_4M.fd");
+    let firmware = if uefi {
+        std::fs::copy(e2e::OVMF_VARS, &vars).with_context(|| {
+            format!(
+                "copying {} (Debian's ovmf package: apt-get install ovmf)",
+                e2e::OVMF_VARS
+            )
+        })?;
+        e2e::Firmware::Uefi { vars: &vars }
+    } else {
+        e2e::Firmware::Bios
+    };
+    let r = e2e::boot_pxe(&ctx.accel, &ns.name, TAP, dir, ctx.echo, watch, firmware)?;
     let st = r.status.clone().unwrap_or_default();
     if st["fetch"]["sha256"] != ctx.art.sha256.as_str() {
         bail!(
@@ -337,7 +352,8 @@ pub fn run(ctx: &Ctx, dir: &Path) -> Result<Value> {
     // bootd's own milestones, in the order the chain takes them.
     let mut server = Map::new();
     let mut last = 0.0;
-    for (name, pred) in server_milestones(srv.port) {
+    let boot_file = if uefi { "snponly.efi" } else { "undionly.kpxe" };
+    for (name, pred) in server_milestones(srv.port, boot_file) {
         let Some(t) = srv.when(t0, pred) else {
             bail!(
                 "{name}: not in bootd's log ({})",

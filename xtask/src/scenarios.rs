@@ -18,6 +18,7 @@ pub const NAMES: &[&str] = &[
     "slurm-wrong-hostkey",
     "slurm-tpm",
     "pxe",
+    "pxe-uefi",
     "hostile",
 ];
 
@@ -112,7 +113,8 @@ pub fn run(ctx: &Ctx, name: &str) -> Result<Value> {
         "slurm" => crate::slurm::run(ctx, &dir, crate::slurm::Variant::Good),
         "slurm-wrong-hostkey" => crate::slurm::run(ctx, &dir, crate::slurm::Variant::WrongHostKey),
         "slurm-tpm" => crate::slurm::run(ctx, &dir, crate::slurm::Variant::Tpm),
-        "pxe" => crate::pxe::run(ctx, &dir),
+        "pxe" => crate::pxe::run(ctx, &dir, false),
+        "pxe-uefi" => crate::pxe::run(ctx, &dir, true),
         "hostile" => crate::hostile::run(ctx, &dir),
         other => bail!("unknown scenario {other}; known: {}", NAMES.join(", ")),
     }
