@@ -647,8 +647,9 @@ pub enum Firmware<'a> {
     Bios,
     /// OVMF (Debian's `ovmf`: `OVMF_CODE_4M.fd`) with its variables in
     /// `vars` (a copy of `OVMF_VARS_4M.fd`); the NIC has no option ROM, so
-    /// the firmware's own UEFI PXE does the boot.
-    Uefi { vars: &'a Path },
+    /// the firmware's own UEFI PXE does the boot; with `http_only` the
+    /// firmware's PXE is switched off (fw_cfg), so UEFI HTTP boot does it.
+    Uefi { vars: &'a Path, http_only: bool },
 }
 
 /// Debian's OVMF build.
@@ -680,7 +681,13 @@ pub fn boot_pxe(
                 .args(["-boot", "n"]);
             "BIOS PXE"
         }
-        Firmware::Uefi { vars } => {
+        Firmware::Uefi { vars, http_only } => {
+            if http_only {
+                for knob in ["IPv4PXESupport", "IPv6PXESupport"] {
+                    qemu.arg("-fw_cfg")
+                        .arg(format!("name=opt/org.tianocore/{knob},string=n"));
+                }
+            }
             qemu.args(["-machine", "q35"])
                 .arg("-drive")
                 .arg(format!(
@@ -696,7 +703,11 @@ pub fn boot_pxe(
                     "-device",
                     &format!("virtio-net-pci,netdev=n0,mac={MAC},romfile=,bootindex=1"),
                 ]);
-            "UEFI PXE (OVMF)"
+            if http_only {
+                "UEFI HTTP (OVMF)"
+            } else {
+                "UEFI PXE (OVMF)"
+            }
         }
     };
     let header = format!("accel={accel} {what} boot from {tap} in network namespace {netns}");

@@ -114,6 +114,18 @@ impl Server {
         inventory: &Path,
         extra: &[&str],
     ) -> Result<Server> {
+        Server::spawn(bootd, ns, iface, dir, inventory, extra, true)
+    }
+
+    fn spawn(
+        bootd: &Path,
+        ns: &str,
+        iface: &str,
+        dir: &Path,
+        inventory: &Path,
+        extra: &[&str],
+        tftp: bool,
+    ) -> Result<Server> {
         let port_file = dir.join("bootd.port");
         let _ = std::fs::remove_file(&port_file);
         let mut child = Command::new("ip")
@@ -125,8 +137,12 @@ impl Server {
             .arg(&port_file)
             .arg("--inventory")
             .arg(inventory)
-            .args(["--dhcp", iface, "--dhcp-mode", "full", "--tftp-root"])
-            .arg(dir.join("tftp"))
+            .args(["--dhcp", iface, "--dhcp-mode", "full"])
+            .args(if tftp {
+                vec!["--tftp-root".into(), dir.join("tftp").into_os_string()]
+            } else {
+                vec![]
+            })
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -173,6 +189,17 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// bootd in namespace `ns` with DHCP on `iface` and no TFTP.
+    pub(crate) fn start_no_tftp(
+        bootd: &Path,
+        ns: &str,
+        iface: &str,
+        dir: &Path,
+        inventory: &Path,
+    ) -> Result<Server> {
+        Server::spawn(bootd, ns, iface, dir, inventory, &[], false)
     }
 
     /// Seconds after `t0` of the first log line matching `pred`.
@@ -293,14 +320,50 @@ fn server_milestones(port: u16, boot_file: &'static str) -> Vec<(&'static str, L
     ]
 }
 
-/// `uefi`: the QEMU boot `pxe-uefi` (issue 14): OVMF's own UEFI PXE gets
-/// `snponly.efi` over TFTP (client architecture 7), whose iPXE gets the
-/// script; else `pxe` (BIOS).
-pub fn run(ctx: &Ctx, dir: &Path, uefi: bool) -> Result<Value> {
+/// Which network boot.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `pxe`: BIOS, QEMU's iPXE ROM chained to undionly.kpxe over TFTP.
+    Bios,
+    /// `pxe-uefi` (issue 14): OVMF's own UEFI PXE gets `snponly.efi` over
+    /// TFTP (client architecture 7), whose iPXE gets the script.
+    Uefi,
+    /// `httpboot` (issue 14): OVMF's UEFI HTTP boot (PXE switched off in
+    /// the firmware) gets `http://…/snponly.efi` from bootd's DHCP (class
+    /// `HTTPClient`, architecture 16) and downloads it over HTTP; bootd
+    /// runs without TFTP.
+    Http,
+}
+
+/// What bootd's log shows of an HTTP boot: no TFTP at all.
+fn http_milestones(port: u16) -> Vec<(&'static str, LineTest)> {
+    let program = format!("boot http http://{SERVER}:{port}/snponly.efi");
+    let mut v: Vec<(&'static str, LineTest)> = vec![
+        (
+            "dhcp_offer",
+            Box::new(move |l: &str| l.contains("dhcp: OFFER") && l.contains(&program)),
+        ),
+        (
+            "program_loaded",
+            Box::new(|l: &str| l.contains("GET /snponly.efi status=200")),
+        ),
+    ];
+    v.extend(server_milestones(port, "snponly.efi").into_iter().skip(2));
+    v
+}
+
+pub fn run(ctx: &Ctx, dir: &Path, kind: Kind) -> Result<Value> {
     layout(ctx, dir)?;
-    let inv = inventory(dir, !uefi)?;
+    let inv = inventory(dir, kind == Kind::Bios)?;
     let ns = Netns::create()?;
-    let srv = Server::start(&ctx.bootd, &ns.name, TAP, dir, &inv, &[])?;
+    let srv = if kind == Kind::Http {
+        // The boot program is a file of the HTTP root.
+        std::fs::copy(dir.join("tftp/snponly.efi"), dir.join("www/snponly.efi"))?;
+        Server::start_no_tftp(&ctx.bootd, &ns.name, TAP, dir, &inv)?
+    } else {
+        Server::start(&ctx.bootd, &ns.name, TAP, dir, &inv, &[])?
+    };
+    let uefi = kind != Kind::Bios;
     let t0 = Instant::now();
     let watch = e2e::Watch {
         judge: &mut e2e::judge_ready,
@@ -317,7 +380,10 @@ pub fn run(ctx: &Ctx, dir: &Path, uefi: bool) -> Result<Value> {
                 e2e::OVMF_VARS
             )
         })?;
-        e2e::Firmware::Uefi { vars: &vars }
+        e2e::Firmware::Uefi {
+            vars: &vars,
+            http_only: kind == Kind::Http,
+        }
     } else {
         e2e::Firmware::Bios
     };
@@ -352,8 +418,12 @@ pub fn run(ctx: &Ctx, dir: &Path, uefi: bool) -> Result<Value> {
     // bootd's own milestones, in the order the chain takes them.
     let mut server = Map::new();
     let mut last = 0.0;
-    let boot_file = if uefi { "snponly.efi" } else { "undionly.kpxe" };
-    for (name, pred) in server_milestones(srv.port, boot_file) {
+    let milestones = match kind {
+        Kind::Bios => server_milestones(srv.port, "undionly.kpxe"),
+        Kind::Uefi => server_milestones(srv.port, "snponly.efi"),
+        Kind::Http => http_milestones(srv.port),
+    };
+    for (name, pred) in milestones {
         let Some(t) = srv.when(t0, pred) else {
             bail!(
                 "{name}: not in bootd's log ({})",

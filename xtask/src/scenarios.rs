@@ -19,6 +19,7 @@ pub const NAMES: &[&str] = &[
     "slurm-tpm",
     "pxe",
     "pxe-uefi",
+    "httpboot",
     "hostile",
 ];
 
@@ -113,8 +114,9 @@ pub fn run(ctx: &Ctx, name: &str) -> Result<Value> {
         "slurm" => crate::slurm::run(ctx, &dir, crate::slurm::Variant::Good),
         "slurm-wrong-hostkey" => crate::slurm::run(ctx, &dir, crate::slurm::Variant::WrongHostKey),
         "slurm-tpm" => crate::slurm::run(ctx, &dir, crate::slurm::Variant::Tpm),
-        "pxe" => crate::pxe::run(ctx, &dir, false),
-        "pxe-uefi" => crate::pxe::run(ctx, &dir, true),
+        "pxe" => crate::pxe::run(ctx, &dir, crate::pxe::Kind::Bios),
+        "pxe-uefi" => crate::pxe::run(ctx, &dir, crate::pxe::Kind::Uefi),
+        "httpboot" => crate::pxe::run(ctx, &dir, crate::pxe::Kind::Http),
         "hostile" => crate::hostile::run(ctx, &dir),
         other => bail!("unknown scenario {other}; known: {}", NAMES.join(", ")),
     }
