@@ -33,7 +33,7 @@ enum Cmd {
         no_qemu: bool,
     },
     /// Run QEMU boots: boot, bad-digest, unreachable, resume, postscript,
-    /// postscript-fails, disk, slurm, slurm-wrong-hostkey, slurm-tpm, pxe, hostile (default: all).
+    /// postscript-fails, disk, slurm, slurm-wrong-hostkey, slurm-tpm, pxe, pxe-uefi, httpboot, hostile (default: all).
     E2e { names: Vec<String> },
     /// Benchmarks against the tools users would use instead.
     Bench {
