@@ -16,6 +16,8 @@ pub struct Paths {
     pub sysroot: PathBuf,
     pub etc: PathBuf,
     pub uptime: PathBuf,
+    /// sysfs: the firmware's facts (`firmware/efi`).
+    pub sys: PathBuf,
 }
 
 impl Default for Paths {
@@ -26,6 +28,7 @@ impl Default for Paths {
             sysroot: "/sysroot".into(),
             etc: "/etc".into(),
             uptime: "/proc/uptime".into(),
+            sys: "/sys".into(),
         }
     }
 }
@@ -49,6 +52,8 @@ pub struct BootRecord {
     pub fetch: Option<fetch::FetchReport>,
     pub live: Option<live::LiveReport>,
     pub timings: Timings,
+    /// BIOS or UEFI, and Secure Boot.
+    pub firmware: crate::firmware::FirmwareReport,
     /// The failure, as the operator saw it on the console; `None` on success.
     pub error: Option<String>,
 }
@@ -101,12 +106,14 @@ pub fn run(paths: &Paths) -> Result<Option<BootRecord>> {
         net: None,
         fetch: None,
         live: None,
+        firmware: crate::firmware::read(&paths.sys),
         timings: Timings {
             uptime_at_start: uptime(&paths.uptime),
             ..Default::default()
         },
         error: None,
     };
+    tracing::info!("nodectl initrd: firmware {}", rec.firmware.summary());
     // Reports are signed by the node's key when its key partition holds
     // one (a TPM-sealed key is unsealed with the tpm2-tools the dracut
     // module puts in the initramfs when the image has them; without, the
@@ -122,7 +129,11 @@ pub fn run(paths: &Paths) -> Result<Option<BootRecord>> {
             reporter.phase("failed", rec.error.as_deref());
         }
         Ok(()) => {
-            reporter.phase("booted", Some("live root mounted, switching root"));
+            let msg = format!(
+                "live root mounted, switching root ({})",
+                rec.firmware.summary()
+            );
+            reporter.phase("booted", Some(&msg));
         }
     }
     // The record is written on failure too: the emergency shell and a later
@@ -242,6 +253,7 @@ mod tests {
             sysroot: dir.join("sysroot"),
             etc: dir.join("etc"),
             uptime: dir.join("uptime"),
+            sys: dir.join("sys"),
         }
     }
 

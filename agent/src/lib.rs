@@ -3,6 +3,7 @@ pub mod cmd;
 pub mod cmdline;
 pub mod disk;
 pub mod fetch;
+pub mod firmware;
 pub mod identity;
 pub mod initrd;
 pub mod live;

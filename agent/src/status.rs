@@ -42,6 +42,7 @@ pub fn status(
             "resumes": fetch["resumes"],
         },
         "initrd_seconds": rec["timings"]["total"],
+        "firmware": rec["firmware"],
         "uptime": up,
         "error": rec["error"],
         "provision": provision,

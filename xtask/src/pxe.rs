@@ -396,6 +396,23 @@ pub fn run(ctx: &Ctx, dir: &Path, kind: Kind) -> Result<Value> {
             ctx.art.sha256
         );
     }
+    // The node says how its firmware booted it (boot.json, the status line).
+    let (kind, sb) = (
+        st["firmware"]["kind"].clone(),
+        st["firmware"]["secure_boot"].clone(),
+    );
+    let want = if uefi {
+        ("uefi", json!(false))
+    } else {
+        ("bios", Value::Null)
+    };
+    if kind != want.0 || sb != want.1 {
+        bail!(
+            "the node reports firmware {kind} with secure boot {sb}, not {} with {}",
+            want.0,
+            want.1
+        );
+    }
     for m in e2e::required_milestones() {
         if !r.milestones.contains_key(m) {
             bail!(

@@ -1,0 +1,77 @@
+//! How the firmware booted the node: BIOS or UEFI, and, under UEFI, the
+//! Secure Boot state from its variable `SecureBoot` (efivarfs: 4 bytes of
+//! attributes, then the value: 1 enabled, 0 disabled). Recorded in
+//! `boot.json`, sent with the `booted` report and shown on the
+//! `nodeboot-status` line.
+use serde::{Deserialize, Serialize};
+use std::io::Read;
+use std::path::Path;
+
+/// The `SecureBoot` variable of the EFI global variable GUID.
+const SECURE_BOOT_VAR: &str = "SecureBoot-8be4df61-93ca-11d2-aa0d-e0398c4fcb6c";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirmwareReport {
+    /// `bios` or `uefi`.
+    pub kind: String,
+    /// Under UEFI: whether Secure Boot is enforced; `None` when the
+    /// variable cannot be read (no efivarfs) or under BIOS.
+    pub secure_boot: Option<bool>,
+}
+
+impl FirmwareReport {
+    /// For a report's message: `uefi, secure boot on`.
+    pub fn summary(&self) -> String {
+        match (self.kind.as_str(), self.secure_boot) {
+            ("uefi", Some(true)) => "uefi, secure boot on".into(),
+            ("uefi", Some(false)) => "uefi, secure boot off".into(),
+            ("uefi", None) => "uefi, secure boot unknown".into(),
+            (k, _) => k.to_string(),
+        }
+    }
+}
+
+/// Read the firmware facts under `sys` (`/sys`).
+pub fn read(sys: &Path) -> FirmwareReport {
+    let efi = sys.join("firmware/efi");
+    if !efi.is_dir() {
+        return FirmwareReport {
+            kind: "bios".into(),
+            secure_boot: None,
+        };
+    }
+    let mut v = Vec::new();
+    let secure_boot = std::fs::File::open(efi.join("efivars").join(SECURE_BOOT_VAR))
+        .and_then(|f| f.take(64).read_to_end(&mut v))
+        .ok()
+        .and_then(|_| v.get(4).copied())
+        .map(|b| b == 1);
+    FirmwareReport {
+        kind: "uefi".into(),
+        secure_boot,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bios_uefi_and_secure_boot() {
+        let d = tempfile::tempdir().unwrap();
+        let r = read(d.path());
+        assert_eq!((r.kind.as_str(), r.secure_boot), ("bios", None));
+        assert_eq!(r.summary(), "bios");
+        let vars = d.path().join("firmware/efi/efivars");
+        std::fs::create_dir_all(&vars).unwrap();
+        assert_eq!(read(d.path()).summary(), "uefi, secure boot unknown");
+        std::fs::write(vars.join(SECURE_BOOT_VAR), [6, 0, 0, 0, 1]).unwrap();
+        assert_eq!(read(d.path()).secure_boot, Some(true));
+        assert_eq!(read(d.path()).summary(), "uefi, secure boot on");
+        std::fs::write(vars.join(SECURE_BOOT_VAR), [6, 0, 0, 0, 0]).unwrap();
+        assert_eq!(read(d.path()).summary(), "uefi, secure boot off");
+        // A short variable: unknown, not a guess.
+        std::fs::write(vars.join(SECURE_BOOT_VAR), [6, 0]).unwrap();
+        assert_eq!(read(d.path()).secure_boot, None);
+    }
+}
