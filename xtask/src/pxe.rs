@@ -397,7 +397,7 @@ pub fn run(ctx: &Ctx, dir: &Path, kind: Kind) -> Result<Value> {
         );
     }
     // The node says how its firmware booted it (boot.json, the status line).
-    let (kind, sb) = (
+    let (fw, sb) = (
         st["firmware"]["kind"].clone(),
         st["firmware"]["secure_boot"].clone(),
     );
@@ -406,9 +406,9 @@ pub fn run(ctx: &Ctx, dir: &Path, kind: Kind) -> Result<Value> {
     } else {
         ("bios", Value::Null)
     };
-    if kind != want.0 || sb != want.1 {
+    if fw != want.0 || sb != want.1 {
         bail!(
-            "the node reports firmware {kind} with secure boot {sb}, not {} with {}",
+            "the node reports firmware {fw} with secure boot {sb}, not {} with {}",
             want.0,
             want.1
         );
