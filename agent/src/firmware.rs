@@ -31,6 +31,28 @@ impl FirmwareReport {
     }
 }
 
+/// Mount efivarfs (read-only) on `sys/firmware/efi/efivars` when the
+/// firmware is UEFI and nothing is mounted there yet (the initramfs may
+/// start nodectl before systemd mounted it). Best effort.
+pub fn mount_efivars(sys: &Path) {
+    let vars = sys.join("firmware/efi/efivars");
+    let empty = std::fs::read_dir(&vars).is_ok_and(|mut d| d.next().is_none());
+    if !empty {
+        return;
+    }
+    use nix::mount::{mount, MsFlags};
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if let Err(e) = mount(
+        Some("efivarfs"),
+        &vars,
+        Some("efivarfs"),
+        flags,
+        None::<&str>,
+    ) {
+        tracing::debug!("mounting efivarfs on {}: {e}", vars.display());
+    }
+}
+
 /// Read the firmware facts under `sys` (`/sys`).
 pub fn read(sys: &Path) -> FirmwareReport {
     let efi = sys.join("firmware/efi");
@@ -40,12 +62,25 @@ pub fn read(sys: &Path) -> FirmwareReport {
             secure_boot: None,
         };
     }
-    let mut v = Vec::new();
-    let secure_boot = std::fs::File::open(efi.join("efivars").join(SECURE_BOOT_VAR))
-        .and_then(|f| f.take(64).read_to_end(&mut v))
-        .ok()
-        .and_then(|_| v.get(4).copied())
-        .map(|b| b == 1);
+    let vars = efi.join("efivars");
+    // No variable at all: efivarfs is not mounted, nothing is known.
+    let populated = std::fs::read_dir(&vars).is_ok_and(|mut d| d.next().is_some());
+    let secure_boot = if !populated {
+        None
+    } else {
+        let mut v = Vec::new();
+        match std::fs::File::open(vars.join(SECURE_BOOT_VAR)) {
+            // Firmware without Secure Boot support has no such variable.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
+            Err(_) => None,
+            Ok(f) => f
+                .take(64)
+                .read_to_end(&mut v)
+                .ok()
+                .and_then(|_| v.get(4).copied())
+                .map(|b| b == 1),
+        }
+    };
     FirmwareReport {
         kind: "uefi".into(),
         secure_boot,
@@ -65,6 +100,13 @@ mod tests {
         let vars = d.path().join("firmware/efi/efivars");
         std::fs::create_dir_all(&vars).unwrap();
         assert_eq!(read(d.path()).summary(), "uefi, secure boot unknown");
+        // Variables, but no SecureBoot: firmware without Secure Boot.
+        std::fs::write(
+            vars.join("BootOrder-8be4df61-93ca-11d2-aa0d-e0398c4fcb6c"),
+            [6, 0, 0, 0, 1, 0],
+        )
+        .unwrap();
+        assert_eq!(read(d.path()).summary(), "uefi, secure boot off");
         std::fs::write(vars.join(SECURE_BOOT_VAR), [6, 0, 0, 0, 1]).unwrap();
         assert_eq!(read(d.path()).secure_boot, Some(true));
         assert_eq!(read(d.path()).summary(), "uefi, secure boot on");

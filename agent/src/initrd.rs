@@ -106,7 +106,10 @@ pub fn run(paths: &Paths) -> Result<Option<BootRecord>> {
         net: None,
         fetch: None,
         live: None,
-        firmware: crate::firmware::read(&paths.sys),
+        firmware: {
+            crate::firmware::mount_efivars(&paths.sys);
+            crate::firmware::read(&paths.sys)
+        },
         timings: Timings {
             uptime_at_start: uptime(&paths.uptime),
             ..Default::default()
