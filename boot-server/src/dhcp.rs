@@ -513,7 +513,15 @@ impl Responder {
         }
         match client {
             Client::Plain => Ok(None),
-            Client::Firmware(arch) => self.firmware_file(s, host, arch).map(Some),
+            Client::Firmware(arch) => {
+                let f = self.firmware_file(s, host, arch)?;
+                if s.chain_ipxe {
+                    // The firmware got the binary: the iPXE exchange that
+                    // follows (another transaction) is the chained iPXE.
+                    self.record_binary(mac, xid);
+                }
+                Ok(Some(f))
+            }
             // x86-64 UEFI HTTP boot (architecture 16): the boot program
             // over HTTP from bootd's root; no TFTP at all.
             Client::HttpBoot(Some(16)) => Ok(Some(Boot::Program(format!(
@@ -532,6 +540,19 @@ impl Responder {
                 }
             }
         }
+    }
+
+    /// Note that exchange `xid` of `mac` (firmware's) was given the binary.
+    fn record_binary(&self, mac: &str, xid: u32) {
+        let mut chains = self.chains.lock().unwrap_or_else(|p| p.into_inner());
+        chains.insert(
+            mac.to_string(),
+            Chain {
+                xid,
+                binary: true,
+                at: Instant::now(),
+            },
+        );
     }
 
     /// Whether this iPXE exchange gets the binary (the first exchange of a
@@ -1025,6 +1046,32 @@ mac = "52:54:00:12:34:58"
         let i = inv();
         let s = i.dhcp.clone();
         r.answer(&i, &s, m, port, src())
+    }
+
+    /// With `chain_ipxe`, plain UEFI firmware (not iPXE) gets snponly.efi,
+    /// and the iPXE exchange that follows gets the script, not the binary
+    /// again (a boot loop).
+    #[test]
+    fn chain_ipxe_after_real_firmware_gives_the_script() {
+        let r = responder(Mode::Full);
+        let text = INV.replacen("[dhcp]\n", "[dhcp]\nchain_ipxe = true\n", 1);
+        let i = Inventory::parse(&text, "inv.toml").unwrap();
+        let ask = |xid, uc| {
+            let d = request(MessageType::Discover, xid, CN1, Some(7), uc);
+            let (m, _, _) = reply(r.answer(&i, &i.dhcp, &d, Port::Dhcp, src()));
+            file(&m)
+        };
+        assert_eq!(ask(10, None), "snponly.efi");
+        assert_eq!(
+            ask(11, Some("iPXE")),
+            "http://10.99.0.1:8080/boot/ipxe?mac=52:54:00:12:34:56"
+        );
+        // A NIC ROM's own iPXE (no firmware exchange before it) still gets
+        // the binary first.
+        let r2 = responder(Mode::Full);
+        let d = request(MessageType::Discover, 20, CN1, Some(0), Some("iPXE"));
+        let (m, _, _) = reply(r2.answer(&i, &i.dhcp, &d, Port::Dhcp, src()));
+        assert_eq!(file(&m), "undionly.kpxe");
     }
 
     /// UEFI HTTP boot: the class `HTTPClient` gets the boot program's URL
