@@ -79,6 +79,15 @@ impl Place {
         }
     }
 
+    /// Whether a key is to be sealed in the TPM, per `tpm`.
+    fn wants_tpm(&self, tpm: TpmUse) -> bool {
+        match tpm {
+            TpmUse::Off => false,
+            TpmUse::On => true,
+            TpmUse::Auto => self.tcti.is_some() || Tpm::available(&self.tpm),
+        }
+    }
+
     fn open_tpm(&self) -> Result<Tpm> {
         match &self.tcti {
             Some(t) => Tpm::with_tcti(t, &self.sys.tmp),
@@ -410,16 +419,31 @@ pub fn init(place: &Place, tpm: TpmUse) -> Result<(Loaded, bool)> {
     Ok(r)
 }
 
+/// Seal `key` in the TPM of `place` into the blobs on the mounted key
+/// partition `dir`: sealed to temporary names, made 0600 (tpm2-tools makes
+/// them 0660), synced, then renamed — the private blob first, so that the
+/// public one's presence means both are there.
+fn seal_into(place: &Place, dir: &Path, key: &NodeKey) -> Result<()> {
+    let t = place.open_tpm()?;
+    let (tp, tv) = (
+        dir.join(".identity.tpm.pub.new"),
+        dir.join(".identity.tpm.priv.new"),
+    );
+    t.seal(key.to_file().as_bytes(), &tp, &tv)?;
+    for (from, to) in [(&tv, TPM_PRIV), (&tp, TPM_PUB)] {
+        std::fs::set_permissions(from, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::File::open(from).and_then(|f| f.sync_all())?;
+        std::fs::rename(from, dir.join(to))
+            .with_context(|| format!("renaming {} to {to}", from.display()))?;
+    }
+    Ok(())
+}
+
 /// [`init`] on the mounted key partition `dir`.
 fn init_in(dir: &Path, part: &Path, place: &Place, tpm: TpmUse) -> Result<(Loaded, bool)> {
     if let Some(l) = load_in(dir, part, place)? {
         // A key an admin made in clear (nodectl identity init on another
         // machine) moves into the node's TPM on its first boot.
-        let into_tpm = match tpm {
-            TpmUse::On => true,
-            TpmUse::Auto => place.tcti.is_some() || Tpm::available(&place.tpm),
-            TpmUse::Off => false,
-        };
         if l.tpm {
             // A move into the TPM cut short after the blobs were in place.
             let clear = dir.join(CLEAR_FILE);
@@ -432,21 +456,10 @@ fn init_in(dir: &Path, part: &Path, place: &Place, tpm: TpmUse) -> Result<(Loade
             }
             return Ok((l, false));
         }
-        if !into_tpm {
+        if !place.wants_tpm(tpm) {
             return Ok((l, false));
         }
-        let t = place.open_tpm()?;
-        let (tp, tv) = (
-            dir.join(".identity.tpm.pub.new"),
-            dir.join(".identity.tpm.priv.new"),
-        );
-        t.seal(l.key.to_file().as_bytes(), &tp, &tv)?;
-        for (from, to) in [(&tv, TPM_PRIV), (&tp, TPM_PUB)] {
-            std::fs::set_permissions(from, std::fs::Permissions::from_mode(0o600))?;
-            std::fs::File::open(from).and_then(|f| f.sync_all())?;
-            std::fs::rename(from, dir.join(to))
-                .with_context(|| format!("renaming {} to {to}", from.display()))?;
-        }
+        seal_into(place, dir, &l.key)?;
         // Overwritten, then removed (ext4 may keep old blocks in its
         // journal: a disk that ever held the key in clear is only as safe
         // as its owner's care).
@@ -469,26 +482,9 @@ fn init_in(dir: &Path, part: &Path, place: &Place, tpm: TpmUse) -> Result<(Loade
         return Ok((Loaded { tpm: true, ..l }, false));
     }
     let key = NodeKey::generate().map_err(|e| anyhow!("{e}"))?;
-    let seal = match tpm {
-        TpmUse::Off => false,
-        TpmUse::On => true,
-        TpmUse::Auto => place.tcti.is_some() || Tpm::available(&place.tpm),
-    };
+    let seal = place.wants_tpm(tpm);
     if seal {
-        let t = place.open_tpm()?;
-        // Sealed to temporary names, renamed once both exist.
-        let (tp, tv) = (
-            dir.join(".identity.tpm.pub.new"),
-            dir.join(".identity.tpm.priv.new"),
-        );
-        t.seal(key.to_file().as_bytes(), &tp, &tv)?;
-        for (from, to) in [(&tv, TPM_PRIV), (&tp, TPM_PUB)] {
-            // tpm2-tools makes them 0660: root's alone, like the rest.
-            std::fs::set_permissions(from, std::fs::Permissions::from_mode(0o600))?;
-            std::fs::File::open(from).and_then(|f| f.sync_all())?;
-            std::fs::rename(from, dir.join(to))
-                .with_context(|| format!("renaming {} to {to}", from.display()))?;
-        }
+        seal_into(place, dir, &key)?;
     } else {
         write_atomic(dir, CLEAR_FILE, key.to_file().as_bytes(), 0o600)?;
     }
@@ -508,6 +504,22 @@ fn init_in(dir: &Path, part: &Path, place: &Place, tpm: TpmUse) -> Result<(Loade
         },
         true,
     ))
+}
+
+/// A fresh nonce from bootd at `base` (`GET /identity/nonce`, at most
+/// 256 bytes): the answer's status and its text, trimmed.
+pub(crate) fn fetch_nonce(agent: &ureq::Agent, base: &str) -> Result<(u16, String), ureq::Error> {
+    let mut r = agent.get(format!("{base}/identity/nonce")).call()?;
+    let status = r.status().as_u16();
+    let text = r.body_mut().with_config().limit(256).read_to_string()?;
+    Ok((status, text.trim().to_string()))
+}
+
+/// Seconds since the Unix epoch (the time a signed request carries).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Requests to bootd signed by the node's key, as `host` booted from `mac`.
@@ -582,24 +594,14 @@ impl<'a> Signer<'a> {
         body: &[u8],
         content_type: &str,
     ) -> Result<Answer, ureq::Error> {
-        let nonce = self
-            .agent
-            .get(format!("{}{}", self.base, "/identity/nonce"))
-            .call()?
-            .body_mut()
-            .with_config()
-            .limit(256)
-            .read_to_string()?;
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let (_, nonce) = fetch_nonce(&self.agent, &self.base)?;
         let auth = self.key.authorize(
             method,
             path,
             &self.host,
             &self.mac,
-            time,
-            nonce.trim(),
+            unix_now(),
+            &nonce,
             body,
         );
         let url = format!("{}{path}", self.base);

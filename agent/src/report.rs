@@ -100,27 +100,20 @@ impl Reporter {
             return self.auth.clone();
         };
         let base = url.strip_suffix("/status").unwrap_or(url);
-        let nonce = self
-            .agent
-            .get(format!("{base}/identity/nonce"))
-            .call()
-            .ok()
-            .filter(|r| r.status().is_success())
-            .and_then(|mut r| r.body_mut().with_config().limit(256).read_to_string().ok());
-        let Some(nonce) = nonce else {
-            tracing::debug!("no nonce from {base}: the report goes unsigned");
-            return self.auth.clone();
+        let nonce = match crate::identity::fetch_nonce(&self.agent, base) {
+            Ok((200..=299, n)) => n,
+            _ => {
+                tracing::debug!("no nonce from {base}: the report goes unsigned");
+                return self.auth.clone();
+            }
         };
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         let h = key.authorize(
             "POST",
             "/status",
             &self.hostname,
             &mac.to_string(),
-            time,
-            nonce.trim(),
+            crate::identity::unix_now(),
+            &nonce,
             body,
         );
         Some(zeroize::Zeroizing::new(h))
