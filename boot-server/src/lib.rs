@@ -52,6 +52,16 @@ pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// The end of a rationed line: how many lines [`Ration::take`] left out
+/// before it (nothing when none).
+pub fn left_out(n: u64) -> String {
+    if n > 0 {
+        format!(" ({n} more left out in the last minute)")
+    } else {
+        String::new()
+    }
+}
+
 /// At most `per_minute` log lines a minute; the rest are counted.
 #[derive(Debug)]
 pub struct Ration {

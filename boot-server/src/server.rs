@@ -328,11 +328,7 @@ fn connection(stream: &TcpStream, peer: SocketAddr, ticket: &crate::limits::Tick
                         ms = t.elapsed().as_millis() as u64,
                         error = %e,
                         "bad request head from {peer}{}",
-                        if left_out > 0 {
-                            format!(" ({left_out} more left out in the last minute)")
-                        } else {
-                            String::new()
-                        }
+                        crate::left_out(left_out)
                     );
                 }
                 return;
@@ -450,6 +446,19 @@ fn error_page(out: &mut &TcpStream, status: u16, head_only: bool, conn: Conn) ->
     small_response(out, status, TEXT, &body, head_only, conn, &allow)
 }
 
+/// A 405 naming the one method `allow`ed (no body to a HEAD).
+fn method_not_allowed(
+    req: &Request,
+    out: &mut &TcpStream,
+    allow: &str,
+    body: &str,
+    conn: Conn,
+) -> Outcome {
+    let head_only = req.method == "HEAD";
+    let allow = [("Allow", allow.to_string())];
+    small_response(out, 405, TEXT, body, head_only, conn, &allow)
+}
+
 /// Path of the node status endpoint (`POST`).
 pub const STATUS_PATH: &str = "/status";
 /// Path of the node list (`GET`, JSON).
@@ -509,9 +518,7 @@ fn post_status(
 ) -> Outcome {
     if req.method != "POST" {
         let body = "405 Method Not Allowed: POST a node status here\n";
-        let head_only = req.method == "HEAD";
-        let allow = [("Allow", "POST".to_string())];
-        return small_response(out, 405, TEXT, body, head_only, *conn, &allow);
+        return method_not_allowed(req, out, "POST", body, *conn);
     }
     let body = match read_body(req, reader, out, conn, MAX_BODY) {
         Ok(b) => b,
@@ -703,11 +710,7 @@ fn admin_refused(
             "{} {} from {peer} refused: {why}{}",
             req.method,
             crate::clean(&req.target),
-            if left_out > 0 {
-                format!(" ({left_out} more left out in the last minute)")
-            } else {
-                String::new()
-            }
+            crate::left_out(left_out)
         );
     }
     let body = format!("{status} {}: {why}\n", crate::http::reason(status));
@@ -740,11 +743,7 @@ fn identity_refused(
             .unwrap_or_else(|| "unsigned".into());
         tracing::warn!(
             "{what} refused ({claimed}, from {peer}): {e}{}",
-            if left_out > 0 {
-                format!(" ({left_out} more left out in the last minute)")
-            } else {
-                String::new()
-            }
+            crate::left_out(left_out)
         );
     }
     let status = e.status();
@@ -760,15 +759,12 @@ fn identity_refused(
 /// `GET /identity/nonce`: a fresh nonce for one signed request.
 fn nonce(req: &Request, out: &mut &TcpStream, state: &State, conn: Conn) -> Outcome {
     if req.method != "GET" && req.method != "HEAD" {
-        let allow = [("Allow", "GET".to_string())];
-        return small_response(
+        return method_not_allowed(
+            req,
             out,
-            405,
-            TEXT,
+            "GET",
             "405 Method Not Allowed: GET a nonce\n",
-            false,
             conn,
-            &allow,
         );
     }
     let n = match state.ids.nonce() {
@@ -793,15 +789,12 @@ fn enroll(
     peer: SocketAddr,
 ) -> Outcome {
     if req.method != "POST" {
-        let allow = [("Allow", "POST".to_string())];
-        return small_response(
+        return method_not_allowed(
+            req,
             out,
-            405,
-            TEXT,
+            "POST",
             "405 Method Not Allowed: POST a public key\n",
-            false,
             *conn,
-            &allow,
         );
     }
     let body = match read_body(req, reader, out, conn, crate::identity::MAX_ENROLL_BODY) {
@@ -906,15 +899,12 @@ fn arm(
         return admin_refused(req, out, conn, peer, e);
     }
     if req.method != "POST" {
-        let allow = [("Allow", "POST".to_string())];
-        return small_response(
+        return method_not_allowed(
+            req,
             out,
-            405,
-            TEXT,
+            "POST",
             "405 Method Not Allowed: POST here\n",
-            false,
             conn,
-            &allow,
         );
     }
     let Some(live) = &state.inventory else {
@@ -1118,9 +1108,8 @@ fn secret(
         .strip_prefix(crate::secrets::PREFIX)
         .filter(|_| req.method == "GET")
     else {
-        let allow = [("Allow", "GET".to_string())];
         let body = "405 Method Not Allowed: GET /secrets/NAME, signed by the node's key\n";
-        return small_response(out, 405, TEXT, body, req.method == "HEAD", conn, &allow);
+        return method_not_allowed(req, out, "GET", body, conn);
     };
     let what = format!("secret {:?}", crate::clean(rest));
     let v = match state.ids.verify(
