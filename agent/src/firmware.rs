@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use std::io::Read;
 use std::path::Path;
 
-/// The `SecureBoot` variable of the EFI global variable GUID.
-const SECURE_BOOT_VAR: &str = "SecureBoot-8be4df61-93ca-11d2-aa0d-e0398c4fcb6c";
+/// The `SecureBoot` variable of the EFI global variable GUID
+/// (`EFI_GLOBAL_VARIABLE`, 8BE4DF61-93CA-11D2-AA0D-00E098032B8C).
+const SECURE_BOOT_VAR: &str = "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FirmwareReport {
@@ -102,12 +103,15 @@ mod tests {
         assert_eq!(read(d.path()).summary(), "uefi, secure boot unknown");
         // Variables, but no SecureBoot: firmware without Secure Boot.
         std::fs::write(
-            vars.join("BootOrder-8be4df61-93ca-11d2-aa0d-e0398c4fcb6c"),
+            vars.join("BootOrder-8be4df61-93ca-11d2-aa0d-00e098032b8c"),
             [6, 0, 0, 0, 1, 0],
         )
         .unwrap();
         assert_eq!(read(d.path()).summary(), "uefi, secure boot off");
-        std::fs::write(vars.join(SECURE_BOOT_VAR), [6, 0, 0, 0, 1]).unwrap();
+        // The name efivarfs gives it (as listed on an OVMF node).
+        let sb = vars.join("SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c");
+        assert_eq!(sb, vars.join(SECURE_BOOT_VAR));
+        std::fs::write(&sb, [6, 0, 0, 0, 1]).unwrap();
         assert_eq!(read(d.path()).secure_boot, Some(true));
         assert_eq!(read(d.path()).summary(), "uefi, secure boot on");
         std::fs::write(vars.join(SECURE_BOOT_VAR), [6, 0, 0, 0, 0]).unwrap();

@@ -76,7 +76,7 @@ struct RawHost {
     /// Accept the host's first key without `bootd arm`.
     #[serde(default)]
     enroll: bool,
-    /// The iPXE build its firmware gets (Grendel's names).
+    /// The boot program its firmware gets (Grendel's names, shimx64.efi).
     firmware: Option<Spanned<String>>,
 }
 
@@ -128,9 +128,10 @@ pub struct Host {
     pub firmware: Option<Firmware>,
 }
 
-/// An iPXE build by Grendel's name (`model.Firmware`), the file bootd's
-/// TFTP root holds for it (Debian's `ipxe` package names where it has
-/// one), and the client architectures (DHCP option 93) it runs on.
+/// A boot program by Grendel's name (`model.Firmware`: the iPXE builds)
+/// or nodeboot's (`shimx64.efi`), the file bootd's TFTP root holds for it
+/// (Debian's package names where it has one), and the client
+/// architectures (DHCP option 93) it runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Firmware {
     pub name: &'static str,
@@ -169,6 +170,16 @@ pub const FIRMWARE: &[Firmware] = &[
         name: "snponly-arm64.efi",
         file: "snponly-arm64.efi",
         arches: &[11],
+    },
+    // Secure Boot (not one of Grendel's): Debian's signed shim
+    // (shim-signed: shimx64.efi.signed), which fetches grubx64.efi (the
+    // signed GRUB netboot image, grub-efi-amd64-signed:
+    // grubnetx64.efi.signed) from the same TFTP directory; GRUB reads
+    // bootd's grub/grub.cfg (see `crate::grub`).
+    Firmware {
+        name: "shimx64.efi",
+        file: "shimx64.efi",
+        arches: &[7, 9],
     },
 ];
 
@@ -429,7 +440,7 @@ impl Inventory {
                         fw.span(),
                         f("firmware"),
                         format!(
-                            "unknown firmware {:?} (Grendel's names: {})",
+                            "unknown firmware {:?} (Grendel's names, and shimx64.efi for Secure Boot: {})",
                             fw.get_ref(),
                             FIRMWARE
                                 .iter()
@@ -510,22 +521,34 @@ impl Inventory {
     }
 }
 
-/// The iPXE script for `mac`, with URLs under `base` (`http://host:port`);
-/// `extra` (`nodeboot.token=…`), when not empty, ends the kernel command
-/// line. `None` when no interface has that MAC.
-pub fn ipxe_script(
-    inv: &Inventory,
+/// What the host with a MAC boots, as an iPXE script or a GRUB config
+/// says it.
+pub enum Entry<'a> {
+    /// `provision = false`: no network boot, back to the firmware (which
+    /// boots from the local disk).
+    Local { host: &'a Host, mac: &'a str },
+    /// The image, with its command line rendered.
+    Boot {
+        host: &'a Host,
+        mac: &'a str,
+        image: &'a Image,
+        cmdline: String,
+    },
+}
+
+/// The entry of `mac`, its command line rendered with URLs under `base`
+/// (`http://host:port`); `extra` (`nodeboot.token=…`), when not empty,
+/// ends the command line. `None` when no interface has that MAC.
+pub fn entry<'a>(
+    inv: &'a Inventory,
     mac: &str,
     base: &str,
     extra: &str,
-) -> Option<Result<String, String>> {
+) -> Option<Result<Entry<'a>, String>> {
     let (host, nic) = inv.by_mac(mac)?;
     let mac = nic.mac.as_deref().unwrap_or_default();
     if !host.provision {
-        return Some(Ok(format!(
-            "#!ipxe\n# {} ({mac}): provision = false in the inventory, so no network boot:\n# exit hands back to the firmware, which boots from the local disk.\nexit\n",
-            host.name
-        )));
+        return Some(Ok(Entry::Local { host, mac }));
     }
     let Some(image) = host.image.as_deref().and_then(|n| inv.image(n)) else {
         return Some(Err(format!("host {} has no boot image", host.name)));
@@ -541,6 +564,36 @@ pub fn ipxe_script(
         }
         cmdline.push_str(extra);
     }
+    Some(Ok(Entry::Boot {
+        host,
+        mac,
+        image,
+        cmdline,
+    }))
+}
+
+/// The iPXE script for `mac` (see [`entry`]).
+pub fn ipxe_script(
+    inv: &Inventory,
+    mac: &str,
+    base: &str,
+    extra: &str,
+) -> Option<Result<String, String>> {
+    let (host, mac, image, mut cmdline) = match entry(inv, mac, base, extra)? {
+        Err(e) => return Some(Err(e)),
+        Ok(Entry::Local { host, mac }) => {
+            return Some(Ok(format!(
+                "#!ipxe\n# {} ({mac}): provision = false in the inventory, so no network boot:\n# exit hands back to the firmware, which boots from the local disk.\nexit\n",
+                host.name
+            )))
+        }
+        Ok(Entry::Boot {
+            host,
+            mac,
+            image,
+            cmdline,
+        }) => (host, mac, image, cmdline),
+    };
     let mut s = format!("#!ipxe\n# {} ({mac}), image {}\n", host.name, image.name);
     let kernel = absolute(base, &image.kernel);
     // Under UEFI, Linux's EFI stub loads its initrds by name from the
@@ -568,6 +621,132 @@ pub fn ipxe_script(
     }
     s.push_str("boot\n");
     Some(Ok(s))
+}
+
+/// One word of a GRUB script, single-quoted: nothing inside is expanded
+/// (`$`, `;`, `{`), and a `'` is written `'\''`.
+pub fn grub_word(w: &str) -> String {
+    format!("'{}'", w.replace('\'', "'\\''"))
+}
+
+/// A GRUB config that says `why` and hands back to the firmware (`exit`),
+/// which tries its next boot entry.
+pub fn grub_exit(why: &str, pause: bool) -> String {
+    let why = why.replace(['\n', '\r'], " ");
+    format!(
+        "# nodeboot: {why}\necho {}\n{}exit\n",
+        grub_word(&format!("nodeboot: {why}")),
+        if pause { "sleep 5\n" } else { "" }
+    )
+}
+
+/// The file of the TFTP root a GRUB config names for `path` (`vmlinuz` →
+/// `/vmlinuz`), or why GRUB cannot read it.
+fn grub_path(image: &Image, path: &str) -> Result<String, String> {
+    if path.contains("://") {
+        return Err(format!(
+            "image {}: {path} is a URL, and Debian's signed GRUB reads files over TFTP only \
+             (from bootd's --root): name a file of the root",
+            image.name
+        ));
+    }
+    Ok(format!("/{}", path.trim_start_matches('/')))
+}
+
+/// The GRUB config for `mac` (see [`entry`]): the kernel and initrds
+/// from bootd over the device GRUB was loaded from (TFTP for GRUB's
+/// netboot image, as shim fetched it), the command line as for iPXE.
+/// When the kernel or an initrd is refused (under Secure Boot, a kernel
+/// not signed by a key shim trusts: `error: bad shim signature`), the
+/// config says so and hands back to the firmware after 10 s.
+pub fn grub_config(
+    inv: &Inventory,
+    mac: &str,
+    base: &str,
+    extra: &str,
+) -> Option<Result<String, String>> {
+    let (host, mac, image, cmdline) = match entry(inv, mac, base, extra)? {
+        Err(e) => return Some(Err(e)),
+        Ok(Entry::Local { host, mac }) => {
+            return Some(Ok(grub_exit(
+                &format!(
+                    "{} ({mac}): provision = false in the inventory, so no network boot: \
+                     back to the firmware, which boots from the local disk",
+                    host.name
+                ),
+                false,
+            )))
+        }
+        Ok(Entry::Boot {
+            host,
+            mac,
+            image,
+            cmdline,
+        }) => (host, mac, image, cmdline),
+    };
+    // GRUB's linux command writes \ ' and " of its arguments as \\ \' \",
+    // which the kernel's command line parser does not undo.
+    if let Some(c) = cmdline.chars().find(|c| matches!(c, '\\' | '\'' | '"')) {
+        return Some(Err(format!(
+            "image {} cmdline: GRUB would pass {c:?} to the kernel escaped; \
+             a command line booted by GRUB cannot hold \\, ' or \"",
+            image.name
+        )));
+    }
+    let kernel = match grub_path(image, &image.kernel) {
+        Ok(k) => k,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut initrds = Vec::new();
+    for i in &image.initrd {
+        match grub_path(image, i) {
+            Ok(p) => initrds.push(grub_word(&p)),
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    let args: Vec<String> = std::iter::once(kernel.as_str())
+        .chain(cmdline.split_ascii_whitespace())
+        .map(grub_word)
+        .collect();
+    let mut s = format!(
+        "# nodeboot: {} ({mac}), image {}\necho {}\nif linux {} ; then\n",
+        host.name,
+        image.name,
+        grub_word(&format!(
+            "nodeboot: {} boots image {} ({kernel})",
+            host.name, image.name
+        )),
+        args.join(" ")
+    );
+    if initrds.is_empty() {
+        s.push_str("  boot\n");
+    } else {
+        s.push_str(&format!(
+            "  if initrd {} ; then\n    boot\n  fi\n",
+            initrds.join(" ")
+        ));
+    }
+    s.push_str(&format!(
+        "fi\necho {}\nsleep 10\nexit\n",
+        grub_word(&format!(
+            "nodeboot: {} could not boot image {} (the error is above): \
+             back to the firmware in 10 s",
+            host.name, image.name
+        ))
+    ));
+    Some(Ok(s))
+}
+
+/// Whether `path` (as a TFTP client asks it, `/vmlinuz` or `vmlinuz`) is
+/// the kernel or an initrd of an image: the files a GRUB config names.
+pub fn is_boot_file(inv: &Inventory, path: &str) -> bool {
+    let want = path.trim_start_matches('/');
+    !want.is_empty()
+        && inv.images.iter().any(|i| {
+            std::iter::once(&i.kernel)
+                .chain(&i.initrd)
+                .any(|f| !f.contains("://") && f.trim_start_matches('/') == want)
+        })
 }
 
 /// The current inventory, replaced whole when the file changes.
@@ -820,6 +999,89 @@ mac = "52:54:00:12:34:57"
     }
 
     #[test]
+    fn grub_config_for_a_known_mac() {
+        let inv = Inventory::parse(GOOD, "inv.toml").unwrap();
+        for mac in ["52:54:00:12:34:56", "52-54-00-12-34-56"] {
+            let s = grub_config(&inv, mac, "http://10.0.2.2:8080", "nodeboot.token=ab")
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                s,
+                "# nodeboot: cn1 (52:54:00:12:34:56), image squareos-9.2\n\
+                 echo 'nodeboot: cn1 boots image squareos-9.2 (/vmlinuz)'\n\
+                 if linux '/vmlinuz' 'console=ttyS0' 'root=live:http://10.0.2.2:8080/live.squashfs' \
+                 'BOOTIF=01-52-54-00-12-34-56' 'grendel.hostname=cn1' 'grendel.address=http://10.0.2.2:8080' \
+                 'rd.neednet=1' 'nodeboot.token=ab' ; then\n  \
+                 if initrd '/initrd.img' ; then\n    boot\n  fi\nfi\n\
+                 echo 'nodeboot: cn1 could not boot image squareos-9.2 (the error is above): back to the firmware in 10 s'\n\
+                 sleep 10\nexit\n"
+            );
+        }
+        // provision = false: straight back to the firmware (local disk).
+        let s = grub_config(&inv, "52:54:00:12:34:57", "http://x", "")
+            .unwrap()
+            .unwrap();
+        assert!(
+            s.ends_with("\nexit\n") && s.contains("provision = false"),
+            "{s}"
+        );
+        assert!(!s.contains("linux"), "{s}");
+        assert!(grub_config(&inv, "52:54:00:00:00:00", "http://x", "").is_none());
+        // What GRUB cannot do is said, not half done.
+        let url = GOOD.replace("kernel = \"vmlinuz\"", "kernel = \"http://h/vmlinuz\"");
+        let inv = Inventory::parse(&url, "inv.toml").unwrap();
+        let e = grub_config(&inv, "52:54:00:12:34:56", "http://x", "")
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            e.contains(
+                "http://h/vmlinuz is a URL, and Debian's signed GRUB reads files over TFTP only"
+            ),
+            "{e}"
+        );
+        let quoted = GOOD.replace("rd.neednet=1'", "rd.neednet=1 x=\"a b\"'");
+        let inv = Inventory::parse(&quoted, "inv.toml").unwrap();
+        let e = grub_config(&inv, "52:54:00:12:34:56", "http://x", "")
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            e.contains("GRUB would pass '\"' to the kernel escaped"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn grub_words_expand_nothing() {
+        assert_eq!(grub_word("a$b;c"), "'a$b;c'");
+        assert_eq!(grub_word("it's"), r"'it'\''s'");
+        let s = grub_exit("no host has MAC x'; reboot; echo '", true);
+        assert_eq!(
+            s,
+            "# nodeboot: no host has MAC x'; reboot; echo '\n\
+             echo 'nodeboot: no host has MAC x'\\''; reboot; echo '\\'''\nsleep 5\nexit\n"
+        );
+        // Text from a request cannot start a line of its own in the config.
+        assert_eq!(grub_exit("a\nreboot", false).lines().count(), 3);
+    }
+
+    #[test]
+    fn boot_files_are_the_images_kernels_and_initrds() {
+        let inv = Inventory::parse(GOOD, "inv.toml").unwrap();
+        for f in ["vmlinuz", "/vmlinuz", "initrd.img", "/initrd.img"] {
+            assert!(is_boot_file(&inv, f), "{f}");
+        }
+        for f in [
+            "live.squashfs",
+            "",
+            "/",
+            "secrets/cn1/munge.key",
+            "../vmlinuz",
+        ] {
+            assert!(!is_boot_file(&inv, f), "{f}");
+        }
+    }
+
+    #[test]
     fn script_for_a_known_mac() {
         let inv = Inventory::parse(GOOD, "inv.toml").unwrap();
         for mac in [
@@ -983,7 +1245,7 @@ mac = "52:54:00:12:34:57"
         assert_eq!(inv.hosts[0].firmware, None);
         let e = err(&with("grub.efi"));
         assert!(
-            e.contains("host[0].firmware: unknown firmware \"grub.efi\" (Grendel's names: ipxe.pxe, undionly.kpxe, ipxe-i386.efi, ipxe-x86_64.efi, snponly-x86_64.efi, snponly-arm64.efi)"),
+            e.contains("host[0].firmware: unknown firmware \"grub.efi\" (Grendel's names, and shimx64.efi for Secure Boot: ipxe.pxe, undionly.kpxe, ipxe-i386.efi, ipxe-x86_64.efi, snponly-x86_64.efi, snponly-arm64.efi, shimx64.efi)"),
             "{e}"
         );
     }

@@ -20,6 +20,7 @@
 //! - [`netboot`]: the DHCP and TFTP sockets and threads beside HTTP.
 pub mod dhcp;
 pub mod files;
+pub mod grub;
 pub mod http;
 pub mod identity;
 pub mod inventory;

@@ -89,16 +89,31 @@ fn bound_socket(iface: &str, port: u16) -> Result<UdpSocket> {
 }
 
 /// Start what `opts` asks for. `http` is the HTTP server's bound address,
-/// `public_url` the iPXE scripts' base when set.
+/// `public_url` the iPXE scripts' base when set; `www` (bootd's `--root`)
+/// and `secrets` serve GRUB's configs and boot files over TFTP.
 pub fn start(
     opts: &Options,
     inventory: Option<Arc<Live>>,
     http: SocketAddr,
     public_url: Option<&str>,
+    www: &std::path::Path,
+    secrets: Option<Arc<crate::secrets::Secrets>>,
 ) -> Result<()> {
     let iface = match &opts.dhcp {
         Some(spec) => Some(interface(spec)?),
         None => None,
+    };
+    // The base of the URLs nodes are told (iPXE script URL, command lines).
+    let http_base = match public_url {
+        Some(u) => Some(u.to_string()),
+        None => {
+            let host = match (&iface, http.ip().is_unspecified()) {
+                (Some((_, ip)), true) => Some(IpAddr::V4(*ip)),
+                (None, true) => None,
+                (_, false) => Some(http.ip()),
+            };
+            host.map(|h| format!("http://{}", SocketAddr::new(h, http.port())))
+        }
     };
     let tftp = match &opts.tftp_root {
         Some(root) => {
@@ -106,11 +121,30 @@ pub fn start(
                 Some((_, ip)) => SocketAddr::new(IpAddr::V4(*ip), 69),
                 None => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 69),
             });
+            let grub = match (&inventory, &http_base) {
+                (Some(inv), Some(base)) => Some(Arc::new(crate::grub::Grub {
+                    inventory: inv.clone(),
+                    www: www
+                        .canonicalize()
+                        .with_context(|| format!("--root {}", www.display()))?,
+                    base: base.trim_end_matches('/').to_string(),
+                    secrets,
+                })),
+                (Some(_), None) => {
+                    tracing::warn!(
+                        "tftp: no GRUB configs: bootd listens on {http}, which says no \
+                         address nodes can reach; give --public-url"
+                    );
+                    None
+                }
+                (None, _) => None,
+            };
             Some(crate::tftp::start(
                 root,
                 listen,
                 &opts.tftp,
                 inventory.clone(),
+                grub,
             )?)
         }
         None => None,
@@ -130,24 +164,14 @@ pub fn start(
             );
         }
     }
-    let http_base = match public_url {
-        Some(u) => u.to_string(),
-        None => {
-            let host = if http.ip().is_unspecified() {
-                IpAddr::V4(ip)
-            } else {
-                http.ip()
-            };
-            if host.is_loopback() {
-                tracing::warn!(
-                    "dhcp: bootd's HTTP listens on {http}, which nodes cannot reach: \
-                     use --listen {ip}:{} or --public-url",
-                    http.port()
-                );
-            }
-            format!("http://{}", SocketAddr::new(host, http.port()))
-        }
-    };
+    let http_base = http_base.unwrap_or_else(|| format!("http://{ip}:{}", http.port()));
+    if public_url.is_none() && http.ip().is_loopback() {
+        tracing::warn!(
+            "dhcp: bootd's HTTP listens on {http}, which nodes cannot reach: \
+             use --listen {ip}:{} or --public-url",
+            http.port()
+        );
+    }
     let per_mac = opts.dhcp_rate;
     let responder = Arc::new(Responder::new(mode, ip, &http_base, tftp.is_some()));
     // 4011 in both modes: firmware that gets `PXEClient` without option 43

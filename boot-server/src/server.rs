@@ -13,7 +13,7 @@ use crate::http::{
     BodyError, HeadError, RangeReq, Request,
 };
 use crate::identity::{Identities, Refused};
-use crate::inventory::{ipxe_script, Live};
+use crate::inventory::{grub_config, ipxe_script, Live};
 use crate::limits::{Conns, Limits, Refusal, Timed};
 use crate::secrets::Secrets;
 use crate::status::{nodes_json, Nodes, Report, MAX_BODY};
@@ -89,7 +89,7 @@ struct State {
     nodes: Nodes,
     inventory: Option<Arc<Live>>,
     public_url: Option<String>,
-    secrets: Option<Secrets>,
+    secrets: Option<Arc<Secrets>>,
     ids: Identities,
     admin: Option<zeroize::Zeroizing<String>>,
 }
@@ -138,7 +138,7 @@ impl Server {
             Some(dir) => {
                 let mut served = vec![("--root", cfg.root.as_path())];
                 served.extend(cfg.repo.as_deref().map(|r| ("--repo", r)));
-                Some(Secrets::new(dir, cfg.token_ttl, &served)?)
+                Some(Arc::new(Secrets::new(dir, cfg.token_ttl, &served)?))
             }
             None => None,
         };
@@ -253,7 +253,14 @@ pub fn run(listen: &str, cfg: &Config, port_file: Option<&Path>) -> Result<()> {
     let server = Server::bind(listen, cfg)?;
     let addr = server.local_addr()?;
     let inventory = server.state.inventory.clone();
-    crate::netboot::start(&cfg.netboot, inventory, addr, cfg.public_url.as_deref())?;
+    crate::netboot::start(
+        &cfg.netboot,
+        inventory,
+        addr,
+        cfg.public_url.as_deref(),
+        &cfg.root,
+        server.state.secrets.clone(),
+    )?;
     if let Some(p) = port_file {
         write_port_file(p, addr.port())?;
     }
@@ -1000,6 +1007,16 @@ impl Drop for Guard<'_> {
 
 /// Path of the per-host iPXE script (`GET ?mac=…`).
 pub const IPXE_PATH: &str = "/boot/ipxe";
+/// Path of the per-host GRUB config (`GET ?mac=…`; over TFTP it is
+/// `grub/grub.cfg-MAC`, see [`crate::grub`]).
+pub const GRUB_PATH: &str = "/boot/grub";
+
+/// What a boot config is written for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Loader {
+    Ipxe,
+    Grub,
+}
 
 /// The value of `name` in the request's query string, percent-decoded.
 fn query_param(req: &Request, name: &str) -> Option<String> {
@@ -1015,8 +1032,16 @@ fn query_param(req: &Request, name: &str) -> Option<String> {
     })
 }
 
-/// `GET /boot/ipxe?mac=…`: the host's iPXE script.
-fn ipxe(req: &Request, out: &mut &TcpStream, state: &State, conn: Conn) -> Outcome {
+/// `GET /boot/ipxe?mac=…`: the host's iPXE script; `GET /boot/grub?mac=…`:
+/// its GRUB config (an unknown MAC gets one that hands back to the
+/// firmware).
+fn boot_config(
+    req: &Request,
+    out: &mut &TcpStream,
+    state: &State,
+    conn: Conn,
+    loader: Loader,
+) -> Outcome {
     let head_only = req.method == "HEAD";
     let Some(live) = &state.inventory else {
         return text_error(
@@ -1057,30 +1082,57 @@ fn ipxe(req: &Request, out: &mut &TcpStream, state: &State, conn: Conn) -> Outco
             match secrets.mint(&host.name, nic_mac) {
                 Ok(t) => extra = format!("nodeboot.token={t}"),
                 Err(e) => {
-                    tracing::error!("iPXE script for {}: {e:#}", host.name);
+                    tracing::error!("{} for {}: {e:#}", loader.what(), host.name);
                     let m = format!("500 Internal Server Error: {e:#}");
                     return text_error(out, 500, &m, conn);
                 }
             }
         }
     }
-    match ipxe_script(&inv, &mac, &base, &extra) {
+    let made = match loader {
+        Loader::Ipxe => ipxe_script(&inv, &mac, &base, &extra),
+        Loader::Grub => grub_config(&inv, &mac, &base, &extra),
+    };
+    let what = loader.what();
+    match made {
         None => {
-            tracing::warn!("iPXE script: unknown MAC {mac:?}: no host has it in the inventory");
-            text_error(
-                out,
-                404,
-                &format!("404 Not Found: no host has MAC {mac}"),
-                conn,
-            )
+            tracing::warn!("{what}: unknown MAC {mac:?}: no host has it in the inventory");
+            match loader {
+                Loader::Ipxe => text_error(
+                    out,
+                    404,
+                    &format!("404 Not Found: no host has MAC {mac}"),
+                    conn,
+                ),
+                // GRUB fails on a 404 and stops at its prompt: a config
+                // that hands back to the firmware instead.
+                Loader::Grub => {
+                    let why = format!(
+                        "no host has MAC {} in bootd's inventory",
+                        crate::clean(&mac)
+                    );
+                    let body = crate::inventory::grub_exit(&why, true);
+                    let extra = [("Cache-Control", "no-store".to_string())];
+                    small_response(out, 200, TEXT, &body, head_only, conn, &extra)
+                }
+            }
         }
         Some(Err(e)) => {
-            tracing::error!("iPXE script for MAC {mac}: {e}");
+            tracing::error!("{what} for MAC {mac}: {e}");
             text_error(out, 500, &format!("500 Internal Server Error: {e}"), conn)
         }
         Some(Ok(script)) => {
             let extra = [("Cache-Control", "no-store".to_string())];
             small_response(out, 200, TEXT, &script, head_only, conn, &extra)
+        }
+    }
+}
+
+impl Loader {
+    fn what(self) -> &'static str {
+        match self {
+            Loader::Ipxe => "iPXE script",
+            Loader::Grub => "GRUB config",
         }
     }
 }
@@ -1191,7 +1243,8 @@ fn respond(
             }
             return node_list(req, p, out, state, *conn);
         }
-        Some(IPXE_PATH) if get => return ipxe(req, out, state, *conn),
+        Some(IPXE_PATH) if get => return boot_config(req, out, state, *conn, Loader::Ipxe),
+        Some(GRUB_PATH) if get => return boot_config(req, out, state, *conn, Loader::Grub),
         Some(crate::identity::NONCE_PATH) => return nonce(req, out, state, *conn),
         Some(crate::identity::ENROLL_PATH) => return enroll(req, reader, out, state, conn, peer),
         Some(ARM_PATH) => return arm(req, out, state, *conn, peer),

@@ -1,6 +1,8 @@
-//! bootd's TFTP server: one directory (the iPXE binaries), read-only, over
-//! the `async-tftp` crate (RFC 1350 with the blksize, timeout, tsize and
-//! windowsize options), driven by its own thread.
+//! bootd's TFTP server: one directory (the iPXE binaries, shim and GRUB),
+//! read-only, over the `async-tftp` crate (RFC 1350 with the blksize,
+//! timeout, tsize and windowsize options), driven by its own thread; with
+//! an inventory, also the GRUB configs and the images' kernels and initrds
+//! ([`crate::grub`]).
 //!
 //! The crate does the protocol; this module decides what may be read:
 //! a request's path is taken relative to the root (leading `/` dropped),
@@ -117,6 +119,8 @@ struct ReadOnlyDir {
     /// (only to `per_client`), so strangers filling the cap do not stop a
     /// node's boot.
     inventory: Option<std::sync::Arc<crate::inventory::Live>>,
+    /// GRUB's configs and the images' boot files.
+    grub: Option<std::sync::Arc<crate::grub::Grub>>,
     flight: std::sync::Arc<std::sync::Mutex<InFlight>>,
 }
 
@@ -158,9 +162,24 @@ impl ReadOnlyDir {
     }
 }
 
+/// What a transfer reads: a file, or a config made for the request.
+enum Source {
+    File(File),
+    Bytes(std::io::Cursor<Vec<u8>>),
+}
+
+impl std::io::Read for Source {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Source::File(f) => f.read(buf),
+            Source::Bytes(b) => b.read(buf),
+        }
+    }
+}
+
 /// A file being sent: counts what the protocol read, logs the end.
 pub struct Transfer {
-    file: AssertAsync<File>,
+    file: AssertAsync<Source>,
     name: String,
     peer: SocketAddr,
     size: u64,
@@ -224,6 +243,24 @@ static REFUSED_LINES: crate::Ration = crate::Ration::new(1);
 /// Lines about transfers that did not finish: at most 20 a minute.
 static STOPPED_LINES: crate::Ration = crate::Ration::new(20);
 
+impl ReadOnlyDir {
+    fn open(&self, real: &Path, client: &SocketAddr) -> Result<File, packet::Error> {
+        File::open(real).map_err(|e| {
+            let shown = real.display().to_string();
+            tracing::warn!("tftp: {client}: cannot open {}: {e}", crate::clean(&shown));
+            packet::Error::PermissionDenied
+        })
+    }
+
+    /// A file of the root as the log names it: relative to the root.
+    fn shown(&self, real: &Path) -> String {
+        real.strip_prefix(&self.root)
+            .unwrap_or(real)
+            .display()
+            .to_string()
+    }
+}
+
 impl Handler for ReadOnlyDir {
     type Reader = Transfer;
     type Writer = futures_lite::io::Sink;
@@ -243,34 +280,52 @@ impl Handler for ReadOnlyDir {
             }
             return Err(packet::Error::Msg("too many transfers, try again".into()));
         };
-        let real = match resolve(&self.root, path) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!("tftp: refused {client}: {e}");
-                return Err((&e).into());
-            }
+        let (source, name) = match resolve(&self.root, path) {
+            Ok(real) => match self.open(&real, client) {
+                Ok(f) => (Source::File(f), self.shown(&real)),
+                Err(e) => return Err(e),
+            },
+            Err(e) => match self
+                .grub
+                .as_ref()
+                .filter(|_| matches!(e, Refused::NotFound(_)))
+                .and_then(|g| g.lookup(path, *client))
+            {
+                Some(crate::grub::Served::Bytes(b)) => (
+                    Source::Bytes(std::io::Cursor::new(b)),
+                    path.to_string_lossy().trim_start_matches('/').to_string(),
+                ),
+                Some(crate::grub::Served::File(real)) => match self.open(&real, client) {
+                    Ok(f) => (
+                        Source::File(f),
+                        path.to_string_lossy().trim_start_matches('/').to_string(),
+                    ),
+                    Err(e) => return Err(e),
+                },
+                None => {
+                    // GRUB probes its prefix for modules lists, fonts and
+                    // locales it has built in: not worth a warning each.
+                    let rel = path.to_string_lossy();
+                    if self.grub.is_some() && rel.trim_start_matches('/').starts_with("grub/") {
+                        tracing::debug!("tftp: refused {client}: {e}");
+                    } else {
+                        tracing::warn!("tftp: refused {client}: {e}");
+                    }
+                    return Err((&e).into());
+                }
+            },
         };
-        let file = match File::open(&real) {
-            Ok(f) => f,
-            Err(e) => {
-                let shown = real.display().to_string();
-                tracing::warn!("tftp: {client}: cannot open {}: {e}", crate::clean(&shown));
-                return Err(packet::Error::PermissionDenied);
-            }
+        let size = match &source {
+            Source::File(f) => f.metadata().map(|m| m.len()).unwrap_or(0),
+            Source::Bytes(b) => b.get_ref().len() as u64,
         };
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let name = real
-            .strip_prefix(&self.root)
-            .unwrap_or(&real)
-            .display()
-            .to_string();
         tracing::debug!(
             "tftp: {client} reads {} ({size} bytes)",
             crate::clean(&name)
         );
         Ok((
             Transfer {
-                file: AssertAsync::new(file),
+                file: AssertAsync::new(source),
                 name,
                 peer: *client,
                 size,
@@ -306,6 +361,7 @@ pub fn start(
     listen: SocketAddr,
     limits: &Limits,
     inventory: Option<std::sync::Arc<crate::inventory::Live>>,
+    grub: Option<std::sync::Arc<crate::grub::Grub>>,
 ) -> Result<SocketAddr> {
     let real = root
         .canonicalize()
@@ -322,6 +378,7 @@ pub fn start(
             root: real.clone(),
             limits: *limits,
             inventory,
+            grub,
             flight: Default::default(),
         })
         .std_socket(sock)
