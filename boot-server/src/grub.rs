@@ -132,3 +132,26 @@ impl Grub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_paths_name_a_mac() {
+        for (path, want) in [
+            ("grub/grub.cfg-52:54:00:12:34:56", Some("52:54:00:12:34:56")),
+            (
+                "/grub/grub.cfg-01-52-54-00-12-34-56",
+                Some("52-54-00-12-34-56"),
+            ),
+            // Not the ARP-type form: kept as written (and unknown to the inventory).
+            ("grub/grub.cfg-01-52", Some("01-52")),
+            ("grub/grub.cfg", None),
+            ("grub/x86_64-efi/grub.cfg", None),
+            ("vmlinuz", None),
+        ] {
+            assert_eq!(config_mac(path), want, "{path}");
+        }
+    }
+}

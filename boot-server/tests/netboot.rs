@@ -883,3 +883,98 @@ fn tftp_transfers_are_bounded() {
         assert!(!l.trim_start().starts_with("INFO secret"), "forged: {l}");
     }
 }
+
+#[test]
+fn grub_configs_per_mac_over_tftp_and_http() {
+    require_netns!();
+    let net = Net::new("grub", 9, CN1_MAC);
+    let (root, _) = net.tftp_root();
+    let inv = net.inventory("");
+    let www = net.dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("vmlinuz"), b"a kernel").unwrap();
+    std::fs::write(www.join("initrd.img"), b"an initrd").unwrap();
+    std::fs::write(www.join("other.txt"), b"not a boot file").unwrap();
+    let srv = net.bootd(&[
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--tftp-root",
+        root.to_str().unwrap(),
+    ]);
+    run(&[
+        "ip",
+        "-n",
+        &net.client,
+        "addr",
+        "add",
+        "10.98.9.2/24",
+        "dev",
+        "cli0",
+    ]);
+    let base = "tftp://10.98.9.1";
+    let get = |path: &str| -> (i32, String) {
+        let (code, body, err) = net.curl(&[&format!("{base}/{path}")]);
+        (code, format!("{}{err}", String::from_utf8_lossy(&body)))
+    };
+    // The stub every GRUB reads first sends it to its own MAC's config.
+    let (code, stub) = get("grub/grub.cfg");
+    assert_eq!(code, 0, "{stub}");
+    assert!(
+        stub.contains("configfile \"${prefix}/grub.cfg-${net_default_mac}\""),
+        "{stub}"
+    );
+    // cn1, by both names GRUB asks: its kernel and initrd from TFTP, its
+    // image's command line.
+    let url = format!("http://10.98.9.1:{}", srv.port);
+    for path in [
+        "grub/grub.cfg-52:54:00:12:34:56",
+        "grub/grub.cfg-01-52-54-00-12-34-56",
+    ] {
+        let (code, cfg) = get(path);
+        assert_eq!(code, 0, "{path}: {cfg}");
+        assert!(
+            cfg.contains("if linux '/vmlinuz' 'console=ttyS0'"),
+            "{path}: {cfg}"
+        );
+        assert!(
+            cfg.contains("if initrd '/initrd.img' ; then"),
+            "{path}: {cfg}"
+        );
+    }
+    srv.wait_log("tftp: GRUB config for cn1 (52:54:00:12:34:56) to 10.98.9.2:");
+    // cn2 boots from its disk; an unknown MAC goes back to the firmware.
+    let (code, cfg) = get("grub/grub.cfg-52:54:00:12:34:57");
+    assert_eq!(code, 0, "{cfg}");
+    assert!(
+        cfg.contains("provision = false") && cfg.contains("\nexit\n"),
+        "{cfg}"
+    );
+    assert!(!cfg.contains("linux"), "{cfg}");
+    let (code, cfg) = get("grub/grub.cfg-02:00:00:00:00:99");
+    assert_eq!(code, 0, "{cfg}");
+    assert!(
+        cfg.contains("no host has MAC 02:00:00:00:00:99 in bootd's inventory")
+            && cfg.contains("\nexit\n"),
+        "{cfg}"
+    );
+    srv.wait_log("tftp: GRUB config for unknown MAC \"02:00:00:00:00:99\" to 10.98.9.2:");
+    // The images' kernel and initrd come from bootd's root; nothing else of it does.
+    assert_eq!(get("vmlinuz"), (0, "a kernel".into()));
+    assert_eq!(get("initrd.img"), (0, "an initrd".into()));
+    let (code, body) = get("other.txt");
+    assert_ne!(code, 0, "other.txt was served over TFTP: {body}");
+    assert!(!body.contains("not a boot file"), "{body}");
+    // The same config over HTTP.
+    let (code, body, err) = net.curl(&[&format!("{url}/boot/grub?mac=52:54:00:12:34:56")]);
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(code, 0, "{err}");
+    assert!(body.contains("if linux '/vmlinuz'"), "{body}");
+    let (code, body, err) = net.curl(&[
+        "-w",
+        "%{http_code}",
+        &format!("{url}/boot/grub?mac=02:00:00:00:00:99"),
+    ]);
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(code, 0, "{err}");
+    assert!(body.contains("\nexit\n") && body.ends_with("200"), "{body}");
+}
