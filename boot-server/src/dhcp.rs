@@ -25,7 +25,7 @@
 //! | client | boot file |
 //! |---|---|
 //! | user class `iPXE` (option 77) | `http://SERVER/boot/ipxe?mac=…` (bootd's own script) |
-//! | the host has `firmware = "…"` (Grendel's names) fitting its architecture | that iPXE build over TFTP (`ipxe-x86_64.efi` → `ipxe.efi`, `snponly-x86_64.efi` → `snponly.efi`, `undionly.kpxe`, `ipxe.pxe`, …) |
+//! | the host has `firmware = "…"` (Grendel's names) fitting its architecture | that iPXE build over TFTP (`ipxe-x86_64.efi` → `ipxe.efi`, `snponly-x86_64.efi` → `snponly.efi`, `undionly.kpxe`, `ipxe.pxe`, …); `shimx64.efi` (Secure Boot: shim → `grubx64.efi` → bootd's GRUB config, [`crate::grub`]) |
 //! | architecture 0 (BIOS, option 93) | `[dhcp] bios_boot_file` over TFTP (`undionly.kpxe`) |
 //! | architecture 7 or 9 (x86-64 UEFI) | `[dhcp] efi_boot_file` over TFTP (`snponly.efi`) |
 //! | class `HTTPClient`, architecture 16 (x86-64 UEFI HTTP boot) | `http://SERVER/<[dhcp] http_boot_file>` (`snponly.efi` in `--root`), class `HTTPClient` echoed; no TFTP |

@@ -649,12 +649,23 @@ pub enum Firmware<'a> {
     /// `vars` (a copy of `OVMF_VARS_4M.fd`); the NIC has no option ROM, so
     /// the firmware's own UEFI PXE does the boot; with `http_only` the
     /// firmware's PXE is switched off (fw_cfg), so UEFI HTTP boot does it.
-    Uefi { vars: &'a Path, http_only: bool },
+    /// With `secure`, the Secure Boot build (`OVMF_CODE_4M.secboot.fd`,
+    /// SMM on the q35 machine) and `vars` a copy of
+    /// `OVMF_VARS_4M.ms.fd` (Microsoft's keys enrolled, Secure Boot on).
+    Uefi {
+        vars: &'a Path,
+        http_only: bool,
+        secure: bool,
+    },
 }
 
 /// Debian's OVMF build.
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// Debian's OVMF with Secure Boot: the code needs SMM (its variables are
+/// writable only from SMM), the variables have Microsoft's keys enrolled.
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+pub const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 
 /// [`boot`] from the network: no `-kernel`; the firmware boots (`-boot n`)
 /// on the existing tap device `tap` of network namespace `netns`, where
@@ -681,17 +692,30 @@ pub fn boot_pxe(
                 .args(["-boot", "n"]);
             "BIOS PXE"
         }
-        Firmware::Uefi { vars, http_only } => {
+        Firmware::Uefi {
+            vars,
+            http_only,
+            secure,
+        } => {
             if http_only {
                 for knob in ["IPv4PXESupport", "IPv6PXESupport"] {
                     qemu.arg("-fw_cfg")
                         .arg(format!("name=opt/org.tianocore/{knob},string=n"));
                 }
             }
-            qemu.args(["-machine", "q35"])
-                .arg("-drive")
+            let code = if secure {
+                // Only SMM may write the variables: the OS cannot turn
+                // Secure Boot off behind the firmware's back.
+                qemu.args(["-machine", "q35,smm=on"])
+                    .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+                OVMF_CODE_SECBOOT
+            } else {
+                qemu.args(["-machine", "q35"]);
+                OVMF_CODE
+            };
+            qemu.arg("-drive")
                 .arg(format!(
-                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                    "if=pflash,format=raw,unit=0,readonly=on,file={code}"
                 ))
                 .arg("-drive")
                 .arg(format!(
@@ -703,10 +727,10 @@ pub fn boot_pxe(
                     "-device",
                     &format!("virtio-net-pci,netdev=n0,mac={MAC},romfile=,bootindex=1"),
                 ]);
-            if http_only {
-                "UEFI HTTP (OVMF)"
-            } else {
-                "UEFI PXE (OVMF)"
+            match (http_only, secure) {
+                (true, _) => "UEFI HTTP (OVMF)",
+                (false, true) => "UEFI PXE with Secure Boot (OVMF secboot, Microsoft's keys)",
+                (false, false) => "UEFI PXE (OVMF)",
             }
         }
     };

@@ -135,7 +135,7 @@ fn usage(pid: u32) -> Option<(u64, u64)> {
 
 pub fn run(ctx: &Ctx, dir: &Path) -> Result<Value> {
     pxe::layout(ctx, dir)?;
-    let inv = pxe::inventory(dir, true)?;
+    let inv = pxe::inventory(dir, true, None)?;
     let nets = Nets::create()?;
     let mut srv = pxe::Server::start(&ctx.bootd, &nets.node, BRIDGE, dir, &inv, &[])?;
     let pid = srv.child.id();

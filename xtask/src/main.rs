@@ -11,6 +11,7 @@ mod fuzz;
 mod hostile;
 mod pxe;
 mod scenarios;
+mod secureboot;
 mod slurm;
 
 #[derive(Parser)]
@@ -33,7 +34,7 @@ enum Cmd {
         no_qemu: bool,
     },
     /// Run QEMU boots: boot, bad-digest, unreachable, resume, postscript,
-    /// postscript-fails, disk, slurm, slurm-wrong-hostkey, slurm-tpm, pxe, pxe-uefi, httpboot, hostile (default: all).
+    /// postscript-fails, disk, slurm, slurm-wrong-hostkey, slurm-tpm, pxe, pxe-uefi, httpboot, secureboot, secureboot-unsigned, hostile (default: all).
     E2e { names: Vec<String> },
     /// Benchmarks against the tools users would use instead.
     Bench {

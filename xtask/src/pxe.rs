@@ -245,10 +245,13 @@ pub(crate) fn layout(ctx: &Ctx, dir: &Path) -> Result<()> {
 }
 
 /// cn1 at 10.99.0.50 on the tap's /24, the seed's command line as a
-/// template, and (`chain`) `chain_ipxe` so that QEMU's iPXE ROM goes
-/// through TFTP.
-pub(crate) fn inventory(dir: &Path, chain: bool) -> Result<PathBuf> {
+/// template, (`chain`) `chain_ipxe` so that QEMU's iPXE ROM goes
+/// through TFTP, and cn1's `firmware` when given.
+pub(crate) fn inventory(dir: &Path, chain: bool, firmware: Option<&str>) -> Result<PathBuf> {
     let p = dir.join("inventory.toml");
+    let firmware = firmware
+        .map(|f| format!("firmware = \"{f}\"\n"))
+        .unwrap_or_default();
     let text = format!(
         r#"[dhcp]
 router = "{SERVER}"
@@ -268,7 +271,7 @@ cmdline = 'console=ttyS0 root=live:{{{{ $.liveimg }}}} BOOTIF=01-{{{{ $.nic.MAC 
 name = "{host}"
 image = "live"
 provision = true
-[[host.interfaces]]
+{firmware}[[host.interfaces]]
 mac = "{mac}"
 ip = "{NODE_IP}/24"
 "#,
@@ -333,6 +336,67 @@ pub enum Kind {
     /// `HTTPClient`, architecture 16) and downloads it over HTTP; bootd
     /// runs without TFTP.
     Http,
+    /// `secureboot` (issue 14): OVMF with Secure Boot enforced and
+    /// Microsoft's keys; cn1's inventory `firmware = "shimx64.efi"`: the
+    /// firmware gets Debian's signed shim over TFTP, shim the signed GRUB
+    /// netboot image (`grubx64.efi`), GRUB bootd's config for its MAC, then
+    /// the kernel (Debian's, signed) and initrd over TFTP; the node reports
+    /// Secure Boot on.
+    SecureBoot,
+    /// `secureboot-unsigned`: the same, but bootd serves the kernel with
+    /// its signature removed: shim refuses it, GRUB says so on the console
+    /// and goes back to the firmware; the kernel never starts.
+    SecureBootUnsigned,
+}
+
+/// What bootd's log shows of a Secure Boot boot, all of it over TFTP but
+/// the live root.
+fn secure_milestones() -> Vec<(&'static str, LineTest)> {
+    let sent = |f: &'static str| -> LineTest {
+        let what = format!("tftp: sent {f} to ");
+        Box::new(move |l: &str| l.contains(&what))
+    };
+    vec![
+        (
+            "dhcp_offer",
+            Box::new(|l: &str| l.contains("dhcp: OFFER") && l.contains("boot tftp shimx64.efi")),
+        ),
+        ("shim_loaded", sent("shimx64.efi")),
+        ("grub_loaded", sent("grubx64.efi")),
+        (
+            "grub_config",
+            Box::new(|l: &str| l.contains("tftp: GRUB config for cn1 (")),
+        ),
+        ("kernel_loaded", sent("vmlinuz")),
+        ("initrd_loaded", sent("initrd.img")),
+        (
+            "node_dhcp",
+            Box::new(|l: &str| l.contains("dhcp: ACK") && !l.contains(", boot ")),
+        ),
+        (
+            "node_ready",
+            Box::new(|l: &str| l.contains("node cn1 ready")),
+        ),
+    ]
+}
+
+/// GRUB's words when shim refuses the kernel it was given.
+const REFUSAL: &str = "error: bad shim signature";
+/// The end of bootd's GRUB config when the kernel did not boot.
+const GAVE_UP: &str = "could not boot image live";
+
+/// The judge of `secureboot-unsigned`: GRUB shows shim's refusal and then
+/// the config's own message; the kernel must never start.
+fn judge_refused(refused: &mut bool, line: &str) -> Option<Result<()>> {
+    if line.contains("Linux version") || line.contains("nodectl initrd") {
+        return Some(Err(anyhow::anyhow!(
+            "the unsigned kernel ran under Secure Boot: {line}"
+        )));
+    }
+    if line.contains(REFUSAL) {
+        *refused = true;
+    }
+    (*refused && line.contains(GAVE_UP)).then_some(Ok(()))
 }
 
 /// What bootd's log shows of an HTTP boot: no TFTP at all.
@@ -354,7 +418,20 @@ fn http_milestones(port: u16) -> Vec<(&'static str, LineTest)> {
 
 pub fn run(ctx: &Ctx, dir: &Path, kind: Kind) -> Result<Value> {
     layout(ctx, dir)?;
-    let inv = inventory(dir, kind == Kind::Bios)?;
+    let secure = matches!(kind, Kind::SecureBoot | Kind::SecureBootUnsigned);
+    if secure {
+        crate::secureboot::loaders_into(&dir.join("tftp"))?;
+    }
+    if kind == Kind::SecureBootUnsigned {
+        let k = dir.join("www/vmlinuz");
+        let signed = std::fs::read(&k).with_context(|| format!("reading {}", k.display()))?;
+        let bare = crate::secureboot::strip_signature(&signed)
+            .with_context(|| format!("removing the signature of {}", k.display()))?;
+        // www/vmlinuz is a hard link to the cached image's kernel: a new file.
+        std::fs::remove_file(&k)?;
+        std::fs::write(&k, bare)?;
+    }
+    let inv = inventory(dir, kind == Kind::Bios, secure.then_some("shimx64.efi"))?;
     let ns = Netns::create()?;
     let srv = if kind == Kind::Http {
         // The boot program is a file of the HTTP root.
@@ -365,29 +442,42 @@ pub fn run(ctx: &Ctx, dir: &Path, kind: Kind) -> Result<Value> {
     };
     let uefi = kind != Kind::Bios;
     let t0 = Instant::now();
+    let mut refused = false;
+    let mut judge_unsigned = |_: &Value, line: &str| judge_refused(&mut refused, line);
     let watch = e2e::Watch {
-        judge: &mut e2e::judge_ready,
+        judge: if kind == Kind::SecureBootUnsigned {
+            &mut judge_unsigned
+        } else {
+            &mut e2e::judge_ready
+        },
         timeout: ctx.timeout(600),
         disks: &[],
         hostfwd: &[],
         tpm: None,
     };
-    let vars = dir.join("OVMF_VARS_4M.fd");
+    // Fresh variables each boot (a copy of Debian's: 540 KB).
+    let from = if secure {
+        e2e::OVMF_VARS_MS
+    } else {
+        e2e::OVMF_VARS
+    };
+    let vars = dir.join(Path::new(from).file_name().context("a file name")?);
     let firmware = if uefi {
-        std::fs::copy(e2e::OVMF_VARS, &vars).with_context(|| {
-            format!(
-                "copying {} (Debian's ovmf package: apt-get install ovmf)",
-                e2e::OVMF_VARS
-            )
+        std::fs::copy(from, &vars).with_context(|| {
+            format!("copying {from} (Debian's ovmf package: apt-get install ovmf)")
         })?;
         e2e::Firmware::Uefi {
             vars: &vars,
             http_only: kind == Kind::Http,
+            secure,
         }
     } else {
         e2e::Firmware::Bios
     };
     let r = e2e::boot_pxe(&ctx.accel, &ns.name, TAP, dir, ctx.echo, watch, firmware)?;
+    if kind == Kind::SecureBootUnsigned {
+        return unsigned_report(ctx, dir, &srv, t0, &r);
+    }
     let st = r.status.clone().unwrap_or_default();
     if st["fetch"]["sha256"] != ctx.art.sha256.as_str() {
         bail!(
@@ -402,7 +492,7 @@ pub fn run(ctx: &Ctx, dir: &Path, kind: Kind) -> Result<Value> {
         st["firmware"]["secure_boot"].clone(),
     );
     let want = if uefi {
-        ("uefi", json!(false))
+        ("uefi", json!(secure))
     } else {
         ("bios", Value::Null)
     };
@@ -439,6 +529,8 @@ pub fn run(ctx: &Ctx, dir: &Path, kind: Kind) -> Result<Value> {
         Kind::Bios => server_milestones(srv.port, "undionly.kpxe"),
         Kind::Uefi => server_milestones(srv.port, "snponly.efi"),
         Kind::Http => http_milestones(srv.port),
+        Kind::SecureBoot => secure_milestones(),
+        Kind::SecureBootUnsigned => unreachable!("judged above"),
     };
     for (name, pred) in milestones {
         let Some(t) = srv.when(t0, pred) else {
@@ -455,10 +547,17 @@ pub fn run(ctx: &Ctx, dir: &Path, kind: Kind) -> Result<Value> {
     }
     let at = |k: &str| server[k].as_f64().unwrap_or_default();
     let live = r.milestones["live_root_ready"].as_f64().unwrap_or_default();
+    let ms = |s: f64| (s * 1000.0).round() / 1000.0;
+    // The step that renders the node's command line: iPXE's script or GRUB's config.
+    let script = if kind == Kind::SecureBoot {
+        "grub_config"
+    } else {
+        "ipxe_script"
+    };
     let durations = json!({
-        "dhcp_to_ipxe_script": ((at("ipxe_script") - at("dhcp_offer")) * 1000.0).round() / 1000.0,
-        "ipxe_script_to_live_root": ((live - at("ipxe_script")) * 1000.0).round() / 1000.0,
-        "dhcp_to_live_root": ((live - at("dhcp_offer")) * 1000.0).round() / 1000.0,
+        format!("dhcp_to_{script}"): ms(at(script) - at("dhcp_offer")),
+        format!("{script}_to_live_root"): ms(live - at(script)),
+        "dhcp_to_live_root": ms(live - at("dhcp_offer")),
     });
     let report = json!({
         "hostname": st["hostname"],
@@ -467,7 +566,52 @@ pub fn run(ctx: &Ctx, dir: &Path, kind: Kind) -> Result<Value> {
         "bootd": server,
         "milestones": r.milestones,
         "durations": durations,
+        "firmware": st["firmware"],
         "image_sha256": ctx.art.sha256,
+        "seconds": r.seconds,
+    });
+    e2e::write_json(&dir.join("report.json"), &report)?;
+    Ok(report)
+}
+
+/// `secureboot-unsigned` after its judge passed: bootd sent the chain up to
+/// the kernel and no initrd, the console holds the refusal and no kernel.
+fn unsigned_report(
+    ctx: &Ctx,
+    dir: &Path,
+    srv: &Server,
+    t0: Instant,
+    r: &e2e::BootResult,
+) -> Result<Value> {
+    let mut server = Map::new();
+    let mut last = 0.0;
+    for (name, pred) in secure_milestones().into_iter().take(5) {
+        let Some(t) = srv.when(t0, pred) else {
+            bail!(
+                "{name}: not in bootd's log ({})",
+                dir.join("bootd.log").display()
+            );
+        };
+        if t < last {
+            bail!("{name} at {t}s comes before the step before it ({last}s) in bootd's log");
+        }
+        last = t;
+        server.insert(name.to_string(), json!(t));
+    }
+    if let Some(t) = srv.when(t0, |l| l.contains("tftp: sent initrd.img")) {
+        bail!("bootd sent the initrd at {t}s: GRUB went on after the unsigned kernel");
+    }
+    let console = std::fs::read_to_string(&r.console)?;
+    let refusal = console
+        .lines()
+        .find(|l| l.contains(REFUSAL))
+        .context("no refusal on the console")?;
+    let refusal = refusal.split(" | ").nth(1).unwrap_or(refusal).trim();
+    let report = json!({
+        "accel": ctx.accel,
+        "bootd": server,
+        "console_refusal": refusal,
+        "kernel_started": false,
         "seconds": r.seconds,
     });
     e2e::write_json(&dir.join("report.json"), &report)?;

@@ -20,6 +20,8 @@ pub const NAMES: &[&str] = &[
     "pxe",
     "pxe-uefi",
     "httpboot",
+    "secureboot",
+    "secureboot-unsigned",
     "hostile",
 ];
 
@@ -117,6 +119,8 @@ pub fn run(ctx: &Ctx, name: &str) -> Result<Value> {
         "pxe" => crate::pxe::run(ctx, &dir, crate::pxe::Kind::Bios),
         "pxe-uefi" => crate::pxe::run(ctx, &dir, crate::pxe::Kind::Uefi),
         "httpboot" => crate::pxe::run(ctx, &dir, crate::pxe::Kind::Http),
+        "secureboot" => crate::pxe::run(ctx, &dir, crate::pxe::Kind::SecureBoot),
+        "secureboot-unsigned" => crate::pxe::run(ctx, &dir, crate::pxe::Kind::SecureBootUnsigned),
         "hostile" => crate::hostile::run(ctx, &dir),
         other => bail!("unknown scenario {other}; known: {}", NAMES.join(", ")),
     }
