@@ -47,7 +47,7 @@ fn download(dir: &Path, pkg: &str) -> Result<PathBuf> {
     let get = || {
         Command::new("apt-get")
             .current_dir(dir)
-            .args(["download", "-q", pkg])
+            .args(["download", "-qq", pkg])
             .status()
             .map(|s| s.success())
             .unwrap_or(false)
