@@ -33,6 +33,8 @@ static BAD_STATUS: crate::Ration = crate::Ration::new(20);
 static BAD_IDENTITY: crate::Ration = crate::Ration::new(20);
 /// Lines about requests without the admin token: at most 20 a minute.
 static BAD_ADMIN: crate::Ration = crate::Ration::new(20);
+/// Lines about boot configs asked for unknown MACs (anyone can ask): 20 a minute.
+static UNKNOWN_MACS: crate::Ration = crate::Ration::new(20);
 
 /// A request line and its headers are read through this reader: a total
 /// deadline over the socket (see [`crate::limits`]).
@@ -1096,7 +1098,13 @@ fn boot_config(
     let what = loader.what();
     match made {
         None => {
-            tracing::warn!("{what}: unknown MAC {mac:?}: no host has it in the inventory");
+            if let Some(quiet) = UNKNOWN_MACS.take() {
+                tracing::warn!(
+                    "{what}: unknown MAC {:?}: no host has it in the inventory{}",
+                    crate::clean(&mac),
+                    crate::left_out(quiet)
+                );
+            }
             match loader {
                 Loader::Ipxe => text_error(
                     out,

@@ -179,6 +179,13 @@ fn unknown_mac_404_and_logged() {
         log.contains("iPXE script: unknown MAC \"52:54:00:00:00:99\""),
         "{log}"
     );
+    // Anyone can ask: a flood of unknown MACs is rationed in the log.
+    for i in 0..60 {
+        assert_eq!(srv.ipxe(&format!("52:54:00:00:01:{i:02x}")).0, 404);
+    }
+    let log = srv.log_with("52:54:00:00:01:13");
+    let lines = log.matches("unknown MAC").count();
+    assert!(lines <= 20, "{lines} lines about unknown MACs:\n{log}");
 }
 
 #[test]
