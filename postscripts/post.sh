@@ -14,3 +14,4 @@ printf 'Welcome to %s (provisioned by nodeboot)\n' "$host" > /etc/motd
 # Secrets that should not live in git can come from bootd instead, sealed
 # to this node's key (bootd serve --secrets DIR; DIR/<host>/munge.key), e.g.:
 #   nodectl secret fetch munge.key --dest /etc/munge/munge.key --mode 0400 --owner munge
+#   nodectl secret fetch sssd-bind.conf --dest /etc/sssd/conf.d/50-bind.conf --mode 0600

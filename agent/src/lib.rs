@@ -6,6 +6,7 @@ pub mod fetch;
 pub mod firmware;
 pub mod identity;
 pub mod initrd;
+pub mod ldapcheck;
 pub mod live;
 pub mod log;
 pub mod native;

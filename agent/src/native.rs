@@ -386,7 +386,7 @@ pub fn start_services(paths: &Paths, systemctl: &str) -> Status {
         });
     let base = st.seconds;
     let start = Instant::now();
-    let r = start_all(&mut st, systemctl, base, start, &paths.run);
+    let r = start_all(&mut st, systemctl, base, start, paths);
     match r {
         Ok(()) => st.phase = "ready".into(),
         Err(e) => {
@@ -411,8 +411,9 @@ fn start_all(
     systemctl: &str,
     base: f64,
     start: Instant,
-    run: &Path,
+    paths: &Paths,
 ) -> Result<()> {
+    let run = &paths.run;
     let Some(svc) = st.native.as_ref().and_then(|n| n.services.clone()) else {
         return Ok(());
     };
@@ -465,6 +466,20 @@ fn start_all(
                 },
                 journal_tail(&unit)
             );
+        }
+        if unit == "sssd.service" {
+            // sssd starts "offline" when it cannot reach or trust its
+            // directory: ask the directory what sssd will, so that a node
+            // with no users does not join the cluster.
+            let conf = paths.root.join("etc/sssd/sssd.conf");
+            let ca = paths.root.join("etc/ssl/certs/ca-certificates.crt");
+            for d in crate::ldapcheck::domains(&conf)
+                .with_context(|| format!("{unit}: its configuration"))?
+            {
+                crate::provision::notify_status(&format!("checking LDAP domain {}", d.name));
+                crate::ldapcheck::check(&d, &ca, timeout)
+                    .with_context(|| format!("{unit} is active but cannot use its directory"))?;
+            }
         }
         let secs = tenths(t.elapsed().as_secs_f64());
         tracing::info!(service = %unit, seconds = secs, "active");

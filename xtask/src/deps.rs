@@ -22,21 +22,25 @@ pub const PACKAGES: &[&str] = &[
     "git",             // repo tests: the bare repository the clone reads
     "zstd",
     "cpio",
-    "xfsprogs",     // format-disk tests: mkfs.xfs
-    "e2fsprogs",    // format-disk tests: mkfs.ext4 (data and key partitions)
-    "btrfs-progs",  // format-disk tests: mkfs.btrfs
-    "fdisk",        // sfdisk --json/--verify: the tests read nodectl's GPT with libfdisk
-    "util-linux",   // wipefs, blkid, losetup, mkswap/swapon, unshare (format-disk and its tests)
-    "dmsetup",      // format-disk tests: a device-mapper holder (faked if the kernel has no dm)
-    "munge",        // slurm boot: the controller side's munged
-    "slurmctld",    // slurm boot: the controller the node's slurmd joins (configless)
-    "slurm-client", // slurm boot: sinfo, srun -w cn1 hostname
-    "nfs-common",   // provision tests: mount.nfs against an absent server
-    "ipxe",         // bootd's TFTP root: undionly.kpxe, snponly.efi, ipxe.efi (QEMU boot pxe)
-    "busybox",      // udhcpc: the real DHCP client of bootd's netboot tests
-    "swtpm",        // a software TPM 2.0: nodectl's TPM-sealed key (tests, QEMU boot slurm-tpm)
-    "tpm2-tools",   // nodectl's key sealed in the TPM: its tests drive swtpm with them
-    "ovmf",         // UEFI firmware for QEMU (QEMU boot pxe-uefi)
+    "xfsprogs",        // format-disk tests: mkfs.xfs
+    "e2fsprogs",       // format-disk tests: mkfs.ext4 (data and key partitions)
+    "btrfs-progs",     // format-disk tests: mkfs.btrfs
+    "fdisk",           // sfdisk --json/--verify: the tests read nodectl's GPT with libfdisk
+    "util-linux",      // wipefs, blkid, losetup, mkswap/swapon, unshare (format-disk and its tests)
+    "dmsetup",         // format-disk tests: a device-mapper holder (faked if the kernel has no dm)
+    "munge",           // slurm boot: the controller side's munged
+    "slurmctld",       // slurm boot: the controller the node's slurmd joins (configless)
+    "slurm-client",    // slurm boot: sinfo, srun -w cn1 hostname
+    "nfs-common",      // provision tests: mount.nfs against an absent server
+    "ipxe",            // bootd's TFTP root: undionly.kpxe, snponly.efi, ipxe.efi (QEMU boot pxe)
+    "busybox",         // udhcpc: the real DHCP client of bootd's netboot tests
+    "swtpm",           // a software TPM 2.0: nodectl's TPM-sealed key (tests, QEMU boot slurm-tpm)
+    "tpm2-tools",      // nodectl's key sealed in the TPM: its tests drive swtpm with them
+    "ovmf",            // UEFI firmware for QEMU (QEMU boot pxe-uefi)
+    "slapd",           // slurm boots: the site's LDAP server (rfc2307bis, ldaps) sssd reads
+    "ldap-utils",      // slurm boots: ldapadd/ldapsearch load and check that directory
+    "nfs-ganesha",     // slurm boots: the site's NFS server, in user space (NFSv4.2)
+    "nfs-ganesha-vfs", // its VFS backend
 ];
 
 fn installed(pkg: &str) -> bool {

@@ -12,6 +12,7 @@ mod hostile;
 mod pxe;
 mod scenarios;
 mod secureboot;
+mod site;
 mod slurm;
 
 #[derive(Parser)]
@@ -34,7 +35,7 @@ enum Cmd {
         no_qemu: bool,
     },
     /// Run QEMU boots: boot, bad-digest, unreachable, resume, postscript,
-    /// postscript-fails, disk, slurm, slurm-wrong-hostkey, slurm-tpm, pxe, pxe-uefi, httpboot, secureboot, secureboot-unsigned, hostile (default: all).
+    /// postscript-fails, disk, slurm-user, slurm-wrong-hostkey, slurm-tpm, slurm-nfs-missing, pxe, pxe-uefi, httpboot, secureboot, secureboot-unsigned, hostile (default: all).
     E2e { names: Vec<String> },
     /// Benchmarks against the tools users would use instead.
     Bench {

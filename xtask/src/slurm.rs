@@ -1,7 +1,9 @@
-//! The native provision path end to end (`cargo xtask e2e slurm`): a node
-//! boots, reads its deploy key from its key partition, clones the site's
-//! postscripts repository over SSH, applies its node.toml, runs post.sh,
-//! starts munge → sssd → slurmd → ssh, and runs a job from the controller.
+//! The native provision path end to end (`cargo xtask e2e slurm-user`): a
+//! node boots, reads its deploy key from its key partition, clones the
+//! site's postscripts repository over SSH, applies its node.toml (NFS from
+//! the site's server, the seed's storage layout), runs post.sh (secrets
+//! from bootd), starts munge → sssd (LDAP over ldaps) → slurmd → ssh, and
+//! the LDAP user alice runs a job writing into her NFS home.
 //!
 //! The host side runs in namespaces of its own (network, UTS, mount), made
 //! by one thread with unshare(2): only loopback, with 10.0.2.2 (what the
@@ -11,7 +13,8 @@
 //! touch nothing of the machine's. In there, all real: sshd serving a bare
 //! git repository made from `postscripts/` (plus test-generated munge key,
 //! CA, SSH host keys), munged with the same munge key, slurmctld
-//! (configless), bootd, and QEMU (user networking: the node reaches
+//! (configless), slapd and nfs-ganesha (`crate::site`), bootd, and QEMU
+//! (user networking: the node reaches
 //! 10.0.2.2 → the namespace's 127.0.0.1). The key disk is made on the host
 //! with `nodectl format-disk --key-partition` and `nodectl install-key` on
 //! a loop device.
@@ -23,6 +26,7 @@
 //! its source, and the guest drops it.
 use crate::e2e::{self, Bootd};
 use crate::scenarios::Ctx;
+use crate::site;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -48,7 +52,15 @@ pub enum Variant {
     /// As Good, with a TPM 2.0 (swtpm): the node key is sealed in it, and
     /// the key partition holds no key in clear.
     Tpm,
+    /// The site's node.toml names an NFS export the server does not have
+    /// (`/srv/nothere`, `wait = 15`): provisioning fails within the bound
+    /// with the server's reason, naming the server and the path, and no
+    /// service starts.
+    NfsMissing,
 }
+
+/// The export `Variant::NfsMissing` mounts.
+const MISSING_EXPORT: &str = "10.0.2.2:/srv/nothere";
 
 /// A software TPM 2.0 for the VM (swtpm on a unix control socket, its
 /// state in `dir/tpm`: a new TPM when `fresh`, else the same one as
@@ -122,7 +134,7 @@ fn key_partition_files(img: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
-fn run_cmd(argv: &[&str]) -> Result<String> {
+pub(crate) fn run_cmd(argv: &[&str]) -> Result<String> {
     let o = Command::new(argv[0])
         .args(&argv[1..])
         .stdin(Stdio::null())
@@ -140,13 +152,13 @@ fn run_cmd(argv: &[&str]) -> Result<String> {
 }
 
 /// A child process killed (and reaped) on drop.
-struct Daemon {
+pub(crate) struct Daemon {
     name: &'static str,
-    child: Child,
+    pub(crate) child: Child,
 }
 
 impl Daemon {
-    fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> Result<Daemon> {
+    pub(crate) fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> Result<Daemon> {
         let f = std::fs::File::create(log)?;
         use std::os::unix::process::CommandExt;
         // SAFETY: prctl(2) is async-signal-safe. The daemon dies with the
@@ -168,7 +180,7 @@ impl Daemon {
         Ok(Daemon { name, child })
     }
     /// Wait for `addr` to accept connections (the daemon must stay alive).
-    fn wait_port(&mut self, addr: &str, log: &Path) -> Result<()> {
+    pub(crate) fn wait_port(&mut self, addr: &str, log: &Path) -> Result<()> {
         let t = Instant::now();
         while std::net::TcpStream::connect(addr).is_err() {
             if let Some(st) = self.child.try_wait()? {
@@ -274,7 +286,34 @@ fn enter_namespaces() -> Result<()> {
 fn hosts_file(dir: &Path) -> Result<()> {
     let h = dir.join("hosts");
     std::fs::write(&h, "127.0.0.1 localhost\n10.0.2.2 ctl\n127.0.0.2 cn1\n")?;
-    run_cmd(&["mount", "--bind", &h.to_string_lossy(), "/etc/hosts"]).map(|_| ())
+    run_cmd(&["mount", "--bind", &h.to_string_lossy(), "/etc/hosts"])?;
+    // The controller knows alice too (a site's controller reads the same
+    // LDAP): srun --uid=alice resolves her here, the node through sssd.
+    for (file, line) in [
+        (
+            "passwd",
+            format!(
+                "alice:x:{u}:{u}:Alice Liddell:/home/ldap-users/alice:/bin/bash\n",
+                u = site::ALICE_UID
+            ),
+        ),
+        (
+            "group",
+            format!("researchers:x:{}:alice\n", site::ALICE_UID),
+        ),
+    ] {
+        let copy = dir.join(format!("ctl-{file}"));
+        let mut text = std::fs::read_to_string(format!("/etc/{file}"))?;
+        text.push_str(&line);
+        std::fs::write(&copy, text)?;
+        run_cmd(&[
+            "mount",
+            "--bind",
+            &copy.to_string_lossy(),
+            &format!("/etc/{file}"),
+        ])?;
+    }
+    Ok(())
 }
 
 fn keygen(path: &Path, kind: &str, comment: &str) -> Result<()> {
@@ -315,7 +354,7 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
 /// The site's fork of `postscripts/`: secrets added, endpoints set to the
 /// test's, the node.toml of this node (the reference's without NFS, which
 /// cannot be served here; its disk by the test's UUID, ext4).
-fn site_repo(dir: &Path, munge_key: &[u8]) -> Result<(PathBuf, String, PathBuf)> {
+fn site_repo(dir: &Path, munge_key: &[u8], variant: Variant) -> Result<(PathBuf, String, PathBuf)> {
     let work = dir.join("postscripts");
     let _ = std::fs::remove_dir_all(&work);
     copy_tree(&crate::build::root().join("postscripts"), &work)?;
@@ -327,9 +366,10 @@ fn site_repo(dir: &Path, munge_key: &[u8]) -> Result<(PathBuf, String, PathBuf)>
     std::fs::write(
         work.join("post.sh"),
         format!(
-            "{post}\n# The munge key is not in git: bootd serves it to this host sealed\n\
-             # to the node's key, which signs the request.\n\
-             nodectl secret fetch munge.key --dest /etc/munge/munge.key --mode 0400 --owner munge\n"
+            "{post}\n# The munge key and the LDAP bind password are not in git: bootd\n\
+             # serves them to this host sealed to the node's key, which signs the request.\n\
+             nodectl secret fetch munge.key --dest /etc/munge/munge.key --mode 0400 --owner munge\n\
+             nodectl secret fetch sssd-bind.conf --dest /etc/sssd/conf.d/50-bind.conf --mode 0600\n"
         ),
     )?;
     let ca = f.join("certs/private-ca.pem");
@@ -358,11 +398,16 @@ fn site_repo(dir: &Path, munge_key: &[u8]) -> Result<(PathBuf, String, PathBuf)>
             "root@cn1",
         )?;
     }
-    let sssd = std::fs::read_to_string(f.join("sssd/sssd.conf"))?.replace(
+    // The site's endpoints: its LDAP server (slapd, ldaps with a
+    // certificate from the site CA), by the name in that certificate.
+    let sssd = std::fs::read_to_string(f.join("sssd/sssd.conf"))?;
+    let sssd = sssd.replace(
         "ldap_uri = ldaps://ldap.example.com",
-        // Nothing listens there: sssd must start anyway (offline).
-        "ldap_uri = ldap://10.0.2.2:3389",
+        &format!("ldap_uri = ldaps://{}", site::LDAP_NAME),
     );
+    if !sssd.contains(site::LDAP_NAME) {
+        bail!("postscripts/files/sssd/sssd.conf: no ldap_uri = ldaps://ldap.example.com to point at the test's LDAP server");
+    }
     std::fs::write(f.join("sssd/sssd.conf"), sssd)?;
     let defaults = std::fs::read_to_string(f.join("slurm/slurmd_defaults"))?.replace(
         "slurm-cluster-example-1-controller-0.example.com:6817",
@@ -372,13 +417,20 @@ fn site_repo(dir: &Path, munge_key: &[u8]) -> Result<(PathBuf, String, PathBuf)>
         bail!("postscripts/files/slurm/slurmd_defaults: no --conf-server to point at the test's controller");
     }
     std::fs::write(f.join("slurm/slurmd_defaults"), defaults)?;
-    // The reference node.toml without its NFS mount and links.
-    let reference = std::fs::read_to_string(work.join("node.toml"))?;
+    // The reference node.toml with the site's NFS server (nfs-ganesha on
+    // the controller side) and the test disk's UUID.
+    let mut reference = std::fs::read_to_string(work.join("node.toml"))?.replace(
+        "what = \"nfs.example.com:/srv/cluster\"",
+        "what = \"10.0.2.2:/srv/cluster\"",
+    );
+    if variant == Variant::NfsMissing {
+        reference = reference.replace(
+            "what = \"10.0.2.2:/srv/cluster\"\nwhere = \"/mnt/nfs\"\ntype = \"nfs\"\noptions = \"vers=4.2,hard,noatime\"\nwait = 60",
+            &format!("what = \"{MISSING_EXPORT}\"\nwhere = \"/mnt/nfs\"\ntype = \"nfs\"\noptions = \"vers=4.2,hard,noatime\"\nwait = 15"),
+        );
+    }
     let mut blocks: Vec<String> = Vec::new();
     for b in reference.split("\n\n") {
-        if b.contains("nfs") && (b.contains("[[mount]]") || b.contains("[[link]]")) {
-            continue;
-        }
         if b.contains("[[file]]") && b.contains("munge.key") {
             continue; // from bootd's secrets instead (post.sh)
         }
@@ -392,7 +444,10 @@ fn site_repo(dir: &Path, munge_key: &[u8]) -> Result<(PathBuf, String, PathBuf)>
     // and slurmstepd resolve the controller's and srun's host name, ctl.
     std::fs::write(
         f.join("hosts"),
-        "127.0.0.1 localhost\n10.0.2.15 cn1\n10.0.2.2 ctl\n",
+        format!(
+            "127.0.0.1 localhost\n10.0.2.15 cn1\n10.0.2.2 ctl {}\n",
+            site::LDAP_NAME
+        ),
     )?;
     // The operator's key for root (e2e: the node's journal is fetched over
     // SSH when a check fails).
@@ -410,7 +465,8 @@ fn site_repo(dir: &Path, munge_key: &[u8]) -> Result<(PathBuf, String, PathBuf)>
     );
     let node_toml = blocks.join("\n\n");
     if !node_toml.contains(DATA_UUID)
-        || node_toml.contains("/mnt/nfs")
+        || !(node_toml.contains("what = \"10.0.2.2:/srv/cluster\"")
+            || variant == Variant::NfsMissing && node_toml.contains(MISSING_EXPORT))
         || node_toml.contains("munge.key")
     {
         bail!("could not derive the test's node.toml from postscripts/node.toml:\n{node_toml}");
@@ -673,9 +729,114 @@ fn checks(t0: Instant, ca: &Path, node_host_pub: &str, commit: &str) -> Result<V
     }))
 }
 
+/// The site's user on cn1, as an operator would check it: alice (from
+/// LDAP through sssd) runs a job that writes into her NFS home, and every
+/// path of the seed's storage layout is what it should be.
+fn user_checks(t0: Instant, export: &Path) -> Result<Value> {
+    let id = srun(&["--uid=alice", "id"])?;
+    let alice_first_job = t0.elapsed().as_secs_f64();
+    let u = site::ALICE_UID;
+    let want_id = format!("uid={u}(alice) gid={u}(researchers) groups={u}(researchers)");
+    if id.trim() != want_id {
+        bail!(
+            "srun -w cn1 --uid=alice id printed {:?}, not {want_id:?}",
+            id.trim()
+        );
+    }
+    let pw = srun(&["getent", "passwd", "alice"])?;
+    // The home is sssd's override_homedir, not LDAP's /home/alice.
+    let want_pw = format!("alice:*:{u}:{u}:Alice Liddell:/home/ldap-users/alice:/bin/bash");
+    if pw.trim() != want_pw {
+        bail!(
+            "getent passwd alice on cn1: {:?}, not {want_pw:?}",
+            pw.trim()
+        );
+    }
+    let wrote = srun(&[
+        "--uid=alice",
+        "sh",
+        "-c",
+        "cd ~alice && echo ok > probe && pwd -P && ls -ln probe",
+    ])?;
+    let probe = export.join("home/ldap-users/alice/probe");
+    let on_server = std::fs::read_to_string(&probe).with_context(|| {
+        format!(
+            "alice's job wrote no {} on the NFS server ({wrote:?})",
+            probe.display()
+        )
+    })?;
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&probe)?;
+    if on_server != "ok\n" || meta.uid() != u || meta.gid() != u {
+        bail!(
+            "{} on the NFS server: {on_server:?}, owner {}:{} (alice's job said {wrote:?})",
+            probe.display(),
+            meta.uid(),
+            meta.gid()
+        );
+    }
+    // The seed's layout: (path, what backs it).
+    let nfs = srun(&["findmnt", "-n", "-o", "SOURCE,FSTYPE", "/mnt/nfs"])?;
+    let nfs: Vec<&str> = nfs.split_whitespace().collect();
+    if nfs != ["10.0.2.2:/srv/cluster", "nfs4"] {
+        bail!("/mnt/nfs on cn1 is {nfs:?}, not the site's NFS export");
+    }
+    let layout = [
+        ("/home/ldap-users", "/mnt/nfs/home/ldap-users"),
+        ("/opt/cache/enroot", "/mnt/nfs/cache/enroot"),
+        ("/opt/cache/shared", "/mnt/nfs/cache/shared"),
+        ("/opt/cache/persistent", "/mnt/nfs/cache/persistent"),
+        ("/opt/cache/world-tmp", "/mnt/nfs/cache/world-tmp"),
+        ("/opt/cache/disk/tmp", "/mnt/disk/tmp"),
+        ("/opt/cache/disk/world-tmp", "/mnt/disk/world-tmp"),
+        ("/mnt/scratch", "/mnt/disk/scratch"),
+    ];
+    let paths = layout.iter().map(|(p, _)| *p);
+    // The links, then what they lead to: its type and the mount holding it.
+    let links = srun(
+        &["stat", "-c", "%N"]
+            .into_iter()
+            .chain(paths.clone())
+            .collect::<Vec<_>>(),
+    )?;
+    let targets = srun(
+        &["stat", "-L", "-c", "%F %m"]
+            .into_iter()
+            .chain(paths)
+            .collect::<Vec<_>>(),
+    )?;
+    let seen: Vec<String> = links
+        .lines()
+        .zip(targets.lines())
+        .map(|(l, t)| format!("{l} {t}"))
+        .collect();
+    let mut table = serde_json::Map::new();
+    for (i, (path, target)) in layout.iter().enumerate() {
+        let line = seen.get(i).map(String::as_str).unwrap_or_default();
+        let mount = if target.starts_with("/mnt/nfs") {
+            "/mnt/nfs"
+        } else {
+            "/mnt/disk"
+        };
+        let want = format!("'{path}' -> '{target}' directory {mount}");
+        if line != want {
+            bail!("{path} on cn1: {line:?}, not {want:?}");
+        }
+        table.insert(path.to_string(), json!(format!("{target} ({mount})")));
+    }
+    Ok(json!({
+        "id": id.trim(),
+        "getent": pw.trim(),
+        "probe": probe.display().to_string(),
+        "alice_first_job": (alice_first_job * 10.0).round() / 10.0,
+        "layout": table,
+    }))
+}
+
 /// bootd's inventory (cn1 and an image, for its iPXE script and token) and
-/// its secrets directory (0700) holding cn1's munge key.
-fn boot_server_files(dir: &Path, munge_key: &[u8]) -> Result<(PathBuf, PathBuf)> {
+/// its secrets directory (0700) holding cn1's munge key and LDAP bind
+/// password.
+fn boot_server_files(dir: &Path, munge_key: &[u8], bind_pw: &str) -> Result<(PathBuf, PathBuf)> {
     let inv = dir.join("inventory.toml");
     std::fs::write(
         &inv,
@@ -696,6 +857,13 @@ fn boot_server_files(dir: &Path, munge_key: &[u8]) -> Result<(PathBuf, PathBuf)>
     let key = secrets.join(e2e::HOSTNAME).join("munge.key");
     std::fs::write(&key, munge_key)?;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+    // The LDAP bind password, as an sssd.conf snippet for the seed's domain.
+    let bind = secrets.join(e2e::HOSTNAME).join("sssd-bind.conf");
+    std::fs::write(
+        &bind,
+        format!("[domain/deepsquare-ldap]\nldap_default_authtok = {bind_pw}\n"),
+    )?;
+    std::fs::set_permissions(&bind, std::fs::Permissions::from_mode(0o600))?;
     Ok((inv, secrets))
 }
 
@@ -827,13 +995,18 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
     keygen(&dir.join("admin_ed25519"), "ed25519", "admin")?;
     let mut munge_key = vec![0u8; 1024];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut munge_key)?;
+    let mut pw = [0u8; 12];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut pw)?;
+    let bind_pw = hex::encode(pw);
     let img = dir.join("keydisk.raw");
     key_disk(&nodectl, &img, &deploy).context("making the node's key disk")?;
-    let (bare, commit, ca) = site_repo(dir, &munge_key)?;
+    let (bare, commit, ca) = site_repo(dir, &munge_key, variant)?;
     let node_host_pub =
         std::fs::read_to_string(dir.join("postscripts/files/ssh/ssh_host_ed25519_key.pub"))?;
     let pinned = match variant {
-        Variant::Good | Variant::Tpm => fingerprint(&host_key.with_extension("pub"))?,
+        Variant::Good | Variant::Tpm | Variant::NfsMissing => {
+            fingerprint(&host_key.with_extension("pub"))?
+        }
         Variant::WrongHostKey => {
             let other = dir.join("other_host_ed25519");
             keygen(&other, "ed25519", "not-the-git-server")?;
@@ -847,8 +1020,10 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
             hosts_file(dir)?;
             let _git = git_server(dir, &host_key, &deploy.with_extension("pub"))?;
             let (_munged, _ctld) = controller(dir, &munge_key)?;
+            let _slapd = site::ldap(dir, &dir.join("ca.key"), &ca, &bind_pw)?;
+            let (_ganesha, export) = site::nfs(dir)?;
             let log = dir.join("bootd.log");
-            let (inv, secrets) = boot_server_files(dir, &munge_key)?;
+            let (inv, secrets) = boot_server_files(dir, &munge_key, &bind_pw)?;
             let state = dir.join("bootd-state");
             let _ = std::fs::remove_dir_all(&state);
             let mut tpm = match variant {
@@ -926,19 +1101,31 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                                 }
                                 Ok(())
                             }
+                            Variant::NfsMissing => {
+                                let e = p["error"].as_str().unwrap_or_default();
+                                let want = format!("mounting {MISSING_EXPORT} on /mnt/nfs (gave up after 15s)");
+                                if p["phase"] != "failed" || !e.contains(&want) || !e.contains("No such file or directory") {
+                                    bail!("provisioning did not fail on the missing export as expected: {p}");
+                                }
+                                if p["native"]["started"].as_array().is_some_and(|a| !a.is_empty()) {
+                                    bail!("services were started after a failed provisioning: {p}");
+                                }
+                                Ok(())
+                            }
                         });
                         if let Err(e) = r {
                             return Some(Err(e));
                         }
-                        if variant == Variant::WrongHostKey {
+                        if matches!(variant, Variant::WrongHostKey | Variant::NfsMissing) {
                             found = Some(p);
                             return Some(Ok(()));
                         }
                         let token = token.clone();
                         let identity = p["native"]["identity"].as_str().unwrap_or_default().to_string();
-                        let (state, log) = (&state, &log);
+                        let (state, log, export) = (&state, &log, &export);
                         job = Some(s2.spawn(move || {
                             let mut v = checks(t0, ca, pubk, commit2)?;
+                            v["user"] = user_checks(t0, export)?;
                             v["identity"] = json!(secret_checks(port, &token, &identity, state, log, variant)?);
                             Ok(v)
                         }));
@@ -963,7 +1150,7 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                 let st = r.status.clone().unwrap_or_default();
                 let prov = &st["provision"];
                 let mut out = json!({
-                    "variant": match variant { Variant::Good => "good", Variant::WrongHostKey => "wrong-host-key", Variant::Tpm => "tpm" },
+                    "variant": match variant { Variant::Good => "good", Variant::WrongHostKey => "wrong-host-key", Variant::Tpm => "tpm", Variant::NfsMissing => "nfs-missing" },
                     "seconds": r.seconds,
                     "provision": prov,
                     "host": found.take(),
@@ -1005,7 +1192,7 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                         .and_then(|b| serde_json::from_slice(&b).ok())
                         .unwrap_or_else(|| json!({}));
                     top["provision"] = json!({
-                        "scenario": "slurm",
+                        "scenario": "slurm-user",
                         "milestones": m,
                         "srun_hostname": out["host"]["srun_hostname"],
                     });

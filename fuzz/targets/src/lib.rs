@@ -41,6 +41,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("gpt", gpt),
     ("tar", tar),
     ("identity", identity),
+    ("ldap", ldap),
 ];
 
 /// The body of the target `name`.
@@ -662,4 +663,26 @@ pub fn identity(data: &[u8]) {
     let body = parts.get(2).copied().unwrap_or_default();
     let _ = ids.verify(Some(&text), "GET", "/secrets/munge.key", body, inv);
     let _ = ids.enroll(Some(&text), "/identity/enroll", body, inv);
+}
+
+/// nodectl's LDAP check: the bind reply from the directory (`bind_result`,
+/// `element_len`), and sssd.conf with a snippet (parts cut at NUL bytes).
+pub fn ldap(data: &[u8]) {
+    use nodeboot_agent::ldapcheck;
+    if let Some(n) = ldapcheck::element_len(data) {
+        assert!(n >= 2);
+    }
+    if let Some((_, diag)) = ldapcheck::bind_result(data) {
+        assert!(diag.chars().count() <= 200);
+    }
+    let parts = split(data, 2);
+    let texts: Vec<String> = parts
+        .iter()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    for d in ldapcheck::domains_in(&refs) {
+        assert!(!d.name.is_empty());
+        assert!(d.uris.iter().all(|u| !u.is_empty()));
+    }
 }

@@ -1,0 +1,237 @@
+//! nodectl's LDAP check (what `start-services` asks the directory after
+//! sssd starts) against a real OpenLDAP `slapd` (Debian's `slapd`) on
+//! 127.0.0.1 serving `ldaps://` with a certificate from a test CA, bound as
+//! the seed's `cn=Directory Manager`: the message an operator sees for a
+//! server that is down, a CA the node does not trust, and a wrong bind
+//! password — and a pass when all is right.
+use nodeboot_agent::ldapcheck::{check, domains, Domain};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SLAPD: &str = "/usr/sbin/slapd";
+const DN: &str = "cn=Directory Manager";
+
+struct Slapd(Child);
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(argv: &[&str]) {
+    let o = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A CA (`name.pem`, `name.key`) in `d`.
+fn ca(d: &Path, name: &str) {
+    let s = |f: &str| d.join(f).to_string_lossy().into_owned();
+    run(&[
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &s(&format!("{name}.key")),
+        "-out",
+        &s(&format!("{name}.pem")),
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={name}"),
+    ]);
+}
+
+/// slapd with only the seed's bind DN (a null database), ldaps on `port`
+/// with a certificate for 127.0.0.1 from `d/site-ca`.
+fn slapd(d: &Path, port: u16, password: &str) -> Slapd {
+    let s = |f: &str| d.join(f).to_string_lossy().into_owned();
+    ca(d, "site-ca");
+    std::fs::write(
+        d.join("server.ext"),
+        "basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
+    )
+    .unwrap();
+    run(&[
+        "openssl",
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &s("server.key"),
+        "-out",
+        &s("server.csr"),
+        "-subj",
+        "/CN=ldap",
+    ]);
+    run(&[
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        &s("server.csr"),
+        "-CA",
+        &s("site-ca.pem"),
+        "-CAkey",
+        &s("site-ca.key"),
+        "-CAcreateserial",
+        "-out",
+        &s("server.pem"),
+        "-days",
+        "2",
+        "-extfile",
+        &s("server.ext"),
+    ]);
+    let conf = d.join("slapd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "include /etc/ldap/schema/core.schema\npidfile {p}\nmodulepath /usr/lib/ldap\n\
+             moduleload back_null\nTLSCertificateFile {c}\nTLSCertificateKeyFile {k}\n\
+             database null\nsuffix \"{DN}\"\nrootdn \"{DN}\"\nrootpw {password}\n",
+            p = s("slapd.pid"),
+            c = s("server.pem"),
+            k = s("server.key"),
+        ),
+    )
+    .unwrap();
+    let child = Command::new(SLAPD)
+        .args(["-d", "none", "-f"])
+        .arg(&conf)
+        .args(["-h", &format!("ldaps://127.0.0.1:{port}/")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("slapd.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let srv = Slapd(child);
+    let t = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "slapd did not listen: {}",
+            std::fs::read_to_string(d.join("slapd.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    srv
+}
+
+fn have_slapd() -> bool {
+    if Path::new(SLAPD).exists() {
+        return true;
+    }
+    eprintln!("SKIP: needs Debian's slapd (apt-get install slapd; cargo xtask test installs it)");
+    false
+}
+
+fn domain(port: u16, password: &str) -> Domain {
+    Domain {
+        name: "deepsquare-ldap".into(),
+        uris: vec![format!("ldaps://127.0.0.1:{port}")],
+        bind_dn: Some(DN.into()),
+        authtok: Some(password.into()),
+        cacert: None,
+    }
+}
+
+#[test]
+fn the_directory_answers_or_the_operator_is_told_why() {
+    if !have_slapd() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _srv = slapd(d.path(), port, "bind-secret");
+    let site_ca = d.path().join("site-ca.pem");
+    let bound = Duration::from_secs(3);
+    // All right: the site CA trusted, the right password.
+    check(&domain(port, "bind-secret"), &site_ca, bound).unwrap();
+    // The node does not trust the site CA (node.toml has no [[ca]]).
+    ca(d.path(), "other-ca");
+    let other = d.path().join("other-ca.pem");
+    let e = format!(
+        "{:#}",
+        check(&domain(port, "bind-secret"), &other, bound).unwrap_err()
+    );
+    assert!(
+        e.starts_with(&format!(
+            "sssd domain deepsquare-ldap: no LDAP server answered within 3s: ldaps://127.0.0.1:{port}: \
+             TLS with 127.0.0.1:{port}: invalid peer certificate: UnknownIssuer; the node trusts the CAs of {}",
+            other.display()
+        )),
+        "{e}"
+    );
+    // A wrong bind password.
+    let e = format!(
+        "{:#}",
+        check(&domain(port, "wrong"), &site_ca, bound).unwrap_err()
+    );
+    assert!(
+        e.ends_with(
+            "bind as \"cn=Directory Manager\" refused: invalidCredentials (LDAP result 49): \
+             check ldap_default_bind_dn and ldap_default_authtok"
+        ),
+        "{e}"
+    );
+    // Nothing listens: told within the bound, naming the server.
+    let down = free_port();
+    let t = Instant::now();
+    let e = format!(
+        "{:#}",
+        check(&domain(down, "bind-secret"), &site_ca, bound).unwrap_err()
+    );
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+    assert!(
+        e.contains(&format!(
+            "ldaps://127.0.0.1:{down}: connecting to 127.0.0.1:{down}: Connection refused"
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_bind_password_comes_from_a_snippet() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("conf.d")).unwrap();
+    // postscripts/files/sssd/sssd.conf, as shipped, and the secret's snippet.
+    let reference = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../postscripts/files/sssd/sssd.conf"),
+    )
+    .unwrap();
+    std::fs::write(d.path().join("sssd.conf"), reference).unwrap();
+    std::fs::write(
+        d.path().join("conf.d/50-bind.conf"),
+        "[domain/deepsquare-ldap]\nldap_default_authtok = from-bootd\n",
+    )
+    .unwrap();
+    let got = domains(&d.path().join("sssd.conf")).unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].uris, ["ldaps://ldap.example.com"]);
+    assert_eq!(got[0].bind_dn.as_deref(), Some(DN));
+    assert_eq!(got[0].authtok.as_deref(), Some("from-bootd"));
+}
