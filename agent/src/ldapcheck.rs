@@ -33,6 +33,9 @@ pub struct Domain {
     pub authtok: Option<String>,
     /// `ldap_tls_cacert`, else the system trust store.
     pub cacert: Option<PathBuf>,
+    /// `ldap_tls_cipher_suite`, `ldap_tls_reqcert`: what sssd hands libldap.
+    pub cipher_suite: Option<String>,
+    pub reqcert: Option<String>,
 }
 
 type Ini = BTreeMap<String, BTreeMap<String, String>>;
@@ -127,6 +130,8 @@ fn from_ini(ini: &Ini) -> Vec<Domain> {
             bind_dn: d.get("ldap_default_bind_dn").cloned(),
             authtok: d.get("ldap_default_authtok").cloned(),
             cacert: d.get("ldap_tls_cacert").map(PathBuf::from),
+            cipher_suite: d.get("ldap_tls_cipher_suite").cloned(),
+            reqcert: d.get("ldap_tls_reqcert").cloned(),
         });
     }
     out
@@ -402,10 +407,98 @@ fn exchange(s: &mut (impl Read + Write), req: &[u8]) -> Result<Vec<u8>> {
     }
 }
 
+/// The same bind through sssd's own LDAP library: `ldapwhoami` (libldap,
+/// GnuTLS on Debian, OpenSSL on EL) with sssd's TLS settings, when the
+/// image has it (`None`: it does not). Catches what only that library
+/// refuses — e.g. `ldap_tls_cipher_suite = HIGH`, an OpenSSL cipher list
+/// that GnuTLS cannot parse, which leaves sssd offline.
+fn libldap_check(
+    d: &Domain,
+    uri: &str,
+    ca: &Path,
+    tmp: &Path,
+    timeout: Duration,
+) -> Option<Result<()>> {
+    let tool = ["/usr/bin/ldapwhoami", "/bin/ldapwhoami"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())?;
+    Some(libldap_bind(d, uri, tool, ca, tmp, timeout))
+}
+
+fn libldap_bind(
+    d: &Domain,
+    uri: &str,
+    tool: &str,
+    ca: &Path,
+    tmp: &Path,
+    timeout: Duration,
+) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let pwfile = tmp.join("ldap-check.pw");
+    let _ = std::fs::remove_file(&pwfile);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&pwfile)
+        .and_then(|mut f| f.write_all(d.authtok.as_deref().unwrap_or_default().as_bytes()))
+        .with_context(|| format!("writing {}", pwfile.display()))?;
+    let mut argv: Vec<String> = vec!["env".into()];
+    let mut shown = Vec::new();
+    for (var, val) in [
+        ("LDAPTLS_CACERT", Some(ca.display().to_string())),
+        ("LDAPTLS_CIPHER_SUITE", d.cipher_suite.clone()),
+        ("LDAPTLS_REQCERT", d.reqcert.clone()),
+    ] {
+        if let Some(v) = val {
+            shown.push(format!("{var}={v}"));
+            argv.push(format!("{var}={v}"));
+        }
+    }
+    argv.extend([tool.into(), "-x".into(), "-H".into(), uri.into()]);
+    argv.extend([
+        "-o".into(),
+        format!("nettimeout={}", timeout.as_secs().max(1)),
+    ]);
+    if let Some(dn) = &d.bind_dn {
+        argv.extend([
+            "-D".into(),
+            dn.clone(),
+            "-y".into(),
+            pwfile.display().to_string(),
+        ]);
+    }
+    let r = crate::cmd::run_bounded(&argv, timeout + Duration::from_secs(5));
+    let _ = std::fs::remove_file(&pwfile);
+    let (st, tail) = r?;
+    if !st.success() {
+        let settings = if shown.is_empty() {
+            String::new()
+        } else {
+            format!(" with sssd's {}", shown.join(" "))
+        };
+        let hint = if d.cipher_suite.is_some() {
+            "; ldap_tls_cipher_suite must be in the syntax of the node's TLS library \
+             (GnuTLS on Debian: NORMAL, SECURE128; OpenSSL on EL: HIGH)"
+        } else {
+            ""
+        };
+        bail!(
+            "nodectl's own TLS and bind succeeded, but sssd's LDAP library \
+             (ldapwhoami{settings}) fails: {}{hint}",
+            tail.join(" | ")
+        );
+    }
+    Ok(())
+}
+
 /// Check `d` until one of its servers takes the bind or `bound` passes
 /// (trying again every 2 s: a server may come up after the node). `ca` is
 /// the system trust store, used when the domain names no `ldap_tls_cacert`.
-pub fn check(d: &Domain, ca: &Path, bound: Duration) -> Result<()> {
+/// After nodectl's own bind, the same through libldap (`ldapwhoami`, when
+/// the image has it), its password in a 0600 file under `tmp`.
+pub fn check(d: &Domain, ca: &Path, tmp: &Path, bound: Duration) -> Result<()> {
     if d.uris.is_empty() {
         bail!("sssd domain {}: no ldap_uri", d.name);
     }
@@ -417,7 +510,10 @@ pub fn check(d: &Domain, ca: &Path, bound: Duration) -> Result<()> {
             let left = bound
                 .saturating_sub(t.elapsed())
                 .max(Duration::from_secs(1));
-            match try_server(d, uri, ca, left.min(Duration::from_secs(10))) {
+            let each = left.min(Duration::from_secs(10));
+            let r = try_server(d, uri, ca, each)
+                .and_then(|()| libldap_check(d, uri, ca, tmp, each).unwrap_or(Ok(())));
+            match r {
                 Ok(()) => {
                     tracing::info!(domain = %d.name, "LDAP server {uri} takes sssd's bind");
                     return Ok(());
@@ -468,6 +564,8 @@ mod tests {
                 bind_dn: Some("cn=Directory Manager".into()),
                 authtok: Some("s3cret=x".into()),
                 cacert: None,
+                cipher_suite: None,
+                reqcert: None,
             }]
         );
     }

@@ -477,7 +477,7 @@ fn start_all(
                 .with_context(|| format!("{unit}: its configuration"))?
             {
                 crate::provision::notify_status(&format!("checking LDAP domain {}", d.name));
-                crate::ldapcheck::check(&d, &ca, timeout)
+                crate::ldapcheck::check(&d, &ca, &paths.run, timeout)
                     .with_context(|| format!("{unit} is active but cannot use its directory"))?;
             }
         }

@@ -156,6 +156,8 @@ fn domain(port: u16, password: &str) -> Domain {
         bind_dn: Some(DN.into()),
         authtok: Some(password.into()),
         cacert: None,
+        cipher_suite: None,
+        reqcert: None,
     }
 }
 
@@ -170,13 +172,13 @@ fn the_directory_answers_or_the_operator_is_told_why() {
     let site_ca = d.path().join("site-ca.pem");
     let bound = Duration::from_secs(3);
     // All right: the site CA trusted, the right password.
-    check(&domain(port, "bind-secret"), &site_ca, bound).unwrap();
+    check(&domain(port, "bind-secret"), &site_ca, d.path(), bound).unwrap();
     // The node does not trust the site CA (node.toml has no [[ca]]).
     ca(d.path(), "other-ca");
     let other = d.path().join("other-ca.pem");
     let e = format!(
         "{:#}",
-        check(&domain(port, "bind-secret"), &other, bound).unwrap_err()
+        check(&domain(port, "bind-secret"), &other, d.path(), bound).unwrap_err()
     );
     assert!(
         e.starts_with(&format!(
@@ -189,7 +191,7 @@ fn the_directory_answers_or_the_operator_is_told_why() {
     // A wrong bind password.
     let e = format!(
         "{:#}",
-        check(&domain(port, "wrong"), &site_ca, bound).unwrap_err()
+        check(&domain(port, "wrong"), &site_ca, d.path(), bound).unwrap_err()
     );
     assert!(
         e.ends_with(
@@ -198,12 +200,33 @@ fn the_directory_answers_or_the_operator_is_told_why() {
         ),
         "{e}"
     );
+    // An OpenSSL cipher list, as in the seed's sssd.conf: nodectl's own TLS
+    // takes it, the node's libldap (GnuTLS) does not, and neither would sssd.
+    if Path::new("/usr/bin/ldapwhoami").exists() {
+        let mut high = domain(port, "bind-secret");
+        high.cipher_suite = Some("HIGH".into());
+        let e = format!("{:#}", check(&high, &site_ca, d.path(), bound).unwrap_err());
+        assert!(
+            e.contains(&format!(
+                "nodectl's own TLS and bind succeeded, but sssd's LDAP library (ldapwhoami with sssd's \
+                 LDAPTLS_CACERT={} LDAPTLS_CIPHER_SUITE=HIGH) fails: "
+                , site_ca.display()
+            )) && e.ends_with("(GnuTLS on Debian: NORMAL, SECURE128; OpenSSL on EL: HIGH)"),
+            "{e}"
+        );
+        assert!(
+            !d.path().join("ldap-check.pw").exists(),
+            "the password file was left behind"
+        );
+    } else {
+        eprintln!("SKIP: the libldap half: no ldapwhoami (apt-get install ldap-utils)");
+    }
     // Nothing listens: told within the bound, naming the server.
     let down = free_port();
     let t = Instant::now();
     let e = format!(
         "{:#}",
-        check(&domain(down, "bind-secret"), &site_ca, bound).unwrap_err()
+        check(&domain(down, "bind-secret"), &site_ca, d.path(), bound).unwrap_err()
     );
     assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
     assert!(

@@ -43,6 +43,7 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
     "xfsprogs",
     "btrfs-progs",
     "tpm2-tools", // nodectl's node key sealed in the TPM (issue 13)
+    "ldap-utils", // ldapwhoami: nodectl checks sssd's directory with sssd's own libldap
 ];
 
 /// Installed with apt inside the tree after debootstrap (`--no-install-recommends`):

@@ -733,7 +733,7 @@ fn checks(t0: Instant, ca: &Path, node_host_pub: &str, commit: &str) -> Result<V
 /// LDAP through sssd) runs a job that writes into her NFS home, and every
 /// path of the seed's storage layout is what it should be.
 fn user_checks(t0: Instant, export: &Path) -> Result<Value> {
-    let id = srun(&["--uid=alice", "id"])?;
+    let id = srun(&["--uid=alice", "--gid=researchers", "id"])?;
     let alice_first_job = t0.elapsed().as_secs_f64();
     let u = site::ALICE_UID;
     let want_id = format!("uid={u}(alice) gid={u}(researchers) groups={u}(researchers)");
@@ -754,6 +754,7 @@ fn user_checks(t0: Instant, export: &Path) -> Result<Value> {
     }
     let wrote = srun(&[
         "--uid=alice",
+        "--gid=researchers",
         "sh",
         "-c",
         "cd ~alice && echo ok > probe && pwd -P && ls -ln probe",
