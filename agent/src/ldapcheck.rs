@@ -412,27 +412,14 @@ fn exchange(s: &mut (impl Read + Write), req: &[u8]) -> Result<Vec<u8>> {
 /// image has it (`None`: it does not). Catches what only that library
 /// refuses — e.g. `ldap_tls_cipher_suite = HIGH`, an OpenSSL cipher list
 /// that GnuTLS cannot parse, which leaves sssd offline.
-fn libldap_check(
-    d: &Domain,
-    uri: &str,
-    ca: &Path,
-    tmp: &Path,
-    timeout: Duration,
-) -> Option<Result<()>> {
+fn libldap_check(d: &Domain, uri: &str, tmp: &Path, timeout: Duration) -> Option<Result<()>> {
     let tool = ["/usr/bin/ldapwhoami", "/bin/ldapwhoami"]
         .into_iter()
         .find(|p| Path::new(p).exists())?;
-    Some(libldap_bind(d, uri, tool, ca, tmp, timeout))
+    Some(libldap_bind(d, uri, tool, tmp, timeout))
 }
 
-fn libldap_bind(
-    d: &Domain,
-    uri: &str,
-    tool: &str,
-    ca: &Path,
-    tmp: &Path,
-    timeout: Duration,
-) -> Result<()> {
+fn libldap_bind(d: &Domain, uri: &str, tool: &str, tmp: &Path, timeout: Duration) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let pwfile = tmp.join("ldap-check.pw");
@@ -447,7 +434,11 @@ fn libldap_bind(
     let mut argv: Vec<String> = vec!["env".into()];
     let mut shown = Vec::new();
     for (var, val) in [
-        ("LDAPTLS_CACERT", Some(ca.display().to_string())),
+        // As sssd: its ldap_tls_cacert, else what libldap's ldap.conf says.
+        (
+            "LDAPTLS_CACERT",
+            d.cacert.as_ref().map(|p| p.display().to_string()),
+        ),
         ("LDAPTLS_CIPHER_SUITE", d.cipher_suite.clone()),
         ("LDAPTLS_REQCERT", d.reqcert.clone()),
     ] {
@@ -478,12 +469,20 @@ fn libldap_bind(
         } else {
             format!(" with sssd's {}", shown.join(" "))
         };
-        let hint = if d.cipher_suite.is_some() {
-            "; ldap_tls_cipher_suite must be in the syntax of the node's TLS library \
-             (GnuTLS on Debian: NORMAL, SECURE128; OpenSSL on EL: HIGH)"
-        } else {
-            ""
-        };
+        let mut hint = String::new();
+        if d.cipher_suite.is_some() {
+            hint.push_str(
+                "; ldap_tls_cipher_suite must be in the syntax of the node's TLS library \
+                 (GnuTLS on Debian: NORMAL, SECURE128; OpenSSL on EL: HIGH)",
+            );
+        }
+        if d.cacert.is_none() {
+            hint.push_str(
+                "; without ldap_tls_cacert, libldap trusts what TLS_CACERT in its ldap.conf names \
+                 (Debian: /etc/ldap/ldap.conf from libldap-common, the system bundle) and nothing \
+                 when there is none",
+            );
+        }
         bail!(
             "nodectl's own TLS and bind succeeded, but sssd's LDAP library \
              (ldapwhoami{settings}) fails: {}{hint}",
@@ -512,7 +511,7 @@ pub fn check(d: &Domain, ca: &Path, tmp: &Path, bound: Duration) -> Result<()> {
                 .max(Duration::from_secs(1));
             let each = left.min(Duration::from_secs(10));
             let r = try_server(d, uri, ca, each)
-                .and_then(|()| libldap_check(d, uri, ca, tmp, each).unwrap_or(Ok(())));
+                .and_then(|()| libldap_check(d, uri, tmp, each).unwrap_or(Ok(())));
             match r {
                 Ok(()) => {
                     tracing::info!(domain = %d.name, "LDAP server {uri} takes sssd's bind");

@@ -149,13 +149,15 @@ fn have_slapd() -> bool {
     false
 }
 
-fn domain(port: u16, password: &str) -> Domain {
+/// The seed's domain with `ldap_tls_cacert = ca` (this machine's own
+/// libldap must not read its system trust store for the test CA).
+fn domain(port: u16, password: &str, ca: &Path) -> Domain {
     Domain {
         name: "deepsquare-ldap".into(),
         uris: vec![format!("ldaps://127.0.0.1:{port}")],
         bind_dn: Some(DN.into()),
         authtok: Some(password.into()),
-        cacert: None,
+        cacert: Some(ca.to_path_buf()),
         cipher_suite: None,
         reqcert: None,
     }
@@ -172,13 +174,25 @@ fn the_directory_answers_or_the_operator_is_told_why() {
     let site_ca = d.path().join("site-ca.pem");
     let bound = Duration::from_secs(3);
     // All right: the site CA trusted, the right password.
-    check(&domain(port, "bind-secret"), &site_ca, d.path(), bound).unwrap();
+    check(
+        &domain(port, "bind-secret", &site_ca),
+        &site_ca,
+        d.path(),
+        bound,
+    )
+    .unwrap();
     // The node does not trust the site CA (node.toml has no [[ca]]).
     ca(d.path(), "other-ca");
     let other = d.path().join("other-ca.pem");
     let e = format!(
         "{:#}",
-        check(&domain(port, "bind-secret"), &other, d.path(), bound).unwrap_err()
+        check(
+            &domain(port, "bind-secret", &other),
+            &other,
+            d.path(),
+            bound
+        )
+        .unwrap_err()
     );
     assert!(
         e.starts_with(&format!(
@@ -191,7 +205,7 @@ fn the_directory_answers_or_the_operator_is_told_why() {
     // A wrong bind password.
     let e = format!(
         "{:#}",
-        check(&domain(port, "wrong"), &site_ca, d.path(), bound).unwrap_err()
+        check(&domain(port, "wrong", &site_ca), &site_ca, d.path(), bound).unwrap_err()
     );
     assert!(
         e.ends_with(
@@ -203,7 +217,7 @@ fn the_directory_answers_or_the_operator_is_told_why() {
     // An OpenSSL cipher list, as in the seed's sssd.conf: nodectl's own TLS
     // takes it, the node's libldap (GnuTLS) does not, and neither would sssd.
     if Path::new("/usr/bin/ldapwhoami").exists() {
-        let mut high = domain(port, "bind-secret");
+        let mut high = domain(port, "bind-secret", &site_ca);
         high.cipher_suite = Some("HIGH".into());
         let e = format!("{:#}", check(&high, &site_ca, d.path(), bound).unwrap_err());
         assert!(
@@ -218,6 +232,22 @@ fn the_directory_answers_or_the_operator_is_told_why() {
             !d.path().join("ldap-check.pw").exists(),
             "the password file was left behind"
         );
+        // No ldap_tls_cacert: sssd's libldap trusts only what its ldap.conf
+        // names (this machine's: the system bundle, without the test CA)
+        // while the node's store (here: the site CA) has it — the first
+        // slurm-user boot, where sssd stayed offline.
+        let mut none = domain(port, "bind-secret", &site_ca);
+        none.cacert = None;
+        let e = format!("{:#}", check(&none, &site_ca, d.path(), bound).unwrap_err());
+        assert!(
+            e.contains("but sssd's LDAP library (ldapwhoami) fails: ")
+                && e.ends_with(
+                    "without ldap_tls_cacert, libldap trusts what TLS_CACERT in its ldap.conf names \
+                     (Debian: /etc/ldap/ldap.conf from libldap-common, the system bundle) and nothing \
+                     when there is none"
+                ),
+            "{e}"
+        );
     } else {
         eprintln!("SKIP: the libldap half: no ldapwhoami (apt-get install ldap-utils)");
     }
@@ -226,7 +256,13 @@ fn the_directory_answers_or_the_operator_is_told_why() {
     let t = Instant::now();
     let e = format!(
         "{:#}",
-        check(&domain(down, "bind-secret"), &site_ca, d.path(), bound).unwrap_err()
+        check(
+            &domain(down, "bind-secret", &site_ca),
+            &site_ca,
+            d.path(),
+            bound
+        )
+        .unwrap_err()
     );
     assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
     assert!(

@@ -44,6 +44,9 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
     "btrfs-progs",
     "tpm2-tools", // nodectl's node key sealed in the TPM (issue 13)
     "ldap-utils", // ldapwhoami: nodectl checks sssd's directory with sssd's own libldap
+    // /etc/ldap/ldap.conf (TLS_CACERT = the system bundle): without it
+    // Debian's libldap (GnuTLS) trusts no CA, and sssd cannot use ldaps://.
+    "libldap-common",
 ];
 
 /// Installed with apt inside the tree after debootstrap (`--no-install-recommends`):
