@@ -302,15 +302,14 @@ pub fn apply(n: &NodeToml, repo: &Path, root: &Path, mountinfo: &Path) -> Result
             .as_ref()
             .map(|d| d.to_string_lossy().into_owned())
             .unwrap_or_else(|| m.what.clone());
-        let argv = [
-            "mount",
-            "-t",
-            &m.fstype,
-            "-o",
-            &m.options,
-            &source,
-            &at.to_string_lossy(),
-        ];
+        let at_s = at.to_string_lossy();
+        let mut argv = vec!["mount", "-t", &m.fstype, "-o", &m.options, &source, &at_s];
+        if m.fstype.starts_with("nfs") {
+            // mount.nfs retries by itself (an export that is missing, a
+            // server that refuses) and says why only when it gives up,
+            // after our bound: -v prints each attempt's reason as it comes.
+            argv.insert(1, "-v");
+        }
         // A server that is slow to answer gets retries until `wait`.
         let mut delay = Duration::from_millis(500);
         loop {
