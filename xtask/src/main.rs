@@ -35,7 +35,7 @@ enum Cmd {
         no_qemu: bool,
     },
     /// Run QEMU boots: boot, bad-digest, unreachable, resume, postscript,
-    /// postscript-fails, disk, slurm-user, slurm-wrong-hostkey, slurm-tpm, slurm-nfs-missing, pxe, pxe-uefi, httpboot, secureboot, secureboot-unsigned, hostile (default: all).
+    /// postscript-fails, disk, slurm-user, slurm-wrong-hostkey, slurm-tpm, slurm-nfs-missing, slurm-nfs-down, pxe, pxe-uefi, httpboot, secureboot, secureboot-unsigned, hostile (default: all).
     E2e { names: Vec<String> },
     /// Benchmarks against the tools users would use instead.
     Bench {

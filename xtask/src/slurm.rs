@@ -57,6 +57,9 @@ pub enum Variant {
     /// with the server's reason, naming the server and the path, and no
     /// service starts.
     NfsMissing,
+    /// No NFS server runs at all (`wait = 15`): provisioning fails within
+    /// the bound naming the server and mount.nfs's `Connection refused`.
+    NfsDown,
 }
 
 /// The export `Variant::NfsMissing` mounts.
@@ -423,6 +426,12 @@ fn site_repo(dir: &Path, munge_key: &[u8], variant: Variant) -> Result<(PathBuf,
         "what = \"nfs.example.com:/srv/cluster\"",
         "what = \"10.0.2.2:/srv/cluster\"",
     );
+    if variant == Variant::NfsDown {
+        reference = reference.replace(
+            "what = \"10.0.2.2:/srv/cluster\"\nwhere = \"/mnt/nfs\"\ntype = \"nfs\"\noptions = \"vers=4.2,hard,noatime\"\nwait = 60",
+            "what = \"10.0.2.2:/srv/cluster\"\nwhere = \"/mnt/nfs\"\ntype = \"nfs\"\noptions = \"vers=4.2,hard,noatime\"\nwait = 15",
+        );
+    }
     if variant == Variant::NfsMissing {
         reference = reference.replace(
             "what = \"10.0.2.2:/srv/cluster\"\nwhere = \"/mnt/nfs\"\ntype = \"nfs\"\noptions = \"vers=4.2,hard,noatime\"\nwait = 60",
@@ -1005,7 +1014,7 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
     let node_host_pub =
         std::fs::read_to_string(dir.join("postscripts/files/ssh/ssh_host_ed25519_key.pub"))?;
     let pinned = match variant {
-        Variant::Good | Variant::Tpm | Variant::NfsMissing => {
+        Variant::Good | Variant::Tpm | Variant::NfsMissing | Variant::NfsDown => {
             fingerprint(&host_key.with_extension("pub"))?
         }
         Variant::WrongHostKey => {
@@ -1022,7 +1031,12 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
             let _git = git_server(dir, &host_key, &deploy.with_extension("pub"))?;
             let (_munged, _ctld) = controller(dir, &munge_key)?;
             let _slapd = site::ldap(dir, &dir.join("ca.key"), &ca, &bind_pw)?;
-            let (_ganesha, export) = site::nfs(dir)?;
+            let (mut ganesha, export) = site::nfs(dir)?;
+            if variant == Variant::NfsDown {
+                // The site's file server is down for this boot.
+                let _ = ganesha.child.kill();
+                let _ = ganesha.child.wait();
+            }
             let log = dir.join("bootd.log");
             let (inv, secrets) = boot_server_files(dir, &munge_key, &bind_pw)?;
             let state = dir.join("bootd-state");
@@ -1102,11 +1116,16 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                                 }
                                 Ok(())
                             }
-                            Variant::NfsMissing => {
+                            Variant::NfsMissing | Variant::NfsDown => {
                                 let e = p["error"].as_str().unwrap_or_default();
-                                let want = format!("mounting {MISSING_EXPORT} on /mnt/nfs (gave up after 15s)");
-                                if p["phase"] != "failed" || !e.contains(&want) || !e.contains("No such file or directory") {
-                                    bail!("provisioning did not fail on the missing export as expected: {p}");
+                                let (export, why) = if variant == Variant::NfsDown {
+                                    ("10.0.2.2:/srv/cluster", "Connection refused")
+                                } else {
+                                    (MISSING_EXPORT, "No such file or directory")
+                                };
+                                let want = format!("mounting {export} on /mnt/nfs (gave up after 15s)");
+                                if p["phase"] != "failed" || !e.contains(&want) || !e.contains(why) {
+                                    bail!("provisioning did not fail on the NFS mount as expected ({why}): {p}");
                                 }
                                 if p["native"]["started"].as_array().is_some_and(|a| !a.is_empty()) {
                                     bail!("services were started after a failed provisioning: {p}");
@@ -1117,7 +1136,7 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                         if let Err(e) = r {
                             return Some(Err(e));
                         }
-                        if matches!(variant, Variant::WrongHostKey | Variant::NfsMissing) {
+                        if matches!(variant, Variant::WrongHostKey | Variant::NfsMissing | Variant::NfsDown) {
                             found = Some(p);
                             return Some(Ok(()));
                         }
@@ -1151,7 +1170,7 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                 let st = r.status.clone().unwrap_or_default();
                 let prov = &st["provision"];
                 let mut out = json!({
-                    "variant": match variant { Variant::Good => "good", Variant::WrongHostKey => "wrong-host-key", Variant::Tpm => "tpm", Variant::NfsMissing => "nfs-missing" },
+                    "variant": match variant { Variant::Good => "good", Variant::WrongHostKey => "wrong-host-key", Variant::Tpm => "tpm", Variant::NfsMissing => "nfs-missing", Variant::NfsDown => "nfs-down" },
                     "seconds": r.seconds,
                     "provision": prov,
                     "host": found.take(),
