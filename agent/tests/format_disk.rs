@@ -116,7 +116,14 @@ fn assert_fs(dev: &str, fs: &str, uuid: &str, label: Option<&str>, partname: &st
     );
 }
 
+/// Each filesystem its own UUID: the tests run in parallel, and mkfs.btrfs
+/// refuses a UUID that blkid finds on another device ("non-unique UUID").
 fn formats(fs: &str, label: &str) {
+    let uuid = match fs {
+        "btrfs" => "0b1f6a5e-3c1d-4b6e-9a7c-2f7e8d9c0b22",
+        "ext4" => "0b1f6a5e-3c1d-4b6e-9a7c-2f7e8d9c0c33",
+        _ => U1,
+    };
     let l = Loop::new();
     let o = nodectl(&[
         "format-disk",
@@ -124,7 +131,7 @@ fn formats(fs: &str, label: &str) {
         "--fs",
         fs,
         "--uuid",
-        U1,
+        uuid,
         "--label",
         label,
     ]);
@@ -135,10 +142,10 @@ fn formats(fs: &str, label: &str) {
     assert!(out.contains("size:    536870912 bytes (512 MiB"), "{out}");
     assert!(out.contains("now:     blank"), "{out}");
     assert!(
-        out.contains(&format!("formatted: {} {fs} UUID {U1}", l.part(1))),
+        out.contains(&format!("formatted: {} {fs} UUID {uuid}", l.part(1))),
         "{out}"
     );
-    assert_fs(&l.part(1), fs, U1, Some(label), "nodeboot-data");
+    assert_fs(&l.part(1), fs, uuid, Some(label), "nodeboot-data");
     let pt = sfdisk(&l.dev);
     assert_eq!(
         pt["partitiontable"]["partitions"].as_array().unwrap().len(),
