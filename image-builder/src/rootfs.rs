@@ -90,7 +90,8 @@ pub struct Debian {
     /// Packages debootstrap installs, comma-separated; replaces the default
     /// list: systemd, systemd-sysv, udev, kmod, dbus, iproute2, procps,
     /// iputils-ping, less, ca-certificates, zstd, openssh-server, munge, sssd,
-    /// slurmd, nfs-common, xfsprogs, btrfs-progs, tpm2-tools. The kernel and dracut (linux-image-amd64,
+    /// slurmd, nfs-common, xfsprogs, btrfs-progs, tpm2-tools, ldap-utils, libldap-common.
+    /// The kernel and dracut (linux-image-amd64,
     /// dracut, dracut-core) are always installed, with apt in the tree.
     #[arg(long, value_delimiter = ',')]
     pub packages: Option<Vec<String>>,
