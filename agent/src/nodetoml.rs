@@ -268,6 +268,45 @@ fn mounted(mountinfo: &Path, at: &Path) -> Result<bool> {
         .any(|e| e.mountpoint == at))
 }
 
+/// The NFSv4 server of a mount (`host:/path`, `[v6]:/path`) and its port
+/// (`port=` of the options, else 2049); `None` for another type or NFSv2/3
+/// (whose port comes from rpcbind).
+pub fn nfs_endpoint(fstype: &str, what: &str, options: &str) -> Option<(String, u16)> {
+    if !fstype.starts_with("nfs") {
+        return None;
+    }
+    let mut port = 2049;
+    for o in options.split(',') {
+        match o.split_once('=') {
+            Some(("vers" | "nfsvers", v)) if !v.starts_with('4') => return None,
+            Some(("port", p)) => port = p.parse().ok().filter(|p| *p != 0)?,
+            _ => {}
+        }
+    }
+    let (host, _) = what.rsplit_once(":/")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+/// What a TCP connection to `host:port` meets, in words for an error.
+fn probe_tcp(host: &str, port: u16, timeout: Duration) -> String {
+    use std::net::ToSocketAddrs;
+    let addrs = match (host, port).to_socket_addrs() {
+        Ok(a) => a.collect::<Vec<_>>(),
+        Err(e) => return format!("the NFS server's name {host}: {e}"),
+    };
+    let mut last = format!("{host} has no address");
+    for a in addrs {
+        match std::net::TcpStream::connect_timeout(&a, timeout) {
+            Ok(_) => return format!(
+                "the NFS server {a} takes TCP connections: check the export path and the options"
+            ),
+            Err(e) => last = format!("a TCP connection to the NFS server {a}: {e}"),
+        }
+    }
+    last
+}
+
 /// Apply `n` under `root` ("/" on a node), sources read from `repo`;
 /// returns what was done, one line each. Services are not started here
 /// (see [`Services`]): `nodectl-services.service` does it after
@@ -333,6 +372,15 @@ pub fn apply(n: &NodeToml, repo: &Path, root: &Path, mountinfo: &Path) -> Result
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
+                    // The kernel's NFS client may hold mount(2) past our
+                    // bound without a word: say what a plain TCP connection
+                    // to the server meets.
+                    let e = match nfs_endpoint(&m.fstype, &m.what, &m.options) {
+                        Some((host, port)) => {
+                            e.context(probe_tcp(&host, port, Duration::from_secs(3)))
+                        }
+                        None => e,
+                    };
                     return Err(e).with_context(|| {
                         format!(
                             "mounting {} on {} (gave up after {}s)",
@@ -340,7 +388,7 @@ pub fn apply(n: &NodeToml, repo: &Path, root: &Path, mountinfo: &Path) -> Result
                             at.display(),
                             m.wait
                         )
-                    })
+                    });
                 }
             }
         }
@@ -868,6 +916,44 @@ mod tests {
             assert!(!root.join("etc/munge/munge.key").exists());
             assert!(!root.join("etc/x").exists());
         }
+    }
+
+    #[test]
+    fn nfs_endpoints_and_the_probe() {
+        let e = |t, w, o| nfs_endpoint(t, w, o);
+        assert_eq!(
+            e("nfs", "10.0.2.2:/srv/cluster", "vers=4.2,hard"),
+            Some(("10.0.2.2".into(), 2049))
+        );
+        assert_eq!(
+            e("nfs4", "nfs.example.com:/x", "port=3049"),
+            Some(("nfs.example.com".into(), 3049))
+        );
+        assert_eq!(
+            e("nfs", "[fd00::1]:/x", "defaults"),
+            Some(("fd00::1".into(), 2049))
+        );
+        assert_eq!(e("nfs", "10.0.2.2:/x", "vers=3"), None);
+        assert_eq!(e("xfs", "UUID=abc", "defaults"), None);
+        // Nothing listens on a port just freed: refused, named.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let said = probe_tcp("127.0.0.1", port, Duration::from_secs(1));
+        assert!(
+            said.starts_with(&format!(
+                "a TCP connection to the NFS server 127.0.0.1:{port}: Connection refused"
+            )),
+            "{said}"
+        );
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert_eq!(
+            probe_tcp("127.0.0.1", port, Duration::from_secs(1)),
+            format!("the NFS server 127.0.0.1:{port} takes TCP connections: check the export path and the options")
+        );
     }
 
     #[test]
