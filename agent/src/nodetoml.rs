@@ -298,9 +298,11 @@ fn probe_tcp(host: &str, port: u16, timeout: Duration) -> String {
     let mut last = format!("{host} has no address");
     for a in addrs {
         match std::net::TcpStream::connect_timeout(&a, timeout) {
-            Ok(_) => return format!(
+            Ok(_) => {
+                return format!(
                 "the NFS server {a} takes TCP connections: check the export path and the options"
-            ),
+            )
+            }
             Err(e) => last = format!("a TCP connection to the NFS server {a}: {e}"),
         }
     }
