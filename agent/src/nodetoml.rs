@@ -353,6 +353,9 @@ pub fn apply(n: &NodeToml, repo: &Path, root: &Path, mountinfo: &Path) -> Result
         }
         // A server that is slow to answer gets retries until `wait`.
         let mut delay = Duration::from_millis(500);
+        // The last attempt is cut at the bound: keep the reason an earlier
+        // one gave, if the last one gives none.
+        let mut earlier: Option<String> = None;
         loop {
             // Each attempt bounded by what is left of `wait` (a server that
             // accepts and never answers must not hang the boot).
@@ -370,10 +373,20 @@ pub fn apply(n: &NodeToml, repo: &Path, root: &Path, mountinfo: &Path) -> Result
                 Ok(()) => break,
                 Err(e) if start.elapsed() + delay < wait => {
                     tracing::warn!("{e:#}; retrying in {:.1}s", delay.as_secs_f64());
+                    let said = format!("{e:#}");
+                    if !said.trim_end().ends_with("was killed:") {
+                        earlier = Some(said);
+                    }
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
+                    let e = match earlier.take() {
+                        Some(before) if format!("{e:#}").trim_end().ends_with("was killed:") => {
+                            anyhow::anyhow!("{e:#} (an earlier attempt: {before})")
+                        }
+                        _ => e,
+                    };
                     // The kernel's NFS client may hold mount(2) past our
                     // bound without a word: say what a plain TCP connection
                     // to the server meets.
