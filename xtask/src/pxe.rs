@@ -523,8 +523,6 @@ pub fn run(ctx: &Ctx, dir: &Path, kind: Kind) -> Result<Value> {
         bail!("the node's address is not cn1's inventory address {NODE_IP}/24: {net_line}");
     }
     // bootd's own milestones, in the order the chain takes them.
-    let mut server = Map::new();
-    let mut last = 0.0;
     let milestones = match kind {
         Kind::Bios => server_milestones(srv.port, "undionly.kpxe"),
         Kind::Uefi => server_milestones(srv.port, "snponly.efi"),
@@ -532,19 +530,7 @@ pub fn run(ctx: &Ctx, dir: &Path, kind: Kind) -> Result<Value> {
         Kind::SecureBoot => secure_milestones(),
         Kind::SecureBootUnsigned => unreachable!("judged above"),
     };
-    for (name, pred) in milestones {
-        let Some(t) = srv.when(t0, pred) else {
-            bail!(
-                "{name}: not in bootd's log ({})",
-                dir.join("bootd.log").display()
-            );
-        };
-        if t < last {
-            bail!("{name} at {t}s comes before the step before it ({last}s) in bootd's log");
-        }
-        last = t;
-        server.insert(name.to_string(), json!(t));
-    }
+    let server = in_order(&srv, t0, dir, milestones)?;
     let at = |k: &str| server[k].as_f64().unwrap_or_default();
     let live = r.milestones["live_root_ready"].as_f64().unwrap_or_default();
     let ms = |s: f64| (s * 1000.0).round() / 1000.0;
@@ -574,18 +560,17 @@ pub fn run(ctx: &Ctx, dir: &Path, kind: Kind) -> Result<Value> {
     Ok(report)
 }
 
-/// `secureboot-unsigned` after its judge passed: bootd sent the chain up to
-/// the kernel and no initrd, the console holds the refusal and no kernel.
-fn unsigned_report(
-    ctx: &Ctx,
-    dir: &Path,
+/// When (seconds after `t0`) bootd's log shows each milestone; an error
+/// when one is missing or comes before the one listed before it.
+fn in_order(
     srv: &Server,
     t0: Instant,
-    r: &e2e::BootResult,
-) -> Result<Value> {
+    dir: &Path,
+    milestones: Vec<(&'static str, LineTest)>,
+) -> Result<Map<String, Value>> {
     let mut server = Map::new();
     let mut last = 0.0;
-    for (name, pred) in secure_milestones().into_iter().take(5) {
+    for (name, pred) in milestones {
         let Some(t) = srv.when(t0, pred) else {
             bail!(
                 "{name}: not in bootd's log ({})",
@@ -598,6 +583,20 @@ fn unsigned_report(
         last = t;
         server.insert(name.to_string(), json!(t));
     }
+    Ok(server)
+}
+
+/// `secureboot-unsigned` after its judge passed: bootd sent the chain up to
+/// the kernel and no initrd, the console holds the refusal and no kernel.
+fn unsigned_report(
+    ctx: &Ctx,
+    dir: &Path,
+    srv: &Server,
+    t0: Instant,
+    r: &e2e::BootResult,
+) -> Result<Value> {
+    let steps = secure_milestones().into_iter().take(5).collect();
+    let server = in_order(srv, t0, dir, steps)?;
     if let Some(t) = srv.when(t0, |l| l.contains("tftp: sent initrd.img")) {
         bail!("bootd sent the initrd at {t}s: GRUB went on after the unsigned kernel");
     }
