@@ -90,21 +90,17 @@ impl Grub {
     /// The config for `mac`, with a fresh token when the host has secrets.
     fn config(&self, inv: &crate::inventory::Inventory, mac: &str, client: SocketAddr) -> String {
         let shown = crate::clean(mac);
-        let mut extra = String::new();
-        if let (Some(secrets), Some((host, nic))) = (&self.secrets, inv.by_mac(mac)) {
-            if host.provision {
-                match secrets.mint(&host.name, nic.mac.as_deref().unwrap_or_default()) {
-                    Ok(t) => extra = format!("nodeboot.token={t}"),
-                    Err(e) => {
-                        tracing::error!("tftp: GRUB config for {}: {e:#}", host.name);
-                        return grub_exit(
-                            &format!("bootd could not make {}'s config: {e:#}", host.name),
-                            true,
-                        );
-                    }
-                }
+        let extra = match self.secrets.as_ref().map(|s| s.token_word(inv, mac, true)) {
+            None => String::new(),
+            Some(Ok(word)) => word,
+            Some(Err((host, e))) => {
+                tracing::error!("tftp: GRUB config for {host}: {e:#}");
+                return grub_exit(
+                    &format!("bootd could not make {host}'s config: {e:#}"),
+                    true,
+                );
             }
-        }
+        };
         match grub_config(inv, mac, &self.base, &extra) {
             None => {
                 if let Some(quiet) = UNKNOWN_LINES.take() {

@@ -225,6 +225,27 @@ impl Secrets {
 
     /// A new token for `host` booting from `mac` (normalised), valid for the
     /// TTL. The host's previous token, if any, is superseded.
+    /// The `nodeboot.token=…` word of the boot config (iPXE script, GRUB
+    /// config) for `mac`: a fresh token when its host boots from the network,
+    /// nothing otherwise. Without `mint` (a HEAD) a placeholder of the same
+    /// length, superseding no token. On error: the host's name and why.
+    pub fn token_word(
+        &self,
+        inv: &crate::inventory::Inventory,
+        mac: &str,
+        mint: bool,
+    ) -> std::result::Result<String, (String, anyhow::Error)> {
+        let Some((host, nic)) = inv.by_mac(mac).filter(|(h, _)| h.provision) else {
+            return Ok(String::new());
+        };
+        if !mint {
+            return Ok(format!("nodeboot.token={}", "0".repeat(64)));
+        }
+        self.mint(&host.name, nic.mac.as_deref().unwrap_or_default())
+            .map(|t| format!("nodeboot.token={t}"))
+            .map_err(|e| (host.name.clone(), e))
+    }
+
     pub fn mint(&self, host: &str, mac: &str) -> Result<String> {
         let mut raw = Zeroizing::new([0u8; 32]);
         std::fs::File::open("/dev/urandom")

@@ -1073,24 +1073,21 @@ fn boot_config(
     };
     let inv = live.get();
     // A token for a host that boots from the network, when bootd has secrets.
-    let mut extra = String::new();
-    if let (Some(secrets), Some((host, nic))) = (&state.secrets, inv.by_mac(&mac)) {
-        if host.provision && head_only {
-            // HEAD mints nothing (it would supersede the node's token); the
-            // placeholder keeps Content-Length equal to a GET's.
-            extra = format!("nodeboot.token={}", "0".repeat(64));
-        } else if host.provision {
-            let nic_mac = nic.mac.as_deref().unwrap_or_default();
-            match secrets.mint(&host.name, nic_mac) {
-                Ok(t) => extra = format!("nodeboot.token={t}"),
-                Err(e) => {
-                    tracing::error!("{} for {}: {e:#}", loader.what(), host.name);
-                    let m = format!("500 Internal Server Error: {e:#}");
-                    return text_error(out, 500, &m, conn);
-                }
-            }
+    // HEAD mints nothing (it would supersede the node's token); its
+    // placeholder keeps Content-Length equal to a GET's.
+    let extra = match state
+        .secrets
+        .as_ref()
+        .map(|s| s.token_word(&inv, &mac, !head_only))
+    {
+        None => String::new(),
+        Some(Ok(word)) => word,
+        Some(Err((host, e))) => {
+            tracing::error!("{} for {host}: {e:#}", loader.what());
+            let m = format!("500 Internal Server Error: {e:#}");
+            return text_error(out, 500, &m, conn);
         }
-    }
+    };
     let made = match loader {
         Loader::Ipxe => ipxe_script(&inv, &mac, &base, &extra),
         Loader::Grub => grub_config(&inv, &mac, &base, &extra),
