@@ -1,5 +1,7 @@
 //! `nodectl fetch` as the operator runs it: exit codes, the stderr message,
 //! and https against a real TLS server (`openssl s_server`) with an operator CA.
+mod common;
+use common::free_port;
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -82,14 +84,6 @@ fn serve(files: Vec<(&'static str, Vec<u8>)>) -> u16 {
         }
     });
     port
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

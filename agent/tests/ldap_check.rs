@@ -4,8 +4,10 @@
 //! the seed's `cn=Directory Manager`: the message an operator sees for a
 //! server that is down, a CA the node does not trust, and a wrong bind
 //! password — and a pass when all is right.
+mod common;
+use common::{free_port, ok};
 use nodeboot_agent::ldapcheck::{check, domains, Domain};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,27 +24,10 @@ impl Drop for Slapd {
     }
 }
 
-fn run(argv: &[&str]) {
-    let o = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{argv:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A CA (`name.pem`, `name.key`) in `d`.
 fn ca(d: &Path, name: &str) {
     let s = |f: &str| d.join(f).to_string_lossy().into_owned();
-    run(&[
+    ok(&[
         "openssl",
         "req",
         "-x509",
@@ -72,7 +57,7 @@ fn slapd(d: &Path, port: u16, password: &str) -> Slapd {
         "basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
     )
     .unwrap();
-    run(&[
+    ok(&[
         "openssl",
         "req",
         "-new",
@@ -88,7 +73,7 @@ fn slapd(d: &Path, port: u16, password: &str) -> Slapd {
         "-subj",
         "/CN=ldap",
     ]);
-    run(&[
+    ok(&[
         "openssl",
         "x509",
         "-req",

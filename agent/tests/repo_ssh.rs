@@ -9,7 +9,7 @@
 //!
 //! Needs root (sshd, loop devices, mount); prints `SKIP: …` otherwise.
 mod common;
-use common::{nodectl, Loop};
+use common::{free_port, nodectl, Loop};
 use nodeboot_agent::disk::{System, Tools};
 use nodeboot_agent::repo::{self, CloneError, Retries};
 use std::net::{TcpListener, TcpStream};
@@ -82,14 +82,6 @@ fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     let mut f = pubk.split_whitespace();
     let pubk = format!("{} {}", f.next().unwrap(), f.next().unwrap());
     (p, pubk)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A real sshd serving a bare repo; killed on drop.

@@ -13,6 +13,15 @@ pub fn run(argv: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
 }
 
+/// A TCP port of 127.0.0.1 that nothing listens on (just freed).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn ok(argv: &[&str]) -> String {
     let o = run(argv);
     assert!(
