@@ -273,6 +273,8 @@ fn arm(host: &str, for_: Duration, url: &str, token_file: &std::path::Path) -> a
 }
 
 fn main() -> ExitCode {
+    // `NAME generate-docs DIR`: man pages and completions (cargo xtask dist).
+    nodeboot_clidocs::run_if_asked(<Cli as clap::CommandFactory>::command);
     tracing_subscriber::fmt()
         .without_time()
         .with_target(false)

@@ -23,6 +23,8 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // `NAME generate-docs DIR`: man pages and completions (cargo xtask dist).
+    nodeboot_clidocs::run_if_asked(<Cli as clap::CommandFactory>::command);
     nodeboot_agent::log::init("NODEIMG_LOG");
     let r = match Cli::parse().cmd {
         Cmd::Build(a) => nodeimg::build::run(&a),
