@@ -6,9 +6,10 @@
 //!    `CACHE/rootfs-<key>` (the key hashes the suite, the package lists and
 //!    [`FORMAT`]), built in `…​.tmp` and renamed when complete; the .debs are
 //!    kept in `CACHE/debs` so a rebuild downloads nothing;
-//! 2. the node root: a copy of the base with nodectl and our units, made
-//!    stateless (no hostname, empty machine-id) and without build-time
-//!    secrets.
+//! 2. the node root: a copy of the base with our packages installed
+//!    (`--deb`: nodeboot-nodectl brings nodectl, the dracut module and the
+//!    units), made stateless (no hostname, empty machine-id) and without
+//!    build-time secrets.
 use crate::chroot;
 use anyhow::{bail, Context, Result};
 use nodeboot_agent::cmd;
@@ -101,7 +102,13 @@ pub struct Debian {
     /// Debian mirror URL. [default: the first one in this machine's /etc/apt sources]
     #[arg(long)]
     pub mirror: Option<String>,
-    /// nodectl binary installed as /usr/bin/nodectl (mode 0755).
+    /// A .deb installed into the node root with dpkg -i (repeatable), e.g.
+    /// the nodeboot-nodectl package: nodectl, the dracut module 90nodeboot
+    /// that nodeimg initramfs then uses, the node's units (enabled). Its
+    /// dependencies must be in the tree (the default list has them).
+    #[arg(long = "deb", value_name = "FILE")]
+    pub debs: Vec<PathBuf>,
+    /// nodectl binary installed as /usr/bin/nodectl (mode 0755), after --deb.
     #[arg(long)]
     pub nodectl: Option<PathBuf>,
     /// Directory of systemd units: every *.service there is installed in
@@ -173,6 +180,9 @@ fn debian(d: &Debian) -> Result<()> {
     // Inputs first: a typo should not cost a debootstrap.
     if let Some(n) = &d.nodectl {
         check_executable(n)?;
+    }
+    for deb in &d.debs {
+        check_deb(deb)?;
     }
     let units = match &d.units {
         Some(u) => service_units(u)?,
@@ -277,14 +287,7 @@ fn apt_install(root: &Path, debs: &Path, pkgs: &[&str]) -> Result<()> {
         "apt-get install {} ({copied} .debs from the cache)",
         pkgs.join(" ")
     );
-    let policy = root.join("usr/sbin/policy-rc.d");
-    std::fs::write(
-        &policy,
-        "#!/bin/sh\n# nodeimg: no service starts while the image is built.\nexit 101\n",
-    )
-    .with_context(|| format!("writing {}", policy.display()))?;
-    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("chmod {}", policy.display()))?;
+    let policy = NoServices::new(root)?;
     {
         let _mounts = chroot::Mounts::new(root)?;
         let mut argv: Vec<&str> = vec![
@@ -303,7 +306,83 @@ fn apt_install(root: &Path, debs: &Path, pkgs: &[&str]) -> Result<()> {
         tracing::info!("{n} new .debs kept in {}", debs.display());
         chroot::run_in(root, &["apt-get", "clean"])?;
     }
-    std::fs::remove_file(&policy).with_context(|| format!("removing {}", policy.display()))
+    policy.remove()
+}
+
+/// `usr/sbin/policy-rc.d` refusing every start while packages are installed
+/// in a tree; [`NoServices::remove`] takes it away (so does drop, on errors).
+struct NoServices(PathBuf);
+
+impl NoServices {
+    fn new(root: &Path) -> Result<NoServices> {
+        let policy = root.join("usr/sbin/policy-rc.d");
+        std::fs::write(
+            &policy,
+            "#!/bin/sh\n# nodeimg: no service starts while the image is built.\nexit 101\n",
+        )
+        .with_context(|| format!("writing {}", policy.display()))?;
+        std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("chmod {}", policy.display()))?;
+        Ok(NoServices(policy))
+    }
+
+    fn remove(self) -> Result<()> {
+        let r =
+            std::fs::remove_file(&self.0).with_context(|| format!("removing {}", self.0.display()));
+        std::mem::forget(self);
+        r
+    }
+}
+
+impl Drop for NoServices {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `dpkg -i` the `debs` inside `root` (copied to its /tmp for the run, no
+/// service started); their dependencies must already be in the tree.
+fn install_debs(root: &Path, debs: &[PathBuf]) -> Result<()> {
+    if debs.is_empty() {
+        return Ok(());
+    }
+    let dir = root.join("tmp/nodeimg-debs");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("making {}", dir.display()))?;
+    let mut argv: Vec<OsString> = vec![
+        "env".into(),
+        "DEBIAN_FRONTEND=noninteractive".into(),
+        "dpkg".into(),
+        "-i".into(),
+    ];
+    for deb in debs {
+        let name = deb
+            .file_name()
+            .with_context(|| format!("{}: no file name", deb.display()))?;
+        std::fs::copy(deb, dir.join(name))
+            .with_context(|| format!("copying {} into {}", deb.display(), dir.display()))?;
+        argv.push(Path::new("/tmp/nodeimg-debs").join(name).into());
+    }
+    let policy = NoServices::new(root)?;
+    {
+        let _mounts = chroot::Mounts::new(root)?;
+        chroot::run_in(root, &argv).with_context(|| {
+            format!(
+                "installing {} in {}",
+                debs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                root.display()
+            )
+        })?;
+    }
+    policy.remove()?;
+    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    tracing::info!("installed {} package(s) with dpkg", debs.len());
+    Ok(())
 }
 
 /// Hard-link (or copy) the `*.deb` of `from` missing in `to`; returns how many.
@@ -387,6 +466,20 @@ pub fn apt_mirror(etc_apt: &Path) -> Result<String> {
     )
 }
 
+fn check_deb(p: &Path) -> Result<()> {
+    let mut magic = [0u8; 8];
+    std::fs::File::open(p)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .with_context(|| format!("--deb {}", p.display()))?;
+    if &magic != b"!<arch>\n" {
+        bail!(
+            "--deb {}: not a Debian package (no ar archive)",
+            p.display()
+        );
+    }
+    Ok(())
+}
+
 fn check_executable(p: &Path) -> Result<()> {
     let md = std::fs::metadata(p).with_context(|| format!("nodectl {}", p.display()))?;
     if !md.is_file() || md.permissions().mode() & 0o111 == 0 {
@@ -446,6 +539,7 @@ fn node_root(base: &Path, out: &Path, d: &Debian, units: &[PathBuf]) -> Result<(
 }
 
 fn customise(root: &Path, d: &Debian, units: &[PathBuf]) -> Result<()> {
+    install_debs(root, &d.debs)?;
     if let Some(n) = &d.nodectl {
         let dst = root.join("usr/bin/nodectl");
         std::fs::copy(n, &dst)
@@ -554,6 +648,7 @@ mod tests {
             packages: packages.map(|p| p.split(',').map(String::from).collect()),
             extra_packages: extra.iter().map(|s| s.to_string()).collect(),
             mirror: None,
+            debs: Vec::new(),
             nodectl: None,
             units: None,
             empty_root_password: false,
@@ -669,6 +764,20 @@ mod tests {
         assert_eq!(names, ["a.service", "b.service"]);
         let e = format!("{:#}", service_units(&t.path().join("nope")).unwrap_err());
         assert!(e.contains("units directory") && e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn a_deb_that_is_not_one_is_refused_by_name() {
+        let t = tempfile::tempdir().unwrap();
+        let e = format!("{:#}", check_deb(&t.path().join("nope.deb")).unwrap_err());
+        assert!(e.contains("--deb") && e.contains("nope.deb"), "{e}");
+        let text = t.path().join("nodectl.deb");
+        std::fs::write(&text, "#!/bin/sh\necho hi\n").unwrap();
+        let e = format!("{:#}", check_deb(&text).unwrap_err());
+        assert!(e.contains("not a Debian package"), "{e}");
+        let ar = t.path().join("ok.deb");
+        std::fs::write(&ar, "!<arch>\ndebian-binary   ").unwrap();
+        check_deb(&ar).unwrap();
     }
 
     #[test]

@@ -38,7 +38,16 @@ fn release_static() -> Result<PathBuf> {
         .args(["build", "--release", "--target", TARGET])
         .args(["-p", "nodeboot-agent", "-p", "nodeboot-boot-server"])
         .args(["-p", "nodeboot-image-builder"]))?;
-    Ok(root().join("target").join(TARGET).join("release"))
+    Ok(target_dir().join(TARGET).join("release"))
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace
+/// root) or `target/`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => root().join(d),
+        _ => root().join("target"),
+    }
 }
 
 /// The static `nodectl`.

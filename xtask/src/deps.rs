@@ -1,5 +1,6 @@
 //! What a fresh Debian 12 machine needs, installed on demand (apt).
 use anyhow::{bail, Result};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// Debian packages used by the build, the tests and the QEMU harness.
@@ -41,7 +42,16 @@ pub const PACKAGES: &[&str] = &[
     "ldap-utils",      // slurm boots: ldapadd/ldapsearch load and check that directory
     "nfs-ganesha",     // slurm boots: the site's NFS server, in user space (NFSv4.2)
     "nfs-ganesha-vfs", // its VFS backend
+    "lintian",         // cargo xtask dist: the .debs are checked
+    "groff-base",      // cargo xtask dist, clidocs tests: the man pages render without a warning
 ];
+
+/// What `cargo xtask dist` needs of [`PACKAGES`].
+pub const DIST_PACKAGES: &[&str] = &["lintian", "groff-base", "file"];
+
+/// The cargo-deb that `cargo xtask dist` runs (pinned: its metadata keys
+/// and maintainer-script snippets are what lintian was checked against).
+pub const CARGO_DEB_VERSION: &str = "3.8.0";
 
 fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
@@ -53,7 +63,12 @@ fn installed(pkg: &str) -> bool {
 
 /// apt-get install whatever of [`PACKAGES`] is missing (needs root).
 pub fn ensure() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    ensure_packages(PACKAGES)
+}
+
+/// apt-get install whatever of `packages` is missing (needs root).
+pub fn ensure_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -71,6 +86,37 @@ pub fn ensure() -> Result<()> {
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing),
     )
+}
+
+/// cargo-deb [`CARGO_DEB_VERSION`]: `$NODEBOOT_CARGO_DEB` if set, else
+/// `CACHE/tools/cargo-deb-VERSION/bin/cargo-deb`, installed there with
+/// `cargo install --locked` when missing (once per version).
+pub fn cargo_deb() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("NODEBOOT_CARGO_DEB") {
+        return Ok(PathBuf::from(p));
+    }
+    let dir = crate::e2e::cache_dir()
+        .join("tools")
+        .join(format!("cargo-deb-{CARGO_DEB_VERSION}"));
+    let bin = dir.join("bin/cargo-deb");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    eprintln!(
+        "xtask: installing cargo-deb {CARGO_DEB_VERSION} in {}",
+        dir.display()
+    );
+    crate::build::run(
+        Command::new(env!("CARGO"))
+            .args(["install", "cargo-deb", "--locked", "--version"])
+            .arg(CARGO_DEB_VERSION)
+            .arg("--root")
+            .arg(&dir),
+    )?;
+    if !bin.is_file() {
+        bail!("cargo install cargo-deb: no {}", bin.display());
+    }
+    Ok(bin)
 }
 
 pub fn nix_is_root() -> bool {

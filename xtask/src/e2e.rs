@@ -170,14 +170,19 @@ fn lock(path: &Path) -> Result<std::fs::File> {
 }
 
 /// Build (or reuse) the kernel, initramfs and live image, all made by
-/// nodeimg: `rootfs debian` (base tree cached by nodeimg), `initramfs`,
-/// `build`. The result is cached as `CACHE/image-<key>`, the key hashing every
-/// input (nodectl, nodeimg, dracut-module/, systemd/, the base tree's key),
-/// and hard-linked into `target/e2e/image`.
+/// nodeimg: `rootfs debian --deb nodeboot-nodectl_….deb` (base tree cached by
+/// nodeimg; the package brings nodectl, the dracut module and the units, as
+/// on a site), `initramfs` (from the module the package installed), `build`.
+/// The result is cached as `CACHE/image-<key>`, the key hashing every input
+/// (nodectl, nodeimg, dracut-module/, systemd/, the package's metadata, the
+/// base tree's key), and hard-linked into `target/e2e/image`.
 pub fn artifacts() -> Result<Artifacts> {
     let src = build::root();
     let nodectl = build::nodectl_static()?;
     let nodeimg = build::nodeimg()?;
+    let deb = crate::dist::debs(&[&crate::dist::NODECTL], &crate::dist::default_out())?
+        .pop()
+        .context("no nodeboot-nodectl package")?;
     let cache = cache_dir();
     std::fs::create_dir_all(&cache).with_context(|| format!("making {}", cache.display()))?;
 
@@ -198,7 +203,12 @@ pub fn artifacts() -> Result<Artifacts> {
     hash_files(
         &mut h,
         &src,
-        &[src.join("dracut-module"), src.join("systemd")],
+        &[
+            src.join("dracut-module"),
+            src.join("systemd"),
+            src.join("agent/Cargo.toml"),
+            src.join("agent/dist"),
+        ],
     )?;
     let bins = nodectl.parent().unwrap_or(&src).to_path_buf();
     hash_files(&mut h, &bins, &[nodectl.clone(), nodeimg.clone()])?;
@@ -213,7 +223,7 @@ pub fn artifacts() -> Result<Artifacts> {
             let tmp = cache.join(format!("image-{key}.tmp"));
             remove_tree(&tmp)?;
             let t = Instant::now();
-            build_image(&src, &nodeimg, &nodectl, &cache, &tmp)?;
+            build_image(&nodeimg, &deb, &cache, &tmp)?;
             std::fs::rename(&tmp, &image)
                 .with_context(|| format!("renaming {} to {}", tmp.display(), image.display()))?;
             eprintln!(
@@ -264,8 +274,9 @@ pub fn artifacts() -> Result<Artifacts> {
 }
 
 /// Make `out/{vmlinuz,initrd.img,www/live.squashfs{,.sha256},www/live.json}`
-/// with nodeimg; the node root is built in `out/root` and removed at the end.
-fn build_image(src: &Path, nodeimg: &Path, nodectl: &Path, cache: &Path, out: &Path) -> Result<()> {
+/// with nodeimg and the package `deb` (nodeboot-nodectl); the node root is
+/// built in `out/root` and removed at the end.
+fn build_image(nodeimg: &Path, deb: &Path, cache: &Path, out: &Path) -> Result<()> {
     let root = out.join("root");
     let www = out.join("www");
     std::fs::create_dir_all(&www).with_context(|| format!("making {}", www.display()))?;
@@ -276,10 +287,8 @@ fn build_image(src: &Path, nodeimg: &Path, nodectl: &Path, cache: &Path, out: &P
             .arg(&root)
             .arg("--cache")
             .arg(cache)
-            .arg("--nodectl")
-            .arg(nodectl)
-            .arg("--units")
-            .arg(src.join("systemd"))
+            .arg("--deb")
+            .arg(deb)
             .arg("--empty-root-password"),
     )?;
     eprintln!("xtask: node root in {:.0}s", t.elapsed().as_secs_f64());
@@ -290,8 +299,8 @@ fn build_image(src: &Path, nodeimg: &Path, nodectl: &Path, cache: &Path, out: &P
         Command::new(nodeimg)
             .args(["initramfs", "--root"])
             .arg(&root)
-            .args(["--kver", &kver, "--module"])
-            .arg(src.join("dracut-module/90nodeboot"))
+            // nodectl and 90nodeboot: the package's, in the root.
+            .args(["--kver", &kver])
             .arg("-o")
             .arg(out.join("initrd.img")),
     )?;

@@ -6,6 +6,7 @@ use std::process::Command;
 mod bench;
 mod build;
 mod deps;
+mod dist;
 mod e2e;
 mod fuzz;
 mod hostile;
@@ -37,6 +38,14 @@ enum Cmd {
     /// Run QEMU boots: boot, bad-digest, unreachable, resume, postscript,
     /// postscript-fails, disk, slurm-user, slurm-wrong-hostkey, slurm-tpm, slurm-nfs-missing, slurm-nfs-down, pxe, pxe-uefi, httpboot, secureboot, secureboot-unsigned, hostile (default: all).
     E2e { names: Vec<String> },
+    /// The .deb packages nodeboot-nodectl, nodeboot-bootd and
+    /// nodeboot-nodeimg (static binaries, man pages, completions, units),
+    /// checked with lintian (fails on an error).
+    Dist {
+        /// Where to write the packages. [default: TARGET_DIR/dist]
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Benchmarks against the tools users would use instead.
     Bench {
         #[command(subcommand)]
@@ -78,6 +87,14 @@ fn main() -> Result<()> {
         Cmd::E2e { names } => {
             deps::ensure()?;
             e2e_run(&names, false)
+        }
+        Cmd::Dist { out } => {
+            deps::ensure_packages(deps::DIST_PACKAGES)?;
+            let out = out.unwrap_or_else(dist::default_out);
+            for deb in dist::run(&out)? {
+                println!("{}", deb.display());
+            }
+            Ok(())
         }
         Cmd::Bench { what } => {
             deps::ensure()?;
@@ -191,6 +208,9 @@ fn test(no_qemu: bool) -> Result<()> {
         std::fs::metadata(&nodectl)?.len()
     );
     build::run(cargo().args(["test", "--workspace"]))?;
+    // The packages a site installs, lintian-clean; the QEMU boots' image
+    // is made by installing nodeboot-nodectl's .deb into the node root.
+    dist::run(&dist::default_out())?;
     if no_qemu {
         return Ok(());
     }
