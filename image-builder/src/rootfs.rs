@@ -72,7 +72,7 @@ const SECRETS: &[&str] = &["etc/munge/munge.key"];
 #[derive(clap::Subcommand, Debug)]
 pub enum What {
     /// Debian via debootstrap (minbase + packages), the kernel and dracut,
-    /// nodectl and the units; the base tree is cached. Needs root.
+    /// our packages (--deb: nodeboot-nodectl); the base tree is cached. Needs root.
     Debian(Debian),
 }
 
@@ -467,11 +467,12 @@ pub fn apt_mirror(etc_apt: &Path) -> Result<String> {
 }
 
 fn check_deb(p: &Path) -> Result<()> {
-    let mut magic = [0u8; 8];
+    use std::io::Read;
+    let mut magic = Vec::new();
     std::fs::File::open(p)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .and_then(|f| f.take(8).read_to_end(&mut magic))
         .with_context(|| format!("--deb {}", p.display()))?;
-    if &magic != b"!<arch>\n" {
+    if magic != b"!<arch>\n" {
         bail!(
             "--deb {}: not a Debian package (no ar archive)",
             p.display()
@@ -771,6 +772,10 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let e = format!("{:#}", check_deb(&t.path().join("nope.deb")).unwrap_err());
         assert!(e.contains("--deb") && e.contains("nope.deb"), "{e}");
+        let short = t.path().join("short.deb");
+        std::fs::write(&short, "!<a").unwrap();
+        let e = format!("{:#}", check_deb(&short).unwrap_err());
+        assert!(e.contains("short.deb: not a Debian package"), "{e}");
         let text = t.path().join("nodectl.deb");
         std::fs::write(&text, "#!/bin/sh\necho hi\n").unwrap();
         let e = format!("{:#}", check_deb(&text).unwrap_err());
