@@ -52,6 +52,8 @@ pub const DIST_PACKAGES: &[&str] = &["lintian", "groff-base", "file"];
 /// The cargo-deb that `cargo xtask dist` runs (pinned: its metadata keys
 /// and maintainer-script snippets are what lintian was checked against).
 pub const CARGO_DEB_VERSION: &str = "3.8.0";
+/// The cargo-generate-rpm of `cargo xtask dist --rpm` (pinned likewise).
+pub const CARGO_GENERATE_RPM_VERSION: &str = "0.21.1";
 
 fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
@@ -89,32 +91,44 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
 }
 
 /// cargo-deb [`CARGO_DEB_VERSION`]: `$NODEBOOT_CARGO_DEB` if set, else
-/// `CACHE/tools/cargo-deb-VERSION/bin/cargo-deb`, installed there with
-/// `cargo install --locked` when missing (once per version).
+/// installed under the cache (see [`cargo_tool`]).
 pub fn cargo_deb() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("NODEBOOT_CARGO_DEB") {
+    cargo_tool("cargo-deb", CARGO_DEB_VERSION, "NODEBOOT_CARGO_DEB")
+}
+
+/// cargo-generate-rpm [`CARGO_GENERATE_RPM_VERSION`] (`cargo xtask dist --rpm`):
+/// `$NODEBOOT_CARGO_GENERATE_RPM` if set, else installed under the cache.
+pub fn cargo_generate_rpm() -> Result<PathBuf> {
+    cargo_tool(
+        "cargo-generate-rpm",
+        CARGO_GENERATE_RPM_VERSION,
+        "NODEBOOT_CARGO_GENERATE_RPM",
+    )
+}
+
+/// The cargo tool `name` at `version`: the binary `$env` names if set, else
+/// `CACHE/tools/NAME-VERSION/bin/NAME`, installed there with `cargo install
+/// --locked` when missing (once per version).
+fn cargo_tool(name: &str, version: &str, env: &str) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
         return Ok(PathBuf::from(p));
     }
     let dir = crate::e2e::cache_dir()
         .join("tools")
-        .join(format!("cargo-deb-{CARGO_DEB_VERSION}"));
-    let bin = dir.join("bin/cargo-deb");
+        .join(format!("{name}-{version}"));
+    let bin = dir.join("bin").join(name);
     if bin.is_file() {
         return Ok(bin);
     }
-    eprintln!(
-        "xtask: installing cargo-deb {CARGO_DEB_VERSION} in {}",
-        dir.display()
-    );
+    eprintln!("xtask: installing {name} {version} in {}", dir.display());
     crate::build::run(
         Command::new(env!("CARGO"))
-            .args(["install", "cargo-deb", "--locked", "--version"])
-            .arg(CARGO_DEB_VERSION)
+            .args(["install", name, "--locked", "--version", version])
             .arg("--root")
             .arg(&dir),
     )?;
     if !bin.is_file() {
-        bail!("cargo install cargo-deb: no {}", bin.display());
+        bail!("cargo install {name}: no {}", bin.display());
     }
     Ok(bin)
 }

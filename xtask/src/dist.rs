@@ -10,25 +10,30 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// One package: the crate holding its metadata, the .deb's name, the binary.
+/// One package: the crate holding its metadata (name, directory), the
+/// package's name, the binary.
 pub struct Package {
     pub krate: &'static str,
+    pub dir: &'static str,
     pub deb: &'static str,
     pub bin: &'static str,
 }
 
 pub const NODECTL: Package = Package {
     krate: "nodeboot-agent",
+    dir: "agent",
     deb: "nodeboot-nodectl",
     bin: "nodectl",
 };
 pub const BOOTD: Package = Package {
     krate: "nodeboot-boot-server",
+    dir: "boot-server",
     deb: "nodeboot-bootd",
     bin: "bootd",
 };
 pub const NODEIMG: Package = Package {
     krate: "nodeboot-image-builder",
+    dir: "image-builder",
     deb: "nodeboot-nodeimg",
     bin: "nodeimg",
 };
@@ -126,6 +131,48 @@ pub fn debs(pkgs: &[&Package], out: &Path) -> Result<Vec<PathBuf>> {
     Ok(debs)
 }
 
+/// The .rpm packages of `pkgs` into `out` with cargo-generate-rpm, from the
+/// binaries and docs [`debs`] left (run it first); each is checked with
+/// `rpm -qlp`: it holds the binary and its man page.
+pub fn rpms(pkgs: &[&Package], out: &Path) -> Result<Vec<PathBuf>> {
+    let tool = deps::cargo_generate_rpm()?;
+    let mut rpms = Vec::new();
+    for p in pkgs {
+        let rpm = out.join(format!("{}-{}.x86_64.rpm", p.deb, workspace_version()?));
+        build::run(
+            Command::new(&tool)
+                .current_dir(build::root())
+                .args(["generate-rpm", "--target", build::TARGET, "-p", p.dir, "-o"])
+                .arg(&rpm),
+        )?;
+        let o = Command::new("rpm")
+            .arg("-qlp")
+            .arg(&rpm)
+            .output()
+            .context("running rpm (Debian package rpm)")?;
+        let list = String::from_utf8_lossy(&o.stdout);
+        if !o.status.success() {
+            bail!("rpm -qlp {}: {}", rpm.display(), o.status);
+        }
+        for want in [
+            format!("/usr/bin/{}", p.bin),
+            format!("/usr/share/man/man1/{}.1.gz", p.bin),
+        ] {
+            if !list.lines().any(|l| l == want) {
+                bail!("{}: no {want} in rpm -qlp:\n{list}", rpm.display());
+            }
+        }
+        eprintln!(
+            "xtask: {} ({} bytes, {} files)",
+            rpm.display(),
+            std::fs::metadata(&rpm)?.len(),
+            list.lines().count()
+        );
+        rpms.push(rpm);
+    }
+    Ok(rpms)
+}
+
 /// The workspace's version (`[workspace.package] version`).
 fn workspace_version() -> Result<String> {
     let path = build::root().join("Cargo.toml");
@@ -148,12 +195,7 @@ fn workspace_version() -> Result<String> {
 /// The package's `dist/changelog` starts with `DEB (VERSION-…)`: lintian
 /// and dpkg read the package's version there too.
 fn check_changelog(p: &Package, version: &str) -> Result<()> {
-    let dir = match p.krate {
-        "nodeboot-agent" => "agent",
-        "nodeboot-boot-server" => "boot-server",
-        _ => "image-builder",
-    };
-    let path = build::root().join(dir).join("dist/changelog");
+    let path = build::root().join(p.dir).join("dist/changelog");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let first = text.lines().next().unwrap_or_default();
@@ -241,7 +283,12 @@ fn subcommands(help: &str) -> Vec<String> {
 /// applied); an error only when lintian itself fails.
 pub fn lintian(deb: &Path) -> Result<Vec<String>> {
     let o = Command::new("lintian")
-        .args(["--info", "--no-tag-display-limit", "--fail-on", "none"])
+        .args([
+            "--display-info",
+            "--no-tag-display-limit",
+            "--fail-on",
+            "none",
+        ])
         .arg(deb)
         .output()
         .context("running lintian (Debian package lintian)")?;

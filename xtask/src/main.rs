@@ -45,6 +45,10 @@ enum Cmd {
         /// Where to write the packages. [default: TARGET_DIR/dist]
         #[arg(long)]
         out: Option<std::path::PathBuf>,
+        /// Also the .rpm packages for EL sites (cargo-generate-rpm), listed
+        /// with rpm -qlp.
+        #[arg(long)]
+        rpm: bool,
     },
     /// Benchmarks against the tools users would use instead.
     Bench {
@@ -88,11 +92,17 @@ fn main() -> Result<()> {
             deps::ensure()?;
             e2e_run(&names, false)
         }
-        Cmd::Dist { out } => {
+        Cmd::Dist { out, rpm } => {
             deps::ensure_packages(deps::DIST_PACKAGES)?;
             let out = out.unwrap_or_else(dist::default_out);
             for deb in dist::run(&out)? {
                 println!("{}", deb.display());
+            }
+            if rpm {
+                deps::ensure_packages(&["rpm"])?;
+                for rpm in dist::rpms(&dist::PACKAGES, &out)? {
+                    println!("{}", rpm.display());
+                }
             }
             Ok(())
         }
