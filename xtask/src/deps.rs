@@ -47,7 +47,7 @@ pub const PACKAGES: &[&str] = &[
 ];
 
 /// What `cargo xtask dist` needs of [`PACKAGES`].
-pub const DIST_PACKAGES: &[&str] = &["lintian", "groff-base", "file"];
+pub const DIST_PACKAGES: &[&str] = &["lintian", "groff-base"];
 
 /// The cargo-deb that `cargo xtask dist` runs (pinned: its metadata keys
 /// and maintainer-script snippets are what lintian was checked against).
