@@ -1,5 +1,6 @@
 //! nodeboot agent: the code behind `nodectl`, everything that runs on a node.
-pub mod cmd;
+// The command runner and the logging setup are shared with bootd and nodeimg.
+pub use nodeboot_common::{cmd, log};
 pub mod cmdline;
 pub mod disk;
 pub mod fetch;
@@ -8,7 +9,6 @@ pub mod identity;
 pub mod initrd;
 pub mod ldapcheck;
 pub mod live;
-pub mod log;
 pub mod native;
 pub mod net;
 pub mod nodetoml;

@@ -223,7 +223,7 @@ const fn marker() -> [u8; MARKER_LEN] {
 }
 
 fn main() -> ExitCode {
-    nodeboot_agent::log::init("NODECTL_LOG");
+    nodeboot_agent::log::init("NODECTL_LOG", nodeboot_agent::log::Console::Mirror);
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {

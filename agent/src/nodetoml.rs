@@ -44,6 +44,8 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nodeboot_common::retry::{Policy, Retry, Verdict};
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeToml {
@@ -351,61 +353,62 @@ pub fn apply(n: &NodeToml, repo: &Path, root: &Path, mountinfo: &Path) -> Result
             // after our bound: -v prints each attempt's reason as it comes.
             argv.insert(1, "-v");
         }
-        // A server that is slow to answer gets retries until `wait`.
-        let mut delay = Duration::from_millis(500);
+        // A server that is slow to answer gets retries until `wait` (the
+        // shared loop: 0.5 s doubling to 5 s).
+        let mut retry = Retry::since(
+            Policy::deadline(wait, Duration::from_millis(500), Duration::from_secs(5)),
+            start,
+        );
         // The last attempt is cut at the bound: keep the reason an earlier
         // one gave, if the last one gives none.
         let mut earlier: Option<String> = None;
-        loop {
-            // Each attempt bounded by what is left of `wait` (a server that
-            // accepts and never answers must not hang the boot).
-            let left = wait
-                .saturating_sub(start.elapsed())
-                .max(Duration::from_secs(1));
-            let r = crate::cmd::run_bounded(&argv, left).and_then(|(st, tail)| {
-                if st.success() {
-                    Ok(())
-                } else {
-                    bail!("{} failed ({st}): {}", argv.join(" "), tail.join(" | "))
-                }
-            });
-            match r {
-                Ok(()) => break,
-                Err(e) if start.elapsed() + delay < wait => {
-                    tracing::warn!("{e:#}; retrying in {:.1}s", delay.as_secs_f64());
+        let what = format!("mounting {} on {}", m.what, at.display());
+        let r = retry.run(
+            &what,
+            |a| {
+                // Each attempt bounded by what is left of `wait` (a server
+                // that accepts and never answers must not hang the boot).
+                let left = a.remaining.unwrap_or_default().max(Duration::from_secs(1));
+                let r = crate::cmd::run_bounded(&argv, left).and_then(|(st, tail)| {
+                    if st.success() {
+                        Ok(())
+                    } else {
+                        bail!("{} failed ({st}): {}", argv.join(" "), tail.join(" | "))
+                    }
+                });
+                if let Err(e) = &r {
                     let said = format!("{e:#}");
                     if !said.trim_end().ends_with("was killed:") {
                         earlier = Some(said);
                     }
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
-                Err(e) => {
-                    let e = match earlier.take() {
-                        Some(before) if format!("{e:#}").trim_end().ends_with("was killed:") => {
-                            anyhow::anyhow!("{e:#} (an earlier attempt: {before})")
-                        }
-                        _ => e,
-                    };
-                    // The kernel's NFS client may hold mount(2) past our
-                    // bound without a word: say what a plain TCP connection
-                    // to the server meets.
-                    let e = match nfs_endpoint(&m.fstype, &m.what, &m.options) {
-                        Some((host, port)) => {
-                            e.context(probe_tcp(&host, port, Duration::from_secs(3)))
-                        }
-                        None => e,
-                    };
-                    return Err(e).with_context(|| {
-                        format!(
-                            "mounting {} on {} (gave up after {}s)",
-                            m.what,
-                            at.display(),
-                            m.wait
-                        )
-                    });
+                r
+            },
+            |_| Verdict::Retry,
+        );
+        if let Err(f) = r {
+            let e = f.into_error();
+            let e = match earlier.take() {
+                Some(before) if format!("{e:#}").trim_end().ends_with("was killed:") => {
+                    anyhow::anyhow!("{e:#} (an earlier attempt: {before})")
                 }
-            }
+                _ => e,
+            };
+            // The kernel's NFS client may hold mount(2) past our bound
+            // without a word: say what a plain TCP connection to the
+            // server meets.
+            let e = match nfs_endpoint(&m.fstype, &m.what, &m.options) {
+                Some((host, port)) => e.context(probe_tcp(&host, port, Duration::from_secs(3))),
+                None => e,
+            };
+            return Err(e).with_context(|| {
+                format!(
+                    "mounting {} on {} (gave up after {}s)",
+                    m.what,
+                    at.display(),
+                    m.wait
+                )
+            });
         }
         done.push(format!(
             "mounted {} ({}) on {}",

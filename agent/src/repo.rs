@@ -24,8 +24,10 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zeroize::Zeroizing;
+
+use nodeboot_common::retry::{Failed, Policy, Retry};
 
 use crate::cmdline::Cmdline;
 use crate::disk::key::{find_key_partition, KEY_MAX_BYTES, KEY_NAME};
@@ -590,56 +592,71 @@ pub fn clone_pinned(
         .map_err(|_| other("the deploy key is not text (an OpenSSH private key)".into()))?;
     set_timeouts(retries.connect_timeout, retries.io_timeout)
         .map_err(|e| other(format!("setting libgit2's timeouts: {}", e.message())))?;
-    let start = Instant::now();
     let attempts = retries.attempts.max(1);
-    let mut delay = retries.first_delay;
-    let mut last = String::new();
-    for attempt in 1..=attempts {
-        prepare_dest(dest).map_err(|e| other(format!("{e:#}")))?;
-        tracing::info!(%url, attempt, attempts, "cloning the postscripts repository");
-        match clone_once(url, &user, &host, port, key, &known, pins, dest) {
-            Ok(repo) => {
-                let commit = match checkout_pin(&repo, url, ref_pin) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = clear_dir(dest);
-                        return Err(e);
-                    }
-                };
-                tracing::info!(%url, %commit, dest = %dest.display(), "cloned");
-                return Ok(Cloned {
-                    url: url.to_string(),
-                    dest: dest.to_path_buf(),
-                    commit,
-                    attempts: attempt,
-                });
-            }
-            Err(Attempt::Fatal(e)) => {
-                let _ = clear_dir(dest);
-                return Err(*e);
-            }
-            Err(Attempt::Network(m)) => {
-                let _ = clear_dir(dest);
-                tracing::warn!(%url, attempt, attempts, "clone failed (network): {m}");
-                last = m;
-                if attempt < attempts {
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(retries.max_delay);
-                }
-            }
-        }
-    }
-    Err(CloneError::Network {
-        url: url.to_string(),
+    let mut retry = Retry::new(Policy::attempts(
         attempts,
-        elapsed: start.elapsed(),
-        last,
-    })
+        retries.first_delay,
+        retries.max_delay,
+    ));
+    let what = format!("cloning {url}");
+    let r = retry.run(
+        &what,
+        |a| {
+            prepare_dest(dest).map_err(|e| Attempt::Fatal(Box::new(other(format!("{e:#}")))))?;
+            tracing::info!(%url, attempt = a.number, attempts, "cloning the postscripts repository");
+            let r = clone_once(url, &user, &host, port, key, &known, pins, dest).and_then(|repo| {
+                checkout_pin(&repo, url, ref_pin).map_err(|e| Attempt::Fatal(Box::new(e)))
+            });
+            if r.is_err() {
+                let _ = clear_dir(dest);
+            }
+            r
+        },
+        |e| matches!(e, Attempt::Network(_)).into(),
+    );
+    match r {
+        Ok(commit) => {
+            tracing::info!(%url, %commit, dest = %dest.display(), "cloned");
+            Ok(Cloned {
+                url: url.to_string(),
+                dest: dest.to_path_buf(),
+                commit,
+                attempts: retry.attempts(),
+            })
+        }
+        Err(Failed::Fatal(Attempt::Fatal(e))) => Err(*e),
+        Err(
+            Failed::Fatal(Attempt::Network(last))
+            | Failed::GaveUp {
+                last: Attempt::Network(last),
+                ..
+            },
+        ) => Err(CloneError::Network {
+            url: url.to_string(),
+            attempts: retry.attempts(),
+            elapsed: retry.elapsed(),
+            last,
+        }),
+        Err(Failed::GaveUp {
+            last: Attempt::Fatal(e),
+            ..
+        }) => Err(*e),
+    }
 }
 
+/// A failed clone attempt: only network errors are retried.
 enum Attempt {
     Fatal(Box<CloneError>),
     Network(String),
+}
+
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attempt::Fatal(e) => write!(f, "{e}"),
+            Attempt::Network(m) => write!(f, "network: {m}"),
+        }
+    }
 }
 
 fn prepare_dest(dest: &Path) -> Result<()> {

@@ -273,16 +273,7 @@ fn arm(host: &str, for_: Duration, url: &str, token_file: &std::path::Path) -> a
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .without_time()
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BOOTD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    nodeboot_common::log::init("BOOTD_LOG", nodeboot_common::log::Console::Off);
     let r = match Cli::parse().cmd {
         Cmd::Serve {
             root,

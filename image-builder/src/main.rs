@@ -23,7 +23,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    nodeboot_agent::log::init("NODEIMG_LOG");
+    nodeboot_common::log::init("NODEIMG_LOG", nodeboot_common::log::Console::Off);
     let r = match Cli::parse().cmd {
         Cmd::Build(a) => nodeimg::build::run(&a),
         Cmd::Initramfs(a) => nodeimg::initramfs::run(&a),

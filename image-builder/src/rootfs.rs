@@ -11,7 +11,7 @@
 //!    secrets.
 use crate::chroot;
 use anyhow::{bail, Context, Result};
-use nodeboot_agent::cmd;
+use nodeboot_common::cmd;
 use sha2::{Digest, Sha256};
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
