@@ -478,39 +478,14 @@ pub fn apply(n: &NodeToml, repo: &Path, root: &Path, mountinfo: &Path) -> Result
         let src = repo_file(repo, &f.source).with_context(what)?;
         done.push(install(&src, &under(root, &f.path), uid, gid, mode).with_context(what)?);
     }
-    let mut new_ca = false;
-    for c in &n.ca {
-        let what = || format!("adding the CA certificate {}", c.source.display());
-        let src = repo_file(repo, &c.source).with_context(what)?;
-        let pem = std::fs::read(&src).with_context(what)?;
-        if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-            bail!(
-                "{}: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                what(),
-                src.display()
-            );
-        }
-        let stem = c
-            .source
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "ca".into());
-        // update-ca-certificates(8) takes *.crt below this directory.
-        let dest = under(root, Path::new(CA_DIR)).join(format!("{stem}.crt"));
-        let line = install(&src, &dest, 0, 0, 0o644).with_context(what)?;
-        new_ca |= !line.ends_with("already");
-        done.push(line);
-    }
-    if new_ca {
-        if root == Path::new("/") {
-            crate::cmd::run(&["update-ca-certificates"])
-                .context("adding the CA certificates to the trust store")?;
-            done.push("update-ca-certificates: trust store refreshed".into());
-        } else {
-            done.push(format!(
-                "trust store not refreshed: update-ca-certificates runs only when applying to / (not {})",
-                root.display()
-            ));
+    if !n.ca.is_empty() {
+        // Found, not assumed: Debian's or EL's trust store (see crate::trust).
+        let store = crate::nodeos::NodeOs::detect(root).trust();
+        for c in &n.ca {
+            let what = || format!("adding the CA certificate {}", c.source.display());
+            let src = repo_file(repo, &c.source).with_context(what)?;
+            let pem = std::fs::read(&src).with_context(what)?;
+            done.extend(crate::trust::add(root, &store, &c.source, &pem).with_context(what)?);
         }
     }
     if let Some(s) = &n.ssh {
@@ -542,9 +517,6 @@ pub fn apply(n: &NodeToml, repo: &Path, root: &Path, mountinfo: &Path) -> Result
     }
     Ok(done)
 }
-
-/// Where CA certificates go (Debian's local trust anchors).
-pub const CA_DIR: &str = "/usr/local/share/ca-certificates/nodeboot";
 
 /// `rel` inside `repo`, refusing anything that resolves outside it.
 fn repo_path(repo: &Path, rel: &Path) -> Result<PathBuf> {
@@ -813,6 +785,19 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
         )
         .unwrap();
+        // An EL 8-shaped trust store (no hashed directory): openssl is not
+        // asked for the hash of this non-certificate (crate::trust's tests
+        // use real ones, on Debian- and EL 9-shaped trees).
+        std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+        std::fs::write(root.join("usr/sbin/update-ca-trust"), "").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                root.join("usr/sbin/update-ca-trust"),
+                std::fs::Permissions::from_mode(0o755),
+            )
+            .unwrap();
+        }
         let mi = d.path().join("mountinfo");
         std::fs::write(&mi, "").unwrap();
         (d, repo, root, mi)
@@ -853,10 +838,12 @@ mod tests {
         assert_eq!(p.mode() & 0o7777, 0o644);
         assert!(!root.join("etc/ssh/README.md").exists());
         assert!(root
-            .join("usr/local/share/ca-certificates/nodeboot/site-ca.crt")
+            .join("etc/pki/ca-trust/source/anchors/nodeboot-site-ca.crt")
             .is_file());
         assert!(
-            done.iter().any(|l| l.contains("trust store not refreshed")),
+            done.iter()
+                .any(|l| l
+                    .contains("/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem: site-ca added")),
             "{done:?}"
         );
         // No temporary file left behind.
@@ -875,6 +862,35 @@ mod tests {
         apply(&n, &repo, &root, &mi).unwrap();
         let md = std::fs::metadata(root.join("etc/munge/munge.key")).unwrap();
         assert_eq!(md.mode() & 0o7777, 0o400);
+    }
+
+    #[test]
+    fn users_are_the_nodes_own_on_debian_and_el() {
+        // The same names, different ids: read from the node's tree, never assumed.
+        for (passwd, group, munge, slurm) in [
+            (
+                "munge:x:101:106::/nonexistent:/usr/sbin/nologin\nslurm:x:64030:64030::/nonexistent:/usr/sbin/nologin\n",
+                "munge:x:106:\nslurm:x:64030:\n",
+                (101, 106),
+                (64030, 64030),
+            ),
+            (
+                "munge:x:991:989:Runs Uid 'N' Gid Emporium:/var/run/munge:/sbin/nologin\nslurm:x:990:988:SLURM resource manager:/etc/slurm:/sbin/nologin\n",
+                "munge:x:989:\nslurm:x:988:\n",
+                (991, 989),
+                (990, 988),
+            ),
+        ] {
+            let d = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(d.path().join("etc")).unwrap();
+            std::fs::write(d.path().join("etc/passwd"), format!("root:x:0:0::/root:/bin/sh\n{passwd}")).unwrap();
+            std::fs::write(d.path().join("etc/group"), group).unwrap();
+            let ids = Ids::read(d.path()).unwrap();
+            assert_eq!((ids.user("munge").unwrap(), ids.group("munge").unwrap()), munge);
+            assert_eq!((ids.user("slurm").unwrap(), ids.group("slurm").unwrap()), slurm);
+            let e = format!("{:#}", ids.user("slurmd").unwrap_err());
+            assert!(e.contains("no user \"slurmd\" on this node"), "{e}");
+        }
     }
 
     #[test]
