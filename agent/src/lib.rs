@@ -7,6 +7,7 @@ pub mod fetch;
 pub mod firmware;
 pub mod identity;
 pub mod initrd;
+pub mod knownhosts;
 pub mod ldapcheck;
 pub mod live;
 pub mod native;
