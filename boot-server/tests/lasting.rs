@@ -113,7 +113,10 @@ fn history_survives_a_restart_between_phases() {
     );
     let t = times(cn1);
     assert!(t.windows(2).all(|w| w[0] <= w[1]), "in order: {t:?}");
-    assert!(t[1] < t[2], "the restart lies between booted and provisioning");
+    assert!(
+        t[1] < t[2],
+        "the restart lies between booted and provisioning"
+    );
     let b0 = before.iter().find(|n| n["hostname"] == "cn1").unwrap();
     assert_eq!(cn1["first_seen"], b0["first_seen"]);
     assert_eq!(cn1["boot_started"], b0["boot_started"]);

@@ -159,17 +159,26 @@ fn counters_move_and_promtool_accepts_them() {
     promtool(&text).unwrap_or_else(|e| panic!("promtool refused:\n{e}\n{text}"));
     let at = |s: &str| sample(&text, s).unwrap_or_else(|| panic!("no {s} in:\n{text}"));
     for (series, want) in [
-        (r#"bootd_http_requests_total{route="files",code="200"}"#, 1.0),
+        (
+            r#"bootd_http_requests_total{route="files",code="200"}"#,
+            1.0,
+        ),
         (
             r#"bootd_http_response_bytes_total{route="files",code="200"}"#,
             50_000.0,
         ),
-        (r#"bootd_http_requests_total{route="files",code="206"}"#, 1.0),
+        (
+            r#"bootd_http_requests_total{route="files",code="206"}"#,
+            1.0,
+        ),
         (
             r#"bootd_http_response_bytes_total{route="files",code="206"}"#,
             100.0,
         ),
-        (r#"bootd_http_requests_total{route="files",code="404"}"#, 1.0),
+        (
+            r#"bootd_http_requests_total{route="files",code="404"}"#,
+            1.0,
+        ),
         (
             r#"bootd_http_requests_total{route="/boot/ipxe",code="200"}"#,
             1.0,
@@ -178,10 +187,22 @@ fn counters_move_and_promtool_accepts_them() {
             r#"bootd_http_requests_total{route="/boot/ipxe",code="404"}"#,
             1.0,
         ),
-        (r#"bootd_http_requests_total{route="/nodes",code="403"}"#, 1.0),
-        (r#"bootd_http_requests_total{route="/status",code="204"}"#, 3.0),
-        (r#"bootd_http_requests_total{route="other",code="405"}"#, 1.0),
-        (r#"bootd_http_requests_total{route="other",code="400"}"#, 1.0),
+        (
+            r#"bootd_http_requests_total{route="/nodes",code="403"}"#,
+            1.0,
+        ),
+        (
+            r#"bootd_http_requests_total{route="/status",code="204"}"#,
+            3.0,
+        ),
+        (
+            r#"bootd_http_requests_total{route="other",code="405"}"#,
+            1.0,
+        ),
+        (
+            r#"bootd_http_requests_total{route="other",code="400"}"#,
+            1.0,
+        ),
         (
             r#"bootd_http_requests_total{route="/metrics",code="200"}"#,
             1.0,
@@ -204,7 +225,10 @@ fn counters_move_and_promtool_accepts_them() {
         assert_eq!(at(series), want, "{series} in:\n{text}");
     }
     assert!(at("bootd_tftp_transfers_started_total") >= 1.0);
-    assert!(at("bootd_http_connections_open") >= 1.0, "this scrape's own");
+    assert!(
+        at("bootd_http_connections_open") >= 1.0,
+        "this scrape's own"
+    );
     // Counts only: no host name, MAC or path of a request.
     for leak in ["cn1", MAC, "nothere", "live.squashfs", "/pot"] {
         assert!(!text.contains(leak), "{leak} in:\n{text}");
@@ -229,11 +253,17 @@ fn odd_requests_add_no_series() {
     let added = text.lines().count() - before;
     assert!(added <= 4, "{added} new lines:\n{text}");
     assert_eq!(
-        sample(&text, r#"bootd_http_requests_total{route="files",code="404"}"#),
+        sample(
+            &text,
+            r#"bootd_http_requests_total{route="files",code="404"}"#
+        ),
         Some(11.0)
     );
     assert_eq!(
-        sample(&text, r#"bootd_http_requests_total{route="other",code="405"}"#),
+        sample(
+            &text,
+            r#"bootd_http_requests_total{route="other",code="405"}"#
+        ),
         Some(30.0)
     );
     assert!(!text.contains("/x1"));
