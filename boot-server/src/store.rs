@@ -76,12 +76,45 @@ impl std::fmt::Debug for Store {
 /// Lines about failed commits: at most 10 a minute.
 static WRITE_ERRORS: crate::Ration = crate::Ration::new(10);
 
+/// A redb error, boxed (redb's is large).
+#[derive(Debug)]
+struct DbError(Box<redb::Error>);
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DbError {}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for DbError {
+            fn from(e: $t) -> DbError {
+                DbError(Box::new(e.into()))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Records read back: (key, bytes).
+pub type Records = Vec<(String, Vec<u8>)>;
+
 /// Whether redb's error says the file's content is bad (rather than the
 /// file being unreachable). redb reports a file that is not one of its own
 /// (wrong magic number) as an I/O error of kind `InvalidData`, and reading
 /// past the end of a truncated one as `UnexpectedEof`.
-fn is_corrupt(e: &redb::Error) -> bool {
-    match e {
+fn is_corrupt(e: &DbError) -> bool {
+    match &*e.0 {
         redb::Error::Corrupted(_) | redb::Error::UpgradeRequired(_) => true,
         redb::Error::Io(io) => matches!(
             io.kind(),
@@ -93,8 +126,8 @@ fn is_corrupt(e: &redb::Error) -> bool {
 
 /// Open the file and read every record, or say why not. A panic inside
 /// redb (a damaged file it does not expect) counts as corruption.
-fn open_and_load(path: &Path) -> Result<(Database, Vec<(String, Vec<u8>)>), redb::Error> {
-    let r = std::panic::catch_unwind(|| -> Result<_, redb::Error> {
+fn open_and_load(path: &Path) -> Result<(Database, Records), DbError> {
+    let r = std::panic::catch_unwind(|| -> Result<_, DbError> {
         let db = Database::create(path)?;
         let records = load(&db)?;
         Ok((db, records))
@@ -105,11 +138,11 @@ fn open_and_load(path: &Path) -> Result<(Database, Vec<(String, Vec<u8>)>), redb
             .cloned()
             .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_default();
-        Err(redb::Error::Corrupted(format!("redb panicked: {why}")))
+        Err(redb::Error::Corrupted(format!("redb panicked: {why}")).into())
     })
 }
 
-fn load(db: &Database) -> Result<Vec<(String, Vec<u8>)>, redb::Error> {
+fn load(db: &Database) -> Result<Records, DbError> {
     let tx = db.begin_read()?;
     let table = match tx.open_table(NODES) {
         Ok(t) => t,
@@ -133,7 +166,7 @@ impl Store {
     /// Open (or create) `dir/nodes.redb` and read its records (key,
     /// bytes; the bytes are empty for a record too large to be one of
     /// bootd's). A corrupt file is moved aside (see the module's text).
-    pub fn open(dir: &Path) -> Result<(Store, Vec<(String, Vec<u8>)>)> {
+    pub fn open(dir: &Path) -> Result<(Store, Records)> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -164,7 +197,7 @@ impl Store {
                     .map_err(anyhow::Error::from)
                     .with_context(|| format!("creating {}", path.display()))?
             }
-            Err(redb::Error::DatabaseAlreadyOpen) => bail!(
+            Err(e) if matches!(*e.0, redb::Error::DatabaseAlreadyOpen) => bail!(
                 "{}: in use by another process (another bootd with the same --state?)",
                 path.display()
             ),
@@ -239,7 +272,7 @@ impl Store {
         }
     }
 
-    fn commit(&self, ops: &[Op]) -> Result<(), redb::Error> {
+    fn commit(&self, ops: &[Op]) -> Result<(), DbError> {
         if ops.is_empty() {
             return Ok(());
         }
