@@ -292,7 +292,11 @@ impl Node {
             boot_ms: self
                 .boot_seconds
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            history: self.history.iter().map(|e| (e.phase, ms(e.at))).collect(),
+            history: self
+                .history
+                .iter()
+                .map(|e| (e.phase as u8, ms(e.at)))
+                .collect(),
         };
         serde_json::to_vec(&r).unwrap_or_default()
     }
@@ -313,14 +317,16 @@ impl Node {
         if checked.mac != r.mac {
             return Err("mac: not normalised".into());
         }
-        let mut history: VecDeque<Event> = r
-            .history
-            .iter()
-            .map(|(phase, at)| Event {
-                phase: *phase,
+        let mut history = VecDeque::new();
+        for (phase, at) in &r.history {
+            let phase = *Phase::ALL
+                .get(usize::from(*phase))
+                .ok_or_else(|| format!("history: no phase {phase}"))?;
+            history.push_back(Event {
+                phase,
                 at: from_ms(*at),
-            })
-            .collect();
+            });
+        }
         while history.len() > HISTORY {
             history.pop_front();
         }
@@ -359,7 +365,9 @@ struct Record {
     last_seen: u64,
     boot_started: Option<u64>,
     boot_ms: Option<u64>,
-    history: Vec<(Phase, u64)>,
+    /// (index in [`Phase::ALL`], Unix ms), oldest first: 64 of them fit
+    /// in ~1.2 KiB.
+    history: Vec<(u8, u64)>,
 }
 
 fn ms(t: SystemTime) -> u64 {

@@ -33,7 +33,7 @@ pub const FILE: &str = "nodes.redb";
 /// [`crate::status`]).
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 /// Largest record read back; a larger one is dropped as damaged (a node's
-/// record is at most ~12 KiB: message, image URL and history are bounded).
+/// record is at most ~7.5 KiB: message, image URL and history are bounded).
 pub const MAX_RECORD: usize = 64 * 1024;
 /// Longest key read back.
 const MAX_KEY: usize = 128;
