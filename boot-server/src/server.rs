@@ -6,6 +6,7 @@
 //! Node identity ([`crate::identity`]): `GET /identity/nonce`, `POST
 //! /identity/enroll`, signed secret fetches and status posts; the fleet's
 //! data (`/nodes`, `/`) and `POST /admin/arm` need the admin token.
+//! `GET /metrics` ([`crate::metrics`]) without a token.
 //! One access-log line per request, plus one per node status.
 use crate::files::{content_type, Artifact, Trees};
 use crate::http::{
@@ -70,7 +71,8 @@ pub struct Config {
     pub limits: Limits,
     /// Nodes kept in the status table.
     pub max_nodes: usize,
-    /// bootd's lasting state: the nodes' enrolled keys (`DIR/keys/`).
+    /// bootd's lasting state: the nodes' enrolled keys (`DIR/keys/`), their
+    /// status and boot history (`DIR/nodes.redb`).
     pub state: Option<PathBuf>,
     /// A file holding the admin token (`/nodes`, `/`, `POST /admin/arm`).
     pub admin_token: Option<PathBuf>,

@@ -905,4 +905,55 @@ mod tests {
         assert_eq!(nodes[1]["history"][0]["phase"], "fetching");
         assert_eq!(nodes[1]["history"][1]["at"], "2023-11-14T22:13:23.000Z");
     }
+
+    #[test]
+    fn the_table_lasts_in_the_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = Nodes::open(Some(dir.path()), 3).unwrap();
+        post(&n, r#"{"hostname":"cn2","phase":"booted"}"#, 0);
+        // cn2 learns its MAC: its record moves to the MAC's key.
+        post(
+            &n,
+            r#"{"hostname":"cn2","mac":"aa:bb:cc:dd:ee:02","phase":"ready","message":"m","image":"http://h/i"}"#,
+            1,
+        );
+        post(&n, r#"{"hostname":"cn1","phase":"fetching"}"#, 2);
+        post(&n, r#"{"hostname":"cn1","phase":"ready"}"#, 5);
+        let before = nodes_json(&n.page(0, PAGE), at(9));
+        drop(n);
+        let n = Nodes::open(Some(dir.path()), 3).unwrap();
+        assert_eq!(nodes_json(&n.page(0, PAGE), at(9)), before);
+        let cn1 = &n.snapshot()[0];
+        assert_eq!(cn1.boot_seconds, Some(Duration::from_secs(3)));
+        drop(n);
+
+        // Records that do not check out are dropped; over the cap, the
+        // least recently seen go.
+        let (s, records) = Store::open(dir.path()).unwrap();
+        assert_eq!(records.len(), 2, "cn2's hostname record went: {records:?}");
+        let rec = |name: &str, t: u64| {
+            let j = format!(r#"{{"hostname":"{name}","phase":"ready"}}"#);
+            Node::new(&Report::parse(j.as_bytes()).unwrap(), at(t)).to_record()
+        };
+        let bad_phase = br#"{"v":1,"hostname":"cn8","mac":null,"phase":"ready","message":null,"image":null,"first_seen":0,"last_seen":0,"boot_started":null,"boot_ms":null,"history":[[9,0]]}"#;
+        s.apply(vec![
+            Op::Put("bad json".into(), b"{".to_vec()),
+            Op::Put("cn 7".into(), rec("cn7", 7)),
+            Op::Put("cn8".into(), bad_phase.to_vec()),
+            Op::Put("cn9".into(), rec("cn9", 100)),
+            Op::Put("cn0".into(), rec("cn0", 50)),
+        ]);
+        drop(s);
+        let n = Nodes::open(Some(dir.path()), 3).unwrap();
+        let names: Vec<_> = n.snapshot().into_iter().map(|n| n.hostname).collect();
+        assert_eq!(
+            names,
+            ["cn0", "cn1", "cn9"],
+            "cn2 (seen at 1) is the oldest"
+        );
+        drop(n);
+        let (_s, records) = Store::open(dir.path()).unwrap();
+        let keys: Vec<_> = records.into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["cn0", "cn1", "cn9"]);
+    }
 }
