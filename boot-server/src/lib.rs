@@ -9,7 +9,9 @@
 //! - [`http`]: request heads (httparse), ranges, validators, dates.
 //! - [`files`]: URL path → file inside the served trees, refusals.
 //! - [`transfer`]: file range → socket (sendfile, or paced for tests).
-//! - [`status`]: node status reports, validated and kept in memory; `/nodes`.
+//! - [`status`]: node status reports, validated and kept (in memory, and in
+//!   `STATE/nodes.redb` through [`store`] with `--state`); `/nodes`.
+//! - [`metrics`]: counters for `GET /metrics` (Prometheus text format).
 //! - [`page`]: the HTML status page at `/`.
 //! - [`inventory`]: hosts and images (TOML), reload, Grendel import, iPXE.
 //! - [`template`]: the Go-template kernel command line (gtmpl).
@@ -25,11 +27,13 @@ pub mod http;
 pub mod identity;
 pub mod inventory;
 pub mod limits;
+pub mod metrics;
 pub mod netboot;
 pub mod page;
 pub mod secrets;
 pub mod server;
 pub mod status;
+pub mod store;
 pub mod template;
 pub mod tftp;
 pub mod transfer;

@@ -176,8 +176,9 @@ impl Conns {
     ) -> Result<Ticket, Refusal> {
         let mut t = self.lock();
         let mine = t.per_ip.get(&ip).copied().unwrap_or(0);
-        let refuse = |t: &mut Table, why| {
+        let refuse = |t: &mut Table, why: Refusal| {
             t.refused += 1;
+            crate::metrics::global().http_refused(matches!(why, Refusal::PerClient));
             Self::log_pressure(t, &self.limits);
             Err(why)
         };

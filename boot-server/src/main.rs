@@ -26,7 +26,8 @@ A Range header with several ranges gets the whole file (200).
 
 Nodes POST their phase to /status as JSON ({\"hostname\", \"mac\", \"phase\",
 \"message\", \"image\"}); GET /nodes lists them as JSON and GET / as an HTML
-page. The status is kept in memory only.
+page. The status is kept in memory, and with --state in DIR/nodes.redb.
+GET /metrics: counters in the Prometheus text format (no token).
 
 GET /nodes and GET / need the admin token (--admin-token FILE; Authorization:
 Bearer TOKEN, or Basic with the token as password in a browser).
@@ -67,7 +68,8 @@ Status posts of a host with a key must be signed by it.")]
         #[arg(long, requires = "inventory")]
         secrets: Option<PathBuf>,
         /// bootd's lasting state (mode 0700): the nodes' enrolled keys
-        /// (DIR/keys/HOST.pub). Without it, enrolled keys are lost on restart.
+        /// (DIR/keys/HOST.pub), their status and boot history
+        /// (DIR/nodes.redb). Without it, both are lost on restart.
         #[arg(long)]
         state: Option<PathBuf>,
         /// File holding the admin token (mode 0600, one word of 16+

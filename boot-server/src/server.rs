@@ -6,6 +6,7 @@
 //! Node identity ([`crate::identity`]): `GET /identity/nonce`, `POST
 //! /identity/enroll`, signed secret fetches and status posts; the fleet's
 //! data (`/nodes`, `/`) and `POST /admin/arm` need the admin token.
+//! `GET /metrics` ([`crate::metrics`]) without a token.
 //! One access-log line per request, plus one per node status.
 use crate::files::{content_type, Artifact, Trees};
 use crate::http::{
@@ -70,7 +71,8 @@ pub struct Config {
     pub limits: Limits,
     /// Nodes kept in the status table.
     pub max_nodes: usize,
-    /// bootd's lasting state: the nodes' enrolled keys (`DIR/keys/`).
+    /// bootd's lasting state: the nodes' enrolled keys (`DIR/keys/`), their
+    /// status and boot history (`DIR/nodes.redb`).
     pub state: Option<PathBuf>,
     /// A file holding the admin token (`/nodes`, `/`, `POST /admin/arm`).
     pub admin_token: Option<PathBuf>,
@@ -158,6 +160,7 @@ impl Server {
             .transpose()?;
         let listener =
             TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
+        crate::metrics::global().start(SystemTime::now());
         Ok(Server {
             listener,
             state: Arc::new(State {
@@ -165,7 +168,7 @@ impl Server {
                 renders: Default::default(),
                 trees,
                 rate_limit: cfg.rate_limit,
-                nodes: Nodes::with_capacity(cfg.max_nodes),
+                nodes: Nodes::open(cfg.state.as_deref(), cfg.max_nodes)?,
                 inventory,
                 public_url: cfg.public_url.clone(),
                 secrets,
@@ -328,6 +331,7 @@ fn connection(stream: &TcpStream, peer: SocketAddr, ticket: &crate::limits::Tick
                 };
                 let t = Instant::now();
                 let o = error_page(&mut out, status, false, Conn::CLOSE);
+                crate::metrics::global().http(None, "", o.status, o.bytes);
                 // A client that hangs up inside its head, or sends garbage,
                 // is common on a hostile network: rationed lines.
                 if let Some(left_out) = BAD_HEADS.take() {
@@ -353,6 +357,7 @@ fn connection(stream: &TcpStream, peer: SocketAddr, ticket: &crate::limits::Tick
         };
         reader.get_mut().within(limits.body_timeout);
         let o = respond(&req, &mut reader, &mut out, state, &mut conn, peer);
+        crate::metrics::global().http(req.path(), &req.method, o.status, o.bytes);
         tracing::info!(
             status = o.status,
             bytes = o.bytes,
@@ -998,6 +1003,19 @@ fn node_list(
     small_response(out, 200, ctype, &body, head_only, conn, &extra)
 }
 
+/// `GET /metrics`: the counters (no token: counts only, see
+/// [`crate::metrics`]).
+fn metrics(req: &Request, out: &mut &TcpStream, state: &State, conn: Conn) -> Outcome {
+    let now = crate::metrics::Now {
+        connections: state.conns.open(),
+        nodes: state.nodes.by_phase(),
+    };
+    let body = crate::metrics::global().render(&now);
+    let ctype = "text/plain; version=0.0.4; charset=utf-8";
+    let extra = [("Cache-Control", "no-store".to_string())];
+    small_response(out, 200, ctype, &body, req.method == "HEAD", conn, &extra)
+}
+
 /// Gives back a counted slot on drop.
 struct Guard<'a>(&'a std::sync::atomic::AtomicUsize);
 
@@ -1248,6 +1266,7 @@ fn respond(
             }
             return node_list(req, p, out, state, *conn);
         }
+        Some(crate::metrics::PATH) if get => return metrics(req, out, state, *conn),
         Some(IPXE_PATH) if get => return boot_config(req, out, state, *conn, Loader::Ipxe),
         Some(GRUB_PATH) if get => return boot_config(req, out, state, *conn, Loader::Grub),
         Some(crate::identity::NONCE_PATH) => return nonce(req, out, state, *conn),

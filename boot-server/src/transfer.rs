@@ -41,6 +41,7 @@ pub fn send_range(
     rate: Option<u64>,
 ) -> Sent {
     let mut sent = 0;
+    let _in_flight = crate::metrics::global().http_transfer();
     let r = match rate {
         None => sendfile_all(file, offset, len, out, &mut sent),
         Some(rate) => throttled(file, offset, len, out, rate, &mut sent),

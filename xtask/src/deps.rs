@@ -41,6 +41,7 @@ pub const PACKAGES: &[&str] = &[
     "ldap-utils",      // slurm boots: ldapadd/ldapsearch load and check that directory
     "nfs-ganesha",     // slurm boots: the site's NFS server, in user space (NFSv4.2)
     "nfs-ganesha-vfs", // its VFS backend
+    "prometheus",      // promtool check metrics: bootd's /metrics (tests, QEMU boots pxe, pxe-uefi)
 ];
 
 fn installed(pkg: &str) -> bool {

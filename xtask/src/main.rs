@@ -9,6 +9,7 @@ mod deps;
 mod e2e;
 mod fuzz;
 mod hostile;
+mod metrics;
 mod pxe;
 mod scenarios;
 mod secureboot;
