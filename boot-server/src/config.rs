@@ -592,4 +592,65 @@ mod tests {
             "HTTPS needs tls_listen, tls_cert and tls_key together (missing: tls_key)"
         );
     }
+
+    /// The example shipped as /etc/nodeboot/bootd.toml.
+    const EXAMPLE: &str = include_str!("../dist/bootd.toml");
+
+    #[test]
+    fn the_example_lists_every_option_with_its_default() {
+        use clap::Args;
+        let example = Options::parse(EXAMPLE, "bootd.toml").unwrap();
+        assert_eq!(example.root, Some(PathBuf::from("/srv/nodeboot/www")));
+        // Every flag has its key in the example.
+        let cmd = Options::augment_args(clap::Command::new("serve"));
+        let keys: Vec<&str> = EXAMPLE
+            .lines()
+            .filter_map(|l| l.trim_start_matches("# ").split_once(" = "))
+            .map(|(k, _)| k)
+            .collect();
+        for a in cmd.get_arguments() {
+            let id = a.get_id().as_str();
+            assert!(keys.contains(&id), "{id} is not in dist/bootd.toml");
+        }
+        // Uncommented, the example checks out, and the values it shows for
+        // the options that have a default are the defaults.
+        let all: String = EXAMPLE
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(kv) if kv.split_once(" = ").is_some() => kv,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let all = Options::parse(&all, "bootd.toml").unwrap();
+        let defaults = Options {
+            root: all.root.clone(),
+            listen: all.listen.clone(),
+            token_ttl: all.token_ttl,
+            stop_timeout: all.stop_timeout,
+            max_connections: all.max_connections,
+            max_connections_per_client: all.max_connections_per_client,
+            head_timeout: all.head_timeout,
+            body_timeout: all.body_timeout,
+            idle_timeout: all.idle_timeout,
+            write_timeout: all.write_timeout,
+            max_nodes: all.max_nodes,
+            dhcp_rate: all.dhcp_rate,
+            tftp_max_transfers: all.tftp_max_transfers,
+            tftp_per_client: all.tftp_per_client,
+            tftp_retries: all.tftp_retries,
+            tftp_timeout: all.tftp_timeout,
+            tftp_max_block: all.tftp_max_block,
+            ..Options::default()
+        };
+        let bare = Options {
+            root: all.root.clone(),
+            ..Options::default()
+        };
+        assert_eq!(
+            format!("{:?}", defaults.resolve().unwrap()),
+            format!("{:?}", bare.resolve().unwrap())
+        );
+        assert_eq!(all.dhcp_mode, Some(Mode::Proxy));
+    }
 }
