@@ -454,14 +454,15 @@ pub fn run(listen: &str, cfg: &Config, port_file: Option<&Path>) -> Result<()> {
     if let Some(tls) = &server.state.tls {
         tls.watch()?;
     }
-    if let Some(p) = port_file {
-        write_port_file(p, addr.port())?;
-    }
+    // HTTPS's first: a harness that waits for the HTTP port finds both.
     if let (Some(a), Some(p)) = (
         tls_addr,
         cfg.tls.as_ref().and_then(|t| t.port_file.as_ref()),
     ) {
         write_port_file(p, a.port())?;
+    }
+    if let Some(p) = port_file {
+        write_port_file(p, addr.port())?;
     }
     let stopper = server.stopper()?;
     std::thread::Builder::new()
@@ -632,6 +633,7 @@ fn serve(
                 .map(crate::clean)
                 .map(tracing::field::display),
             error = o.error.as_ref().map(tracing::field::display),
+            tls = out.is_tls().then_some(true),
             "{} {}",
             req.method,
             crate::clean(&crate::secrets::redact(&req.target)),
