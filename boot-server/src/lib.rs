@@ -20,6 +20,10 @@
 //! - [`dhcp`]: DHCP answers for the inventory's hosts (boot file by client).
 //! - [`tftp`]: the iPXE binaries over TFTP, read-only.
 //! - [`netboot`]: the DHCP and TFTP sockets and threads beside HTTP.
+//! - [`tls`]: HTTPS (rustls): the certificate, reloaded; one connection's stream.
+//! - [`notify`]: systemd's readiness protocol (READY, RELOADING, STOPPING).
+//! - [`config`]: `bootd serve --config FILE` (TOML), checked with FILE:LINE: KEY.
+pub mod config;
 pub mod dhcp;
 pub mod files;
 pub mod grub;
@@ -29,6 +33,7 @@ pub mod inventory;
 pub mod limits;
 pub mod metrics;
 pub mod netboot;
+pub mod notify;
 pub mod page;
 pub mod secrets;
 pub mod server;
@@ -36,6 +41,7 @@ pub mod status;
 pub mod store;
 pub mod template;
 pub mod tftp;
+pub mod tls;
 pub mod transfer;
 
 /// `s` with control characters (newlines, escape sequences) and Unicode
