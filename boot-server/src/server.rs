@@ -1266,7 +1266,7 @@ fn node_list(req: &Request, path: &str, out: &mut Wire<'_>, state: &State, conn:
 
 /// `GET /metrics`: the counters (no token: counts only, see
 /// [`crate::metrics`]).
-fn metrics(req: &Request, out: &mut &TcpStream, state: &State, conn: Conn) -> Outcome {
+fn metrics(req: &Request, out: &mut Wire<'_>, state: &State, conn: Conn) -> Outcome {
     let now = crate::metrics::Now {
         connections: state.conns.open(),
         nodes: state.nodes.by_phase(),
