@@ -225,7 +225,7 @@ const fn marker() -> [u8; MARKER_LEN] {
 fn main() -> ExitCode {
     // `NAME generate-docs DIR`: man pages and completions (cargo xtask dist).
     nodeboot_clidocs::run_if_asked(<Cli as clap::CommandFactory>::command);
-    nodeboot_agent::log::init("NODECTL_LOG");
+    nodeboot_agent::log::init("NODECTL_LOG", nodeboot_agent::log::Console::Mirror);
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {

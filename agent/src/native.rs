@@ -420,12 +420,11 @@ fn start_all(
     let timeout = Duration::from_secs(svc.timeout);
     // node.toml may have written units or drop-ins.
     crate::cmd::run(&[systemctl, "daemon-reload"]).context("systemctl daemon-reload")?;
+    // Unit names found in the node's tree (ssh.service on Debian is
+    // sshd.service on EL), not assumed.
+    let os = crate::nodeos::NodeOs::detect(&paths.root);
     for name in &svc.start {
-        let unit = if name.contains('.') {
-            name.clone()
-        } else {
-            format!("{name}.service")
-        };
+        let unit = os.service_unit(name);
         crate::provision::notify_status(&format!("starting {unit}"));
         tracing::info!(service = %unit, "starting");
         let t = Instant::now();
@@ -472,7 +471,8 @@ fn start_all(
             // directory: ask the directory what sssd will, so that a node
             // with no users does not join the cluster.
             let conf = paths.root.join("etc/sssd/sssd.conf");
-            let ca = paths.root.join("etc/ssl/certs/ca-certificates.crt");
+            let ca = os.trust().bundle;
+            let ca = paths.root.join(ca.strip_prefix("/").unwrap_or(&ca));
             for d in crate::ldapcheck::domains(&conf)
                 .with_context(|| format!("{unit}: its configuration"))?
             {
@@ -730,5 +730,29 @@ mod tests {
         let names: Vec<&str> = n.started.iter().map(|(u, _)| u.as_str()).collect();
         assert_eq!(names, ["munge.service", "sssd.service", "slurmd.service"]);
         assert!(n.milestones.contains_key("services_up"));
+    }
+
+    #[test]
+    fn the_ssh_service_is_found_under_the_name_the_node_has() {
+        // node.toml says "ssh" (Debian's name); an EL node has sshd.service.
+        for (tree, want) in [
+            (crate::nodeos::tests::el_tree as fn(&Path), "sshd.service"),
+            (crate::nodeos::tests::debian_tree, "ssh.service"),
+        ] {
+            let d = tempfile::tempdir().unwrap();
+            let p = paths(d.path());
+            tree(&p.root);
+            let (fake, log) = fake_systemctl(d.path(), "echo active\n");
+            pending(&p, &["munge", "ssh"], 5);
+            let out = start_services(&p, fake.to_str().unwrap());
+            assert_eq!(out.phase, "ready", "{out:?}");
+            let calls = std::fs::read_to_string(&log).unwrap();
+            assert!(
+                calls.ends_with(&format!("start -- {want}\nis-active -- {want}\n")),
+                "{calls}"
+            );
+            let n = out.native.unwrap();
+            assert_eq!(n.started.last().unwrap().0, want);
+        }
     }
 }

@@ -44,6 +44,8 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nodeboot_common::retry::{Policy, Retry, Verdict};
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeToml {
@@ -351,61 +353,62 @@ pub fn apply(n: &NodeToml, repo: &Path, root: &Path, mountinfo: &Path) -> Result
             // after our bound: -v prints each attempt's reason as it comes.
             argv.insert(1, "-v");
         }
-        // A server that is slow to answer gets retries until `wait`.
-        let mut delay = Duration::from_millis(500);
+        // A server that is slow to answer gets retries until `wait` (the
+        // shared loop: 0.5 s doubling to 5 s).
+        let mut retry = Retry::since(
+            Policy::deadline(wait, Duration::from_millis(500), Duration::from_secs(5)),
+            start,
+        );
         // The last attempt is cut at the bound: keep the reason an earlier
         // one gave, if the last one gives none.
         let mut earlier: Option<String> = None;
-        loop {
-            // Each attempt bounded by what is left of `wait` (a server that
-            // accepts and never answers must not hang the boot).
-            let left = wait
-                .saturating_sub(start.elapsed())
-                .max(Duration::from_secs(1));
-            let r = crate::cmd::run_bounded(&argv, left).and_then(|(st, tail)| {
-                if st.success() {
-                    Ok(())
-                } else {
-                    bail!("{} failed ({st}): {}", argv.join(" "), tail.join(" | "))
-                }
-            });
-            match r {
-                Ok(()) => break,
-                Err(e) if start.elapsed() + delay < wait => {
-                    tracing::warn!("{e:#}; retrying in {:.1}s", delay.as_secs_f64());
+        let what = format!("mounting {} on {}", m.what, at.display());
+        let r = retry.run(
+            &what,
+            |a| {
+                // Each attempt bounded by what is left of `wait` (a server
+                // that accepts and never answers must not hang the boot).
+                let left = a.remaining.unwrap_or_default().max(Duration::from_secs(1));
+                let r = crate::cmd::run_bounded(&argv, left).and_then(|(st, tail)| {
+                    if st.success() {
+                        Ok(())
+                    } else {
+                        bail!("{} failed ({st}): {}", argv.join(" "), tail.join(" | "))
+                    }
+                });
+                if let Err(e) = &r {
                     let said = format!("{e:#}");
                     if !said.trim_end().ends_with("was killed:") {
                         earlier = Some(said);
                     }
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
-                Err(e) => {
-                    let e = match earlier.take() {
-                        Some(before) if format!("{e:#}").trim_end().ends_with("was killed:") => {
-                            anyhow::anyhow!("{e:#} (an earlier attempt: {before})")
-                        }
-                        _ => e,
-                    };
-                    // The kernel's NFS client may hold mount(2) past our
-                    // bound without a word: say what a plain TCP connection
-                    // to the server meets.
-                    let e = match nfs_endpoint(&m.fstype, &m.what, &m.options) {
-                        Some((host, port)) => {
-                            e.context(probe_tcp(&host, port, Duration::from_secs(3)))
-                        }
-                        None => e,
-                    };
-                    return Err(e).with_context(|| {
-                        format!(
-                            "mounting {} on {} (gave up after {}s)",
-                            m.what,
-                            at.display(),
-                            m.wait
-                        )
-                    });
+                r
+            },
+            |_| Verdict::Retry,
+        );
+        if let Err(f) = r {
+            let e = f.into_error();
+            let e = match earlier.take() {
+                Some(before) if format!("{e:#}").trim_end().ends_with("was killed:") => {
+                    anyhow::anyhow!("{e:#} (an earlier attempt: {before})")
                 }
-            }
+                _ => e,
+            };
+            // The kernel's NFS client may hold mount(2) past our bound
+            // without a word: say what a plain TCP connection to the
+            // server meets.
+            let e = match nfs_endpoint(&m.fstype, &m.what, &m.options) {
+                Some((host, port)) => e.context(probe_tcp(&host, port, Duration::from_secs(3))),
+                None => e,
+            };
+            return Err(e).with_context(|| {
+                format!(
+                    "mounting {} on {} (gave up after {}s)",
+                    m.what,
+                    at.display(),
+                    m.wait
+                )
+            });
         }
         done.push(format!(
             "mounted {} ({}) on {}",
@@ -475,39 +478,14 @@ pub fn apply(n: &NodeToml, repo: &Path, root: &Path, mountinfo: &Path) -> Result
         let src = repo_file(repo, &f.source).with_context(what)?;
         done.push(install(&src, &under(root, &f.path), uid, gid, mode).with_context(what)?);
     }
-    let mut new_ca = false;
-    for c in &n.ca {
-        let what = || format!("adding the CA certificate {}", c.source.display());
-        let src = repo_file(repo, &c.source).with_context(what)?;
-        let pem = std::fs::read(&src).with_context(what)?;
-        if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-            bail!(
-                "{}: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                what(),
-                src.display()
-            );
-        }
-        let stem = c
-            .source
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "ca".into());
-        // update-ca-certificates(8) takes *.crt below this directory.
-        let dest = under(root, Path::new(CA_DIR)).join(format!("{stem}.crt"));
-        let line = install(&src, &dest, 0, 0, 0o644).with_context(what)?;
-        new_ca |= !line.ends_with("already");
-        done.push(line);
-    }
-    if new_ca {
-        if root == Path::new("/") {
-            crate::cmd::run(&["update-ca-certificates"])
-                .context("adding the CA certificates to the trust store")?;
-            done.push("update-ca-certificates: trust store refreshed".into());
-        } else {
-            done.push(format!(
-                "trust store not refreshed: update-ca-certificates runs only when applying to / (not {})",
-                root.display()
-            ));
+    if !n.ca.is_empty() {
+        // Found, not assumed: Debian's or EL's trust store (see crate::trust).
+        let store = crate::nodeos::NodeOs::detect(root).trust();
+        for c in &n.ca {
+            let what = || format!("adding the CA certificate {}", c.source.display());
+            let src = repo_file(repo, &c.source).with_context(what)?;
+            let pem = std::fs::read(&src).with_context(what)?;
+            done.extend(crate::trust::add(root, &store, &c.source, &pem).with_context(what)?);
         }
     }
     if let Some(s) = &n.ssh {
@@ -539,9 +517,6 @@ pub fn apply(n: &NodeToml, repo: &Path, root: &Path, mountinfo: &Path) -> Result
     }
     Ok(done)
 }
-
-/// Where CA certificates go (Debian's local trust anchors).
-pub const CA_DIR: &str = "/usr/local/share/ca-certificates/nodeboot";
 
 /// `rel` inside `repo`, refusing anything that resolves outside it.
 fn repo_path(repo: &Path, rel: &Path) -> Result<PathBuf> {
@@ -810,6 +785,19 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
         )
         .unwrap();
+        // An EL 8-shaped trust store (no hashed directory): openssl is not
+        // asked for the hash of this non-certificate (crate::trust's tests
+        // use real ones, on Debian- and EL 9-shaped trees).
+        std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+        std::fs::write(root.join("usr/sbin/update-ca-trust"), "").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                root.join("usr/sbin/update-ca-trust"),
+                std::fs::Permissions::from_mode(0o755),
+            )
+            .unwrap();
+        }
         let mi = d.path().join("mountinfo");
         std::fs::write(&mi, "").unwrap();
         (d, repo, root, mi)
@@ -850,10 +838,12 @@ mod tests {
         assert_eq!(p.mode() & 0o7777, 0o644);
         assert!(!root.join("etc/ssh/README.md").exists());
         assert!(root
-            .join("usr/local/share/ca-certificates/nodeboot/site-ca.crt")
+            .join("etc/pki/ca-trust/source/anchors/nodeboot-site-ca.crt")
             .is_file());
         assert!(
-            done.iter().any(|l| l.contains("trust store not refreshed")),
+            done.iter()
+                .any(|l| l
+                    .contains("/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem: site-ca added")),
             "{done:?}"
         );
         // No temporary file left behind.
@@ -872,6 +862,35 @@ mod tests {
         apply(&n, &repo, &root, &mi).unwrap();
         let md = std::fs::metadata(root.join("etc/munge/munge.key")).unwrap();
         assert_eq!(md.mode() & 0o7777, 0o400);
+    }
+
+    #[test]
+    fn users_are_the_nodes_own_on_debian_and_el() {
+        // The same names, different ids: read from the node's tree, never assumed.
+        for (passwd, group, munge, slurm) in [
+            (
+                "munge:x:101:106::/nonexistent:/usr/sbin/nologin\nslurm:x:64030:64030::/nonexistent:/usr/sbin/nologin\n",
+                "munge:x:106:\nslurm:x:64030:\n",
+                (101, 106),
+                (64030, 64030),
+            ),
+            (
+                "munge:x:991:989:Runs Uid 'N' Gid Emporium:/var/run/munge:/sbin/nologin\nslurm:x:990:988:SLURM resource manager:/etc/slurm:/sbin/nologin\n",
+                "munge:x:989:\nslurm:x:988:\n",
+                (991, 989),
+                (990, 988),
+            ),
+        ] {
+            let d = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(d.path().join("etc")).unwrap();
+            std::fs::write(d.path().join("etc/passwd"), format!("root:x:0:0::/root:/bin/sh\n{passwd}")).unwrap();
+            std::fs::write(d.path().join("etc/group"), group).unwrap();
+            let ids = Ids::read(d.path()).unwrap();
+            assert_eq!((ids.user("munge").unwrap(), ids.group("munge").unwrap()), munge);
+            assert_eq!((ids.user("slurm").unwrap(), ids.group("slurm").unwrap()), slurm);
+            let e = format!("{:#}", ids.user("slurmd").unwrap_err());
+            assert!(e.contains("no user \"slurmd\" on this node"), "{e}");
+        }
     }
 
     #[test]

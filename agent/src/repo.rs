@@ -12,11 +12,13 @@
 //!   (unknown keys are refused, never accepted); bounded retries with
 //!   backoff for network errors only; an optional ref pin.
 //!
-//! known_hosts limits: plain host patterns only (`host`, `[host]:port`,
-//! comma-separated; no hashed `|1|` entries, no wildcards, no
-//! `@cert-authority`); `@revoked` keys are refused. The key type compared is
-//! the one the server offers first to libssh2, so the pinned file should
-//! hold that key type (ed25519 for an OpenSSH server with default keys).
+//! known_hosts: an admin's file as OpenSSH reads it (hashed names,
+//! wildcards, negation, `[host]:port`, `@cert-authority` with host
+//! certificates, `@revoked`; see [`crate::knownhosts`]). The key compared is
+//! the one the server presents first to libssh2: a host certificate when
+//! the server has one (libssh2 prefers them), else its ed25519 key for an
+//! OpenSSH server with default keys, so the pinned file should hold that
+//! type.
 use anyhow::{anyhow, bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use sha2::{Digest, Sha256};
@@ -24,8 +26,10 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zeroize::Zeroizing;
+
+use nodeboot_common::retry::{Failed, Policy, Retry};
 
 use crate::cmdline::Cmdline;
 use crate::disk::key::{find_key_partition, KEY_MAX_BYTES, KEY_NAME};
@@ -335,7 +339,7 @@ fn set_timeouts(connect: Duration, io: Duration) -> Result<(), git2::Error> {
 pub enum CloneError {
     #[error(
         "{url}: host key of {host} is not in {pinned}: the server offered {key_type} \
-         {fingerprint}; refused (pin it if it is right)"
+         {fingerprint}{detail}; refused (pin it if it is right)"
     )]
     UnknownHostKey {
         url: String,
@@ -344,6 +348,9 @@ pub enum CloneError {
         fingerprint: String,
         /// What was pinned: the known_hosts file and/or the fingerprints.
         pinned: String,
+        /// Why a host certificate the server presented was not accepted
+        /// (" (…)"), else empty.
+        detail: String,
     },
     #[error("{url}: host key of {host} ({key_type} {fingerprint}) is marked @revoked in {pinned}")]
     RevokedHostKey {
@@ -447,70 +454,32 @@ pub fn fingerprint(blob: &[u8]) -> String {
     )
 }
 
-/// The key type named inside an SSH key blob (`ssh-ed25519`, …).
-fn blob_type(blob: &[u8]) -> String {
-    if blob.len() >= 4 {
-        let n = u32::from_be_bytes([blob[0], blob[1], blob[2], blob[3]]) as usize;
-        if let Some(t) = blob.get(4..4 + n) {
-            return String::from_utf8_lossy(t).into_owned();
-        }
-    }
-    "unknown".into()
-}
+pub use crate::knownhosts::HostKeyVerdict;
 
-/// What a known_hosts file says of a server's key.
-#[derive(Debug, PartialEq)]
-pub enum HostKeyVerdict {
-    Known,
-    Revoked,
-    Unknown,
-}
-
-/// Check `blob` (the server's raw key) for `host`:`port` against the text of
-/// a known_hosts file. No I/O; never panics (the fuzz entry point,
-/// `known_hosts`).
+/// Check `blob` (the server's raw key or certificate) for `host`:`port`
+/// against the text of a known_hosts file (see [`crate::knownhosts`]). No
+/// I/O; never panics (the fuzz entry point, `known_hosts`).
 pub fn check_known_hosts(text: &str, host: &str, port: u16, blob: &[u8]) -> HostKeyVerdict {
-    let want = if port == 22 {
-        host.to_string()
-    } else {
-        format!("[{host}]:{port}")
-    };
-    let key_type = blob_type(blob);
-    let key_b64 = b64(blob);
-    let mut verdict = HostKeyVerdict::Unknown;
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut f = line.split_whitespace();
-        let mut first = f.next().unwrap_or("");
-        let mut revoked = false;
-        if first.starts_with('@') {
-            if first != "@revoked" {
-                continue; // @cert-authority: not supported
-            }
-            revoked = true;
-            first = f.next().unwrap_or("");
-        }
-        let (Some(t), Some(k)) = (f.next(), f.next()) else {
-            continue;
-        };
-        if !first.split(',').any(|h| h == want) || t != key_type || k != key_b64 {
-            continue;
-        }
-        if revoked {
-            return HostKeyVerdict::Revoked;
-        }
-        verdict = HostKeyVerdict::Known;
-    }
-    verdict
+    crate::knownhosts::check(text, host, port, blob, unix_now()).verdict
 }
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Largest known_hosts file read (an admin's with thousands of hosts is
+/// well under this).
+const KNOWN_HOSTS_MAX: u64 = 16 * 1024 * 1024;
 
 /// Clone `url` into `dest` (created 0700; must be absent or empty) with the
 /// deploy key `key` (an OpenSSH private key, in memory), checking the
 /// server's host key against `known_hosts`. `ref_pin`: a branch, tag or
 /// commit to check out (detached) instead of the remote's HEAD.
+// CloneError is large (a refused host key names url, host, key, pins and
+// why a certificate failed); it is returned once per clone, never in a loop.
+#[allow(clippy::result_large_err)]
 pub fn clone(
     url: &str,
     ref_pin: Option<&str>,
@@ -556,6 +525,9 @@ impl HostKeys {
 
 /// [`clone`] with the host keys given as [`HostKeys`]; with nothing pinned
 /// every server is refused.
+// CloneError is large (a refused host key names url, host, key, pins and
+// why a certificate failed); it is returned once per clone, never in a loop.
+#[allow(clippy::result_large_err)]
 pub fn clone_pinned(
     url: &str,
     ref_pin: Option<&str>,
@@ -570,12 +542,25 @@ pub fn clone_pinned(
     };
     let (user, host, port) = ssh_target(url).map_err(|e| other(format!("{e:#}")))?;
     let known = match &pins.known_hosts {
-        Some(k) => std::fs::read_to_string(k).map_err(|e| {
-            other(format!(
-                "reading the pinned known_hosts {}: {e}",
-                k.display()
-            ))
-        })?,
+        Some(k) => {
+            let mut text = String::new();
+            File::open(k)
+                .and_then(|f| f.take(KNOWN_HOSTS_MAX + 1).read_to_string(&mut text))
+                .map_err(|e| {
+                    other(format!(
+                        "reading the pinned known_hosts {}: {e}",
+                        k.display()
+                    ))
+                })?;
+            if text.len() as u64 > KNOWN_HOSTS_MAX {
+                return Err(other(format!(
+                    "the pinned known_hosts {} is larger than {} MiB",
+                    k.display(),
+                    KNOWN_HOSTS_MAX >> 20
+                )));
+            }
+            text
+        }
         None => String::new(),
     };
     for f in &pins.fingerprints {
@@ -590,56 +575,71 @@ pub fn clone_pinned(
         .map_err(|_| other("the deploy key is not text (an OpenSSH private key)".into()))?;
     set_timeouts(retries.connect_timeout, retries.io_timeout)
         .map_err(|e| other(format!("setting libgit2's timeouts: {}", e.message())))?;
-    let start = Instant::now();
     let attempts = retries.attempts.max(1);
-    let mut delay = retries.first_delay;
-    let mut last = String::new();
-    for attempt in 1..=attempts {
-        prepare_dest(dest).map_err(|e| other(format!("{e:#}")))?;
-        tracing::info!(%url, attempt, attempts, "cloning the postscripts repository");
-        match clone_once(url, &user, &host, port, key, &known, pins, dest) {
-            Ok(repo) => {
-                let commit = match checkout_pin(&repo, url, ref_pin) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = clear_dir(dest);
-                        return Err(e);
-                    }
-                };
-                tracing::info!(%url, %commit, dest = %dest.display(), "cloned");
-                return Ok(Cloned {
-                    url: url.to_string(),
-                    dest: dest.to_path_buf(),
-                    commit,
-                    attempts: attempt,
-                });
-            }
-            Err(Attempt::Fatal(e)) => {
-                let _ = clear_dir(dest);
-                return Err(*e);
-            }
-            Err(Attempt::Network(m)) => {
-                let _ = clear_dir(dest);
-                tracing::warn!(%url, attempt, attempts, "clone failed (network): {m}");
-                last = m;
-                if attempt < attempts {
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(retries.max_delay);
-                }
-            }
-        }
-    }
-    Err(CloneError::Network {
-        url: url.to_string(),
+    let mut retry = Retry::new(Policy::attempts(
         attempts,
-        elapsed: start.elapsed(),
-        last,
-    })
+        retries.first_delay,
+        retries.max_delay,
+    ));
+    let what = format!("cloning {url}");
+    let r = retry.run(
+        &what,
+        |a| {
+            prepare_dest(dest).map_err(|e| Attempt::Fatal(Box::new(other(format!("{e:#}")))))?;
+            tracing::info!(%url, attempt = a.number, attempts, "cloning the postscripts repository");
+            let r = clone_once(url, &user, &host, port, key, &known, pins, dest).and_then(|repo| {
+                checkout_pin(&repo, url, ref_pin).map_err(|e| Attempt::Fatal(Box::new(e)))
+            });
+            if r.is_err() {
+                let _ = clear_dir(dest);
+            }
+            r
+        },
+        |e| matches!(e, Attempt::Network(_)).into(),
+    );
+    match r {
+        Ok(commit) => {
+            tracing::info!(%url, %commit, dest = %dest.display(), "cloned");
+            Ok(Cloned {
+                url: url.to_string(),
+                dest: dest.to_path_buf(),
+                commit,
+                attempts: retry.attempts(),
+            })
+        }
+        Err(Failed::Fatal(Attempt::Fatal(e))) => Err(*e),
+        Err(
+            Failed::Fatal(Attempt::Network(last))
+            | Failed::GaveUp {
+                last: Attempt::Network(last),
+                ..
+            },
+        ) => Err(CloneError::Network {
+            url: url.to_string(),
+            attempts: retry.attempts(),
+            elapsed: retry.elapsed(),
+            last,
+        }),
+        Err(Failed::GaveUp {
+            last: Attempt::Fatal(e),
+            ..
+        }) => Err(*e),
+    }
 }
 
+/// A failed clone attempt: only network errors are retried.
 enum Attempt {
     Fatal(Box<CloneError>),
     Network(String),
+}
+
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attempt::Fatal(e) => write!(f, "{e}"),
+            Attempt::Network(m) => write!(f, "network: {m}"),
+        }
+    }
 }
 
 fn prepare_dest(dest: &Path) -> Result<()> {
@@ -697,8 +697,10 @@ fn clone_once(
             });
             return Err(git2::Error::from_str("no SSH host key to check"));
         };
-        let (key_type, fp) = (blob_type(blob), fingerprint(blob));
-        let verdict = match check_known_hosts(known, host, port, blob) {
+        let checked = crate::knownhosts::check(known, host, port, blob, unix_now());
+        let (key_type, fp) = (checked.key_type, checked.fingerprint);
+        let detail = checked.note.map(|n| format!(" ({n})")).unwrap_or_default();
+        let verdict = match checked.verdict {
             HostKeyVerdict::Unknown if pins.fingerprints.contains(&fp) => HostKeyVerdict::Known,
             v => v,
         };
@@ -729,6 +731,7 @@ fn clone_once(
                         key_type,
                         fingerprint: fp,
                         pinned,
+                        detail,
                     }
                 });
                 Err(git2::Error::from_str("host key refused"))
@@ -781,6 +784,9 @@ fn clone_once(
 }
 
 /// Check out `pin` (detached) when given; the commit id checked out.
+// CloneError is large (a refused host key names url, host, key, pins and
+// why a certificate failed); it is returned once per clone, never in a loop.
+#[allow(clippy::result_large_err)]
 fn checkout_pin(
     repo: &git2::Repository,
     url: &str,
@@ -867,7 +873,8 @@ mod tests {
     fn known_hosts_matching() {
         let mut blob = vec![0, 0, 0, 11];
         blob.extend(b"ssh-ed25519");
-        blob.extend([0, 0, 0, 2, 1, 2]);
+        blob.extend([0, 0, 0, 32]);
+        blob.extend([7u8; 32]);
         let k = b64(&blob);
         let text = format!("# pinned\n[127.0.0.1]:2222,gitsrv ssh-ed25519 {k} comment\n");
         assert_eq!(

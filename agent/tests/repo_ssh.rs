@@ -100,9 +100,15 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(|_, _| String::new())
+    }
+
+    /// `extra(dir, host key)`: more sshd_config lines (a HostCertificate).
+    fn start_with(extra: impl FnOnce(&Path, &Path) -> String) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let (host_key, host_pub) = keygen(d, "host_ed25519");
+        let extra = extra(d, &host_key);
         let (deploy_key, deploy_pub) = keygen(d, "deploy_ed25519");
         std::fs::write(d.join("authorized_keys"), format!("{deploy_pub}\n")).unwrap();
         // The repository: post.sh and node.toml, a tag v1, then a second commit.
@@ -154,7 +160,7 @@ impl Server {
                  AuthorizedKeysFile {ak}\nPidFile {pid}\nStrictModes no\nUsePAM no\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  PubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
-                 AllowUsers root\nLogLevel VERBOSE\n",
+                 AllowUsers root\nLogLevel VERBOSE\n{extra}",
                 hk = host_key.display(),
                 ak = d.join("authorized_keys").display(),
                 pid = d.join("sshd.pid").display(),
@@ -451,6 +457,188 @@ fn clone_refuses_missing_ref_pin() {
         std::fs::read_dir(&dst).unwrap().count(),
         0,
         "dest left empty"
+    );
+}
+
+/// A real admin's known_hosts: hashed by `ssh-keygen -H` (what
+/// `HashKnownHosts yes` writes), a wildcard entry; `@revoked` refusing.
+#[test]
+fn clone_accepts_an_admins_known_hosts() {
+    if !can_ssh("clone_accepts_an_admins_known_hosts") {
+        return;
+    }
+    let s = Server::start();
+    let key = std::fs::read(&s.deploy_key).unwrap();
+    let d = s.dir.path();
+    let (_, other) = keygen(d, "other_host");
+    // Hashed: the server's line among others.
+    let kh = d.join("known_hosts.hashed");
+    std::fs::write(
+        &kh,
+        format!(
+            "git.example.org {other}\n[127.0.0.1]:{} {}\n10.0.0.9 {other}\n",
+            s.port, s.host_pub
+        ),
+    )
+    .unwrap();
+    ok(
+        &["ssh-keygen", "-q", "-H", "-f", kh.to_str().unwrap()],
+        None,
+    );
+    let text = std::fs::read_to_string(&kh).unwrap();
+    assert!(text.lines().all(|l| l.starts_with("|1|")), "{text}");
+    let (_t, dst) = dest();
+    let c = repo::clone(&s.url(), None, &key, &kh, &dst, quick())
+        .unwrap_or_else(|e| panic!("hashed: {e}\nsshd: {}", s.log()));
+    assert_eq!(c.commit, s.head);
+    // A wildcard (and a negation that does not apply).
+    let wild = d.join("known_hosts.wild");
+    std::fs::write(
+        &wild,
+        format!("[127.0.0.*]:{},!10.0.0.1 {}\n", s.port, s.host_pub),
+    )
+    .unwrap();
+    let (_t, dst) = dest();
+    repo::clone(&s.url(), None, &key, &wild, &dst, quick())
+        .unwrap_or_else(|e| panic!("wildcard: {e}"));
+    // @revoked wins: refused, naming the host and the key presented.
+    let revoked = d.join("known_hosts.revoked");
+    std::fs::write(
+        &revoked,
+        format!(
+            "{}@revoked * {}\n",
+            std::fs::read_to_string(&wild).unwrap(),
+            s.host_pub
+        ),
+    )
+    .unwrap();
+    let (_t, dst) = dest();
+    let e = repo::clone(&s.url(), None, &key, &revoked, &dst, quick()).unwrap_err();
+    let msg = e.to_string();
+    eprintln!("{msg}");
+    assert!(matches!(e, CloneError::RevokedHostKey { .. }), "{e:?}");
+    let fp = ok(
+        &[
+            "ssh-keygen",
+            "-lf",
+            d.join("host_ed25519.pub").to_str().unwrap(),
+        ],
+        None,
+    );
+    let fp = fp.split_whitespace().nth(1).unwrap();
+    assert!(
+        msg.contains(&format!("[127.0.0.1]:{}", s.port))
+            && msg.contains(fp)
+            && msg.contains("@revoked"),
+        "{msg}"
+    );
+    // Hashed for another host only: unknown, naming host and key.
+    let (_t, dst) = dest();
+    let lone = d.join("known_hosts.lone");
+    std::fs::write(&lone, format!("[127.0.0.1]:{} {other}\n", s.port)).unwrap();
+    ok(
+        &["ssh-keygen", "-q", "-H", "-f", lone.to_str().unwrap()],
+        None,
+    );
+    let e = repo::clone(&s.url(), None, &key, &lone, &dst, quick()).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, CloneError::UnknownHostKey { .. }), "{e:?}");
+    assert!(
+        msg.contains(&format!("[127.0.0.1]:{}", s.port)) && msg.contains(fp),
+        "{msg}"
+    );
+}
+
+/// A server presenting a host certificate signed by the site's CA
+/// (`ssh-keygen -s`): an `@cert-authority` line is enough; a certificate
+/// for another name, or from a CA the file does not name, is refused with
+/// the reason.
+#[test]
+fn clone_accepts_a_host_certificate_from_a_cert_authority() {
+    if !can_ssh("clone_accepts_a_host_certificate_from_a_cert_authority") {
+        return;
+    }
+    let ca_dir = tempfile::tempdir().unwrap();
+    let (ca, ca_pub) = keygen(ca_dir.path(), "site_ca");
+    let (rogue, rogue_pub) = keygen(ca_dir.path(), "rogue_ca");
+    let signed = |ca: PathBuf, names: &'static str| {
+        move |d: &Path, host_key: &Path| {
+            ok(
+                &[
+                    "ssh-keygen",
+                    "-q",
+                    "-s",
+                    ca.to_str().unwrap(),
+                    "-I",
+                    "git server",
+                    "-h",
+                    "-n",
+                    names,
+                    "-V",
+                    "-5m:+1h",
+                    &format!("{}.pub", host_key.display()),
+                ],
+                Some(d),
+            );
+            format!("HostCertificate {}-cert.pub\n", host_key.display())
+        }
+    };
+    let s = Server::start_with(signed(ca.clone(), "127.0.0.1,git.example.org"));
+    let key = std::fs::read(&s.deploy_key).unwrap();
+    let d = s.dir.path();
+    let kh = d.join("known_hosts.ca");
+    std::fs::write(
+        &kh,
+        format!(
+            "@cert-authority [127.0.0.1]:{},git.example.org {ca_pub} site CA\n",
+            s.port
+        ),
+    )
+    .unwrap();
+    let (_t, dst) = dest();
+    let c = repo::clone(&s.url(), None, &key, &kh, &dst, quick())
+        .unwrap_or_else(|e| panic!("{e}\nsshd: {}", s.log()));
+    assert_eq!(c.commit, s.head);
+    // Signed by a CA the file does not name.
+    let kh_rogue = d.join("known_hosts.rogue");
+    std::fs::write(
+        &kh_rogue,
+        format!("@cert-authority [127.0.0.1]:{} {rogue_pub}\n", s.port),
+    )
+    .unwrap();
+    let (_t, dst) = dest();
+    let e = repo::clone(&s.url(), None, &key, &kh_rogue, &dst, quick()).unwrap_err();
+    let msg = e.to_string();
+    eprintln!("{msg}");
+    assert!(matches!(e, CloneError::UnknownHostKey { .. }), "{e:?}");
+    let ca_fp = ok(
+        &["ssh-keygen", "-lf", &format!("{}.pub", ca.display())],
+        None,
+    );
+    let ca_fp = ca_fp.split_whitespace().nth(1).unwrap();
+    assert!(
+        msg.contains("ssh-ed25519-cert-v01@openssh.com")
+            && msg.contains(&format!(
+                "signed by the CA {ca_fp}, which no @cert-authority line"
+            )),
+        "{msg}"
+    );
+    drop(s);
+    // A certificate for other names only.
+    let s = Server::start_with(signed(rogue.clone(), "git.example.org"));
+    let kh = s.dir.path().join("known_hosts.ca");
+    std::fs::write(
+        &kh,
+        format!("@cert-authority [127.0.0.1]:{} {rogue_pub}\n", s.port),
+    )
+    .unwrap();
+    let (_t, dst) = dest();
+    let e = repo::clone(&s.url(), None, &key, &kh, &dst, quick()).unwrap_err();
+    let msg = e.to_string();
+    eprintln!("{msg}");
+    assert!(
+        msg.contains("names git.example.org but not 127.0.0.1"),
+        "{msg}"
     );
 }
 

@@ -422,6 +422,24 @@ impl Identities {
         body: &[u8],
         inv: &Inventory,
     ) -> Result<(Verified, Enrolled), Refused> {
+        use crate::metrics::Enrollment;
+        let r = self.enroll_counted(auth, target, body, inv);
+        crate::metrics::global().enrollment(match &r {
+            Ok((_, Enrolled::New { .. })) => Enrollment::Accepted,
+            Ok((_, Enrolled::Same { .. })) => Enrollment::Same,
+            Err(_) => Enrollment::Refused,
+        });
+        r
+    }
+
+    /// [`Identities::enroll`], before it is counted.
+    fn enroll_counted(
+        &self,
+        auth: Option<&str>,
+        target: &str,
+        body: &[u8],
+        inv: &Inventory,
+    ) -> Result<(Verified, Enrolled), Refused> {
         let (a, host, issued) = self.precheck(auth, inv)?;
         let text = std::str::from_utf8(body).map_err(|_| Refused::BadKey("not text".into()))?;
         let key = PublicKey::from_str(text.trim()).map_err(|e| Refused::BadKey(e.to_string()))?;

@@ -754,6 +754,8 @@ pub fn is_boot_file(inv: &Inventory, path: &str) -> bool {
 pub struct Live {
     path: PathBuf,
     current: RwLock<Arc<Inventory>>,
+    /// The file's mtime and size when last loaded (or tried).
+    stamp: std::sync::Mutex<Option<(SystemTime, u64)>>,
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -767,7 +769,7 @@ impl Live {
     /// out replaces the inventory, one that does not is logged and the
     /// previous one kept.
     pub fn start(path: &Path) -> anyhow::Result<Arc<Live>> {
-        let mut last = stamp(path);
+        let last = stamp(path);
         let inv = Inventory::load(path)?;
         tracing::info!(
             "inventory {}: {} hosts, {} images",
@@ -778,6 +780,7 @@ impl Live {
         let live = Arc::new(Live {
             path: path.to_path_buf(),
             current: RwLock::new(Arc::new(inv)),
+            stamp: std::sync::Mutex::new(last),
         });
         let l = live.clone();
         std::thread::Builder::new()
@@ -785,25 +788,33 @@ impl Live {
             .spawn(move || loop {
                 std::thread::sleep(Duration::from_secs(1));
                 let now = stamp(&l.path);
-                if now == last {
-                    continue;
-                }
-                last = now;
-                match Inventory::load(&l.path) {
-                    Ok(inv) => {
-                        tracing::info!(
-                            "inventory reloaded: {} hosts, {} images",
-                            inv.hosts.len(),
-                            inv.images.len()
-                        );
-                        *l.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(inv);
-                    }
-                    Err(e) => {
-                        tracing::error!("inventory not reloaded, keeping the previous one: {e}")
-                    }
+                if now != *l.stamp.lock().unwrap_or_else(|p| p.into_inner()) {
+                    l.reload_logged();
                 }
             })?;
         Ok(live)
+    }
+
+    /// Load the file again now (SIGHUP): `true` when it checked out and
+    /// replaced the inventory; otherwise the error is logged and the
+    /// previous inventory kept.
+    pub fn reload_logged(&self) -> bool {
+        *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) = stamp(&self.path);
+        match Inventory::load(&self.path) {
+            Ok(inv) => {
+                tracing::info!(
+                    "inventory reloaded: {} hosts, {} images",
+                    inv.hosts.len(),
+                    inv.images.len()
+                );
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(inv);
+                true
+            }
+            Err(e) => {
+                tracing::error!("inventory not reloaded, keeping the previous one: {e}");
+                false
+            }
+        }
     }
 
     pub fn get(&self) -> Arc<Inventory> {

@@ -9,7 +9,9 @@
 //! - [`http`]: request heads (httparse), ranges, validators, dates.
 //! - [`files`]: URL path → file inside the served trees, refusals.
 //! - [`transfer`]: file range → socket (sendfile, or paced for tests).
-//! - [`status`]: node status reports, validated and kept in memory; `/nodes`.
+//! - [`status`]: node status reports, validated and kept (in memory, and in
+//!   `STATE/nodes.redb` through [`store`] with `--state`); `/nodes`.
+//! - [`metrics`]: counters for `GET /metrics` (Prometheus text format).
 //! - [`page`]: the HTML status page at `/`.
 //! - [`inventory`]: hosts and images (TOML), reload, Grendel import, iPXE.
 //! - [`template`]: the Go-template kernel command line (gtmpl).
@@ -18,6 +20,10 @@
 //! - [`dhcp`]: DHCP answers for the inventory's hosts (boot file by client).
 //! - [`tftp`]: the iPXE binaries over TFTP, read-only.
 //! - [`netboot`]: the DHCP and TFTP sockets and threads beside HTTP.
+//! - [`tls`]: HTTPS (rustls): the certificate, reloaded; one connection's stream.
+//! - [`notify`]: systemd's readiness protocol (READY, RELOADING, STOPPING).
+//! - [`config`]: `bootd serve --config FILE` (TOML), checked with FILE:LINE: KEY.
+pub mod config;
 pub mod dhcp;
 pub mod files;
 pub mod grub;
@@ -25,13 +31,17 @@ pub mod http;
 pub mod identity;
 pub mod inventory;
 pub mod limits;
+pub mod metrics;
 pub mod netboot;
+pub mod notify;
 pub mod page;
 pub mod secrets;
 pub mod server;
 pub mod status;
+pub mod store;
 pub mod template;
 pub mod tftp;
+pub mod tls;
 pub mod transfer;
 
 /// `s` with control characters (newlines, escape sequences) and Unicode

@@ -115,6 +115,8 @@ struct Table {
     shed: u64,
     refused: u64,
     logged: Option<Instant>,
+    /// bootd is stopping: no connection waits for another request.
+    draining: bool,
 }
 
 impl Table {
@@ -176,8 +178,9 @@ impl Conns {
     ) -> Result<Ticket, Refusal> {
         let mut t = self.lock();
         let mine = t.per_ip.get(&ip).copied().unwrap_or(0);
-        let refuse = |t: &mut Table, why| {
+        let refuse = |t: &mut Table, why: Refusal| {
             t.refused += 1;
+            crate::metrics::global().http_refused(matches!(why, Refusal::PerClient));
             Self::log_pressure(t, &self.limits);
             Err(why)
         };
@@ -218,6 +221,17 @@ impl Conns {
         })
     }
 
+    /// bootd is stopping: close every connection waiting for a request
+    /// head now, and each busy one when its response is done (see
+    /// [`Ticket::set_idle`]).
+    pub fn drain(&self) {
+        let mut t = self.lock();
+        t.draining = true;
+        for e in t.map.values().filter(|e| e.idle_since.is_some()) {
+            let _ = nix::sys::socket::shutdown(e.fd, nix::sys::socket::Shutdown::Both);
+        }
+    }
+
     /// One warning a minute at most while connections are shed or refused.
     fn log_pressure(t: &mut Table, limits: &Limits) {
         if t.logged
@@ -241,12 +255,14 @@ impl Conns {
 
 impl Ticket {
     /// The connection waits for a request head (it may be closed for a
-    /// newcomer) or is busy with one (it may not).
-    pub fn set_idle(&self, idle: bool) {
+    /// newcomer) or is busy with one (it may not). `false`: bootd is
+    /// stopping ([`Conns::drain`]), the connection is to be closed instead.
+    pub fn set_idle(&self, idle: bool) -> bool {
         let mut t = self.conns.lock();
         if let Some(e) = t.map.get_mut(&self.id) {
             e.idle_since = idle.then(Instant::now);
         }
+        !t.draining
     }
 }
 
@@ -260,9 +276,13 @@ impl Drop for Ticket {
 /// is left of it, and a read past it fails with `TimedOut`. With
 /// [`Timed::arm`], the first bytes read start a second, shorter deadline
 /// (a request head's, counted from its first byte).
+///
+/// Over TLS ([`crate::tls::Wire`]) the deadline holds for every read of
+/// the socket beneath, so a record trickled a byte at a time (or a
+/// handshake that never ends) cannot outlive it either.
 #[derive(Debug)]
 pub struct Timed<'a> {
-    stream: &'a TcpStream,
+    wire: crate::tls::Wire<'a>,
     deadline: Instant,
     /// After the first bytes: the deadline becomes now + this.
     then: Option<Duration>,
@@ -270,8 +290,13 @@ pub struct Timed<'a> {
 
 impl<'a> Timed<'a> {
     pub fn new(stream: &'a TcpStream, within: Duration) -> Timed<'a> {
+        Timed::over(crate::tls::Wire::plain(stream), within)
+    }
+
+    /// Reading the plaintext of `wire` (TLS or not).
+    pub fn over(wire: crate::tls::Wire<'a>, within: Duration) -> Timed<'a> {
         Timed {
-            stream,
+            wire,
             deadline: Instant::now() + within,
             then: None,
         }
@@ -289,18 +314,20 @@ impl<'a> Timed<'a> {
         self.deadline = Instant::now() + within;
         self.then = None;
     }
-}
 
-impl Read for Timed<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// One read of the socket, within what is left of the deadline.
+    fn sock_read(
+        &mut self,
+        read: impl FnOnce(&mut &TcpStream) -> io::Result<usize>,
+    ) -> io::Result<usize> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
         }
+        let mut sock = self.wire.sock;
         // A zero timeout means "none" to set_read_timeout: at least 1 ms.
-        self.stream
-            .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
-        let n = match (&mut &*self.stream).read(buf) {
+        sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+        let n = match read(&mut sock) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"))
             }
@@ -312,6 +339,47 @@ impl Read for Timed<'_> {
             }
         }
         Ok(n)
+    }
+
+    /// Complete a TLS handshake (nothing to do on plain TCP) within the
+    /// deadline.
+    pub fn handshake(&mut self) -> io::Result<()> {
+        let Some(tls) = self.wire.tls else {
+            return Ok(());
+        };
+        while tls.borrow().is_handshaking() {
+            crate::tls::flush(&mut tls.borrow_mut(), self.wire.sock)?;
+            if !tls.borrow().is_handshaking() {
+                break;
+            }
+            let n = self.sock_read(|s| tls.borrow_mut().read_tls(s))?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the client closed the connection inside the TLS handshake",
+                ));
+            }
+            crate::tls::process(&mut tls.borrow_mut(), self.wire.sock)?;
+        }
+        crate::tls::flush(&mut tls.borrow_mut(), self.wire.sock)
+    }
+}
+
+impl Read for Timed<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(tls) = self.wire.tls else {
+            return self.sock_read(|s| s.read(buf));
+        };
+        loop {
+            match tls.borrow_mut().reader().read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return r,
+            }
+            // Alerts, key updates and session tickets go out first.
+            crate::tls::flush(&mut tls.borrow_mut(), self.wire.sock)?;
+            self.sock_read(|s| tls.borrow_mut().read_tls(s))?;
+            crate::tls::process(&mut tls.borrow_mut(), self.wire.sock)?;
+        }
     }
 }
 

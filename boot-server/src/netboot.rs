@@ -336,9 +336,13 @@ fn handle(
     from: std::net::SocketAddrV4,
     now: Instant,
 ) {
+    use crate::metrics::Dhcp;
+    let metrics = crate::metrics::global();
+    metrics.dhcp_received();
     let req = match dhcp::decode(packet) {
         Ok(m) => m,
         Err(e) => {
+            metrics.dhcp(Dhcp::Undecodable);
             flood.undecodable();
             tracing::debug!("dhcp: undecodable packet from {from}: {e}");
             return;
@@ -349,6 +353,7 @@ fn handle(
         Verdict::Reply { msg, to, summary } => {
             let mac = crate::dhcp::client_mac(&req).unwrap_or_default();
             if !flood.allow_answer(&mac, now) {
+                metrics.dhcp(Dhcp::RateLimited);
                 tracing::debug!("dhcp: {summary}: held back (answers per MAC per second)");
                 return;
             }
@@ -356,15 +361,25 @@ fn handle(
                 .map_err(|e| anyhow::anyhow!("encoding: {e}"))
                 .and_then(|b| sock.send_to(&b, to).map_err(Into::into));
             match sent {
-                Ok(_) => tracing::info!("dhcp: {summary}"),
-                Err(e) => tracing::warn!("dhcp: {summary}: not sent to {to}: {e:#}"),
+                Ok(_) => {
+                    metrics.dhcp(Dhcp::Answered);
+                    tracing::info!("dhcp: {summary}")
+                }
+                Err(e) => {
+                    metrics.dhcp(Dhcp::SendFailed);
+                    tracing::warn!("dhcp: {summary}: not sent to {to}: {e:#}")
+                }
             }
         }
         Verdict::Ignore(Ignore::UnknownMac(mac)) => {
+            metrics.dhcp(Dhcp::Ignored);
             if flood.log_unknown(&mac) {
                 tracing::info!("dhcp: ignoring {mac}: unknown MAC, in no host's interfaces");
             }
         }
-        Verdict::Ignore(why) => tracing::debug!("dhcp: ignoring {why:?}"),
+        Verdict::Ignore(why) => {
+            metrics.dhcp(Dhcp::Ignored);
+            tracing::debug!("dhcp: ignoring {why:?}")
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! `GET /`: the node status page, plain HTML that reloads itself every five
 //! seconds (no JavaScript). Everything a node sent is HTML-escaped.
 use crate::http::rfc3339;
-use crate::status::{Page, Phase};
+use crate::status::{Node, Page, Phase};
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
@@ -48,12 +48,50 @@ th{background:#f3f3f3}\
 td.mono{font-family:monospace}\
 .nw{white-space:nowrap}\
 td.msg,td.img{max-width:22em;overflow-wrap:anywhere}\
+td.steps{font-size:.85em;color:#444}\
 .phase{display:inline-block;padding:.1em .6em;border-radius:.8em;font-weight:bold;color:#fff}\
 .ready{background:#2e7d32}.failed{background:#c62828}.busy{background:#e69500}\
 .ago,.none{color:#888}.ago{font-size:.85em}";
 
 /// Characters of a message shown on the page (the JSON has them all).
 pub const MESSAGE_SHOWN: usize = 300;
+
+/// Steps of the history shown in a row (the JSON has them all).
+pub const STEPS_SHOWN: usize = 8;
+
+/// The phases of the node's current boot (from its first `fetching`, else
+/// its whole history), repeats folded (`fetching ×3`), at most the last
+/// [`STEPS_SHOWN`], joined by arrows; the times are in the cell's title.
+pub fn steps(n: &Node) -> (String, String) {
+    let h: Vec<_> = n.history.iter().collect();
+    let start = (0..h.len())
+        .rev()
+        .find(|&i| h[i].phase == Phase::Fetching && (i == 0 || h[i - 1].phase != Phase::Fetching))
+        .unwrap_or(0);
+    let mut folded: Vec<(Phase, usize)> = Vec::new();
+    for e in &h[start..] {
+        match folded.last_mut() {
+            Some((p, k)) if *p == e.phase => *k += 1,
+            _ => folded.push((e.phase, 1)),
+        }
+    }
+    let skip = folded.len().saturating_sub(STEPS_SHOWN);
+    let mut shown: Vec<String> = folded[skip..]
+        .iter()
+        .map(|(p, k)| match k {
+            1 => p.to_string(),
+            k => format!("{p} ×{k}"),
+        })
+        .collect();
+    if skip > 0 {
+        shown.insert(0, "…".into());
+    }
+    let title: Vec<String> = h[start..]
+        .iter()
+        .map(|e| format!("{} {}", e.phase, &rfc3339(e.at)[11..19]))
+        .collect();
+    (shown.join(" → "), title.join(", "))
+}
 
 /// The page for one [`Page`] of nodes at `now`: counts of all nodes by
 /// phase, then the page's rows, and a link to the next page.
@@ -102,7 +140,7 @@ pub fn render(page: &Page, now: SystemTime) -> String {
     }
     h.push_str(
         "<table>\n<tr><th>hostname</th><th>MAC</th><th>phase</th><th>message</th>\
-         <th>image</th><th>last seen</th><th>boot</th></tr>\n",
+         <th>image</th><th>last seen</th><th>boot</th><th>this boot</th></tr>\n",
     );
     for n in nodes {
         let class = match n.phase {
@@ -123,13 +161,15 @@ pub fn render(page: &Page, now: SystemTime) -> String {
             ),
             _ => "<span class=\"none\">–</span>".to_string(),
         };
+        let (steps, times) = steps(n);
         let _ = writeln!(
             h,
             "<tr><td>{}</td><td class=\"mono nw\">{}</td>\
              <td><span class=\"phase {class}\">{}</span></td>\
              <td class=\"msg\">{}</td><td class=\"img mono\">{}</td>\
              <td class=\"nw\"><time datetime=\"{last}\" title=\"{last}\">{}</time>\
-             <br><span class=\"ago\">{} ago</span></td><td class=\"nw\">{boot}</td></tr>",
+             <br><span class=\"ago\">{} ago</span></td><td class=\"nw\">{boot}</td>\
+             <td class=\"steps\" title=\"{times} UTC\">{steps}</td></tr>",
             escape(&n.hostname),
             opt(&n.mac),
             n.phase,
@@ -234,5 +274,38 @@ mod tests {
         assert!(p.contains("10.0 s so far"), "cn3's boot in progress: {p}");
         assert!(p.contains("25 s ago"), "{p}");
         assert!(p.find("cn1") < p.find("cn2") && p.find("cn2") < p.find("cn3"));
+        assert!(
+            p.contains(r#"title="fetching 22:13:20, ready 22:14:35 UTC">fetching → ready</td>"#),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn steps_of_the_current_boot() {
+        let n = Nodes::default();
+        let post = |ph: &str, t| {
+            let j = format!(r#"{{"hostname":"cn1","phase":"{ph}"}}"#);
+            n.record(Report::parse(j.as_bytes()).unwrap(), at(t))
+        };
+        let shown = || steps(&n.snapshot()[0]).0;
+        post("booted", 0);
+        post("ready", 1);
+        assert_eq!(shown(), "booted → ready", "no fetch seen: all of it");
+        for (i, ph) in ["fetching", "fetching", "fetching", "booted", "provisioning"]
+            .iter()
+            .enumerate()
+        {
+            post(ph, 10 + i as u64);
+        }
+        assert_eq!(shown(), "fetching ×3 → booted → provisioning");
+        for i in 0..10 {
+            post(if i % 2 == 0 { "provisioning" } else { "failed" }, 20 + i);
+        }
+        assert_eq!(
+            shown(),
+            "… → provisioning → failed → provisioning → failed → provisioning → failed → provisioning → failed"
+        );
+        post("fetching", 40);
+        assert_eq!(shown(), "fetching", "a new boot");
     }
 }

@@ -274,6 +274,7 @@ impl Secrets {
             },
         );
         drop(g);
+        crate::metrics::global().token_minted();
         tracing::info!(
             "token {} minted for {host} ({mac}), valid {} s",
             token_id(&token),

@@ -6,6 +6,7 @@
 //! Node identity ([`crate::identity`]): `GET /identity/nonce`, `POST
 //! /identity/enroll`, signed secret fetches and status posts; the fleet's
 //! data (`/nodes`, `/`) and `POST /admin/arm` need the admin token.
+//! `GET /metrics` ([`crate::metrics`]) without a token.
 //! One access-log line per request, plus one per node status.
 use crate::files::{content_type, Artifact, Trees};
 use crate::http::{
@@ -17,8 +18,10 @@ use crate::inventory::{grub_config, ipxe_script, Live};
 use crate::limits::{Conns, Limits, Refusal, Timed};
 use crate::secrets::Secrets;
 use crate::status::{nodes_json, Nodes, Report, MAX_BODY};
-use crate::transfer::send_range;
+use crate::tls::{Tls, Wire};
+use crate::transfer::{copy_range, send_range};
 use anyhow::{Context, Result};
+use rustls::ServerConnection;
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -70,15 +73,42 @@ pub struct Config {
     pub limits: Limits,
     /// Nodes kept in the status table.
     pub max_nodes: usize,
-    /// bootd's lasting state: the nodes' enrolled keys (`DIR/keys/`).
+    /// bootd's lasting state: the nodes' enrolled keys (`DIR/keys/`), their
+    /// status and boot history (`DIR/nodes.redb`).
     pub state: Option<PathBuf>,
     /// A file holding the admin token (`/nodes`, `/`, `POST /admin/arm`).
     pub admin_token: Option<PathBuf>,
+    /// HTTPS beside HTTP.
+    pub tls: Option<TlsOptions>,
+    /// How long transfers in flight may take to finish when bootd stops.
+    pub stop_timeout: Duration,
+}
+
+/// The HTTPS listener: its address and the PEM files of its certificate
+/// chain and key (see [`crate::tls`]).
+#[derive(Debug, Clone)]
+pub struct TlsOptions {
+    /// `ADDR:PORT` (port 0: any free port).
+    pub listen: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Write the port actually bound to this file.
+    pub port_file: Option<PathBuf>,
 }
 
 /// A bound, not yet running server.
 pub struct Server {
     listener: TcpListener,
+    /// The HTTPS listener and its certificate.
+    tls: Option<(TcpListener, Arc<Tls>)>,
+    state: Arc<State>,
+}
+
+/// Stops a running [`Server`]: no new connection, transfers in flight get
+/// a bounded time to finish.
+pub struct Stopper {
+    /// Copies of the listening sockets (the same sockets, other descriptors).
+    listeners: Vec<TcpListener>,
     state: Arc<State>,
 }
 
@@ -93,7 +123,15 @@ struct State {
     public_url: Option<String>,
     secrets: Option<Arc<Secrets>>,
     ids: Identities,
-    admin: Option<zeroize::Zeroizing<String>>,
+    /// The admin token (re-read on reload).
+    admin: std::sync::RwLock<Option<zeroize::Zeroizing<String>>>,
+    admin_file: Option<PathBuf>,
+    /// The secrets directory and the served trees it must stay out of,
+    /// checked again on reload.
+    secrets_check: Option<(PathBuf, Vec<(&'static str, PathBuf)>)>,
+    tls: Option<Arc<Tls>>,
+    /// bootd is stopping: the accept loops end.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Read the admin token: the file must not be readable by group or others
@@ -136,12 +174,14 @@ impl Server {
             Some(p) => Some(Live::start(p)?),
             None => None,
         };
+        let mut served = vec![("--root", cfg.root.clone())];
+        served.extend(cfg.repo.clone().map(|r| ("--repo", r)));
         let secrets = match &cfg.secrets {
-            Some(dir) => {
-                let mut served = vec![("--root", cfg.root.as_path())];
-                served.extend(cfg.repo.as_deref().map(|r| ("--repo", r)));
-                Some(Arc::new(Secrets::new(dir, cfg.token_ttl, &served)?))
-            }
+            Some(dir) => Some(Arc::new(Secrets::new(
+                dir,
+                cfg.token_ttl,
+                &borrowed(&served),
+            )?)),
             None => None,
         };
         let ids = Identities::new(cfg.state.as_deref())?;
@@ -156,21 +196,39 @@ impl Server {
             .as_deref()
             .map(read_admin_token)
             .transpose()?;
+        let tls = match &cfg.tls {
+            Some(t) => Some(Tls::load(&t.cert, &t.key)?),
+            None => None,
+        };
         let listener =
             TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
+        let tls_listener = match (&cfg.tls, &tls) {
+            (Some(o), Some(t)) => Some((
+                TcpListener::bind(&o.listen)
+                    .with_context(|| format!("listening on {} (tls_listen)", o.listen))?,
+                t.clone(),
+            )),
+            _ => None,
+        };
+        crate::metrics::global().start(SystemTime::now());
         Ok(Server {
             listener,
+            tls: tls_listener,
             state: Arc::new(State {
                 conns: Arc::new(Conns::new(cfg.limits)),
                 renders: Default::default(),
                 trees,
                 rate_limit: cfg.rate_limit,
-                nodes: Nodes::with_capacity(cfg.max_nodes),
+                nodes: Nodes::open(cfg.state.as_deref(), cfg.max_nodes)?,
                 inventory,
                 public_url: cfg.public_url.clone(),
                 secrets,
                 ids,
-                admin,
+                admin: std::sync::RwLock::new(admin),
+                admin_file: cfg.admin_token.clone(),
+                secrets_check: cfg.secrets.clone().map(|d| (d, served)),
+                tls,
+                stopping: Default::default(),
             }),
         })
     }
@@ -181,47 +239,163 @@ impl Server {
             .context("reading the bound address")
     }
 
-    /// Accept connections forever, one thread each, within the limits of
-    /// [`crate::limits`].
+    /// The HTTPS listener's address, if any.
+    pub fn tls_addr(&self) -> Result<Option<SocketAddr>> {
+        self.tls
+            .as_ref()
+            .map(|(l, _)| l.local_addr().context("reading the bound HTTPS address"))
+            .transpose()
+    }
+
+    /// What stops this server once it runs.
+    pub fn stopper(&self) -> Result<Stopper> {
+        let mut listeners = vec![self.listener.try_clone()?];
+        if let Some((l, _)) = &self.tls {
+            listeners.push(l.try_clone()?);
+        }
+        Ok(Stopper {
+            listeners,
+            state: self.state.clone(),
+        })
+    }
+
+    /// Accept connections until stopped ([`Stopper::stop`]), one thread
+    /// each, within the limits of [`crate::limits`]; HTTPS on a thread of
+    /// its own.
     pub fn run(self) -> Result<()> {
-        for conn in self.listener.incoming() {
-            let (stream, peer) = match conn.and_then(|s| s.peer_addr().map(|p| (s, p))) {
-                Ok(s) => s,
-                Err(e) => {
-                    // EMFILE and friends: do not spin.
-                    tracing::warn!("accept: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-            };
-            let ticket = match self.state.conns.admit(&stream, peer.ip()) {
-                Ok(t) => t,
-                Err(why) => {
-                    refuse(stream, why);
-                    continue;
-                }
-            };
+        if let Some((l, tls)) = self.tls {
             let state = self.state.clone();
-            let spawned = std::thread::Builder::new()
-                .name("bootd-conn".into())
-                .stack_size(CONN_STACK)
-                .spawn(move || {
-                    // A panic (none is known: the parsers are fuzzed) ends
-                    // this connection only; the ticket is given back.
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        connection(&stream, peer, &ticket, &state)
-                    }));
-                    if r.is_err() {
-                        tracing::error!("{peer}: the connection panicked: closed");
-                    }
-                    drop(ticket);
-                    drop(stream);
-                });
-            if let Err(e) = spawned {
-                tracing::warn!("cannot start a connection thread: {e}");
+            std::thread::Builder::new()
+                .name("bootd-https".into())
+                .spawn(move || accept_loop(&l, Some(&tls), &state))
+                .context("starting the HTTPS accept thread")?;
+        }
+        accept_loop(&self.listener, None, &self.state);
+        Ok(())
+    }
+}
+
+impl Stopper {
+    /// Stop accepting, close the connections waiting for a request, and
+    /// wait at most `grace` for the responses in flight; the number of
+    /// connections still open at the end (0: all finished).
+    pub fn stop(&self, grace: Duration) -> usize {
+        use std::sync::atomic::Ordering;
+        self.state.stopping.store(true, Ordering::SeqCst);
+        for l in &self.listeners {
+            // Wakes the accept loop blocked on it (Linux: EINVAL).
+            let _ = nix::sys::socket::shutdown(
+                std::os::fd::AsRawFd::as_raw_fd(l),
+                nix::sys::socket::Shutdown::Both,
+            );
+        }
+        self.state.conns.drain();
+        let t = Instant::now();
+        loop {
+            let open = self.state.conns.open();
+            if open == 0 || t.elapsed() >= grace {
+                return open;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Reload what bootd reads from files: the inventory, the secrets
+    /// directory's checks, the admin token and the TLS certificate. A file
+    /// that does not load is logged and the previous one kept. `true` when
+    /// everything loaded.
+    pub fn reload(&self) -> bool {
+        let st = &self.state;
+        let mut ok = true;
+        if let Some(live) = &st.inventory {
+            ok &= live.reload_logged();
+        }
+        if let Some((dir, served)) = &st.secrets_check {
+            if let Err(e) = Secrets::new(dir, Duration::from_secs(1), &borrowed(served)) {
+                tracing::error!("secrets directory: {e:#}");
+                ok = false;
             }
         }
-        Ok(())
+        if let Some(f) = &st.admin_file {
+            match read_admin_token(f) {
+                Ok(t) => *st.admin.write().unwrap_or_else(|p| p.into_inner()) = Some(t),
+                Err(e) => {
+                    tracing::error!("admin token not reloaded, keeping the previous one: {e:#}");
+                    ok = false;
+                }
+            }
+        }
+        if let Some(tls) = &st.tls {
+            ok &= tls.reload_logged();
+        }
+        ok
+    }
+}
+
+/// `[(name, path)]` as the borrowed pairs [`Secrets::new`] takes.
+fn borrowed<'a>(v: &'a [(&'static str, PathBuf)]) -> Vec<(&'static str, &'a Path)> {
+    v.iter().map(|(n, p)| (*n, p.as_path())).collect()
+}
+
+/// Accept connections on `listener` (HTTPS with `tls`) until bootd stops.
+fn accept_loop(listener: &TcpListener, tls: Option<&Arc<Tls>>, state: &Arc<State>) {
+    use std::sync::atomic::Ordering;
+    loop {
+        let conn = listener.accept();
+        if state.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let (stream, peer) = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: do not spin.
+                tracing::warn!("accept: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let ticket = match state.conns.admit(&stream, peer.ip()) {
+            Ok(t) => t,
+            Err(why) => {
+                // A TLS client cannot read a plain 503: it is closed.
+                if tls.is_none() {
+                    refuse(stream, why);
+                }
+                continue;
+            }
+        };
+        let session = match tls.map(|t| ServerConnection::new(t.config())).transpose() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{peer}: cannot start a TLS session: {e}");
+                continue;
+            }
+        };
+        let state = state.clone();
+        let spawned = std::thread::Builder::new()
+            .name("bootd-conn".into())
+            .stack_size(CONN_STACK)
+            .spawn(move || {
+                let session = session.map(std::cell::RefCell::new);
+                let wire = Wire {
+                    sock: &stream,
+                    tls: session.as_ref(),
+                };
+                // A panic (none is known: the parsers are fuzzed) ends
+                // this connection only; the ticket is given back.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    connection(wire, peer, &ticket, &state)
+                }));
+                if r.is_err() {
+                    tracing::error!("{peer}: the connection panicked: closed");
+                }
+                drop(ticket);
+                drop(session);
+                drop(stream);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start a connection thread: {e}");
+        }
     }
 }
 
@@ -247,13 +421,30 @@ fn refuse(stream: TcpStream, why: Refusal) {
 }
 
 /// `bootd serve`: bind, write the port to `port_file` (for harnesses that
-/// start bootd on port 0), announce the address on stderr, serve.
+/// start bootd on port 0), announce the address on stderr, serve; tell
+/// systemd (`$NOTIFY_SOCKET`, see [`crate::notify`]) READY once listening.
+///
+/// Signals: SIGHUP reloads what bootd reads from files ([`Stopper::reload`],
+/// RELOADING then READY); SIGTERM and SIGINT stop it (STOPPING): no new
+/// connection, the idle ones closed, responses in flight get
+/// `cfg.stop_timeout` to finish, then bootd exits 0.
 pub fn run(listen: &str, cfg: &Config, port_file: Option<&Path>) -> Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    // Before any thread starts, so that every thread inherits the mask and
+    // only this one takes the signals (sigwait).
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT] {
+        signals.add(s);
+    }
+    signals
+        .thread_block()
+        .context("blocking SIGHUP, SIGTERM and SIGINT")?;
     let mut cfg = cfg.clone();
     cfg.limits.max_connections = crate::limits::raise_nofile(cfg.limits.max_connections);
     let cfg = &cfg;
     let server = Server::bind(listen, cfg)?;
     let addr = server.local_addr()?;
+    let tls_addr = server.tls_addr()?;
     let inventory = server.state.inventory.clone();
     crate::netboot::start(
         &cfg.netboot,
@@ -263,11 +454,69 @@ pub fn run(listen: &str, cfg: &Config, port_file: Option<&Path>) -> Result<()> {
         &cfg.root,
         server.state.secrets.clone(),
     )?;
+    if let Some(tls) = &server.state.tls {
+        tls.watch()?;
+    }
+    // HTTPS's first: a harness that waits for the HTTP port finds both.
+    if let (Some(a), Some(p)) = (
+        tls_addr,
+        cfg.tls.as_ref().and_then(|t| t.port_file.as_ref()),
+    ) {
+        write_port_file(p, a.port())?;
+    }
     if let Some(p) = port_file {
         write_port_file(p, addr.port())?;
     }
+    let stopper = server.stopper()?;
+    std::thread::Builder::new()
+        .name("bootd-http".into())
+        .spawn(move || server.run())
+        .context("starting the HTTP accept thread")?;
     eprintln!("bootd: listening on http://{addr}");
-    server.run()
+    let https = tls_addr
+        .map(|a| format!(" and https://{a}"))
+        .unwrap_or_default();
+    if let Some(a) = tls_addr {
+        eprintln!("bootd: listening on https://{a}");
+    }
+    crate::notify::send(&format!("READY=1\nSTATUS=serving http://{addr}{https}"));
+    loop {
+        let sig = signals.wait().context("waiting for signals")?;
+        match sig {
+            Signal::SIGHUP => {
+                crate::notify::send(&format!(
+                    "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading",
+                    crate::notify::monotonic_usec()
+                ));
+                tracing::info!("SIGHUP: reloading");
+                let all = stopper.reload();
+                let status = if all {
+                    "reloaded"
+                } else {
+                    "reload incomplete: previous files kept (see the log)"
+                };
+                crate::notify::send(&format!("READY=1\nSTATUS={status}"));
+            }
+            _ => {
+                crate::notify::send("STOPPING=1\nSTATUS=stopping: finishing transfers");
+                let grace = cfg.stop_timeout;
+                tracing::info!(
+                    "{sig}: stopping; transfers in flight get {} s to finish",
+                    grace.as_secs_f64()
+                );
+                let left = stopper.stop(grace);
+                if left > 0 {
+                    tracing::warn!(
+                        "stopped with {left} connections still open after {} s",
+                        grace.as_secs_f64()
+                    );
+                } else {
+                    tracing::info!("stopped");
+                }
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Write `port` to `path` atomically (temporary file + rename), so a reader
@@ -300,20 +549,45 @@ impl Outcome {
     }
 }
 
-fn connection(stream: &TcpStream, peer: SocketAddr, ticket: &crate::limits::Ticket, state: &State) {
+fn connection(wire: Wire<'_>, peer: SocketAddr, ticket: &crate::limits::Ticket, state: &State) {
     let limits = *state.conns.limits();
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(limits.write_timeout));
-    let mut reader = BufReader::new(Timed::new(stream, limits.idle_timeout));
-    let mut out = stream;
+    let _ = wire.sock.set_nodelay(true);
+    let _ = wire.sock.set_write_timeout(Some(limits.write_timeout));
+    // A TLS handshake must end within the head timeout.
+    let mut reader = BufReader::new(Timed::over(wire, limits.head_timeout));
+    if let Err(e) = reader.get_mut().handshake() {
+        if let Some(left_out) = BAD_HEADS.take() {
+            tracing::info!(
+                "TLS handshake with {peer} failed: {e}{}",
+                crate::left_out(left_out)
+            );
+        }
+        return;
+    }
+    let mut out = wire;
+    serve(&mut reader, &mut out, peer, ticket, state);
+    wire.close();
+}
+
+/// The requests of one connection, until it closes.
+fn serve(
+    reader: &mut Reader<'_>,
+    out: &mut Wire<'_>,
+    peer: SocketAddr,
+    ticket: &crate::limits::Ticket,
+    state: &State,
+) {
+    let limits = *state.conns.limits();
     loop {
         // Waiting for a head: closable for a newcomer; the first byte starts
-        // the head's own deadline.
-        ticket.set_idle(reader.buffer().is_empty());
+        // the head's own deadline. Not when bootd is stopping.
+        if !ticket.set_idle(reader.buffer().is_empty()) {
+            return;
+        }
         reader
             .get_mut()
             .arm(limits.idle_timeout, limits.head_timeout);
-        let req = match read_request(&mut reader) {
+        let req = match read_request(reader) {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(HeadError::Io(e)) => {
@@ -327,7 +601,8 @@ fn connection(stream: &TcpStream, peer: SocketAddr, ticket: &crate::limits::Tick
                     400
                 };
                 let t = Instant::now();
-                let o = error_page(&mut out, status, false, Conn::CLOSE);
+                let o = error_page(out, status, false, Conn::CLOSE);
+                crate::metrics::global().http(None, "", o.status, o.bytes);
                 // A client that hangs up inside its head, or sends garbage,
                 // is common on a hostile network: rationed lines.
                 if let Some(left_out) = BAD_HEADS.take() {
@@ -343,7 +618,7 @@ fn connection(stream: &TcpStream, peer: SocketAddr, ticket: &crate::limits::Tick
                 return;
             }
         };
-        ticket.set_idle(false);
+        let _ = ticket.set_idle(false);
         let t = Instant::now();
         // Only `POST /status` reads its body: other requests with one end
         // their connection.
@@ -352,7 +627,8 @@ fn connection(stream: &TcpStream, peer: SocketAddr, ticket: &crate::limits::Tick
             http10: req.minor_version == 0,
         };
         reader.get_mut().within(limits.body_timeout);
-        let o = respond(&req, &mut reader, &mut out, state, &mut conn, peer);
+        let o = respond(&req, reader, out, state, &mut conn, peer);
+        crate::metrics::global().http(req.path(), &req.method, o.status, o.bytes);
         tracing::info!(
             status = o.status,
             bytes = o.bytes,
@@ -362,6 +638,7 @@ fn connection(stream: &TcpStream, peer: SocketAddr, ticket: &crate::limits::Tick
                 .map(crate::clean)
                 .map(tracing::field::display),
             error = o.error.as_ref().map(tracing::field::display),
+            tls = out.is_tls().then_some(true),
             "{} {}",
             req.method,
             crate::clean(&crate::secrets::redact(&req.target)),
@@ -398,7 +675,7 @@ impl Conn {
 
 /// A response with a small body held in memory.
 fn small_response(
-    out: &mut &TcpStream,
+    out: &mut Wire<'_>,
     status: u16,
     content_type: &str,
     body: &str,
@@ -412,7 +689,7 @@ fn small_response(
 
 /// [`small_response`] with a body of bytes.
 fn bytes_response(
-    out: &mut &TcpStream,
+    out: &mut Wire<'_>,
     status: u16,
     content_type: &str,
     body: &[u8],
@@ -440,12 +717,12 @@ const TEXT: &str = "text/plain; charset=utf-8";
 
 /// An error response whose body is `reason`, one line saying what the
 /// client should fix.
-fn text_error(out: &mut &TcpStream, status: u16, reason: &str, conn: Conn) -> Outcome {
+fn text_error(out: &mut Wire<'_>, status: u16, reason: &str, conn: Conn) -> Outcome {
     small_response(out, status, TEXT, &format!("{reason}\n"), false, conn, &[])
 }
 
 /// A short text/plain error response.
-fn error_page(out: &mut &TcpStream, status: u16, head_only: bool, conn: Conn) -> Outcome {
+fn error_page(out: &mut Wire<'_>, status: u16, head_only: bool, conn: Conn) -> Outcome {
     let body = format!("{status} {}\n", crate::http::reason(status));
     let allow = if status == 405 {
         vec![("Allow", "GET, HEAD".to_string())]
@@ -458,7 +735,7 @@ fn error_page(out: &mut &TcpStream, status: u16, head_only: bool, conn: Conn) ->
 /// A 405 naming the one method `allow`ed (no body to a HEAD).
 fn method_not_allowed(
     req: &Request,
-    out: &mut &TcpStream,
+    out: &mut Wire<'_>,
     allow: &str,
     body: &str,
     conn: Conn,
@@ -478,7 +755,7 @@ pub const NODES_PATH: &str = "/nodes";
 fn read_body(
     req: &Request,
     reader: &mut Reader<'_>,
-    out: &mut &TcpStream,
+    out: &mut Wire<'_>,
     conn: &mut Conn,
     max: usize,
 ) -> Result<Vec<u8>, Outcome> {
@@ -521,7 +798,7 @@ fn read_body(
 fn post_status(
     req: &Request,
     reader: &mut Reader<'_>,
-    out: &mut &TcpStream,
+    out: &mut Wire<'_>,
     state: &State,
     conn: &mut Conn,
 ) -> Outcome {
@@ -671,7 +948,8 @@ fn status_allowed(
 /// Whether the request carries the admin token (`Authorization: Bearer
 /// TOKEN`, or Basic with TOKEN as the password, for a browser).
 fn admin_check(state: &State, req: &Request) -> Result<(), (u16, &'static str)> {
-    let Some(token) = &state.admin else {
+    let admin = state.admin.read().unwrap_or_else(|p| p.into_inner());
+    let Some(token) = admin.as_ref() else {
         return Err((
             403,
             "bootd runs without --admin-token: the fleet's data is not served to anyone",
@@ -709,7 +987,7 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 /// The answer to a request refused by [`admin_check`].
 fn admin_refused(
     req: &Request,
-    out: &mut &TcpStream,
+    out: &mut Wire<'_>,
     conn: Conn,
     peer: SocketAddr,
     (status, why): (u16, &'static str),
@@ -738,7 +1016,7 @@ fn admin_refused(
 /// host and MAC the header claims and the address, and the answer.
 fn identity_refused(
     req: &Request,
-    out: &mut &TcpStream,
+    out: &mut Wire<'_>,
     conn: Conn,
     peer: SocketAddr,
     what: &str,
@@ -766,7 +1044,7 @@ fn identity_refused(
 }
 
 /// `GET /identity/nonce`: a fresh nonce for one signed request.
-fn nonce(req: &Request, out: &mut &TcpStream, state: &State, conn: Conn) -> Outcome {
+fn nonce(req: &Request, out: &mut Wire<'_>, state: &State, conn: Conn) -> Outcome {
     if req.method != "GET" && req.method != "HEAD" {
         return method_not_allowed(
             req,
@@ -792,7 +1070,7 @@ fn nonce(req: &Request, out: &mut &TcpStream, state: &State, conn: Conn) -> Outc
 fn enroll(
     req: &Request,
     reader: &mut Reader<'_>,
-    out: &mut &TcpStream,
+    out: &mut Wire<'_>,
     state: &State,
     conn: &mut Conn,
     peer: SocketAddr,
@@ -869,13 +1147,7 @@ fn enroll(
 }
 
 /// `POST /admin/arm?host=H&for=SECONDS`: arm a host for one enrollment.
-fn arm(
-    req: &Request,
-    out: &mut &TcpStream,
-    state: &State,
-    conn: Conn,
-    peer: SocketAddr,
-) -> Outcome {
+fn arm(req: &Request, out: &mut Wire<'_>, state: &State, conn: Conn, peer: SocketAddr) -> Outcome {
     // Arming changes who a node is: the admin token as a Bearer header
     // only (a browser never adds that to a cross-site request, as it adds
     // Basic credentials), and from bootd's own host only (the token must
@@ -964,13 +1236,7 @@ fn arm(
 
 /// `GET /nodes` (JSON) and `GET /` (the page), never cached, one page of
 /// at most [`crate::status::MAX_PAGE`] nodes (`?offset=&limit=`).
-fn node_list(
-    req: &Request,
-    path: &str,
-    out: &mut &TcpStream,
-    state: &State,
-    conn: Conn,
-) -> Outcome {
+fn node_list(req: &Request, path: &str, out: &mut Wire<'_>, state: &State, conn: Conn) -> Outcome {
     let number = |name: &str| query_param(req, name).and_then(|v| v.parse::<usize>().ok());
     let offset = number("offset").unwrap_or(0);
     let limit = number("limit")
@@ -996,6 +1262,19 @@ fn node_list(
     let head_only = req.method == "HEAD";
     let extra = [("Cache-Control", "no-store".to_string())];
     small_response(out, 200, ctype, &body, head_only, conn, &extra)
+}
+
+/// `GET /metrics`: the counters (no token: counts only, see
+/// [`crate::metrics`]).
+fn metrics(req: &Request, out: &mut Wire<'_>, state: &State, conn: Conn) -> Outcome {
+    let now = crate::metrics::Now {
+        connections: state.conns.open(),
+        nodes: state.nodes.by_phase(),
+    };
+    let body = crate::metrics::global().render(&now);
+    let ctype = "text/plain; version=0.0.4; charset=utf-8";
+    let extra = [("Cache-Control", "no-store".to_string())];
+    small_response(out, 200, ctype, &body, req.method == "HEAD", conn, &extra)
 }
 
 /// Gives back a counted slot on drop.
@@ -1039,7 +1318,7 @@ fn query_param(req: &Request, name: &str) -> Option<String> {
 /// firmware).
 fn boot_config(
     req: &Request,
-    out: &mut &TcpStream,
+    out: &mut Wire<'_>,
     state: &State,
     conn: Conn,
     loader: Loader,
@@ -1063,13 +1342,16 @@ fn boot_config(
     };
     let base = match &state.public_url {
         Some(u) => u.trim_end_matches('/').to_string(),
-        None => match req.header("host") {
-            Some(h) if !h.is_empty() => format!("http://{h}"),
-            _ => match out.local_addr() {
-                Ok(a) => format!("http://{a}"),
-                Err(_) => "http://localhost".into(),
-            },
-        },
+        None => {
+            let scheme = if out.is_tls() { "https" } else { "http" };
+            match req.header("host") {
+                Some(h) if !h.is_empty() => format!("{scheme}://{h}"),
+                _ => match out.sock.local_addr() {
+                    Ok(a) => format!("{scheme}://{a}"),
+                    Err(_) => format!("{scheme}://localhost"),
+                },
+            }
+        }
     };
     let inv = live.get();
     // A token for a host that boots from the network, when bootd has secrets.
@@ -1148,7 +1430,7 @@ impl Loader {
 fn secret(
     req: &Request,
     path: &str,
-    out: &mut &TcpStream,
+    out: &mut Wire<'_>,
     state: &State,
     conn: Conn,
     peer: SocketAddr,
@@ -1232,7 +1514,7 @@ pub const ARM_PATH: &str = "/admin/arm";
 fn respond(
     req: &Request,
     reader: &mut Reader<'_>,
-    out: &mut &TcpStream,
+    out: &mut Wire<'_>,
     state: &State,
     conn: &mut Conn,
     peer: SocketAddr,
@@ -1248,6 +1530,7 @@ fn respond(
             }
             return node_list(req, p, out, state, *conn);
         }
+        Some(crate::metrics::PATH) if get => return metrics(req, out, state, *conn),
         Some(IPXE_PATH) if get => return boot_config(req, out, state, *conn, Loader::Ipxe),
         Some(GRUB_PATH) if get => return boot_config(req, out, state, *conn, Loader::Grub),
         Some(crate::identity::NONCE_PATH) => return nonce(req, out, state, *conn),
@@ -1330,7 +1613,10 @@ fn respond(
     if head_only || len == 0 {
         return Outcome::done(status, 0, Ok(()));
     }
-    let sent = send_range(&file, start, len, out, state.rate_limit);
+    let sent = match out.tls {
+        None => send_range(&file, start, len, &mut out.sock, state.rate_limit),
+        Some(_) => copy_range(&file, start, len, out, state.rate_limit),
+    };
     Outcome {
         status,
         bytes: sent.bytes,

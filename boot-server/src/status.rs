@@ -6,10 +6,16 @@
 //! when it sends one, else by its hostname. A boot starts at the first
 //! `fetching` after any other phase (or the node's first report);
 //! `boot_seconds` runs from there to the boot's first `ready`.
-use serde::{Serialize, Serializer};
+//!
+//! With `--state DIR` the table lasts: every change is written to
+//! `DIR/nodes.redb` ([`crate::store`]) before the report is answered, and
+//! read back at start. Without it, the table lives in memory only.
+use crate::store::{Op, Store};
+use serde::{Deserialize, Serialize, Serializer};
 use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Largest `POST /status` body accepted (413 above).
 pub const MAX_BODY: usize = 16 * 1024;
@@ -19,13 +25,13 @@ pub const MAX_HOSTNAME: usize = 64;
 pub const MAX_MESSAGE: usize = 4096;
 /// Longest image URL, in characters.
 pub const MAX_IMAGE: usize = 2048;
-/// Phases kept per node.
-pub const HISTORY: usize = 20;
+/// Phases kept per node (in memory and in `STATE/nodes.redb`).
+pub const HISTORY: usize = 64;
 /// Nodes kept; a new node beyond this replaces the one seen least recently.
 pub const MAX_NODES: usize = 10_000;
 
 /// Where a node is in its boot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// In the initramfs, downloading the live image.
@@ -233,7 +239,8 @@ impl Node {
         }
     }
 
-    fn update(&mut self, r: Report, now: SystemTime) {
+    /// Apply `r`; the boot's duration when `r` completes it.
+    fn update(&mut self, r: Report, now: SystemTime) -> Option<Duration> {
         let previous = self.history.back().map(|e| e.phase);
         let new_boot = r.phase == Phase::Fetching && previous != Some(Phase::Fetching);
         if new_boot {
@@ -241,10 +248,12 @@ impl Node {
             self.boot_seconds = None;
             self.image = None;
         }
+        let mut done = None;
         if r.phase == Phase::Ready && self.boot_seconds.is_none() {
             self.boot_seconds = self
                 .boot_started
                 .map(|t| now.duration_since(t).unwrap_or_default());
+            done = self.boot_seconds;
         }
         self.hostname = r.hostname;
         self.mac = r.mac;
@@ -260,7 +269,116 @@ impl Node {
         while self.history.len() > HISTORY {
             self.history.pop_front();
         }
+        done
     }
+
+    /// The key of the table (and of the stored record).
+    fn key(&self) -> String {
+        self.mac.clone().unwrap_or_else(|| self.hostname.clone())
+    }
+
+    /// The record written to `STATE/nodes.redb`.
+    fn to_record(&self) -> Vec<u8> {
+        let r = Record {
+            v: RECORD_VERSION,
+            hostname: self.hostname.clone(),
+            mac: self.mac.clone(),
+            phase: self.phase,
+            message: self.message.clone(),
+            image: self.image.clone(),
+            first_seen: ms(self.first_seen),
+            last_seen: ms(self.last_seen),
+            boot_started: self.boot_started.map(ms),
+            boot_ms: self
+                .boot_seconds
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            history: self
+                .history
+                .iter()
+                .map(|e| (e.phase as u8, ms(e.at)))
+                .collect(),
+        };
+        serde_json::to_vec(&r).unwrap_or_default()
+    }
+
+    /// A node read back from a record stored under `key`, checked as a
+    /// report is (the file is input too).
+    fn from_record(key: &str, bytes: &[u8]) -> Result<Node, String> {
+        let r: Record = serde_json::from_slice(bytes).map_err(|e| format!("not a record: {e}"))?;
+        if r.v != RECORD_VERSION {
+            return Err(format!("record version {} (want {RECORD_VERSION})", r.v));
+        }
+        // The report the record says the node last sent: the same checks.
+        let as_report = serde_json::json!({
+            "hostname": r.hostname, "mac": r.mac, "phase": r.phase,
+            "message": r.message, "image": r.image,
+        });
+        let checked = Report::parse(as_report.to_string().as_bytes()).map_err(|e| e.to_string())?;
+        if checked.mac != r.mac {
+            return Err("mac: not normalised".into());
+        }
+        let mut history = VecDeque::new();
+        for (phase, at) in &r.history {
+            let phase = *Phase::ALL
+                .get(usize::from(*phase))
+                .ok_or_else(|| format!("history: no phase {phase}"))?;
+            history.push_back(Event {
+                phase,
+                at: from_ms(*at),
+            });
+        }
+        while history.len() > HISTORY {
+            history.pop_front();
+        }
+        let node = Node {
+            hostname: r.hostname,
+            mac: r.mac,
+            phase: r.phase,
+            message: r.message,
+            image: r.image,
+            first_seen: from_ms(r.first_seen),
+            last_seen: from_ms(r.last_seen),
+            boot_started: r.boot_started.map(from_ms),
+            boot_seconds: r.boot_ms.map(Duration::from_millis),
+            history,
+        };
+        if node.key() != key {
+            return Err(format!("stored under {key:?}, not its own key"));
+        }
+        Ok(node)
+    }
+}
+
+/// Version of [`Record`]; another is dropped at start (with a warning).
+const RECORD_VERSION: u32 = 1;
+
+/// A node as `STATE/nodes.redb` holds it (JSON; times in Unix ms).
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    v: u32,
+    hostname: String,
+    mac: Option<String>,
+    phase: Phase,
+    message: Option<String>,
+    image: Option<String>,
+    first_seen: u64,
+    last_seen: u64,
+    boot_started: Option<u64>,
+    boot_ms: Option<u64>,
+    /// (index in [`Phase::ALL`], Unix ms), oldest first: 64 of them fit
+    /// in ~1.2 KiB.
+    history: Vec<(u8, u64)>,
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn from_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 /// The nodes' state, shared by the connection threads.
@@ -270,6 +388,8 @@ pub struct Nodes {
     cap: usize,
     /// "forgetting" lines: one a minute.
     evicted: crate::Ration,
+    /// Where the table lasts (`--state`).
+    store: Option<Store>,
 }
 
 impl Default for Nodes {
@@ -285,7 +405,63 @@ impl Nodes {
             map: Mutex::new(BTreeMap::new()),
             cap: cap.max(1),
             evicted: crate::Ration::new(1),
+            store: None,
         }
+    }
+
+    /// With a state directory, the table of `state/nodes.redb` (made if
+    /// missing; see [`crate::store`] for a damaged one), kept there from now
+    /// on; without, [`Nodes::with_capacity`]. Records that do not check
+    /// out are dropped with a warning; beyond `cap` nodes, those seen least
+    /// recently are.
+    pub fn open(state: Option<&Path>, cap: usize) -> anyhow::Result<Nodes> {
+        let mut nodes = Nodes::with_capacity(cap);
+        let Some(dir) = state else {
+            return Ok(nodes);
+        };
+        let (store, records) = Store::open(dir)?;
+        let mut map = BTreeMap::new();
+        let mut drop_keys = Vec::new();
+        for (key, bytes) in records {
+            match Node::from_record(&key, &bytes) {
+                Ok(n) => {
+                    map.insert(key, n);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "{}: dropping the record of {:?}: {e}",
+                        store.path().display(),
+                        crate::clean(&key)
+                    );
+                    drop_keys.push(key);
+                }
+            }
+        }
+        if map.len() > nodes.cap {
+            let mut by_age: Vec<(SystemTime, String)> =
+                map.iter().map(|(k, n)| (n.last_seen, k.clone())).collect();
+            by_age.sort();
+            let over = map.len() - nodes.cap;
+            tracing::warn!(
+                "{}: {} nodes, more than --max-nodes {}: forgetting the {over} seen least recently",
+                store.path().display(),
+                map.len(),
+                nodes.cap
+            );
+            for (_, k) in by_age.into_iter().take(over) {
+                map.remove(&k);
+                drop_keys.push(k);
+            }
+        }
+        tracing::info!(
+            "{} nodes' status and history from {}",
+            map.len(),
+            store.path().display()
+        );
+        store.apply(drop_keys.into_iter().map(Op::Delete).collect());
+        nodes.map = Mutex::new(map);
+        nodes.store = Some(store);
+        Ok(nodes)
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Node>> {
@@ -294,9 +470,13 @@ impl Nodes {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Apply a report received at `now`.
+    /// Apply a report received at `now`; with a state directory, return
+    /// once it is on disk.
     pub fn record(&self, r: Report, now: SystemTime) {
+        let metrics = crate::metrics::global();
+        metrics.phase(r.phase);
         let mut map = self.lock();
+        let mut ops = Vec::new();
         let key = r.mac.clone().unwrap_or_else(|| r.hostname.clone());
         if !map.contains_key(&key) {
             // A node that reported by hostname before it sent its MAC keeps
@@ -305,6 +485,9 @@ impl Nodes {
                 Some(_) => map.remove(&r.hostname),
                 None => None,
             };
+            if adopted.is_some() {
+                ops.push(Op::Delete(r.hostname.clone()));
+            }
             if adopted.is_none() && map.len() >= self.cap {
                 let oldest = map
                     .iter()
@@ -321,13 +504,32 @@ impl Nodes {
                         );
                     }
                     map.remove(&k);
+                    ops.push(Op::Delete(k));
                 }
             }
             map.insert(key.clone(), adopted.unwrap_or_else(|| Node::new(&r, now)));
         }
         if let Some(node) = map.get_mut(&key) {
-            node.update(r, now);
+            if let Some(d) = node.update(r, now) {
+                metrics.boot_done(d);
+            }
+            ops.push(Op::Put(key, node.to_record()));
         }
+        // Queued in the table's order, written after its lock is released.
+        let batch = self.store.as_ref().map(|s| (s, s.queue(ops)));
+        drop(map);
+        if let Some((s, b)) = batch {
+            s.wait(b);
+        }
+    }
+
+    /// Nodes by their last phase, in [`Phase::ALL`] order.
+    pub fn by_phase(&self) -> [usize; 5] {
+        let mut by_phase = [0usize; 5];
+        for n in self.lock().values() {
+            by_phase[n.phase as usize] += 1;
+        }
+        by_phase
     }
 
     /// The nodes, sorted by hostname (then MAC).
@@ -702,5 +904,56 @@ mod tests {
         assert_eq!(nodes[1]["phase"], "ready");
         assert_eq!(nodes[1]["history"][0]["phase"], "fetching");
         assert_eq!(nodes[1]["history"][1]["at"], "2023-11-14T22:13:23.000Z");
+    }
+
+    #[test]
+    fn the_table_lasts_in_the_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = Nodes::open(Some(dir.path()), 3).unwrap();
+        post(&n, r#"{"hostname":"cn2","phase":"booted"}"#, 0);
+        // cn2 learns its MAC: its record moves to the MAC's key.
+        post(
+            &n,
+            r#"{"hostname":"cn2","mac":"aa:bb:cc:dd:ee:02","phase":"ready","message":"m","image":"http://h/i"}"#,
+            1,
+        );
+        post(&n, r#"{"hostname":"cn1","phase":"fetching"}"#, 2);
+        post(&n, r#"{"hostname":"cn1","phase":"ready"}"#, 5);
+        let before = nodes_json(&n.page(0, PAGE), at(9));
+        drop(n);
+        let n = Nodes::open(Some(dir.path()), 3).unwrap();
+        assert_eq!(nodes_json(&n.page(0, PAGE), at(9)), before);
+        let cn1 = &n.snapshot()[0];
+        assert_eq!(cn1.boot_seconds, Some(Duration::from_secs(3)));
+        drop(n);
+
+        // Records that do not check out are dropped; over the cap, the
+        // least recently seen go.
+        let (s, records) = Store::open(dir.path()).unwrap();
+        assert_eq!(records.len(), 2, "cn2's hostname record went: {records:?}");
+        let rec = |name: &str, t: u64| {
+            let j = format!(r#"{{"hostname":"{name}","phase":"ready"}}"#);
+            Node::new(&Report::parse(j.as_bytes()).unwrap(), at(t)).to_record()
+        };
+        let bad_phase = br#"{"v":1,"hostname":"cn8","mac":null,"phase":"ready","message":null,"image":null,"first_seen":0,"last_seen":0,"boot_started":null,"boot_ms":null,"history":[[9,0]]}"#;
+        s.apply(vec![
+            Op::Put("bad json".into(), b"{".to_vec()),
+            Op::Put("cn 7".into(), rec("cn7", 7)),
+            Op::Put("cn8".into(), bad_phase.to_vec()),
+            Op::Put("cn9".into(), rec("cn9", 100)),
+            Op::Put("cn0".into(), rec("cn0", 50)),
+        ]);
+        drop(s);
+        let n = Nodes::open(Some(dir.path()), 3).unwrap();
+        let names: Vec<_> = n.snapshot().into_iter().map(|n| n.hostname).collect();
+        assert_eq!(
+            names,
+            ["cn0", "cn1", "cn9"],
+            "cn2 (seen at 1) is the oldest"
+        );
+        drop(n);
+        let (_s, records) = Store::open(dir.path()).unwrap();
+        let keys: Vec<_> = records.into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["cn0", "cn1", "cn9"]);
     }
 }

@@ -187,6 +187,8 @@ pub struct Transfer {
     eof: bool,
     start: Instant,
     _slot: Slot,
+    /// `bootd_tftp_transfers_in_flight` while the transfer lives.
+    _counted: crate::metrics::InFlight<'static>,
 }
 
 impl AsyncRead for Transfer {
@@ -209,7 +211,9 @@ impl AsyncRead for Transfer {
 impl Drop for Transfer {
     fn drop(&mut self) {
         let secs = self.start.elapsed().as_secs_f64();
-        if self.eof && self.sent == self.size {
+        let whole = self.eof && self.sent == self.size;
+        crate::metrics::global().tftp_ended(whole, self.sent);
+        if whole {
             tracing::info!(
                 "tftp: sent {} to {}: {} bytes in {secs:.2} s",
                 crate::clean(&self.name),
@@ -246,6 +250,7 @@ static STOPPED_LINES: crate::Ration = crate::Ration::new(20);
 impl ReadOnlyDir {
     fn open(&self, real: &Path, client: &SocketAddr) -> Result<File, packet::Error> {
         File::open(real).map_err(|e| {
+            crate::metrics::global().tftp_refused(crate::metrics::TftpRefused::Denied);
             let shown = real.display().to_string();
             tracing::warn!("tftp: {client}: cannot open {}: {e}", crate::clean(&shown));
             packet::Error::PermissionDenied
@@ -271,6 +276,7 @@ impl Handler for ReadOnlyDir {
         path: &Path,
     ) -> Result<(Transfer, Option<u64>), packet::Error> {
         let Some(slot) = self.take_slot(client) else {
+            crate::metrics::global().tftp_refused(crate::metrics::TftpRefused::Limit);
             if let Some(others) = REFUSED_LINES.take() {
                 tracing::warn!(
                     "tftp: refused {client} and {others} other request(s): {} transfers in flight at most, {} per client",
@@ -303,6 +309,12 @@ impl Handler for ReadOnlyDir {
                     Err(e) => return Err(e),
                 },
                 None => {
+                    crate::metrics::global().tftp_refused(match e {
+                        Refused::NotFound(_) => crate::metrics::TftpRefused::NotFound,
+                        Refused::Outside(_) | Refused::NotFile(_) => {
+                            crate::metrics::TftpRefused::Denied
+                        }
+                    });
                     // GRUB probes its prefix for modules lists, fonts and
                     // locales it has built in: not worth a warning each.
                     let rel = path.to_string_lossy();
@@ -333,6 +345,7 @@ impl Handler for ReadOnlyDir {
                 eof: false,
                 start: Instant::now(),
                 _slot: slot,
+                _counted: crate::metrics::global().tftp_started(),
             },
             Some(size),
         ))
@@ -345,6 +358,7 @@ impl Handler for ReadOnlyDir {
         _size: Option<u64>,
     ) -> Result<futures_lite::io::Sink, packet::Error> {
         let shown = path.display().to_string();
+        crate::metrics::global().tftp_refused(crate::metrics::TftpRefused::Write);
         tracing::warn!(
             "tftp: refused a write of {} from {client}: read-only",
             crate::clean(&shown)

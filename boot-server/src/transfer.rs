@@ -12,6 +12,8 @@
 //! check catches that, and artifacts should be replaced by rename (a new
 //! inode; open transfers keep the old one).
 //!
+//! Over TLS, [`copy_range`] copies through user space in chunks.
+//!
 //! `--rate-limit` transfers read and write in chunks with sleeps in between
 //! (tests that stop the server in the middle of a download).
 use std::fs::File;
@@ -41,8 +43,29 @@ pub fn send_range(
     rate: Option<u64>,
 ) -> Sent {
     let mut sent = 0;
+    let _in_flight = crate::metrics::global().http_transfer();
     let r = match rate {
         None => sendfile_all(file, offset, len, out, &mut sent),
+        Some(rate) => throttled(file, offset, len, out, rate, &mut sent),
+    };
+    Sent {
+        bytes: sent,
+        error: r.err(),
+    }
+}
+
+/// [`send_range`] through user space, to any writer (a TLS session, which
+/// sendfile cannot encrypt): chunks of 64 KiB, or paced at `rate`.
+pub fn copy_range(
+    file: &File,
+    offset: u64,
+    len: u64,
+    out: &mut impl Write,
+    rate: Option<u64>,
+) -> Sent {
+    let mut sent = 0;
+    let r = match rate {
+        None => copy_chunks(file, offset, len, out, &mut sent, 64 * 1024, |_| {}),
         Some(rate) => throttled(file, offset, len, out, rate, &mut sent),
     };
     Sent {
@@ -88,7 +111,7 @@ fn throttled(
     file: &File,
     offset: u64,
     len: u64,
-    out: &mut &TcpStream,
+    out: &mut impl Write,
     rate: u64,
     sent: &mut u64,
 ) -> io::Result<()> {
@@ -110,7 +133,7 @@ fn copy_chunks(
     file: &File,
     offset: u64,
     len: u64,
-    out: &mut &TcpStream,
+    out: &mut impl Write,
     sent: &mut u64,
     chunk: usize,
     mut pace: impl FnMut(u64),

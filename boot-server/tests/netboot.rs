@@ -750,6 +750,33 @@ fn a_dhcp_flood_is_quiet_and_rate_limited() {
     let log = srv.log_text();
     let lines = log.matches("unknown MAC").count();
     assert!(lines <= 32, "{lines} lines about unknown MACs");
+    // bootd's counters saw it all, each packet once (GET /metrics, from
+    // the server's namespace: the client has no address).
+    let url = format!("http://{}:{}/metrics", net.server_ip(), srv.port);
+    let o = run(&["ip", "netns", "exec", &net.server, "curl", "-sS", &url]);
+    let m = String::from_utf8(o.stdout).unwrap();
+    let at = |series: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{m}"))
+    };
+    let received = at("bootd_dhcp_packets_received_total");
+    let outcome = |o: &str| at(&format!("bootd_dhcp_packets_total{{outcome=\"{o}\"}}"));
+    assert!(received > 1000, "{received} packets received");
+    assert!(outcome("ignored") > 1000, "the unknown MACs: {m}");
+    assert!(outcome("rate_limited") >= 20, "the burst: {m}");
+    assert!(outcome("answered") >= 4, "{m}");
+    let sum: u64 = [
+        "answered",
+        "ignored",
+        "rate_limited",
+        "undecodable",
+        "send_failed",
+    ]
+    .iter()
+    .map(|o| outcome(o))
+    .sum();
+    assert_eq!(sum, received, "each packet counted once: {m}");
 }
 
 /// A TFTP read request is sent to the client's address: never acknowledged

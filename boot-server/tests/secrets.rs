@@ -825,7 +825,10 @@ fn secrets_inside_a_served_tree_or_open_to_others_stop_bootd() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--inventory <INVENTORY>"), "{err}");
+    assert!(
+        err.contains("bootd: error: --secrets needs --inventory"),
+        "{err}"
+    );
 }
 
 /// Without --admin-token, the fleet's data goes to no one; bootd arm with

@@ -7,7 +7,7 @@
 //! ([`remove_tree`]), so a bind of `/dev` is never descended into.
 use anyhow::{bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nodeboot_agent::cmd;
+use nodeboot_common::cmd;
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};

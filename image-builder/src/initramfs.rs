@@ -7,7 +7,7 @@
 //! dracut itself.
 use crate::chroot;
 use anyhow::{bail, Context, Result};
-use nodeboot_agent::cmd;
+use nodeboot_common::cmd;
 use std::ffi::OsString;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -25,7 +25,7 @@ enum Cmd {
 fn main() -> ExitCode {
     // `NAME generate-docs DIR`: man pages and completions (cargo xtask dist).
     nodeboot_clidocs::run_if_asked(<Cli as clap::CommandFactory>::command);
-    nodeboot_agent::log::init("NODEIMG_LOG");
+    nodeboot_common::log::init("NODEIMG_LOG", nodeboot_common::log::Console::Off);
     let r = match Cli::parse().cmd {
         Cmd::Build(a) => nodeimg::build::run(&a),
         Cmd::Initramfs(a) => nodeimg::initramfs::run(&a),

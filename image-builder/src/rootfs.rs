@@ -12,7 +12,7 @@
 //!    build-time secrets.
 use crate::chroot;
 use anyhow::{bail, Context, Result};
-use nodeboot_agent::cmd;
+use nodeboot_common::cmd;
 use sha2::{Digest, Sha256};
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;

@@ -44,6 +44,7 @@ pub const PACKAGES: &[&str] = &[
     "nfs-ganesha-vfs", // its VFS backend
     "lintian",         // cargo xtask dist: the .debs are checked
     "groff-base",      // cargo xtask dist, clidocs tests: the man pages render without a warning
+    "prometheus",      // promtool check metrics: bootd's /metrics (tests, QEMU boots pxe, pxe-uefi)
 ];
 
 /// What `cargo xtask dist` needs of [`PACKAGES`].

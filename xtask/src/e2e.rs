@@ -29,6 +29,7 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/nodeboot"))
 }
 
+#[derive(Clone)]
 pub struct Artifacts {
     pub vmlinuz: PathBuf,
     pub initrd: PathBuf,
@@ -331,6 +332,56 @@ fn build_image(nodeimg: &Path, deb: &Path, cache: &Path, out: &Path) -> Result<(
         std::fs::metadata(out.join("initrd.img"))?.len()
     );
     remove_tree(&root)
+}
+
+/// `initrd` with `files` (path inside the initramfs, bytes) added, written
+/// to `out`: a second, uncompressed cpio archive (newc) appended at a
+/// 4-byte boundary, which the kernel unpacks over the first. The parent
+/// directories must exist in `initrd` already.
+pub fn initrd_with(initrd: &Path, files: &[(&str, &[u8])], out: &Path) -> Result<PathBuf> {
+    let mut img = std::fs::read(initrd).with_context(|| format!("reading {}", initrd.display()))?;
+    let pad = |v: &mut Vec<u8>| v.resize(v.len().next_multiple_of(4), 0);
+    pad(&mut img);
+    let entry = |v: &mut Vec<u8>, ino: usize, name: &str, mode: u32, data: &[u8]| {
+        // ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor,
+        // rdevmajor, rdevminor, namesize, check.
+        let fields = [
+            ino as u32,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name.len() as u32 + 1,
+            0,
+        ];
+        v.extend_from_slice(b"070701");
+        for f in fields {
+            v.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        v.extend_from_slice(name.as_bytes());
+        v.push(0);
+        pad(v);
+        v.extend_from_slice(data);
+        pad(v);
+    };
+    for (i, (name, data)) in files.iter().enumerate() {
+        entry(
+            &mut img,
+            900_000 + i,
+            name.trim_start_matches('/'),
+            0o100644,
+            data,
+        );
+    }
+    entry(&mut img, 0, "TRAILER!!!", 0, &[]);
+    std::fs::write(out, img).with_context(|| format!("writing {}", out.display()))?;
+    Ok(out.to_path_buf())
 }
 
 /// A fresh random admin token in `path` (mode 0600).
@@ -951,5 +1002,29 @@ mod tests {
                 "6.1.0-37-amd64"
             ]
         );
+    }
+
+    #[test]
+    fn files_appended_to_an_initrd_are_a_cpio_that_cpio_reads() {
+        let dir = std::env::temp_dir().join(format!("xtask-initrd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("x")).unwrap();
+        let first = dir.join("initrd.img");
+        std::fs::write(&first, b"abcde").unwrap();
+        let out = dir.join("out.img");
+        initrd_with(&first, &[("/etc/ca.pem", b"PEM\n")], &out).unwrap();
+        let img = std::fs::read(&out).unwrap();
+        assert_eq!(&img[..8], b"abcde\0\0\0", "padded to 4 bytes");
+        std::fs::write(dir.join("tail"), &img[8..]).unwrap();
+        let o = Command::new("cpio")
+            .args(["-i", "-d", "--quiet", "--no-absolute-filenames"])
+            .current_dir(dir.join("x"))
+            .stdin(std::fs::File::open(dir.join("tail")).unwrap())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let got = std::fs::read(dir.join("x/etc/ca.pem")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(got, b"PEM\n");
     }
 }

@@ -10,6 +10,7 @@ mod dist;
 mod e2e;
 mod fuzz;
 mod hostile;
+mod metrics;
 mod pxe;
 mod scenarios;
 mod secureboot;

@@ -540,6 +540,16 @@ pub fn run(ctx: &Ctx, dir: &Path, kind: Kind) -> Result<Value> {
     } else {
         "ipxe_script"
     };
+    // bootd's own counters of this boot, checked by promtool (BIOS and
+    // UEFI PXE: DHCP, TFTP, HTTP and the node's reports all went through).
+    let metrics = match kind {
+        Kind::Bios | Kind::Uefi => {
+            let base = format!("http://{SERVER}:{}", srv.port);
+            let need = crate::metrics::boot_requirements(true);
+            crate::metrics::after_boot(Some(&ns.name), &base, &need)?
+        }
+        _ => Value::Null,
+    };
     let durations = json!({
         format!("dhcp_to_{script}"): ms(at(script) - at("dhcp_offer")),
         format!("{script}_to_live_root"): ms(live - at(script)),
@@ -552,6 +562,7 @@ pub fn run(ctx: &Ctx, dir: &Path, kind: Kind) -> Result<Value> {
         "bootd": server,
         "milestones": r.milestones,
         "durations": durations,
+        "metrics": metrics,
         "firmware": st["firmware"],
         "image_sha256": ctx.art.sha256,
         "seconds": r.seconds,

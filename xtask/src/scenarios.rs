@@ -130,11 +130,73 @@ pub fn run(ctx: &Ctx, name: &str) -> Result<Value> {
     }
 }
 
-/// The walking skeleton: the node boots its live root to multi-user as cn1.
+/// Inside the initramfs (appended to it): the site CA nodectl trusts for
+/// the live root over https.
+const CA_IN_INITRD: &str = "/etc/nodeboot-site-ca.pem";
+
+/// The walking skeleton: the node boots its live root to multi-user as
+/// cn1, the live root over https from bootd (a certificate from a site CA
+/// given by `nodeboot.ca=`), the rest over http.
 fn boot(ctx: &Ctx, dir: &std::path::Path) -> Result<Value> {
-    let srv = Bootd::start(&ctx.bootd, &ctx.art.www, 0, None, &dir.join("bootd.log"))?;
-    let cmdline = e2e::cmdline(srv.port, "");
-    let r = ctx.boot(&cmdline, dir, &mut e2e::judge_ready, 420)?;
+    let tls = dir.join("tls");
+    let _ = std::fs::remove_dir_all(&tls);
+    std::fs::create_dir_all(&tls)?;
+    let (ca_key, ca) = (tls.join("ca.key"), tls.join("ca.pem"));
+    crate::site::make_ca(&ca_key, &ca, "/CN=nodeboot e2e site CA")?;
+    crate::site::server_cert(&tls, &ca_key, &ca, "bootd", &["10.0.2.2", "127.0.0.1"])?;
+    let tls_port_file = tls.join("https.port");
+    let s = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
+    let args = [
+        "--tls-listen".to_string(),
+        "127.0.0.1:0".into(),
+        "--tls-cert".into(),
+        s(tls.join("server.pem")),
+        "--tls-key".into(),
+        s(tls.join("server.key")),
+        "--tls-port-file".into(),
+        s(tls_port_file.clone()),
+    ];
+    let srv = Bootd::start_with_args(&ctx.bootd, &ctx.art.www, &args, &dir.join("bootd.log"))?;
+    let tls_port: u16 = std::fs::read_to_string(&tls_port_file)?.trim().parse()?;
+    let initrd = e2e::initrd_with(
+        &ctx.art.initrd,
+        &[(CA_IN_INITRD, &std::fs::read(&ca)?)],
+        &dir.join("initrd-site-ca.img"),
+    )?;
+    let art = e2e::Artifacts {
+        initrd,
+        ..ctx.art.clone()
+    };
+    let live = format!("https://10.0.2.2:{tls_port}/live.squashfs");
+    let cmdline = e2e::cmdline(srv.port, &format!("nodeboot.ca={CA_IN_INITRD}")).replace(
+        &format!("root=live:http://10.0.2.2:{}/live.squashfs", srv.port),
+        &format!("root=live:{live}"),
+    );
+    if !cmdline.contains(&live) {
+        bail!("no https live root in {cmdline}");
+    }
+    let watch = e2e::Watch {
+        judge: &mut e2e::judge_ready,
+        timeout: ctx.timeout(420),
+        disks: &[],
+        hostfwd: &[],
+        tpm: None,
+    };
+    let r = e2e::boot(&art, &ctx.accel, &cmdline, dir, ctx.echo, watch)?;
+    let console = std::fs::read_to_string(&r.console).unwrap_or_default();
+    if !console.contains(&live) {
+        bail!(
+            "the console does not show the fetch of {live} ({})",
+            r.console.display()
+        );
+    }
+    let log = std::fs::read_to_string(dir.join("bootd.log")).unwrap_or_default();
+    if !log
+        .lines()
+        .any(|l| l.contains("tls=true") && l.contains("GET /live.squashfs"))
+    {
+        bail!("bootd's log shows no GET /live.squashfs over TLS");
+    }
     let st = r.status.clone().unwrap_or_default();
     if st["fetch"]["sha256"] != ctx.art.sha256.as_str() {
         bail!(

@@ -19,9 +19,40 @@ pub const ALICE_UID: u32 = 10001;
 
 const SCHEMA: &str = include_str!("site/rfc2307bis.schema");
 
-/// The LDAP server's key and certificate (for [`LDAP_NAME`], 10.0.2.2 and
-/// 127.0.0.1), signed by the site CA `ca_key`/`ca_pem`.
-fn ldap_cert(dir: &Path, ca_key: &Path, ca_pem: &Path) -> Result<()> {
+/// A site CA: its key `key` and self-signed certificate `pem` (EC P-256,
+/// valid two days), named `subject` (`/CN=…`).
+pub fn make_ca(key: &Path, pem: &Path, subject: &str) -> Result<()> {
+    run_cmd(&[
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &key.to_string_lossy(),
+        "-out",
+        &pem.to_string_lossy(),
+        "-days",
+        "2",
+        "-subj",
+        subject,
+    ])?;
+    Ok(())
+}
+
+/// A server's key and certificate, `dir/server.key` and `dir/server.pem`,
+/// for `name` and the addresses in `ips`, signed by the site CA
+/// `ca_key`/`ca_pem`.
+pub fn server_cert(
+    dir: &Path,
+    ca_key: &Path,
+    ca_pem: &Path,
+    name: &str,
+    ips: &[&str],
+) -> Result<()> {
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let (key, csr, pem, ext) = (
         dir.join("server.key"),
@@ -29,11 +60,15 @@ fn ldap_cert(dir: &Path, ca_key: &Path, ca_pem: &Path) -> Result<()> {
         dir.join("server.pem"),
         dir.join("server.ext"),
     );
+    let alt: Vec<String> = std::iter::once(format!("DNS:{name}"))
+        .chain(ips.iter().map(|ip| format!("IP:{ip}")))
+        .collect();
     std::fs::write(
         &ext,
         format!(
             "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-             extendedKeyUsage=serverAuth\nsubjectAltName=DNS:{LDAP_NAME},IP:10.0.2.2,IP:127.0.0.1\n"
+             extendedKeyUsage=serverAuth\nsubjectAltName={}\n",
+            alt.join(",")
         ),
     )?;
     run_cmd(&[
@@ -50,7 +85,7 @@ fn ldap_cert(dir: &Path, ca_key: &Path, ca_pem: &Path) -> Result<()> {
         "-out",
         &s(&csr),
         "-subj",
-        &format!("/CN={LDAP_NAME}"),
+        &format!("/CN={name}"),
     ])?;
     run_cmd(&[
         "openssl",
@@ -82,7 +117,9 @@ pub fn ldap(dir: &Path, ca_key: &Path, ca_pem: &Path, bind_pw: &str) -> Result<D
     let d = dir.join("ldap");
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(d.join("db"))?;
-    ldap_cert(&d, ca_key, ca_pem).context("the LDAP server's certificate")?;
+    // For LDAP_NAME, 10.0.2.2 (the node's view) and 127.0.0.1.
+    server_cert(&d, ca_key, ca_pem, LDAP_NAME, &["10.0.2.2", "127.0.0.1"])
+        .context("the LDAP server's certificate")?;
     std::fs::write(d.join("rfc2307bis.schema"), SCHEMA)?;
     let conf = d.join("slapd.conf");
     // slapd takes a password for a root DN only inside its database's

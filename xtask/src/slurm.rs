@@ -376,24 +376,7 @@ fn site_repo(dir: &Path, munge_key: &[u8], variant: Variant) -> Result<(PathBuf,
         ),
     )?;
     let ca = f.join("certs/private-ca.pem");
-    run_cmd(&[
-        "openssl",
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &dir.join("ca.key").to_string_lossy(),
-        "-out",
-        &ca.to_string_lossy(),
-        "-days",
-        "2",
-        "-subj",
-        "/CN=nodeboot e2e private CA",
-    ])?;
+    crate::site::make_ca(&dir.join("ca.key"), &ca, "/CN=nodeboot e2e private CA")?;
     for kind in ["ed25519", "ecdsa", "rsa"] {
         keygen(
             &f.join(format!("ssh/ssh_host_{kind}_key")),

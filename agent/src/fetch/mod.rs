@@ -21,6 +21,7 @@ mod tests;
 
 pub use sink::{BUFFERS, BUF_SIZE};
 
+use nodeboot_common::retry::{Failed, Policy, Retry, Verdict};
 use serde::Serialize;
 use sink::Sink;
 use std::io::Read;
@@ -187,11 +188,10 @@ pub fn fetch(url: &str, dest: &Path, opts: &FetchOptions) -> Result<FetchReport,
         restarts: 0,
         progress: Progress::new(opts.progress_interval),
     };
-    let mut retry = Retry::new(url, &clock);
-    retry.run(|remaining| dl.attempt(remaining))?;
+    let ((), attempts) = with_retries(url, &clock, |remaining| dl.attempt(remaining))?;
     let digest = hex::encode(dl.sink.finish()?);
     let bytes = dl.offset;
-    let (attempts, resumes, restarts) = (retry.attempts, dl.resumes, dl.restarts);
+    let (resumes, restarts) = (dl.resumes, dl.restarts);
     if let Some(expected) = expected {
         if digest != expected {
             // Dropping the sink removes the part file.
@@ -310,16 +310,11 @@ fn roots_with(ca: &Path) -> Result<ureq::tls::RootCerts, FetchError> {
     Ok(ureq::tls::RootCerts::from(certs))
 }
 
-/// Start time and overall budget.
+/// Start time and overall budget, shared by the sidecar's and the image's
+/// retry loops.
 struct Clock {
     start: Instant,
     deadline: Duration,
-}
-
-impl Clock {
-    fn remaining(&self) -> Duration {
-        self.deadline.saturating_sub(self.start.elapsed())
-    }
 }
 
 /// Outcome of a failed attempt.
@@ -348,70 +343,52 @@ impl From<FetchError> for Failure {
     }
 }
 
-/// The retry loop: exponential backoff, one warn line per retry, and
-/// [`FetchError::Deadline`] once the clock runs out.
-struct Retry<'a> {
-    url: &'a str,
-    clock: &'a Clock,
-    attempts: u32,
-    delay: Duration,
-    last_error: String,
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Retry { reason, .. } => f.write_str(reason),
+            Failure::Fatal(e) => write!(f, "{e}"),
+        }
+    }
 }
 
-impl<'a> Retry<'a> {
-    fn new(url: &'a str, clock: &'a Clock) -> Self {
-        Retry {
-            url,
-            clock,
-            attempts: 0,
-            delay: BACKOFF_FIRST,
-            last_error: "no attempt made".into(),
-        }
-    }
-
-    fn deadline(&self) -> FetchError {
-        FetchError::Deadline {
-            url: self.url.to_string(),
-            seconds: self.clock.start.elapsed().as_secs_f64(),
-            attempts: self.attempts,
-            last_error: self.last_error.clone(),
-        }
-    }
-
-    /// Call `f(remaining time)` until it succeeds, fails fatally or time is up.
-    fn run<T>(
-        &mut self,
-        mut f: impl FnMut(Duration) -> Result<T, Failure>,
-    ) -> Result<T, FetchError> {
-        loop {
-            let remaining = self.clock.remaining();
+/// The retry loop (the shared one): exponential backoff from 0.5 s to 10 s,
+/// one warn line per retry, [`FetchError::Deadline`] once the clock runs
+/// out. `f` gets the time left; returns the value and the attempts made.
+fn with_retries<T>(
+    url: &str,
+    clock: &Clock,
+    mut f: impl FnMut(Duration) -> Result<T, Failure>,
+) -> Result<(T, u32), FetchError> {
+    let policy = Policy::deadline(clock.deadline, BACKOFF_FIRST, BACKOFF_MAX);
+    let mut retry = Retry::since(policy, clock.start);
+    let r = retry.run(
+        "fetch",
+        |a| {
+            let remaining = a.remaining.unwrap_or_default();
             if remaining.is_zero() {
-                return Err(self.deadline());
+                // The sidecar took all the time: no request with no time.
+                return Err(Failure::retry("no time left for a request"));
             }
-            self.attempts += 1;
-            let (reason, progressed) = match f(remaining) {
-                Ok(v) => return Ok(v),
-                Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Retry { reason, progressed }) => (reason, progressed),
-            };
-            self.last_error = reason;
-            if progressed {
-                self.delay = BACKOFF_FIRST;
-            }
-            let remaining = self.clock.remaining();
-            if remaining.is_zero() {
-                return Err(self.deadline());
-            }
-            let wait = self.delay.min(remaining);
-            warn!(
-                "fetch: attempt {}: {}; retry in {:.1}s",
-                self.attempts,
-                self.last_error,
-                wait.as_secs_f64()
-            );
-            std::thread::sleep(wait);
-            self.delay = (self.delay * 2).min(BACKOFF_MAX);
-        }
+            f(remaining)
+        },
+        |e| match e {
+            Failure::Fatal(_) => Verdict::Fatal,
+            Failure::Retry {
+                progressed: true, ..
+            } => Verdict::RetryFresh,
+            Failure::Retry { .. } => Verdict::Retry,
+        },
+    );
+    match r {
+        Ok(v) => Ok((v, retry.attempts())),
+        Err(Failed::Fatal(Failure::Fatal(e))) => Err(e),
+        Err(Failed::Fatal(f) | Failed::GaveUp { last: f, .. }) => Err(FetchError::Deadline {
+            url: url.to_string(),
+            seconds: clock.start.elapsed().as_secs_f64(),
+            attempts: retry.attempts(),
+            last_error: f.to_string(),
+        }),
     }
 }
 
@@ -473,8 +450,7 @@ fn sidecar(
     opts: &FetchOptions,
 ) -> Result<String, FetchError> {
     let surl = sidecar_url(url);
-    let mut retry = Retry::new(&surl, clock);
-    let digest = retry.run(|remaining| {
+    let (digest, _) = with_retries(&surl, clock, |remaining| {
         let mut resp = agent
             .get(&surl)
             .config()

@@ -2,13 +2,16 @@
 //! timestamps (journald adds them), colours only on a terminal, the filter
 //! from the environment variable `var` (default `info`).
 //!
-//! Under systemd after switch-root (stderr is the journal stream named by
-//! `JOURNAL_STREAM`, no `/etc/initrd-release`), events go to journald
+//! Under systemd (stderr is the journal stream named by `JOURNAL_STREAM`,
+//! and not in an initrd: no `/etc/initrd-release`), events go to journald
 //! natively instead, with their fields (`NODEBOOT_PHASE=failed`,
-//! `NODEBOOT_URL=…`, `SYSLOG_IDENTIFIER=nodectl`), and the same lines as
-//! text to /dev/console, so an operator on the serial console still sees
-//! the progress and the journal holds each event once. What child processes
-//! (a postscript, post.sh) print still goes through stderr to the journal.
+//! `NODEBOOT_URL=…`, `SYSLOG_IDENTIFIER=` the program's name), so the
+//! journal holds each event once, fields included (`journalctl
+//! NODEBOOT_PEER=…` for bootd). With [`Console::Mirror`] (nodectl on a
+//! booting node) the same lines also go as text to /dev/console, so an
+//! operator on the serial console still sees the progress. What child
+//! processes (a postscript, post.sh) print still goes through stderr to the
+//! journal.
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -36,7 +39,18 @@ fn journald_mode() -> bool {
     stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref(), &md)
 }
 
-pub fn init(var: &str) {
+/// Whether journald mode also writes each line to /dev/console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Console {
+    /// nodectl on a booting node: the serial console shows the progress.
+    Mirror,
+    /// A server (bootd) or an admin's tool (nodeimg): the journal only.
+    Off,
+}
+
+/// Set up logging for the process (see the module doc); `var` names the
+/// filter's environment variable (`NODECTL_LOG`, `BOOTD_LOG`, …).
+pub fn init(var: &str, console: Console) {
     if journald_mode() {
         if let Ok(j) = tracing_journald::layer() {
             let j = j
@@ -45,13 +59,17 @@ pub fn init(var: &str) {
                     std::env::args()
                         .next()
                         .and_then(|a| a.rsplit('/').next().map(str::to_string))
-                        .unwrap_or_else(|| "nodectl".into()),
+                        .unwrap_or_else(|| "nodeboot".into()),
                 );
-            let console = std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NOCTTY)
-                .open("/dev/console")
-                .ok()
+            let console = (console == Console::Mirror)
+                .then(|| {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .custom_flags(libc::O_NOCTTY)
+                        .open("/dev/console")
+                        .ok()
+                })
+                .flatten()
                 .map(|f| {
                     tracing_subscriber::fmt::layer()
                         .without_time()
