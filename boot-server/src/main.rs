@@ -119,10 +119,11 @@ Status posts of a host with a key must be signed by it.")]
     /// become their file name, to be copied into bootd's root; each is
     /// listed on stderr.
     ImportGrendel {
-        /// Grendel's hosts: a JSON array of model.Host.
-        hosts: PathBuf,
-        /// Grendel's boot images: a JSON array of model.BootImage.
-        images: PathBuf,
+        /// Grendel's JSON files, in any order: hosts (model.Host) and boot
+        /// images (model.BootImage, told by their `kernel`), each file an
+        /// array or a single object (`import-grendel hosts.json images.json`).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
         /// Where to write the inventory (default: stdout).
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -204,17 +205,27 @@ impl LimitArgs {
     }
 }
 
-fn import_grendel(
-    hosts: &std::path::Path,
-    images: &std::path::Path,
-    output: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
+fn import_grendel(files: &[PathBuf], output: Option<&std::path::Path>) -> anyhow::Result<()> {
     use anyhow::Context;
-    let read = |p: &std::path::Path| {
-        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
-    };
-    let (text, notes) =
-        nodeboot_boot_server::inventory::import_grendel(&read(hosts)?, &read(images)?)?;
+    use nodeboot_boot_server::inventory::{import_grendel_files, MAX_GRENDEL_JSON};
+    let mut texts = Vec::new();
+    for p in files {
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(
+                std::fs::File::open(p).with_context(|| format!("reading {}", p.display()))?,
+                MAX_GRENDEL_JSON as u64 + 1,
+            ),
+            &mut text,
+        )
+        .with_context(|| format!("reading {}", p.display()))?;
+        texts.push((p.display().to_string(), text));
+    }
+    let named: Vec<(&str, &str)> = texts
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let (text, notes) = import_grendel_files(&named)?;
     for n in notes {
         eprintln!("bootd: {n}");
     }
@@ -332,11 +343,7 @@ fn main() -> ExitCode {
             url,
             admin_token,
         } => arm(&host, for_, &url, &admin_token),
-        Cmd::ImportGrendel {
-            hosts,
-            images,
-            output,
-        } => import_grendel(&hosts, &images, output.as_deref()),
+        Cmd::ImportGrendel { files, output } => import_grendel(&files, output.as_deref()),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -311,7 +311,8 @@ fn template_data() -> &'static gtmpl::Value {
         let nic = inventory::Nic {
             mac: Some("52:54:00:12:34:56".into()),
             ip: Some("10.0.0.11/24".into()),
-            bmc: false,
+            fqdn: Some("cn1.cluster.example".into()),
+            ..Default::default()
         };
         let image = inventory::Image {
             name: "live".into(),
@@ -321,7 +322,14 @@ fn template_data() -> &'static gtmpl::Value {
             cmdline: String::new(),
             postscript: None,
         };
-        inventory::template_data(&host, &nic, &image, "http://10.0.0.1:8080")
+        inventory::template_data(
+            &Default::default(),
+            &host,
+            &nic,
+            &image,
+            "http://10.0.0.1:8080",
+            "t0k3n",
+        )
     })
 }
 
