@@ -755,7 +755,7 @@ mod tests {
     use super::*;
 
     fn data() -> Value {
-        object(vec![
+        map(vec![
             (
                 "host",
                 object(vec![
@@ -922,5 +922,211 @@ mod tests {
             .unwrap_err()
             .0
             .contains("replace: wants 3"));
+    }
+
+    #[test]
+    fn sprig_functions() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{{ "AB:CD" | lower }} {{ "ab" | upper }}"#, "ab:cd AB"),
+            (r#"{{ "  x " | trim }}|{{ "--x--" | trimAll "-" }}"#, "x|x"),
+            (
+                r#"{{ "cn1.cluster" | trimSuffix ".cluster" }} {{ "cn1" | trimPrefix "cn" }}"#,
+                "cn1 1",
+            ),
+            (r#"{{ "a b\tc" | nospace }}"#, "abc"),
+            (
+                r#"{{ contains "d" "abcd" }} {{ hasPrefix "ab" "abcd" }} {{ hasSuffix "x" "abcd" }}"#,
+                "true true false",
+            ),
+            (r#"{{ repeat 3 "ab" }}"#, "ababab"),
+            (
+                r#"{{ quote "a\"b" 1 }} {{ squote "x" }} {{ cat "a" 1 true }}"#,
+                r#""a\"b" "1" 'x' a 1 true"#,
+            ),
+            (r#"{{ join "," $.host.Tags }}"#, "compute,gpu"),
+            (r#"{{ splitList "." "a.b.c" | join "-" }}"#, "a-b-c"),
+            (
+                r#"{{ $.nope | default "d" }} {{ $.host.Name | default "d" }} {{ default "d" "" }}"#,
+                "d cn1 d",
+            ),
+            (
+                r#"{{ empty "" }} {{ empty $.host.Tags }} {{ empty $.nope }}"#,
+                "true false true",
+            ),
+            (r#"{{ coalesce "" $.nope "x" }}"#, "x"),
+            (r#"{{ ternary "y" "n" $.host.Provision }}"#, "y"),
+            (r#"{{ replace "" "-" "ab" }}"#, "-a-b-"),
+            (
+                r#"{{ print "a" 1 2 "b" }} {{ printf "%5d|%-3s|" 42 "x" }}"#,
+                "a1 2b    42|x  |",
+            ),
+            // Missing keys of the top-level map print Go's `<no value>`;
+            // toString of one is Sprig's `<nil>`.
+            (
+                "{{ $.kickstart }} {{ .repo }} {{ $.nope | toString }}",
+                "<no value> <no value> <nil>",
+            ),
+        ];
+        for (t, want) in cases {
+            assert_eq!(render(t, &data()).as_deref(), Ok(*want), "{t}");
+        }
+        // Go's typed parameters: a string function refuses a non-string.
+        assert_eq!(
+            render("{{ upper $.host.Provision }}", &data()),
+            Err(TemplateError(
+                "upper: wrong type for value; expected string; got bool".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn bounded() {
+        let long = "x".repeat(MAX_OUTPUT + 1);
+        assert_eq!(
+            render(&long, &data()),
+            Err(TemplateError(format!(
+                "the command line would be longer than {MAX_OUTPUT} bytes"
+            )))
+        );
+        assert_eq!(render(&long[1..], &data()).map(|s| s.len()), Ok(MAX_OUTPUT));
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{{ repeat 4097 "a" }}"#,
+                "repeat: its result would be longer than 4096 bytes",
+            ),
+            (
+                r#"{{ repeat 2000 "ab" | replace "" "xyz" }}"#,
+                "replace: its result would be longer than 4096 bytes",
+            ),
+            (
+                r#"{{ printf "%999999999d" 1 }}"#,
+                "printf: a width or precision above 4096",
+            ),
+            (
+                r#"{{ printf "%.99999f" 1.5 }}"#,
+                "printf: a width or precision above 4096",
+            ),
+            (
+                r#"{{ printf "%*d" 5 1 }}"#,
+                "printf: `*` widths are not supported",
+            ),
+            (
+                "{{ range $.host.Tags }}{{ range $.host.Tags }}x{{ end }}{{ end }}",
+                "a range inside a range at character 24: ranges do not nest in a command line",
+            ),
+            (
+                r#"{{ define "a" }}{{ template "a" }}{{ end }}{{ template "a" }}"#,
+                "{{define}} at character 1: a command line has no named templates",
+            ),
+            (
+                r#"{{ block "a" . }}x{{ end }}"#,
+                "{{block}} at character 1: a command line has no named templates",
+            ),
+        ];
+        for (t, want) in cases {
+            assert_eq!(
+                render(t, &data()),
+                Err(TemplateError(want.to_string())),
+                "{t}"
+            );
+        }
+        // Each range alone is fine, and so is one after another.
+        assert_eq!(
+            render(
+                "{{ range $.host.Tags }}{{ . }}{{ end }}{{ range $.host.Tags }}{{ . }}{{ end }}",
+                &data()
+            )
+            .as_deref(),
+            Ok("computegpucomputegpu")
+        );
+        assert_eq!(
+            check(&"x".repeat(MAX_TEMPLATE + 1)),
+            Err(TemplateError(format!(
+                "longer than {MAX_TEMPLATE} bytes (16385)"
+            )))
+        );
+    }
+
+    /// Odd templates: each gets an answer (rendered or refused), never a
+    /// panic or a hang. (`*`: the output is a map's dump, in no fixed order.)
+    #[test]
+    fn odd_templates_answer() {
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            ("{{ }}", Err("missing value for command")),
+            ("{{ . }}", Ok("*")),
+            ("{{ $ }}", Ok("*")),
+            (
+                "{{ $.nic.MAC.Nope }}",
+                Err("only maps and objects have fields"),
+            ),
+            (
+                "{{ index $.host.Tags 5 }}",
+                Err("unable to get 5 in [String(\"compute\"), String(\"gpu\")]"),
+            ),
+            (
+                "{{ index $.host.Tags -1 }}",
+                Err("unable to get -1 in [String(\"compute\"), String(\"gpu\")]"),
+            ),
+            ("{{ slice \"abc\" 1 }}", Err("function slice not defined")),
+            ("{{ len 3 }}", Err("unable to call len on 3")),
+            (
+                "{{ call $.host.Name }}",
+                Err("call requires the first argument to be a function"),
+            ),
+            (
+                "{{ 1 | 2 }}",
+                Err("non executable command in pipeline stage 3"),
+            ),
+            (
+                "{{ $x := 1 }}{{ $x = 2 }}{{ $x }}",
+                Err("unexpected = in operand"),
+            ),
+            ("{{ else }}", Err("unexpected {{else}}")),
+            ("{{ end }}", Err("unexpected {{end}}")),
+            (
+                "{{ range 5 }}x{{ end }}",
+                Err("invalid range Number(Number { n: U(5) })"),
+            ),
+            ("{{ with $.nope }}x{{ else }}y{{ end }}", Ok("y")),
+            (
+                "{{ printf \"%\" }}",
+                Err("unable to terminate format arg: %"),
+            ),
+            ("{{ printf \"%d\" }}", Err("unable to process verb: ")),
+            ("{{ printf \"%s %s\" 1 }}", Err("unable to format 1 as s")),
+            ("{{ printf 3 }}", Err("printf requires a format string")),
+            ("{{ repeat -1 \"a\" }}", Ok("")),
+            (
+                "{{ repeat \"a\" 2 }}",
+                Err("repeat: the count is not an integer"),
+            ),
+            ("{{ toString }}", Err("toString: wants 1 arguments, got 0")),
+            (
+                "{{ ternary 1 2 3 }}",
+                Err("ternary: wrong type for value; expected bool; got int"),
+            ),
+            ("{{ splitList \"\" \"é→\" | join \"|\" }}", Ok("é|→")),
+            ("{{ trimAll \"\" \"abc\" }}", Ok("abc")),
+            (
+                "{{ default }}",
+                Err("default: wants 1 to 2 arguments, got 0"),
+            ),
+            ("{{ quote }}{{ cat }}{{ coalesce }}", Ok("nil")),
+            (
+                "{{ join \",\" $.host }}",
+                Ok("map[Name:cn1 Provision:true Tags:[compute gpu]]"),
+            ),
+            ("{{ \"\\u00e9\" }}", Ok("é")),
+            ("{{/* c */}}", Ok("")),
+        ];
+        for (t, want) in cases {
+            let got = render(t, &data());
+            match (want, &got) {
+                (Ok("*"), Ok(_)) => {}
+                (Ok(w), Ok(g)) => assert_eq!(w, g, "{t}"),
+                (Err(w), Err(TemplateError(g))) => assert_eq!(w, g, "{t}"),
+                _ => panic!("{t}: want {want:?}, got {got:?}"),
+            }
+        }
     }
 }
