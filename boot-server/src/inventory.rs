@@ -315,7 +315,7 @@ fn nic_data(nic: &Nic, dhcp: &crate::dhcp::Settings) -> Value {
     ])
 }
 
-/// Grendel's `Endpoints`, its methods that take no argument. bootd
+/// Grendel's `Endpoints`, its methods but `ProvisionURL NAME`. bootd
 /// serves the kernel, initrds and live image under `base` (not
 /// Grendel's `/boot/TOKEN/file/…`) and `/repo/`; the others keep
 /// Grendel's shape, `base/boot/TOKEN/kickstart`, which bootd does not
@@ -340,7 +340,20 @@ fn endpoints(image: &Image, base: &str, token: &str) -> Value {
     }
     let host = base.split_once("://").map_or(base, |(_, h)| h);
     fields.push(("BootFileURL", format!("tftp://{host}/{token}")));
-    object(fields.into_iter().map(|(k, v)| (k, v.into())).collect())
+    let mut fields: Vec<(&str, Value)> = fields.into_iter().map(|(k, v)| (k, v.into())).collect();
+    // `InitrdURL N` (a method with an argument): the list, which
+    // `template` indexes.
+    fields.push((
+        "InitrdURL",
+        Value::from(
+            image
+                .initrd
+                .iter()
+                .map(|i| Value::from(absolute(base, i)))
+                .collect::<Vec<_>>(),
+        ),
+    ));
+    object(fields)
 }
 
 /// Grendel's endpoints bootd does not serve, and their paths.

@@ -666,8 +666,80 @@ fn parse(text: &str) -> Result<Template, TemplateError> {
     t.add_funcs(CHECKED);
     t.add_funcs(SPRIG);
     t.add_func("printf", printf);
-    t.parse(text).map_err(|e| TemplateError(clean(e)))?;
+    t.parse(index_calls(text))
+        .map_err(|e| TemplateError(clean(e)))?;
     Ok(t)
+}
+
+/// Go methods with an argument that the data offers as a list:
+/// `$.endpoints.InitrdURL N`.
+const INDEXED: &[&str] = &[".InitrdURL"];
+
+/// `text` with a command that starts with a call of an [`INDEXED`] method
+/// (`{{ $.endpoints.InitrdURL 0 }}`, `(… $i)`, `{{ 0 | $.endpoints.InitrdURL }}`)
+/// made an `index` of its list (gtmpl calls no method with arguments).
+/// `text` has passed [`check_closed`].
+fn index_calls(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while let Some(off) = text[i..].find("{{") {
+        i += off + 2;
+        // At the start of a command (after `{{`, `(`, `|`, `:=`, `=`, or a
+        // keyword that takes a pipeline).
+        let mut command = true;
+        // A comment only opens an action (as `check_closed` has it).
+        let trim = b[i..].starts_with(b"- ");
+        let comment_at = if trim { i + 2 } else { i };
+        while i < b.len() && !b[i..].starts_with(b"}}") {
+            match b[i] {
+                b'"' | b'\'' => {
+                    let q = b[i];
+                    i += 1;
+                    while i < b.len() && b[i] != q {
+                        i += if b[i] == b'\\' { 2 } else { 1 };
+                    }
+                    i += 1;
+                    command = false;
+                }
+                b'`' => {
+                    i += text
+                        .get(i + 1..)
+                        .and_then(|r| r.find('`'))
+                        .map_or(b.len(), |e| e + 2);
+                    command = false;
+                }
+                b'/' if i == comment_at && b[i..].starts_with(b"/*") => {
+                    i += text
+                        .get(i + 2..)
+                        .and_then(|r| r.find("*/"))
+                        .map_or(b.len(), |e| e + 4);
+                }
+                b'(' | b'|' | b'=' => {
+                    command = true;
+                    i += 1;
+                }
+                c if c.is_ascii_whitespace() || c == b'-' && command => i += 1,
+                _ => {
+                    let end = text[i..]
+                        .find(|c: char| c.is_ascii_whitespace() || "()|}\"'`".contains(c))
+                        .map_or(b.len(), |e| i + e);
+                    let word = &text[i..end];
+                    if command && INDEXED.iter().any(|m| word.ends_with(m)) {
+                        out.push_str(&text[copied..i]);
+                        out.push_str("index ");
+                        copied = i;
+                    }
+                    command = matches!(word, "if" | "range" | "with" | "else" | ":=");
+                    i = end.max(i + 1);
+                }
+            }
+        }
+        i = (i + 2).min(b.len());
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 /// Check that `text` parses.
@@ -703,7 +775,7 @@ fn exec_error(e: gtmpl::error::ExecError) -> String {
         }
         ExecError::NoFiledFor(field, _) => format!("can't evaluate field {field}"),
         ExecError::NotAFunctionButArguments(f) => {
-            format!("{f} takes no arguments here (InitrdURL and ProvisionURL are not offered)")
+            format!("{f} takes no arguments here (ProvisionURL is not offered)")
         }
         e => clean(e),
     }
@@ -1127,6 +1199,45 @@ mod tests {
                 (Err(w), Err(TemplateError(g))) => assert_eq!(w, g, "{t}"),
                 _ => panic!("{t}: want {want:?}, got {got:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn method_calls_with_an_argument_become_index() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "{{ $.endpoints.InitrdURL 0 }}",
+                "{{ index $.endpoints.InitrdURL 0 }}",
+            ),
+            (
+                "{{- 1 | $.endpoints.InitrdURL -}}",
+                "{{- 1 | index $.endpoints.InitrdURL -}}",
+            ),
+            (
+                "{{ if $e.InitrdURL 0 }}{{ ($e.InitrdURL $i) }}{{ end }}",
+                "{{ if index $e.InitrdURL 0 }}{{ (index $e.InitrdURL $i) }}{{ end }}",
+            ),
+            (
+                "{{ $x := .endpoints.InitrdURL 0 }}",
+                "{{ $x := index .endpoints.InitrdURL 0 }}",
+            ),
+            // Not a command's start, in quotes, in a comment, outside actions:
+            // left alone.
+            (
+                "{{ printf \"%v\" $.endpoints.InitrdURL }}",
+                "{{ printf \"%v\" $.endpoints.InitrdURL }}",
+            ),
+            (
+                "{{ \".InitrdURL 0\" }}{{/* .InitrdURL 0 */}}",
+                "{{ \".InitrdURL 0\" }}{{/* .InitrdURL 0 */}}",
+            ),
+            (
+                "$.endpoints.InitrdURL 0 {{ `.InitrdURL` }}",
+                "$.endpoints.InitrdURL 0 {{ `.InitrdURL` }}",
+            ),
+        ];
+        for (t, want) in cases {
+            assert_eq!(index_calls(t), *want, "{t}");
         }
     }
 }

@@ -363,6 +363,28 @@ fn grendel_data_in_templates() {
     );
 }
 
+/// `$.endpoints.InitrdURL N`, a Go method with an argument, in each way a
+/// template can call it.
+#[test]
+fn initrd_url_with_an_argument() {
+    let images = serde_json::json!({
+        "name": "t", "kernel": "vmlinuz", "initrd": ["/var/lib/grendel/initrd.img", "extra.img"],
+        "cmdline": "a={{ $.endpoints.InitrdURL 1 }} b={{ 0 | $.endpoints.InitrdURL }} \
+                    c={{ range $i, $p := $.bootimage.InitrdPaths }}{{ $.endpoints.InitrdURL $i }},{{ end }} \
+                    d={{ (printf \"%s\" ($.endpoints.InitrdURL 1)) }} e={{ \"$.endpoints.InitrdURL 1\" }}"
+    })
+    .to_string();
+    let hosts = host_json("t");
+    let (_, _, inv) = import_with(&[], &[("hosts.json", &hosts), ("images.json", &images)]);
+    assert_eq!(
+        kernel_line(&inv, "aa:bb:cc:00:00:01"),
+        "kernel http://10.0.0.1:8080/vmlinuz initrd=initrd.img initrd=extra.img \
+         a=http://10.0.0.1:8080/extra.img b=http://10.0.0.1:8080/initrd.img \
+         c=http://10.0.0.1:8080/initrd.img,http://10.0.0.1:8080/extra.img, \
+         d=http://10.0.0.1:8080/extra.img e=$.endpoints.InitrdURL 1 nodeboot.token=abc123"
+    );
+}
+
 /// Every valid file imports on its own, and the invalid one does not.
 #[test]
 fn every_file_alone() {
