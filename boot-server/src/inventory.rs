@@ -476,6 +476,7 @@ impl Inventory {
             ..Inventory::default()
         };
         let mut image_names: HashMap<String, usize> = HashMap::new();
+        let mut compiled = Vec::new();
         for (i, im) in raw.image.iter().enumerate() {
             let f = |n: &str| format!("image[{i}].{n}");
             if im.name.get_ref().is_empty() {
@@ -499,10 +500,14 @@ impl Inventory {
                 .as_ref()
                 .map(|c| c.get_ref().clone())
                 .unwrap_or_default();
-            if let Some(c) = &im.cmdline {
-                template::check(c.get_ref())
-                    .map_err(|e| err(c.span(), f("cmdline"), format!("bad template: {e}")))?;
-            }
+            // Parsed once here, rendered below for each host using it.
+            compiled.push(template::compile(&cmdline).map_err(|e| {
+                err(
+                    im.cmdline.as_ref().map_or(im.name.span(), |c| c.span()),
+                    f("cmdline"),
+                    format!("bad template: {e}"),
+                )
+            })?);
             inv.images.push(Image {
                 name: im.name.get_ref().clone(),
                 kernel: im.kernel.get_ref().clone(),
@@ -646,7 +651,7 @@ impl Inventory {
                 for nic in host.interfaces.iter().filter(|n| n.mac.is_some() && !n.bmc) {
                     let data =
                         template_data(&inv.dhcp, &host, nic, image, "http://bootd.invalid", "");
-                    if let Err(e) = template::render(&image.cmdline, &data) {
+                    if let Err(e) = compiled[i].render(&data) {
                         let span = raw_im
                             .cmdline
                             .as_ref()

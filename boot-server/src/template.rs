@@ -7,8 +7,10 @@
 //!
 //! Bounded: a template is at most [`MAX_TEMPLATE`] bytes, its output at
 //! most [`MAX_OUTPUT`] (and so is every string a function makes), `range`
-//! does not nest, `define`/`template`/`block` (recursion) are refused, and
-//! `printf` widths are at most [`MAX_OUTPUT`].
+//! does not nest and its bodies hold at most [`MAX_RANGE_ACTIONS`] actions
+//! (over lists of the data, or of `splitList`: at most [`MAX_LIST`]),
+//! `define`/`template`/`block` (recursion) are refused, and `printf`
+//! widths are at most [`MAX_OUTPUT`].
 //!
 //! gtmpl 0.7 quirks handled here: an action left open at the end of the
 //! text (`{{ $.host.Name `) makes its parser spin forever, so [`check`]
@@ -71,8 +73,13 @@ fn to_string(args: &[Value]) -> Result<Value, FuncError> {
     out("toString", go_string(&args[0]))
 }
 
+/// Actions accepted inside `range` bodies, all together, and the longest
+/// list `splitList` makes: what a range does is bounded by their product.
+pub const MAX_RANGE_ACTIONS: usize = 16;
+pub const MAX_LIST: usize = 64;
+
 /// Longest template accepted (bytes).
-pub const MAX_TEMPLATE: usize = 16 * 1024;
+pub const MAX_TEMPLATE: usize = 8 * 1024;
 /// Longest output, and longest string a function may make (bytes): a
 /// kernel command line is at most 2048 (x86) to 4096 bytes.
 pub const MAX_OUTPUT: usize = 4096;
@@ -288,10 +295,18 @@ fn split_list(args: &[Value]) -> Result<Value, FuncError> {
     let sep = string("splitList", &args[0])?;
     let s = string("splitList", &args[1])?;
     let parts: Vec<Value> = if sep.is_empty() {
-        s.chars().map(|c| Value::from(c.to_string())).collect()
+        s.chars()
+            .take(MAX_LIST + 1)
+            .map(|c| Value::from(c.to_string()))
+            .collect()
     } else {
-        s.split(sep).map(Value::from).collect()
+        s.split(sep).take(MAX_LIST + 1).map(Value::from).collect()
     };
+    if parts.len() > MAX_LIST {
+        return Err(FuncError::Generic(format!(
+            "splitList: more than {MAX_LIST} parts"
+        )));
+    }
     Ok(Value::from(parts))
 }
 
@@ -485,6 +500,8 @@ fn check_closed(text: &str) -> Result<(), TemplateError> {
     // The open blocks, by keyword: `range` inside `range` is refused (the
     // work of nested loops multiplies).
     let mut blocks: Vec<&str> = Vec::new();
+    // Actions inside ranges, all ranges together.
+    let mut in_ranges = 0usize;
     while let Some(off) = text[i..].find("{{") {
         let start = i + off;
         i = start + 2;
@@ -497,6 +514,15 @@ fn check_closed(text: &str) -> Result<(), TemplateError> {
             .take_while(char::is_ascii_alphabetic)
             .collect();
         let col = || text[..start].chars().count() + 1;
+        if blocks.contains(&"range") && word != "end" {
+            in_ranges += 1;
+            if in_ranges > MAX_RANGE_ACTIONS {
+                return Err(TemplateError(format!(
+                    "more than {MAX_RANGE_ACTIONS} actions inside ranges (at character {})",
+                    col()
+                )));
+            }
+        }
         match word.as_str() {
             "if" | "with" => blocks.push("if"),
             "range" => {
@@ -747,9 +773,27 @@ pub fn check(text: &str) -> Result<(), TemplateError> {
     parse(text).map(|_| ())
 }
 
+/// A parsed template, to render for many hosts.
+pub struct Compiled(Template);
+
+/// Parse `text` once (see [`Compiled::render`]).
+pub fn compile(text: &str) -> Result<Compiled, TemplateError> {
+    parse(text).map(Compiled)
+}
+
 /// Render `text` with `data` as `.` (and `$`).
 pub fn render(text: &str, data: &Value) -> Result<String, TemplateError> {
-    let t = parse(text)?;
+    compile(text)?.render(data)
+}
+
+impl Compiled {
+    /// Render with `data` as `.` (and `$`).
+    pub fn render(&self, data: &Value) -> Result<String, TemplateError> {
+        execute(&self.0, data)
+    }
+}
+
+fn execute(t: &Template, data: &Value) -> Result<String, TemplateError> {
     let mut w = Bounded(Vec::new());
     match t.execute(&mut w, &Context::from(data.clone())) {
         Ok(()) => String::from_utf8(w.0).map_err(|e| TemplateError(e.to_string())),
@@ -1091,6 +1135,17 @@ mod tests {
                 "{{define}} at character 1: a command line has no named templates",
             ),
             (
+                &format!(
+                    "{{{{ range $.host.Tags }}}}{}{{{{ end }}}}",
+                    "{{ . }}".repeat(17)
+                ),
+                "more than 16 actions inside ranges (at character 136)",
+            ),
+            (
+                r#"{{ splitList "" (repeat 65 "a") }}"#,
+                "splitList: more than 64 parts",
+            ),
+            (
                 r#"{{ block "a" . }}x{{ end }}"#,
                 "{{block}} at character 1: a command line has no named templates",
             ),
@@ -1114,7 +1169,7 @@ mod tests {
         assert_eq!(
             check(&"x".repeat(MAX_TEMPLATE + 1)),
             Err(TemplateError(format!(
-                "longer than {MAX_TEMPLATE} bytes (16385)"
+                "longer than {MAX_TEMPLATE} bytes (8193)"
             )))
         );
     }
