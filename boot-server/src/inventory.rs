@@ -1336,6 +1336,29 @@ pub fn import_grendel_files(files: &[(&str, &str)]) -> anyhow::Result<(String, V
     Ok((text, notes))
 }
 
+/// [`import_grendel_files`] of files read (at most [`MAX_GRENDEL_JSON`]
+/// bytes each), named by their path.
+pub fn import_grendel_paths(paths: &[PathBuf]) -> anyhow::Result<(String, Vec<String>)> {
+    use anyhow::Context;
+    use std::io::Read;
+    let mut texts = Vec::new();
+    for p in paths {
+        let mut text = String::new();
+        std::fs::File::open(p)
+            .and_then(|f| {
+                f.take(MAX_GRENDEL_JSON as u64 + 1)
+                    .read_to_string(&mut text)
+            })
+            .with_context(|| format!("reading {}", p.display()))?;
+        texts.push((p.display().to_string(), text));
+    }
+    let named: Vec<(&str, &str)> = texts
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    import_grendel_files(&named)
+}
+
 /// [`import_grendel_files`] of a hosts file and an images file.
 pub fn import_grendel(
     hosts_json: &str,

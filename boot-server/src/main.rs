@@ -207,25 +207,7 @@ impl LimitArgs {
 
 fn import_grendel(files: &[PathBuf], output: Option<&std::path::Path>) -> anyhow::Result<()> {
     use anyhow::Context;
-    use nodeboot_boot_server::inventory::{import_grendel_files, MAX_GRENDEL_JSON};
-    let mut texts = Vec::new();
-    for p in files {
-        let mut text = String::new();
-        std::io::Read::read_to_string(
-            &mut std::io::Read::take(
-                std::fs::File::open(p).with_context(|| format!("reading {}", p.display()))?,
-                MAX_GRENDEL_JSON as u64 + 1,
-            ),
-            &mut text,
-        )
-        .with_context(|| format!("reading {}", p.display()))?;
-        texts.push((p.display().to_string(), text));
-    }
-    let named: Vec<(&str, &str)> = texts
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
-    let (text, notes) = import_grendel_files(&named)?;
+    let (text, notes) = nodeboot_boot_server::inventory::import_grendel_paths(files)?;
     for n in notes {
         eprintln!("bootd: {n}");
     }
