@@ -151,8 +151,8 @@ fn https_hosts_one_without_mac_or_image_and_verify() {
     );
     has_note(
         &notes,
-        "image flatcar: verify = true left out: bootd has iPXE verify no signatures \
-         (see the README's Secure Boot for signed boots)",
+        "image flatcar: verify = true left out: bootd's iPXE scripts check no signatures \
+         (for signed boots: the README's GRUB and Secure Boot chain)",
     );
     assert_eq!(notes.len(), 1, "{notes:#?}");
 }
