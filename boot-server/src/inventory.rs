@@ -87,6 +87,10 @@ struct RawNic {
     ip: Option<Spanned<String>>,
     #[serde(default)]
     bmc: bool,
+    fqdn: Option<String>,
+    ifname: Option<String>,
+    vlan: Option<String>,
+    mtu: Option<u16>,
 }
 
 /// A boot image.
@@ -102,13 +106,19 @@ pub struct Image {
 }
 
 /// A network interface.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Nic {
     /// Lowercase, colon-separated.
     pub mac: Option<String>,
     /// As written: an address, with or without `/prefix`.
     pub ip: Option<String>,
     pub bmc: bool,
+    /// Grendel's `fqdn`, `ifname`, `vlan` and `mtu`, for the cmdline
+    /// template (`$.nic.FQDN`, `$.nic.Name`, `$.nic.VLAN`, `$.nic.MTU`).
+    pub fqdn: Option<String>,
+    pub ifname: Option<String>,
+    pub vlan: Option<String>,
+    pub mtu: Option<u16>,
 }
 
 /// A host.
@@ -221,50 +231,213 @@ fn valid_ip(s: &str) -> bool {
     prefix.is_none_or(|p| p.parse::<u8>().is_ok_and(|n| n <= max) && !p.starts_with('+'))
 }
 
-/// What the cmdline template sees for one host and interface.
-pub fn template_data(host: &Host, nic: &Nic, image: &Image, address: &str) -> Value {
+/// Go's `netip.Prefix` of an interface's address as Grendel prints it
+/// (`10.0.2.15/24`; an address written without `/prefix` gets the
+/// inventory's `[dhcp]` prefix), or `None`.
+fn prefix(nic: &Nic, default_prefix: u8) -> Option<(std::net::IpAddr, u8)> {
+    let ip = nic.ip.as_deref()?;
+    let (a, p) = match ip.split_once('/') {
+        Some((a, p)) => (a, p.parse().ok()?),
+        None => (ip, default_prefix),
+    };
+    Some((a.parse().ok()?, p))
+}
+
+/// Grendel's `model.NetInterface` with its methods that take no argument
+/// (`AddrString`, `CIDR`, `NetmaskString`, `Gateway`, `DNS`, …; Gateway,
+/// DNS and DomainSearch from the inventory's `[dhcp]`).
+fn nic_data(nic: &Nic, dhcp: &crate::dhcp::Settings) -> Value {
+    let p = prefix(nic, dhcp.prefix);
+    let cidr = p.map(|(a, l)| format!("{a}/{l}")).unwrap_or_default();
+    let netmask = match p {
+        Some((_, l)) if l <= 32 => {
+            std::net::Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(l)).unwrap_or(0))
+                .to_string()
+        }
+        _ => "<nil>".to_string(),
+    };
+    let fqdn = nic.fqdn.clone().unwrap_or_default();
+    let short = fqdn.split('.').next().unwrap_or_default().to_string();
+    let domain = match fqdn.split_once('.') {
+        Some((_, d)) => d.to_string(),
+        None => fqdn.clone(),
+    };
+    let dns: Vec<Value> = dhcp
+        .dns
+        .iter()
+        .map(|d| Value::from(d.to_string()))
+        .collect();
+    let mtu = nic.mtu.unwrap_or(0);
+    object(vec![
+        ("ID", 0.into()),
+        ("MAC", nic.mac.clone().unwrap_or_default().into()),
+        ("Name", nic.ifname.clone().unwrap_or_default().into()),
+        (
+            "IP",
+            if cidr.is_empty() {
+                "invalid Prefix".to_string()
+            } else {
+                cidr.clone()
+            }
+            .into(),
+        ),
+        ("FQDN", fqdn.clone().into()),
+        ("BMC", nic.bmc.into()),
+        ("VLAN", nic.vlan.clone().unwrap_or_default().into()),
+        ("MTU", mtu.into()),
+        ("CIDR", cidr.into()),
+        (
+            "AddrString",
+            p.map(|(a, _)| a.to_string()).unwrap_or_default().into(),
+        ),
+        ("NetmaskString", netmask.into()),
+        (
+            "Gateway",
+            dhcp.router
+                .map_or("invalid IP".to_string(), |r| r.to_string())
+                .into(),
+        ),
+        ("DNS", Value::from(dns.clone())),
+        ("DNSList", Value::from(dns)),
+        (
+            "DomainSearch",
+            Value::from(
+                dhcp.domain
+                    .iter()
+                    .map(|d| Value::from(d.clone()))
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        ("InterfaceMTU", (if mtu == 0 { 1500 } else { mtu }).into()),
+        ("HostName", fqdn.into()),
+        ("ShortName", short.into()),
+        ("Domain", domain.into()),
+    ])
+}
+
+/// Grendel's `Endpoints`, its methods but `ProvisionURL NAME`. bootd
+/// serves the kernel, initrds and live image under `base` (not
+/// Grendel's `/boot/TOKEN/file/…`) and `/repo/`; the others keep
+/// Grendel's shape, `base/boot/TOKEN/kickstart`, which bootd does not
+/// serve ([`UNSERVED_ENDPOINTS`]).
+fn endpoints(image: &Image, base: &str, token: &str) -> Value {
+    let base = base.trim_end_matches('/');
+    let grendel = |e: &str| format!("{base}/boot/{token}/{e}");
+    let mut fields = vec![
+        ("BaseURL", base.to_string()),
+        ("RepoURL", format!("{base}/repo")),
+        ("KernelURL", absolute(base, &image.kernel)),
+        (
+            "LiveImageURL",
+            image
+                .liveimg
+                .as_deref()
+                .map_or_else(|| grendel("file/liveimg"), |l| absolute(base, l)),
+        ),
+    ];
+    for (name, e) in UNSERVED_ENDPOINTS {
+        fields.push((name, grendel(e)));
+    }
+    let host = base.split_once("://").map_or(base, |(_, h)| h);
+    fields.push(("BootFileURL", format!("tftp://{host}/{token}")));
+    let mut fields: Vec<(&str, Value)> = fields.into_iter().map(|(k, v)| (k, v.into())).collect();
+    // `InitrdURL N` (a method with an argument): the list, which
+    // `template` indexes.
+    fields.push((
+        "InitrdURL",
+        Value::from(
+            image
+                .initrd
+                .iter()
+                .map(|i| Value::from(absolute(base, i)))
+                .collect::<Vec<_>>(),
+        ),
+    ));
+    object(fields)
+}
+
+/// Grendel's endpoints bootd does not serve, and their paths.
+pub const UNSERVED_ENDPOINTS: &[(&str, &str)] = &[
+    ("RootFSURL", "file/rootfs"),
+    ("KickstartURL", "kickstart"),
+    ("IpxeURL", "ipxe"),
+    ("CompleteURL", "complete"),
+    ("CloudInitURL", "cloud-init/"),
+    ("UserDataURL", "cloud-init/user-data"),
+    ("MetaDataURL", "cloud-init/meta-data"),
+    ("VendorDataURL", "cloud-init/vendor-data"),
+    ("IgnitionURL", "pxe-config.ign"),
+    ("ProxmoxURL", "proxmox"),
+];
+
+/// What the cmdline template sees for one host and interface: Grendel's
+/// data (`token`, `endpoints`, `bootimage`, `nic`, `host`, `rootpw`,
+/// `adminSSHPubKeys`, upstream's `headers`) as a Go map, so a missing key
+/// prints `<no value>`, and bootd's `image`, `liveimg` (the live image's
+/// URL) and `address` (`base`).
+pub fn template_data(
+    dhcp: &crate::dhcp::Settings,
+    host: &Host,
+    nic: &Nic,
+    image: &Image,
+    address: &str,
+    token: &str,
+) -> Value {
     let liveimg = image
         .liveimg
         .as_deref()
         .map(|l| absolute(address, l))
         .unwrap_or_default();
+    let strings =
+        |v: &[String]| Value::from(v.iter().map(|t| Value::from(t.clone())).collect::<Vec<_>>());
     let img = object(vec![
+        ("ID", 0.into()),
+        ("UID", "".into()),
         ("Name", image.name.clone().into()),
         ("KernelPath", image.kernel.clone().into()),
+        ("InitrdPaths", strings(&image.initrd)),
         (
             "LiveImage",
             image.liveimg.clone().unwrap_or_default().into(),
         ),
+        ("CommandLine", image.cmdline.clone().into()),
+        ("Verify", false.into()),
+        ("ProvisionTemplates", template::map(vec![])),
     ]);
-    object(vec![
+    template::map(vec![
+        ("token", token.to_string().into()),
+        ("endpoints", endpoints(image, address, token)),
         (
             "host",
             object(vec![
+                ("ID", 0.into()),
+                ("UID", "".into()),
                 ("Name", host.name.clone().into()),
                 (
-                    "Tags",
+                    "Interfaces",
                     Value::from(
-                        host.tags
+                        host.interfaces
                             .iter()
-                            .map(|t| Value::from(t.clone()))
+                            .map(|n| nic_data(n, dhcp))
                             .collect::<Vec<_>>(),
                     ),
                 ),
+                ("Bonds", Value::from(Vec::<Value>::new())),
+                ("Tags", strings(&host.tags)),
                 ("Provision", host.provision.into()),
+                (
+                    "Firmware",
+                    host.firmware.map(|f| f.name).unwrap_or_default().into(),
+                ),
                 ("BootImage", host.image.clone().unwrap_or_default().into()),
             ]),
         ),
-        (
-            "nic",
-            object(vec![
-                ("MAC", nic.mac.clone().unwrap_or_default().into()),
-                ("IP", nic.ip.clone().unwrap_or_default().into()),
-                ("BMC", nic.bmc.into()),
-            ]),
-        ),
-        ("image", img.clone()),
-        // Grendel's own name for it.
-        ("bootimage", img),
+        ("nic", nic_data(nic, dhcp)),
+        ("bootimage", img.clone()),
+        ("rootpw", "".into()),
+        ("adminSSHPubKeys", Value::from(Vec::<Value>::new())),
+        ("headers", template::map(vec![])),
+        ("image", img),
         ("liveimg", liveimg.into()),
         ("address", address.to_string().into()),
     ])
@@ -303,6 +476,7 @@ impl Inventory {
             ..Inventory::default()
         };
         let mut image_names: HashMap<String, usize> = HashMap::new();
+        let mut compiled = Vec::new();
         for (i, im) in raw.image.iter().enumerate() {
             let f = |n: &str| format!("image[{i}].{n}");
             if im.name.get_ref().is_empty() {
@@ -326,10 +500,14 @@ impl Inventory {
                 .as_ref()
                 .map(|c| c.get_ref().clone())
                 .unwrap_or_default();
-            if let Some(c) = &im.cmdline {
-                template::check(c.get_ref())
-                    .map_err(|e| err(c.span(), f("cmdline"), format!("bad template: {e}")))?;
-            }
+            // Parsed once here, rendered below for each host using it.
+            compiled.push(template::compile(&cmdline).map_err(|e| {
+                err(
+                    im.cmdline.as_ref().map_or(im.name.span(), |c| c.span()),
+                    f("cmdline"),
+                    format!("bad template: {e}"),
+                )
+            })?);
             inv.images.push(Image {
                 name: im.name.get_ref().clone(),
                 kernel: im.kernel.get_ref().clone(),
@@ -418,6 +596,10 @@ impl Inventory {
                     mac,
                     ip: rn.ip.as_ref().map(|s| s.get_ref().clone()),
                     bmc: rn.bmc,
+                    fqdn: rn.fqdn.clone(),
+                    ifname: rn.ifname.clone(),
+                    vlan: rn.vlan.clone(),
+                    mtu: rn.mtu,
                 });
             }
             if let Some(k) = &rh.key {
@@ -467,8 +649,9 @@ impl Inventory {
             if let (Some(i), Some(raw_im)) = (image_idx, image_idx.map(|i| &raw.image[i])) {
                 let image = &inv.images[i];
                 for nic in host.interfaces.iter().filter(|n| n.mac.is_some() && !n.bmc) {
-                    let data = template_data(&host, nic, image, "http://bootd.invalid");
-                    if let Err(e) = template::render(&image.cmdline, &data) {
+                    let data =
+                        template_data(&inv.dhcp, &host, nic, image, "http://bootd.invalid", "");
+                    if let Err(e) = compiled[i].render(&data) {
                         let span = raw_im
                             .cmdline
                             .as_ref()
@@ -553,7 +736,10 @@ pub fn entry<'a>(
     let Some(image) = host.image.as_deref().and_then(|n| inv.image(n)) else {
         return Some(Err(format!("host {} has no boot image", host.name)));
     };
-    let data = template_data(host, nic, image, base);
+    // `$.token`: the token of `nodeboot.token=…`, Grendel's boot token's
+    // counterpart.
+    let token = extra.strip_prefix("nodeboot.token=").unwrap_or_default();
+    let data = template_data(&inv.dhcp, host, nic, image, base, token);
     let mut cmdline = match template::render(&image.cmdline, &data) {
         Ok(c) => c,
         Err(e) => return Some(Err(format!("image {} cmdline: {e}", image.name))),
@@ -827,47 +1013,77 @@ impl Live {
 
 // ---- Grendel import -------------------------------------------------------
 
-/// Grendel's `model.Host` as JSON (`boot_image`, `interfaces`,
-/// `firmware`, …); fields bootd has no use for (`id`) are ignored.
+/// Grendel's `model.Host` as JSON (`boot_image`, `interfaces`, `bonds`,
+/// `firmware`, …); `id`/`uid`/`_id` are ignored, as are unknown fields
+/// (as Go's encoding/json does). `null` is as absent.
 #[derive(Debug, Deserialize)]
 struct GrendelHost {
-    name: String,
+    name: Option<String>,
     #[serde(default)]
-    provision: bool,
+    provision: Option<bool>,
     #[serde(default)]
-    boot_image: String,
+    boot_image: Option<String>,
     #[serde(default)]
     tags: Option<Vec<String>>,
     #[serde(default)]
     interfaces: Option<Vec<GrendelNic>>,
     #[serde(default)]
-    firmware: String,
+    bonds: Option<Vec<GrendelBond>>,
+    #[serde(default)]
+    firmware: Option<String>,
 }
 
-/// Grendel's `model.NetInterface` (`mac`, `ip`, `bmc`; `ifname`, `fqdn`,
-/// `vlan`, `mtu` ignored).
+/// Grendel's `model.NetInterface`.
 #[derive(Debug, Deserialize)]
 struct GrendelNic {
     #[serde(default)]
-    mac: String,
+    mac: Option<String>,
     #[serde(default)]
-    ip: String,
+    ip: Option<String>,
     #[serde(default)]
-    bmc: bool,
+    bmc: Option<bool>,
+    #[serde(default)]
+    fqdn: Option<String>,
+    #[serde(default)]
+    ifname: Option<String>,
+    #[serde(default)]
+    vlan: Option<String>,
+    #[serde(default)]
+    mtu: Option<u16>,
 }
 
-/// Grendel's `model.BootImage` (`kernel`, `initrd`, `liveimg`, `cmdline`;
-/// `verify`, `provision_template(s)`, `user_data`, `butane` ignored).
+/// Grendel's `model.Bond`: an interface and its peers' MACs.
+#[derive(Debug, Deserialize)]
+struct GrendelBond {
+    #[serde(default)]
+    ifname: Option<String>,
+    #[serde(default)]
+    ip: Option<String>,
+    #[serde(default)]
+    peers: Option<Vec<String>>,
+}
+
+/// Grendel's `model.BootImage` (upstream's and the fork's fields).
 #[derive(Debug, Deserialize)]
 struct GrendelImage {
-    name: String,
-    kernel: String,
+    name: Option<String>,
+    kernel: Option<String>,
     #[serde(default)]
     initrd: Option<Vec<String>>,
     #[serde(default)]
-    liveimg: String,
+    liveimg: Option<String>,
     #[serde(default)]
-    cmdline: String,
+    cmdline: Option<String>,
+    #[serde(default)]
+    verify: Option<bool>,
+    #[serde(default)]
+    provision_templates: Option<HashMap<String, String>>,
+    #[serde(default)]
+    provision_template: Option<String>,
+    #[serde(default)]
+    user_data: Option<String>,
+    #[serde(default)]
+    butane: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -905,6 +1121,14 @@ struct OutNic {
     #[serde(skip_serializing_if = "Option::is_none")]
     ip: Option<String>,
     bmc: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fqdn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ifname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vlan: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mtu: Option<u16>,
 }
 
 /// Grendel's paths are files on its server (`/var/lib/grendel/vmlinuz`):
@@ -920,60 +1144,238 @@ fn served(path: &str, notes: &mut Vec<String>) -> String {
     }
 }
 
-/// Convert Grendel's hosts and images JSON (arrays, as `grendel host
-/// export` / the API give them) into an inventory, checked. Returns the
-/// TOML text and notes for the operator.
-pub fn import_grendel(
-    hosts_json: &str,
-    images_json: &str,
-) -> anyhow::Result<(String, Vec<String>)> {
-    use anyhow::Context;
-    let hosts: Vec<GrendelHost> =
-        serde_json::from_str(hosts_json).context("reading Grendel's hosts JSON")?;
-    let images: Vec<GrendelImage> =
-        serde_json::from_str(images_json).context("reading Grendel's images JSON")?;
+/// `""` and absent alike.
+fn given(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.is_empty())
+}
+
+/// Grendel's placeholders before it templated the command line (commit
+/// 63f2b22, 2022): since then Go passes them literally, and so does bootd.
+const OLD_PLACEHOLDERS: &[(&str, &str)] = &[
+    ("$mac", "{{ $.nic.MAC }}"),
+    ("$liveimg", "{{ $.endpoints.LiveImageURL }}"),
+    ("$kickstart", "{{ $.endpoints.KickstartURL }}"),
+    ("$repo", "{{ $.endpoints.RepoURL }}"),
+    ("$cloudinit", "{{ $.endpoints.CloudInitURL }}"),
+];
+
+/// Largest Grendel JSON file read (bytes).
+pub const MAX_GRENDEL_JSON: usize = 64 << 20;
+
+/// `FILE:LINE:COLUMN: REASON` of a JSON syntax error (serde_json's message
+/// without its own " at line L column C").
+fn json_error(file: &str, e: &serde_json::Error) -> anyhow::Error {
+    let msg = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let msg = msg.strip_suffix(&suffix).unwrap_or(&msg);
+    anyhow::anyhow!(
+        "{file}:{}:{}: not valid JSON: {msg} (Grendel's encoding/json refuses it too)",
+        e.line(),
+        e.column()
+    )
+}
+
+/// Convert Grendel's JSON files into an inventory, checked. Each file
+/// (`(name, text)`, the name for messages) holds hosts (`model.Host`),
+/// boot images (`model.BootImage`, told by their `kernel`) or both, as
+/// an array or a single object, in any order. Returns the TOML text and
+/// notes for the operator (what was changed or left out, and why).
+pub fn import_grendel_files(files: &[(&str, &str)]) -> anyhow::Result<(String, Vec<String>)> {
+    use anyhow::{bail, Context};
+    let mut hosts: Vec<(String, usize, GrendelHost)> = Vec::new();
+    let mut images: Vec<(String, usize, GrendelImage)> = Vec::new();
+    for &(file, text) in files {
+        if text.len() > MAX_GRENDEL_JSON {
+            bail!("{file}: larger than {MAX_GRENDEL_JSON} bytes");
+        }
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| json_error(file, &e))?;
+        let items = match v {
+            serde_json::Value::Array(a) => a,
+            o @ serde_json::Value::Object(_) => vec![o],
+            other => bail!(
+                "{file}: want a JSON array of Grendel hosts or images (or one object), not {}",
+                match other {
+                    serde_json::Value::Null => "null",
+                    serde_json::Value::Bool(_) => "a boolean",
+                    serde_json::Value::Number(_) => "a number",
+                    _ => "a string",
+                }
+            ),
+        };
+        for (i, item) in items.into_iter().enumerate() {
+            let is_image = item.get("kernel").is_some();
+            let what = if is_image { "image" } else { "host" };
+            let at = format!("{file}: [{i}] (a {what})");
+            if !item.is_object() {
+                bail!("{file}: [{i}]: want an object (a Grendel host or image)");
+            }
+            if is_image {
+                let im: GrendelImage = serde_json::from_value(item).with_context(|| at.clone())?;
+                images.push((file.to_string(), i, im));
+            } else {
+                let h: GrendelHost = serde_json::from_value(item).with_context(|| at.clone())?;
+                hosts.push((file.to_string(), i, h));
+            }
+        }
+    }
     let mut notes = Vec::new();
-    let out = OutInventory {
-        image: images
-            .into_iter()
-            .map(|i| OutImage {
-                kernel: served(&i.kernel, &mut notes),
-                initrd: i
-                    .initrd
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|p| served(p, &mut notes))
-                    .collect(),
-                liveimg: (!i.liveimg.is_empty()).then(|| served(&i.liveimg, &mut notes)),
-                cmdline: i.cmdline,
-                name: i.name,
-            })
-            .collect(),
-        host: hosts
-            .into_iter()
-            .map(|h| OutHost {
-                name: h.name,
-                image: (!h.boot_image.is_empty()).then_some(h.boot_image),
-                provision: h.provision,
-                firmware: (!h.firmware.is_empty()).then_some(h.firmware),
-                tags: h.tags.unwrap_or_default(),
-                interfaces: h
-                    .interfaces
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|n| OutNic {
-                        mac: (!n.mac.is_empty()).then_some(n.mac),
-                        ip: (!n.ip.is_empty()).then_some(n.ip),
-                        bmc: n.bmc,
-                    })
-                    .collect(),
-            })
-            .collect(),
+    let mut out = OutInventory {
+        image: vec![],
+        host: vec![],
     };
+    for (file, i, im) in images {
+        let name =
+            given(im.name).with_context(|| format!("{file}: [{i}]: an image without a name"))?;
+        let kernel =
+            given(im.kernel).with_context(|| format!("{file}: image {name}: no kernel"))?;
+        let cmdline = im.cmdline.unwrap_or_default();
+        for (old, new) in OLD_PLACEHOLDERS {
+            let found = cmdline.match_indices(old).any(|(at, _)| {
+                !cmdline[at + old.len()..]
+                    .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            });
+            if found {
+                notes.push(format!(
+                    "image {name}: cmdline has {old}, an old Grendel placeholder that Grendel \
+                     (since 2022) and bootd pass literally: write {new}"
+                ));
+            }
+        }
+        for (e, _) in UNSERVED_ENDPOINTS {
+            if cmdline.contains(&format!(".{e}")) {
+                notes.push(format!(
+                    "image {name}: cmdline uses $.endpoints.{e}, which bootd does not serve \
+                     (it renders Grendel's BASE/boot/TOKEN/… URL)"
+                ));
+            }
+        }
+        if im.verify == Some(true) {
+            notes.push(format!(
+                "image {name}: verify = true left out: bootd's iPXE scripts check no signatures \
+                 (for signed boots: the README's GRUB and Secure Boot chain)"
+            ));
+        }
+        let templates = im.provision_templates.is_some_and(|t| !t.is_empty())
+            || [im.provision_template, im.user_data, im.butane]
+                .into_iter()
+                .any(|t| given(t).is_some());
+        if templates {
+            notes.push(format!(
+                "image {name}: provision templates (kickstart, cloud-init, butane) left out: \
+                 bootd serves none"
+            ));
+        }
+        out.image.push(OutImage {
+            kernel: served(&kernel, &mut notes),
+            initrd: im
+                .initrd
+                .unwrap_or_default()
+                .iter()
+                .map(|p| served(p, &mut notes))
+                .collect(),
+            liveimg: given(im.liveimg).map(|l| served(&l, &mut notes)),
+            cmdline,
+            name,
+        });
+    }
+    for (file, i, h) in hosts {
+        let name =
+            given(h.name).with_context(|| format!("{file}: [{i}]: a host without a name"))?;
+        let provision = h.provision.unwrap_or(false);
+        let mut image = given(h.boot_image);
+        if let Some(im) = &image {
+            if !out.image.iter().any(|i| &i.name == im) {
+                notes.push(format!(
+                    "host {name}: boot_image {im:?} left out: no image of that name was imported \
+                     (import its JSON too, or set image = in the inventory)"
+                ));
+                image = None;
+            }
+        }
+        if provision && image.is_none() {
+            notes.push(format!(
+                "host {name}: provision = true without an image: it gets no boot config until it has one"
+            ));
+        }
+        let mut interfaces = Vec::new();
+        for (n, nic) in h.interfaces.unwrap_or_default().into_iter().enumerate() {
+            let mac = match given(nic.mac) {
+                Some(m) => Some(normalise_mac(&m).with_context(|| {
+                    format!("{file}: host {name} interfaces[{n}].mac: bad MAC {m:?} (want aa:bb:cc:dd:ee:ff)")
+                })?),
+                None => None,
+            };
+            let ip = given(nic.ip);
+            if let Some(ip) = &ip {
+                if !valid_ip(ip) {
+                    bail!(
+                        "{file}: host {name} interfaces[{n}].ip: bad IP {ip:?} (want 10.0.0.1/24)"
+                    );
+                }
+            }
+            interfaces.push(OutNic {
+                mac,
+                ip,
+                bmc: nic.bmc.unwrap_or(false),
+                fqdn: given(nic.fqdn),
+                ifname: given(nic.ifname),
+                vlan: given(nic.vlan),
+                mtu: nic.mtu.filter(|&m| m != 0),
+            });
+        }
+        for b in h.bonds.unwrap_or_default() {
+            notes.push(format!(
+                "host {name}: bond {} ({}, peers {}) left out: the inventory has no bonds \
+                 ($.host.Bonds is empty)",
+                given(b.ifname).unwrap_or_else(|| "(no ifname)".into()),
+                given(b.ip).unwrap_or_else(|| "no ip".into()),
+                b.peers.unwrap_or_default().join(" ")
+            ));
+        }
+        out.host.push(OutHost {
+            name,
+            image,
+            provision,
+            firmware: given(h.firmware),
+            tags: h.tags.unwrap_or_default(),
+            interfaces,
+        });
+    }
     let text = toml::to_string(&out).context("writing the inventory")?;
     Inventory::parse(&text, "the converted inventory")
         .context("Grendel's data does not make a valid inventory")?;
     Ok((text, notes))
+}
+
+/// [`import_grendel_files`] of files read (at most [`MAX_GRENDEL_JSON`]
+/// bytes each), named by their path.
+pub fn import_grendel_paths(paths: &[PathBuf]) -> anyhow::Result<(String, Vec<String>)> {
+    use anyhow::Context;
+    use std::io::Read;
+    let mut texts = Vec::new();
+    for p in paths {
+        let mut text = String::new();
+        std::fs::File::open(p)
+            .and_then(|f| {
+                f.take(MAX_GRENDEL_JSON as u64 + 1)
+                    .read_to_string(&mut text)
+            })
+            .with_context(|| format!("reading {}", p.display()))?;
+        texts.push((p.display().to_string(), text));
+    }
+    let named: Vec<(&str, &str)> = texts
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    import_grendel_files(&named)
+}
+
+/// [`import_grendel_files`] of a hosts file and an images file.
+pub fn import_grendel(
+    hosts_json: &str,
+    images_json: &str,
+) -> anyhow::Result<(String, Vec<String>)> {
+    import_grendel_files(&[("hosts JSON", hosts_json), ("images JSON", images_json)])
 }
 
 #[cfg(test)]
@@ -1134,8 +1536,8 @@ mac = "52:54:00:12:34:57"
                 "inv.toml:4: unknown field `kernal`, expected one of `name`, `kernel`, `initrd`, `liveimg`, `cmdline`, `postscript`",
             ),
             (
-                "[[host]]\nname = \"cn1\"\n[[host.interfaces]]\nmac = \"52:54:00:12:34:56\"\nvlan = 3\n",
-                "inv.toml:5: unknown field `vlan`, expected one of `mac`, `ip`, `bmc`",
+                "[[host]]\nname = \"cn1\"\n[[host.interfaces]]\nmac = \"52:54:00:12:34:56\"\nvlna = 3\n",
+                "inv.toml:5: unknown field `vlna`, expected one of `mac`, `ip`, `bmc`, `fqdn`, `ifname`, `vlan`, `mtu`",
             ),
             ("[[image]]\nname = \"a\"\n", "inv.toml:1: missing field `kernel`"),
             ("[[host]]\nname = cn1\n", "inv.toml:2: invalid string; expected `\"`, `'`"),
@@ -1176,8 +1578,8 @@ mac = "52:54:00:12:34:57"
                 "inv.toml:4: image[0].cmdline: bad template: unclosed action: the `{{` at character 3 has no `}}`",
             ),
             (
-                "[[image]]\nname = \"a\"\nkernel = \"k\"\ncmdline = 'x={{ $.host.Name | upper }}'\n",
-                "inv.toml:4: image[0].cmdline: bad template: function upper not defined",
+                "[[image]]\nname = \"a\"\nkernel = \"k\"\ncmdline = 'x={{ $.host.Name | uper }}'\n",
+                "inv.toml:4: image[0].cmdline: bad template: function uper not defined",
             ),
             (
                 "[[image]]\nname = \"a\"\nkernel = \"k\"\ncmdline = 'x={{ $.host.Nmae }}'\n[[host]]\nname = \"cn1\"\nimage = \"a\"\n[[host.interfaces]]\nmac = \"52:54:00:12:34:56\"\n",

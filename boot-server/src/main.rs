@@ -78,10 +78,11 @@ systemd (Type=notify) bootd reports READY, RELOADING and STOPPING.")]
     /// become their file name, to be copied into bootd's root; each is
     /// listed on stderr.
     ImportGrendel {
-        /// Grendel's hosts: a JSON array of model.Host.
-        hosts: PathBuf,
-        /// Grendel's boot images: a JSON array of model.BootImage.
-        images: PathBuf,
+        /// Grendel's JSON files, in any order: hosts (model.Host) and boot
+        /// images (model.BootImage, told by their `kernel`), each file an
+        /// array or a single object (`import-grendel hosts.json images.json`).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
         /// Where to write the inventory (default: stdout).
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -105,17 +106,9 @@ fn serve(
     nodeboot_boot_server::server::run(&listen, &cfg, port_file.as_deref())
 }
 
-fn import_grendel(
-    hosts: &std::path::Path,
-    images: &std::path::Path,
-    output: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
+fn import_grendel(files: &[PathBuf], output: Option<&std::path::Path>) -> anyhow::Result<()> {
     use anyhow::Context;
-    let read = |p: &std::path::Path| {
-        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
-    };
-    let (text, notes) =
-        nodeboot_boot_server::inventory::import_grendel(&read(hosts)?, &read(images)?)?;
+    let (text, notes) = nodeboot_boot_server::inventory::import_grendel_paths(files)?;
     for n in notes {
         eprintln!("bootd: {n}");
     }
@@ -185,11 +178,7 @@ fn main() -> ExitCode {
             url,
             admin_token,
         } => arm(&host, for_, &url, &admin_token),
-        Cmd::ImportGrendel {
-            hosts,
-            images,
-            output,
-        } => import_grendel(&hosts, &images, output.as_deref()),
+        Cmd::ImportGrendel { files, output } => import_grendel(&files, output.as_deref()),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -271,7 +271,7 @@ fn import_grendel_fixtures() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("/var/lib/grendel/vmlinuz-5.14.0-284.30.1.el9_2.x86_64 → vmlinuz-5.14.0-284.30.1.el9_2.x86_64: copy it into the served root"), "{err}");
 
-    // Bad JSON is refused with the file's role.
+    // Bad JSON is refused naming the file, line and column.
     std::fs::write(dir.path().join("bad.json"), "{").unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_bootd"))
         .arg("import-grendel")
@@ -280,5 +280,6 @@ fn import_grendel_fixtures() {
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("reading Grendel's hosts JSON"));
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("bad.json:1:1: not valid JSON: EOF while parsing an object"));
 }

@@ -267,8 +267,8 @@ pub fn http_head(data: &[u8]) {
 
 /// The inventory TOML: `Inventory::parse`; for a good one, every MAC is
 /// found again and gets an iPXE script (the cmdline template rendered for
-/// it). The same text as Grendel's hosts, then images JSON
-/// (`import_grendel`).
+/// it). The same text as Grendel's JSON (`import_grendel_files`): a good
+/// import parses as an inventory.
 pub fn inventory(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -291,8 +291,11 @@ pub fn inventory(data: &[u8]) {
             }
         }
     }
-    let _ = inventory::import_grendel(text, "[]");
-    let _ = inventory::import_grendel("[]", text);
+    // Grendel's JSON (hosts, images, or both): a good import is a good
+    // inventory.
+    if let Ok((toml, _)) = inventory::import_grendel_files(&[("fuzz.json", text)]) {
+        assert!(Inventory::parse(&toml, "imported.toml").is_ok());
+    }
 }
 
 fn template_data() -> &'static gtmpl::Value {
@@ -311,7 +314,8 @@ fn template_data() -> &'static gtmpl::Value {
         let nic = inventory::Nic {
             mac: Some("52:54:00:12:34:56".into()),
             ip: Some("10.0.0.11/24".into()),
-            bmc: false,
+            fqdn: Some("cn1.cluster.example".into()),
+            ..Default::default()
         };
         let image = inventory::Image {
             name: "live".into(),
@@ -321,7 +325,14 @@ fn template_data() -> &'static gtmpl::Value {
             cmdline: String::new(),
             postscript: None,
         };
-        inventory::template_data(&host, &nic, &image, "http://10.0.0.1:8080")
+        inventory::template_data(
+            &Default::default(),
+            &host,
+            &nic,
+            &image,
+            "http://10.0.0.1:8080",
+            "t0k3n",
+        )
     })
 }
 
