@@ -1252,7 +1252,7 @@ pub fn import_grendel_files(files: &[(&str, &str)]) -> anyhow::Result<(String, V
         if im.verify == Some(true) {
             notes.push(format!(
                 "image {name}: verify = true left out: bootd's iPXE scripts check no signatures \
-                 (for signed boots: the README's GRUB and Secure Boot chain)"
+                 (for signed boots: the docs' Secure Boot page, shim and GRUB)"
             ));
         }
         let templates = im.provision_templates.is_some_and(|t| !t.is_empty())

@@ -152,7 +152,7 @@ fn https_hosts_one_without_mac_or_image_and_verify() {
     has_note(
         &notes,
         "image flatcar: verify = true left out: bootd's iPXE scripts check no signatures \
-         (for signed boots: the README's GRUB and Secure Boot chain)",
+         (for signed boots: the docs' Secure Boot page, shim and GRUB)",
     );
     assert_eq!(notes.len(), 1, "{notes:#?}");
 }

@@ -53,6 +53,9 @@ pub const DIST_PACKAGES: &[&str] = &["lintian", "groff-base"];
 /// The cargo-deb that `cargo xtask dist` runs (pinned: its metadata keys
 /// and maintainer-script snippets are what lintian was checked against).
 pub const CARGO_DEB_VERSION: &str = "3.8.0";
+/// The mdBook of `cargo xtask docs` (pinned: the site's theme and the
+/// heading ids the docs' link check assumes are this version's).
+pub const MDBOOK_VERSION: &str = "0.4.52";
 /// The cargo-generate-rpm of `cargo xtask dist --rpm` (pinned likewise).
 pub const CARGO_GENERATE_RPM_VERSION: &str = "0.21.1";
 
@@ -95,6 +98,12 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
 /// installed under the cache (see [`cargo_tool`]).
 pub fn cargo_deb() -> Result<PathBuf> {
     cargo_tool("cargo-deb", CARGO_DEB_VERSION, "NODEBOOT_CARGO_DEB")
+}
+
+/// mdbook [`MDBOOK_VERSION`] (`cargo xtask docs`): `$NODEBOOT_MDBOOK` if
+/// set, else installed under the cache.
+pub fn mdbook() -> Result<PathBuf> {
+    cargo_tool("mdbook", MDBOOK_VERSION, "NODEBOOT_MDBOOK")
 }
 
 /// cargo-generate-rpm [`CARGO_GENERATE_RPM_VERSION`] (`cargo xtask dist --rpm`):

@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod deps;
 mod dist;
+mod docs;
 mod e2e;
 mod fuzz;
 mod hostile;
@@ -30,7 +31,9 @@ enum Cmd {
     Build,
     /// Install what is missing, build everything, boot the demo node, show its console and report.
     Demo,
-    /// Everything CI checks: lints, unit and integration tests, the QEMU boots.
+    /// Everything CI checks: lints, unit and integration tests (the docs'
+    /// examples and links among them), the docs' site and its screenshot,
+    /// the QEMU boots.
     Test {
         /// Skip the QEMU boots (lints and cargo tests only).
         #[arg(long)]
@@ -51,6 +54,11 @@ enum Cmd {
         #[arg(long)]
         rpm: bool,
     },
+    /// The documentation site (mdBook) into TARGET_DIR/docs, after writing
+    /// the command reference pages from the binaries' clap definitions
+    /// (prints the start page's path), and a screenshot of its start page
+    /// in headless Chromium (TARGET_DIR/docs-start.png) when installed.
+    Docs,
     /// Benchmarks against the tools users would use instead.
     Bench {
         #[command(subcommand)]
@@ -105,6 +113,18 @@ fn main() -> Result<()> {
                     println!("{}", rpm.display());
                 }
             }
+            Ok(())
+        }
+        Cmd::Docs => {
+            let index = docs::build()?;
+            if std::path::Path::new(docs::CHROMIUM).exists() {
+                let png = docs::screenshot_path();
+                docs::screenshot(&index, &png)?;
+                eprintln!("xtask: screenshot of the start page: {}", png.display());
+            } else {
+                eprintln!("xtask: no {}: no screenshot", docs::CHROMIUM);
+            }
+            println!("{}", index.display());
             Ok(())
         }
         Cmd::Bench { what } => {
@@ -219,6 +239,16 @@ fn test(no_qemu: bool) -> Result<()> {
         std::fs::metadata(&nodectl)?.len()
     );
     build::run(cargo().args(["test", "--workspace"]))?;
+    // The docs' site builds (its examples and links were checked by the
+    // tests above), and its start page renders: the screenshot is kept.
+    let index = docs::build()?;
+    let png = docs::screenshot_path();
+    docs::screenshot(&index, &png)?;
+    eprintln!(
+        "xtask: docs site {}, screenshot {}",
+        index.display(),
+        png.display()
+    );
     // The packages a site installs, lintian-clean; the QEMU boots' image
     // is made by installing nodeboot-nodectl's .deb into the node root.
     dist::run(&dist::default_out())?;
