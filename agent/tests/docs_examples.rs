@@ -51,3 +51,52 @@ fn nodectl_command_reference_is_current() {
         panic!("{d}");
     }
 }
+
+/// Every kernel command-line key named in nodectl's source (a string
+/// literal starting `nodeboot.`, `grendel.`, `rd.live.` or `rd.neednet`)
+/// is in the reference's table.
+#[test]
+fn every_cmdline_key_is_in_the_reference() {
+    let page = docs().join("reference/kernel-cmdline.md");
+    let text = std::fs::read_to_string(&page).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut keys = std::collections::BTreeSet::new();
+    let mut todo = vec![src];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+                continue;
+            }
+            if p.extension().is_none_or(|x| x != "rs") {
+                continue;
+            }
+            let s = std::fs::read_to_string(&p).unwrap();
+            for (i, _) in s.match_indices('"') {
+                let rest = &s[i + 1..];
+                if !["nodeboot.", "grendel.", "rd.live.", "rd.neednet"]
+                    .iter()
+                    .any(|k| rest.starts_with(k))
+                {
+                    continue;
+                }
+                let key: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '_')
+                    .collect();
+                keys.insert(key.trim_end_matches('.').to_string());
+            }
+        }
+    }
+    assert!(keys.len() >= 15, "only {} keys found: {keys:?}", keys.len());
+    let missing: Vec<_> = keys
+        .iter()
+        .filter(|k| !text.contains(&format!("`{k}=")) && !text.contains(&format!("`{k}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{}: keys nodectl reads but the table does not name: {missing:?}",
+        page.display()
+    );
+}
