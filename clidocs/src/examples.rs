@@ -65,7 +65,7 @@ pub fn blocks(dir: &Path) -> Result<Vec<Block>> {
             .with_context(|| format!("reading {}", page.display()))?;
         let mut open: Option<(usize, String, String)> = None;
         for (i, line) in text.lines().enumerate() {
-            if let Some(info) = line.strip_prefix("```") {
+            if let Some(info) = line.trim_start().strip_prefix("```") {
                 match open.take() {
                     None => open = Some((i + 1, info.trim().to_string(), String::new())),
                     Some((at, info, body)) => {
@@ -302,7 +302,7 @@ fn outside_code(text: &str) -> Vec<(usize, &str)> {
     let mut fence = false;
     let mut out = Vec::new();
     for (i, l) in text.lines().enumerate() {
-        if l.starts_with("```") {
+        if l.trim_start().starts_with("```") {
             fence = !fence;
         } else if !fence {
             out.push((i, l));
@@ -378,7 +378,7 @@ mod tests {
         std::fs::write(d.join("inc.toml"), "a = 1\n").unwrap();
         std::fs::write(
             d.join("p.md"),
-            "# P\n\n```toml,node\n{{#include inc.toml}}\n```\n\n```sh\n$ nodectl status \\\n  --json\nls\n```\n[ok](p.md#p) [bad](q.md) [anchor](#nope) [web](https://example.org/)\n",
+            "# P\n\n- a list item:\n\n  ```toml,node\n  {{#include inc.toml}}\n  ```\n\n```sh\n$ nodectl status \\\n  --json\nls\n```\n[ok](p.md#p) [bad](q.md) [anchor](#nope) [web](https://example.org/)\n",
         )
         .unwrap();
         let b = blocks(d).unwrap();
