@@ -207,6 +207,26 @@ mod tests {
             .subcommand(clap::Command::new("debug").hide(true))
     }
 
+    #[test]
+    fn markdown_a_section_per_visible_command_with_its_help() {
+        let md = markdown(sample());
+        let heads: Vec<&str> = md.lines().filter(|l| l.starts_with('#')).collect();
+        assert_eq!(
+            heads,
+            [
+                "# tool",
+                "## `tool`",
+                "### `tool fetch`",
+                "### `tool secret`",
+                "#### `tool secret get`"
+            ]
+        );
+        assert!(md.contains("fetch a file … with retries → FILE"), "{md}");
+        assert!(md.contains("Usage: tool fetch [OPTIONS] <URL>"), "{md}");
+        assert!(!md.contains("debug"), "a hidden subcommand shows:\n{md}");
+        assert!(!md.contains('\x1b'), "escape codes in:\n{md}");
+    }
+
     fn names(files: &[PathBuf], dir: &Path) -> Vec<String> {
         files
             .iter()
