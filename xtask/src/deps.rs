@@ -43,6 +43,7 @@ pub const PACKAGES: &[&str] = &[
     "nfs-ganesha",     // slurm boots: the site's NFS server, in user space (NFSv4.2)
     "nfs-ganesha-vfs", // its VFS backend
     "lintian",         // cargo xtask dist: the .debs are checked
+    "man-db",          // agent's units test: systemd-analyze verify finds the units' man pages
     "groff-base",      // cargo xtask dist, clidocs tests: the man pages render without a warning
     "prometheus",      // promtool check metrics: bootd's /metrics (tests, QEMU boots pxe, pxe-uefi)
 ];
