@@ -9,11 +9,12 @@
 //! directory and the served trees never reach the secrets; the startup
 //! refusals. Each test shows the body or log line an operator reads.
 mod common;
+use common::Srv;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nodeboot_identity::NodeKey;
@@ -143,19 +144,6 @@ impl Fx {
         let out = self.command(args).output().unwrap();
         assert!(!out.status.success(), "bootd started with {args:?}");
         String::from_utf8(out.stderr).unwrap()
-    }
-}
-
-struct Srv {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Drop for Srv {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,9 +1,10 @@
 //! The real bootd binary (on port 0, with --port-file) against real curl.
 mod common;
+use common::Srv;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -37,20 +38,6 @@ impl Trees {
     }
     fn repo(&self) -> PathBuf {
         self.dir.path().join("repo")
-    }
-}
-
-/// A running bootd, killed and reaped on drop.
-struct Srv {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Drop for Srv {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -3,29 +3,16 @@
 //! `--config` files, HTTPS (curl and openssl as the clients) with its
 //! certificate reloaded, and the shipped unit checked by systemd-analyze.
 mod common;
+use common::Srv;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const MAC: &str = "52:54:00:12:34:56";
-
-/// A running bootd, killed and reaped on drop, its stderr in `log`.
-struct Srv {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Drop for Srv {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 impl Srv {
     /// `bootd serve ARGS` with `NOTIFY_SOCKET=notify` (when given).

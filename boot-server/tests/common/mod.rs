@@ -139,3 +139,19 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
+
+/// A running bootd, killed and reaped on drop, its stderr in `log` (each
+/// test file starts it its own way: `impl Srv { fn start… }` beside it).
+#[allow(dead_code)]
+pub struct Srv {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub log: std::path::PathBuf,
+}
+
+impl Drop for Srv {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
