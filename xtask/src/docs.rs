@@ -67,11 +67,26 @@ pub fn build() -> Result<PathBuf> {
 /// The start page `index` in headless Chromium, its screenshot written to
 /// `png` (1280×900) and checked: a PNG of that size, not blank.
 pub fn screenshot(index: &Path, png: &Path) -> Result<()> {
-    let chromium = Path::new(CHROMIUM);
-    // Chromium's profile, caches and log: made afresh under the target dir.
     let tmp = build::target_dir().join("docs-chromium");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("making {}", tmp.display()))?;
+    chromium_screenshot(
+        &format!("file://{}", index.display()),
+        png,
+        (1280, 900),
+        &tmp,
+    )?;
+    let bytes = std::fs::read(png).with_context(|| format!("reading {}", png.display()))?;
+    check_png(&bytes, 1280, 900)
+        .with_context(|| format!("the screenshot {} of {}", png.display(), index.display()))
+}
+
+/// `url` in headless Chromium, its screenshot written to `png` at `size`;
+/// Chromium's profile, caches and log go to `tmp` (made afresh). Bounded
+/// by 60 s; the error carries Chromium's log. Also the QEMU boots' picture
+/// of bootd's status page.
+pub fn chromium_screenshot(url: &str, png: &Path, size: (u32, u32), tmp: &Path) -> Result<()> {
+    let chromium = Path::new(CHROMIUM);
+    let _ = std::fs::remove_dir_all(tmp);
+    std::fs::create_dir_all(tmp).with_context(|| format!("making {}", tmp.display()))?;
     let log = tmp.join("chromium.log");
     let out = std::fs::File::create(&log)?;
     let _ = std::fs::remove_file(png);
@@ -85,15 +100,15 @@ pub fn screenshot(index: &Path, png: &Path) -> Result<()> {
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
-            "--window-size=1280,900",
         ])
+        .arg(format!("--window-size={},{}", size.0, size.1))
         .arg(format!("--user-data-dir={}", tmp.join("profile").display()))
         .arg(format!("--screenshot={}", png.display()))
-        .arg(format!("file://{}", index.display()))
+        .arg(url)
         // Keep Chromium's caches and crash reports out of $HOME.
-        .env("HOME", &tmp)
-        .env("XDG_CONFIG_HOME", &tmp)
-        .env("XDG_CACHE_HOME", &tmp)
+        .env("HOME", tmp)
+        .env("XDG_CONFIG_HOME", tmp)
+        .env("XDG_CACHE_HOME", tmp)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
@@ -111,15 +126,14 @@ pub fn screenshot(index: &Path, png: &Path) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let bytes = std::fs::read(png).with_context(|| {
-        format!(
+    if !png.exists() {
+        bail!(
             "no screenshot {}:\n{}",
             png.display(),
             std::fs::read_to_string(&log).unwrap_or_default()
-        )
-    })?;
-    check_png(&bytes, 1280, 900)
-        .with_context(|| format!("the screenshot {} of {}", png.display(), index.display()))
+        );
+    }
+    Ok(())
 }
 
 /// `bytes` is a PNG of `w`×`h`, and not a blank page (a blank one

@@ -247,36 +247,18 @@ fn reported_node(srv: &Bootd, dir: &std::path::Path) -> Result<Value> {
     {
         bail!("bootd's record of the node is not fetching → booted → provisioning → ready: {n}");
     }
-    let chromium = std::path::Path::new("/usr/bin/chromium");
-    if chromium.exists() {
-        let profile = dir.join("chromium-profile");
-        let _ = std::fs::remove_dir_all(&profile);
+    if std::path::Path::new(crate::docs::CHROMIUM).exists() {
         let png = dir.join("bootd-page.png");
-        let st = std::process::Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--window-size=1000,400",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(format!("--screenshot={}", png.display()))
-            // The admin token as the URL's password (HTTP Basic).
-            .arg(format!("http://admin:{}@127.0.0.1:{port}/", srv.admin()?))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir_all(&profile);
-        match st {
-            Ok(s) if s.success() && png.exists() => {
+        // The admin token as the URL's password (HTTP Basic).
+        let url = format!("http://admin:{}@127.0.0.1:{port}/", srv.admin()?);
+        let tmp = dir.join("chromium");
+        match crate::docs::chromium_screenshot(&url, &png, (1000, 400), &tmp) {
+            Ok(()) => {
+                // Its profile is not worth keeping beside the boot's artifacts.
+                let _ = std::fs::remove_dir_all(&tmp);
                 eprintln!("xtask: bootd's page after the boot: {}", png.display())
             }
-            other => eprintln!("xtask: no screenshot of bootd's page ({other:?})"),
+            Err(e) => eprintln!("xtask: no screenshot of bootd's page: {e:#}"),
         }
     }
     Ok(n.clone())
