@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
 use toml::Spanned;
 
 /// Why an inventory was refused: `FILE:LINE: FIELD: REASON`.
@@ -941,12 +940,21 @@ pub struct Live {
     path: PathBuf,
     current: RwLock<Arc<Inventory>>,
     /// The file's mtime and size when last loaded (or tried).
-    stamp: std::sync::Mutex<Option<(SystemTime, u64)>>,
+    stamp: std::sync::Mutex<crate::reload::Stamp>,
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+impl crate::reload::Reloadable for Live {
+    fn paths(&self) -> Vec<&Path> {
+        vec![&self.path]
+    }
+
+    fn last(&self) -> &std::sync::Mutex<crate::reload::Stamp> {
+        &self.stamp
+    }
+
+    fn reload_logged(&self) -> bool {
+        Live::reload_logged(self)
+    }
 }
 
 impl Live {
@@ -955,7 +963,7 @@ impl Live {
     /// out replaces the inventory, one that does not is logged and the
     /// previous one kept.
     pub fn start(path: &Path) -> anyhow::Result<Arc<Live>> {
-        let last = stamp(path);
+        let last = crate::reload::stamp(&[path]);
         let inv = Inventory::load(path)?;
         tracing::info!(
             "inventory {}: {} hosts, {} images",
@@ -968,16 +976,7 @@ impl Live {
             current: RwLock::new(Arc::new(inv)),
             stamp: std::sync::Mutex::new(last),
         });
-        let l = live.clone();
-        std::thread::Builder::new()
-            .name("bootd-inventory".into())
-            .spawn(move || loop {
-                std::thread::sleep(Duration::from_secs(1));
-                let now = stamp(&l.path);
-                if now != *l.stamp.lock().unwrap_or_else(|p| p.into_inner()) {
-                    l.reload_logged();
-                }
-            })?;
+        crate::reload::watch(&live, "bootd-inventory")?;
         Ok(live)
     }
 
@@ -985,7 +984,7 @@ impl Live {
     /// replaced the inventory; otherwise the error is logged and the
     /// previous inventory kept.
     pub fn reload_logged(&self) -> bool {
-        *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) = stamp(&self.path);
+        crate::reload::mark(self);
         match Inventory::load(&self.path) {
             Ok(inv) => {
                 tracing::info!(

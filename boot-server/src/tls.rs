@@ -10,6 +10,7 @@
 //! deadlines (the handshake within the head timeout), and writes block at
 //! most the write timeout. Bodies go through rustls in chunks (sendfile
 //! cannot encrypt).
+use crate::reload::{Reloadable, Stamp};
 use anyhow::{bail, Context, Result};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -19,7 +20,6 @@ use std::io::{self, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
 
 /// A certificate or key file larger than this is refused (a chain is a few
 /// KiB).
@@ -115,11 +115,18 @@ pub struct Tls {
     stamp: Mutex<Stamp>,
 }
 
-type Stamp = [Option<(SystemTime, u64)>; 2];
+impl Reloadable for Tls {
+    fn paths(&self) -> Vec<&Path> {
+        vec![&self.cert, &self.key]
+    }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+    fn last(&self) -> &Mutex<Stamp> {
+        &self.stamp
+    }
+
+    fn reload_logged(&self) -> bool {
+        Tls::reload_logged(self)
+    }
 }
 
 fn read_pem(what: &str, path: &Path) -> Result<Vec<u8>> {
@@ -160,7 +167,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig> {
 impl Tls {
     /// Load the pair (an error here stops bootd).
     pub fn load(cert: &Path, key: &Path) -> Result<Arc<Tls>> {
-        let before = [stamp(cert), stamp(key)];
+        let before = crate::reload::stamp(&[cert, key]);
         let cfg = server_config(cert, key)?;
         Ok(Arc::new(Tls {
             cert: cert.to_path_buf(),
@@ -182,8 +189,7 @@ impl Tls {
     /// connections; on failure the previous one stays, and the error says
     /// why.
     pub fn reload(&self) -> Result<()> {
-        *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) =
-            [stamp(&self.cert), stamp(&self.key)];
+        crate::reload::mark(self);
         let cfg = server_config(&self.cert, &self.key)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(cfg);
         Ok(())
@@ -207,26 +213,10 @@ impl Tls {
         }
     }
 
-    /// Whether either file changed (mtime or size) since it was last loaded.
-    fn changed(&self) -> bool {
-        let now = [stamp(&self.cert), stamp(&self.key)];
-        *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) != now
-    }
-
     /// A thread that polls the files every second and reloads them when
     /// they change. A certificate and key replaced one after the other may
     /// fail once in between (logged); the second change loads the pair.
     pub fn watch(self: &Arc<Self>) -> Result<()> {
-        let t = self.clone();
-        std::thread::Builder::new()
-            .name("bootd-tls".into())
-            .spawn(move || loop {
-                std::thread::sleep(Duration::from_secs(1));
-                if t.changed() {
-                    t.reload_logged();
-                }
-            })
-            .context("starting the TLS reload thread")?;
-        Ok(())
+        crate::reload::watch(self, "bootd-tls").context("starting the TLS reload thread")
     }
 }
