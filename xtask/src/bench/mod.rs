@@ -1,0 +1,461 @@
+//! `cargo xtask bench …`: nodeboot's speed next to the tools it replaces.
+//!
+//! One module per bench; this one holds the CLI and what several share
+//! (the tmpfs scratch, nginx, medians, CPU accounting).
+//!
+//! `bench fetch` ([`fetch`]): one incompressible file in a tmpfs, served by nginx
+//! (sendfile) on 127.0.0.1; downloads into the same tmpfs with
+//! `curl -o`, `curl | sha256sum` and `nodectl fetch --sha256`, interleaved
+//! over several rounds; median throughput per tool and the ratios.
+//!
+//! `bench image` ([`image`], its tree from [`tree`]): `nodeimg build` against `mksquashfs -comp zstd` on the same
+//! generated root tree (real binaries from this machine, generated text, large
+//! random and semi-compressible files, duplicates, symlinks, hardlinks; cached
+//! under `$NODEBOOT_CACHE`), read from the page cache, images written into a
+//! tmpfs, interleaved over several rounds; median time and image size per tool
+//! and the ratios, every image checked with unsquashfs.
+//!
+//! `bench serve` ([`serve`]): bootd against nginx, many concurrent clients
+//! downloading the live image in Range chunks from a tmpfs on 127.0.0.1.
+use anyhow::{bail, Context, Result};
+use clap::{Subcommand, ValueEnum};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod fetch;
+mod image;
+mod serve;
+mod tree;
+
+use fetch::fetch;
+use image::{image, ImageOpts};
+
+#[derive(Subcommand)]
+pub enum What {
+    /// nodectl fetch vs curl -o vs curl | sha256sum, same file, same server, tmpfs.
+    Fetch {
+        /// Size of the served file in MiB.
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+        /// Rounds; each round runs every tool once (order rotated).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Fail when nodectl is slower than this fraction of `curl -o` (e.g. 0.9).
+        #[arg(long)]
+        min_ratio: Option<f64>,
+        /// Pause before each timed run, so that every run starts from the same
+        /// memory state (a VM's balloon reclaims freed pages after ~2 s, and
+        /// writing into reclaimed pages costs much more than into recycled ones).
+        #[arg(long, default_value_t = 3)]
+        settle_secs: u64,
+    },
+    /// nodeimg build vs mksquashfs (zstd), same generated root tree, images in a tmpfs.
+    Image {
+        /// Size of the generated tree in MiB (built once, cached under $NODEBOOT_CACHE).
+        #[arg(long, default_value_t = 512)]
+        size_mib: u64,
+        /// Rounds; each round runs every tool once (order alternating).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// zstd compression level, for both tools.
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=22))]
+        level: u32,
+        /// Run only this tool (no ratios): to time one side alone.
+        #[arg(long, value_enum)]
+        only: Option<ImageTool>,
+        /// Use this nodeimg binary instead of building target/release/nodeimg.
+        #[arg(long)]
+        nodeimg: Option<PathBuf>,
+        /// Pause before each timed run (same memory state for every run).
+        #[arg(long, default_value_t = 2)]
+        settle_secs: u64,
+    },
+    /// bootd vs nginx: concurrent clients downloading the live image in Range
+    /// chunks over keep-alive, the same file from a tmpfs on 127.0.0.1.
+    Serve {
+        /// Concurrent clients, each downloading the whole file once.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Size of each Range request in MiB.
+        #[arg(long, default_value_t = 4)]
+        chunk_mib: u64,
+        /// Rounds; each round runs both servers once (order alternating).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Serve this file (default: the newest cached live image, else
+        /// --size-mib of random data).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Size of the generated file when no live image is cached.
+        #[arg(long, default_value_t = 256)]
+        size_mib: u64,
+        /// Fail when bootd's throughput is below this fraction of nginx's.
+        #[arg(long)]
+        min_ratio: Option<f64>,
+        /// Use this bootd binary instead of building target/release/bootd.
+        #[arg(long)]
+        bootd: Option<PathBuf>,
+        /// nginx's worker_processes (a number, or auto: one per core).
+        #[arg(long, default_value = "auto")]
+        nginx_workers: String,
+        /// Pause before each timed run.
+        #[arg(long, default_value_t = 2)]
+        settle_secs: u64,
+    },
+}
+
+/// The image builders `bench image` compares.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImageTool {
+    Nodeimg,
+    Mksquashfs,
+}
+
+pub fn run(what: What) -> Result<()> {
+    match what {
+        What::Fetch {
+            size_mib,
+            rounds,
+            min_ratio,
+            settle_secs,
+        } => fetch(
+            size_mib,
+            rounds.max(1),
+            min_ratio,
+            Duration::from_secs(settle_secs),
+        ),
+        What::Image {
+            size_mib,
+            rounds,
+            level,
+            only,
+            nodeimg,
+            settle_secs,
+        } => image(&ImageOpts {
+            size_mib: size_mib.max(16),
+            rounds: rounds.max(1),
+            level,
+            only,
+            nodeimg,
+            settle: Duration::from_secs(settle_secs),
+        }),
+        What::Serve {
+            clients,
+            chunk_mib,
+            rounds,
+            file,
+            size_mib,
+            min_ratio,
+            bootd,
+            nginx_workers,
+            settle_secs,
+        } => serve::run(&serve::Opts {
+            clients: clients.max(1),
+            chunk_mib,
+            rounds: rounds.max(1),
+            file,
+            size_mib: size_mib.max(1),
+            min_ratio,
+            bootd,
+            nginx_workers,
+            settle: Duration::from_secs(settle_secs),
+        }),
+    }
+}
+
+const NGINX: &str = "/usr/sbin/nginx";
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Fail unless `tool` is on PATH (or exists, for a path); `who` needs it,
+/// `packages` provide it.
+fn which(tool: &str, who: &str, packages: &str) -> Result<()> {
+    let found = if tool.contains('/') {
+        Path::new(tool).exists()
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
+            .unwrap_or(false)
+    };
+    if !found {
+        bail!("{who} needs {tool} (Debian packages {packages})");
+    }
+    Ok(())
+}
+
+/// `size` bytes of xorshift output (incompressible for any transport
+/// compression); returns their sha256.
+fn write_random(path: &Path, size: u64) -> Result<String> {
+    let mut f =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ std::process::id() as u64;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for c in buf.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        h.update(&buf[..n]);
+        f.write_all(&buf[..n])
+            .with_context(|| format!("writing {}", path.display()))?;
+        left -= n as u64;
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// A scratch directory in a tmpfs: /dev/shm when it is one with room enough,
+/// else a tmpfs mounted for the bench under /tmp (root). Removed (unmounted) on drop.
+struct Scratch {
+    path: PathBuf,
+    mounted: bool,
+}
+
+impl Scratch {
+    fn new(need: u64) -> Result<Scratch> {
+        let shm = Path::new("/dev/shm");
+        if let Some(free) = tmpfs_free(shm) {
+            if free > need {
+                let path = shm.join(format!("nodeboot-bench-{}", std::process::id()));
+                std::fs::create_dir_all(&path)?;
+                return Ok(Scratch {
+                    path,
+                    mounted: false,
+                });
+            }
+        }
+        if !crate::deps::nix_is_root() {
+            bail!("the bench needs a tmpfs with {} MiB free: /dev/shm is too small and mounting one needs root", need >> 20);
+        }
+        let path = std::env::temp_dir().join(format!("nodeboot-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        crate::build::run(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o"])
+                .arg(format!("size={}M,mode=0755", (need >> 20) + 64))
+                .arg("nodeboot-bench")
+                .arg(&path),
+        )?;
+        Ok(Scratch {
+            path,
+            mounted: true,
+        })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.path).status();
+            let _ = std::fs::remove_dir(&self.path);
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Free bytes of `p` if it is a tmpfs.
+fn tmpfs_free(p: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs writes into the zeroed struct we own; c is NUL-terminated.
+    let mut s: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    (s.f_type as i64 == TMPFS_MAGIC).then(|| s.f_bavail as u64 * s.f_bsize as u64)
+}
+
+/// nginx with its own config, in the foreground; stopped (SIGTERM, then
+/// SIGKILL) on drop.
+struct Nginx {
+    child: Child,
+    port: u16,
+}
+
+impl Nginx {
+    /// One worker, 64 connections: `bench fetch`'s single client.
+    fn start(dir: &Path, www: &Path) -> Result<Nginx> {
+        Nginx::start_with(dir, www, "1", 64)
+    }
+
+    /// `workers`: `worker_processes` (a number or `auto`); `connections`:
+    /// `worker_connections`.
+    fn start_with(dir: &Path, www: &Path, workers: &str, connections: u32) -> Result<Nginx> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let conf_dir = dir.join("nginx");
+        std::fs::create_dir_all(conf_dir.join("tmp"))?;
+        let d = conf_dir.display();
+        let conf = format!(
+            "daemon off;
+worker_processes {workers};
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections {connections}; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    default_type application/octet-stream;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {};
+    }}
+}}
+",
+            www.display()
+        );
+        let conf_file = conf_dir.join("nginx.conf");
+        std::fs::write(&conf_file, conf)?;
+        let child = Command::new(NGINX)
+            .arg("-p")
+            .arg(&conf_dir)
+            .arg("-e")
+            .arg(conf_dir.join("error.log"))
+            .arg("-c")
+            .arg(&conf_file)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {NGINX} -c {}", conf_file.display()))?;
+        let mut n = Nginx { child, port };
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(st) = n.child.try_wait()? {
+                let log = std::fs::read_to_string(conf_dir.join("error.log")).unwrap_or_default();
+                bail!("nginx exited ({st}) before listening on 127.0.0.1:{port}: {log}");
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                bail!("nginx did not listen on 127.0.0.1:{port} within 10s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last `max` bytes of a command's output, as text.
+fn tail(b: &[u8], max: usize) -> String {
+    let s = String::from_utf8_lossy(&b[b.len().saturating_sub(max)..]);
+    s.trim().to_string()
+}
+
+/// User + system CPU seconds of all waited-for children so far.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// The machine's busy CPU seconds (user, nice, system, irq, softirq) and
+/// stolen seconds so far, from /proc/stat.
+fn machine_cpu() -> Result<(f64, f64)> {
+    let s = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let f: Vec<f64> = s
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    if f.len() < 8 {
+        bail!("/proc/stat: unexpected first line");
+    }
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok(((f[0] + f[1] + f[2] + f[5] + f[6]) / hz, f[7] / hz))
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Read every regular file under `root` (into the page cache); files, bytes.
+fn read_tree(root: &Path) -> Result<(u64, u64)> {
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut files, mut bytes) = (0, 0);
+    walk(root, &mut |p, m| {
+        if m.is_file() {
+            let mut f =
+                std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+            loop {
+                let n = f
+                    .read(&mut buf)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                if n == 0 {
+                    break;
+                }
+                bytes += n as u64;
+            }
+            files += 1;
+        }
+        Ok(())
+    })?;
+    Ok((files, bytes))
+}
+
+/// Visit every entry under `dir` (not `dir` itself), sorted by name, depth
+/// first, without following symlinks.
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata) -> Result<()>) -> Result<()> {
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        names.push(
+            e.with_context(|| format!("reading {}", dir.display()))?
+                .path(),
+        );
+    }
+    names.sort();
+    for p in names {
+        let m = std::fs::symlink_metadata(&p).with_context(|| format!("stat {}", p.display()))?;
+        f(&p, &m)?;
+        if m.is_dir() {
+            walk(&p, f)?;
+        }
+    }
+    Ok(())
+}
