@@ -1,6 +1,31 @@
 //! `nodectl initrd`: the initramfs step, from the kernel command line to a
 //! mounted /sysroot, and the record of it (`/run/nodeboot/boot.json`) that the
 //! booted system reads.
+//!
+//! With a live image cache partition on the node's disk (GPT name
+//! `nodeboot-cache`, made by `nodectl format-disk --cache-partition`), it is
+//! mounted on `/run/nodeboot/cache` (see [`crate::cache`]) and:
+//! - the image the boot pins (`nodeboot.sha256=`, else the sidecar
+//!   `<url>.sha256`, the only thing fetched) is in the cache and hashes to
+//!   its digest: booted from there, no image byte downloaded (a *hit*);
+//! - it is not there (a *miss*), or its file does not hash to its name (a
+//!   *corrupt* one, deleted with a console message naming it): fetched
+//!   into `/run` as without a cache, stored in the cache, booted;
+//! - no partition, a filesystem that does not mount, a full cache, any
+//!   error of the cache: a console line says why, and the image comes from
+//!   the network (*unavailable*). The cache never fails a boot.
+//!
+//! Where the loop device is attached: on a hit, on the cache file itself,
+//! not on a copy in `/run`: the image then takes no RAM (a copy would take
+//! its ~200 MB of tmpfs for the node's whole life, on nodes whose RAM is
+//! for jobs), and the page cache keeps what is read. The file was hashed
+//! whole just before; what a disk could still do to it after that is the
+//! risk any disk-backed root takes. On a miss the loop device is on the
+//! verified copy in `/run` (the bytes that were hashed, not a re-read of
+//! what was just written to the disk); the cache copy is verified at the
+//! next boot before it is used. The cache stays mounted after switch-root
+//! (it moves with /run), so the booted system can read what it holds.
+use crate::cache::{Cache, CacheError};
 use crate::cmdline::BootParams;
 use crate::{fetch, live, net};
 use anyhow::{Context, Result};
@@ -16,8 +41,10 @@ pub struct Paths {
     pub sysroot: PathBuf,
     pub etc: PathBuf,
     pub uptime: PathBuf,
-    /// sysfs: the firmware's facts (`firmware/efi`).
+    /// sysfs: the firmware's facts (`firmware/efi`), the disks (`class/block`).
     pub sys: PathBuf,
+    /// devtmpfs: the cache partition's device node.
+    pub dev: PathBuf,
 }
 
 impl Default for Paths {
@@ -29,6 +56,7 @@ impl Default for Paths {
             etc: "/etc".into(),
             uptime: "/proc/uptime".into(),
             sys: "/sys".into(),
+            dev: "/dev".into(),
         }
     }
 }
@@ -51,11 +79,55 @@ pub struct BootRecord {
     pub net: Option<net::NetReport>,
     pub fetch: Option<fetch::FetchReport>,
     pub live: Option<live::LiveReport>,
+    /// What the live image cache did.
+    pub cache: Option<CacheReport>,
     pub timings: Timings,
     /// BIOS or UEFI, and Secure Boot.
     pub firmware: crate::firmware::FirmwareReport,
     /// The failure, as the operator saw it on the console; `None` on success.
     pub error: Option<String>,
+}
+
+/// What the live image cache did this boot (part of `boot.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CacheReport {
+    /// `hit`: booted from the cache, no image byte fetched; `miss`: not
+    /// there, fetched (and stored); `corrupt`: there but not matching its
+    /// digest, deleted, fetched (and stored); `unavailable`: no partition,
+    /// not mountable, or an error (see `message`), fetched; `off`:
+    /// `nodeboot.cache=0`.
+    pub outcome: String,
+    /// The cache partition.
+    pub device: Option<PathBuf>,
+    /// Where it is mounted.
+    pub dir: Option<PathBuf>,
+    /// Why it was not used, or what went wrong storing the image.
+    pub message: Option<String>,
+    /// Image bytes fetched from the network this boot (0 on a hit).
+    pub bytes_fetched: u64,
+    /// The file the loop device is on: the cache's (a hit) or the copy in /run.
+    pub booted_from: Option<PathBuf>,
+    /// Seconds to hash the cached image (hit or corrupt).
+    pub verify_seconds: Option<f64>,
+    /// The fetched image was stored in the cache.
+    pub stored: bool,
+    pub store_seconds: Option<f64>,
+    /// Digests evicted to store this one.
+    pub evicted: Vec<String>,
+}
+
+impl CacheReport {
+    /// One phrase for the console and bootd's status message.
+    pub fn summary(&self) -> String {
+        match self.outcome.as_str() {
+            "hit" => "image from the local cache, 0 bytes fetched".to_string(),
+            o => format!(
+                "cache {o}, {} image bytes fetched{}",
+                self.bytes_fetched,
+                if self.stored { ", stored in the cache" } else { "" }
+            ),
+        }
+    }
 }
 
 /// The live image's place inside the run directory.
@@ -106,6 +178,7 @@ pub fn run(paths: &Paths) -> Result<Option<BootRecord>> {
         net: None,
         fetch: None,
         live: None,
+        cache: None,
         firmware: {
             crate::firmware::mount_efivars(&paths.sys);
             crate::firmware::read(&paths.sys)
@@ -133,8 +206,12 @@ pub fn run(paths: &Paths) -> Result<Option<BootRecord>> {
         }
         Ok(()) => {
             let msg = format!(
-                "live root mounted, switching root ({})",
-                rec.firmware.summary()
+                "live root mounted, switching root ({}; {})",
+                rec.firmware.summary(),
+                rec.cache
+                    .as_ref()
+                    .map(CacheReport::summary)
+                    .unwrap_or_default()
             );
             reporter.phase("booted", Some(&msg));
         }
@@ -193,9 +270,9 @@ fn steps(
     reporter.phase("fetching", None);
 
     let t = Instant::now();
-    let image = image_path(&paths.run);
-    std::fs::create_dir_all(image.parent().unwrap())
-        .with_context(|| format!("creating {}", image.parent().unwrap().display()))?;
+    let ram = image_path(&paths.run);
+    std::fs::create_dir_all(ram.parent().unwrap())
+        .with_context(|| format!("creating {}", ram.parent().unwrap().display()))?;
     let opts = fetch::FetchOptions {
         expected_sha256: p.sha256.clone(),
         sidecar: true,
@@ -203,18 +280,26 @@ fn steps(
         deadline: p.fetch_timeout,
         ..Default::default()
     };
-    let f = fetch::fetch(url, &image, &opts)
-        .with_context(|| format!("fetching the live image {url}"))?;
+    let mut cr = CacheReport::default();
+    let cache = open_cache(paths, p, &mut cr);
+    let image = match &cache {
+        Some(c) => with_cache(c, url, &opts, &ram, &mut cr, rec),
+        None => fetch_to(url, &ram, &opts, None, &mut cr, rec),
+    };
+    cr.booted_from = image.as_ref().ok().cloned();
+    rec.cache = Some(cr);
+    let image = image?;
     rec.timings.fetch = t.elapsed().as_secs_f64();
-    tracing::info!(
-        "nodectl initrd: fetched {} bytes in {:.1}s, sha256 {} ({}), at {:.1}s",
-        f.bytes,
-        f.seconds,
-        f.sha256,
-        f.verified_by,
-        t0.elapsed().as_secs_f64()
-    );
-    rec.fetch = Some(f);
+    if let Some(f) = &rec.fetch {
+        tracing::info!(
+            "nodectl initrd: fetched {} bytes in {:.1}s, sha256 {} ({}), at {:.1}s",
+            f.bytes,
+            f.seconds,
+            f.sha256,
+            f.verified_by,
+            t0.elapsed().as_secs_f64()
+        );
+    }
 
     let t = Instant::now();
     let l = live::mount_live(&live::LiveOptions {
@@ -234,6 +319,155 @@ fn steps(
     rec.timings.mount = t.elapsed().as_secs_f64();
     rec.live = Some(l);
     Ok(())
+}
+
+/// Mount the cache partition and open the cache; `None` (with the reason
+/// in `cr` and on the console) when there is none to use.
+fn open_cache(paths: &Paths, p: &BootParams, cr: &mut CacheReport) -> Option<Cache> {
+    if !p.cache {
+        cr.outcome = "off".into();
+        tracing::info!("nodectl initrd: live image cache off (nodeboot.cache=0)");
+        return None;
+    }
+    let dir = crate::cache::mount_dir(&paths.run);
+    let unavailable = |cr: &mut CacheReport, msg: String| {
+        tracing::warn!("nodectl initrd: live image cache unavailable: {msg}; the image comes from the network");
+        cr.outcome = "unavailable".into();
+        cr.message = Some(msg);
+        None
+    };
+    let device = match crate::cache::mount_partition(&paths.sys.join("class/block"), &paths.dev, &dir) {
+        Ok(d) => d,
+        // No cache partition is the usual case of a node without one: info, not warn.
+        Err(e @ crate::cache::PartitionError::Missing { .. }) => {
+            tracing::info!("nodectl initrd: no live image cache: {e}");
+            cr.outcome = "unavailable".into();
+            cr.message = Some(e.to_string());
+            return None;
+        }
+        Err(e) => return unavailable(cr, e.to_string()),
+    };
+    cr.device = Some(device.clone());
+    cr.dir = Some(dir.clone());
+    match Cache::open(&dir) {
+        Ok(c) => {
+            tracing::info!(
+                "nodectl initrd: live image cache {} on {}",
+                dir.display(),
+                device.display()
+            );
+            Some(c.keep(p.cache_keep))
+        }
+        Err(e) => unavailable(cr, e.to_string()),
+    }
+}
+
+/// The image from the cache, or fetched and stored: the file to boot.
+fn with_cache(
+    c: &Cache,
+    url: &str,
+    opts: &fetch::FetchOptions,
+    ram: &Path,
+    cr: &mut CacheReport,
+    rec: &mut BootRecord,
+) -> Result<PathBuf> {
+    let t = Instant::now();
+    // Which image is current: the pinned digest, or the sidecar (the only
+    // thing fetched on a hit).
+    let (digest, by) = fetch::expected_digest(url, opts)
+        .with_context(|| format!("fetching the live image {url}"))?;
+    if c.lookup(&digest).is_some() {
+        match c.verify(&digest) {
+            Ok(v) => {
+                cr.outcome = "hit".into();
+                cr.verify_seconds = Some(v.seconds);
+                tracing::info!(
+                    "nodectl initrd: cache hit: {} verified whole ({} bytes hashed in {:.1}s, sha256 {digest} pinned by {by}): no image bytes fetched",
+                    v.path.display(),
+                    v.bytes,
+                    v.seconds
+                );
+                rec.fetch = Some(fetch::FetchReport {
+                    url: url.to_string(),
+                    bytes: 0,
+                    seconds: t.elapsed().as_secs_f64(),
+                    sha256: digest,
+                    verified_by: by.to_string(),
+                    attempts: 0,
+                    resumes: 0,
+                    restarts: 0,
+                });
+                return Ok(v.path);
+            }
+            Err(e @ CacheError::Corrupt { .. }) => {
+                tracing::error!(
+                    "nodectl initrd: CACHE CORRUPT: {e}; not booting it, fetching the image again"
+                );
+                cr.outcome = "corrupt".into();
+                cr.verify_seconds = Some(t.elapsed().as_secs_f64());
+                cr.message = Some(e.to_string());
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "nodectl initrd: live image cache unavailable: {e}; the image comes from the network"
+                );
+                cr.outcome = "unavailable".into();
+                cr.message = Some(e.to_string());
+            }
+        }
+    } else {
+        cr.outcome = "miss".into();
+        tracing::info!(
+            "nodectl initrd: cache miss: sha256 {digest} is not in {}; fetching it",
+            c.dir().display()
+        );
+    }
+    let pinned = fetch::FetchOptions {
+        expected_sha256: Some(digest.clone()),
+        ..opts.clone()
+    };
+    let image = fetch_to(url, ram, &pinned, Some(by), cr, rec)?;
+    match c.store(&digest, &image) {
+        Ok(s) => {
+            cr.stored = true;
+            cr.store_seconds = Some(s.seconds);
+            cr.evicted = s.evicted;
+            tracing::info!(
+                "nodectl initrd: stored the image in the cache as {} in {:.1}s",
+                s.path.display(),
+                s.seconds
+            );
+        }
+        Err(e) => {
+            tracing::warn!("nodectl initrd: the image is not cached: {e}; booting the fetched copy");
+            let m = e.to_string();
+            cr.message = Some(match cr.message.take() {
+                Some(prev) => format!("{prev}; {m}"),
+                None => m,
+            });
+        }
+    }
+    Ok(image)
+}
+
+/// Fetch the image to `dest` (the copy in /run) as without a cache;
+/// `by`: how the digest given in `opts` was known.
+fn fetch_to(
+    url: &str,
+    dest: &Path,
+    opts: &fetch::FetchOptions,
+    by: Option<&str>,
+    cr: &mut CacheReport,
+    rec: &mut BootRecord,
+) -> Result<PathBuf> {
+    let mut f = fetch::fetch(url, dest, opts)
+        .with_context(|| format!("fetching the live image {url}"))?;
+    if let Some(by) = by {
+        f.verified_by = by.to_string();
+    }
+    cr.bytes_fetched = f.bytes;
+    rec.fetch = Some(f);
+    Ok(dest.to_path_buf())
 }
 
 /// The console banner of a failed live boot: names the step and the cause.
@@ -257,6 +491,7 @@ mod tests {
             etc: dir.join("etc"),
             uptime: dir.join("uptime"),
             sys: dir.join("sys"),
+            dev: dir.join("dev"),
         }
     }
 

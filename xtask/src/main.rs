@@ -5,6 +5,7 @@ use std::process::Command;
 
 mod bench;
 mod build;
+mod cacheboot;
 mod deps;
 mod dist;
 mod docs;
