@@ -118,6 +118,11 @@ pub fn is_digest(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// The sha256 of `bytes`, hex.
+pub fn sha256_of(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// The sha256 of the file at `path`, hex.
 pub fn sha256_file(path: &Path) -> Result<(String, u64), CacheError> {
     let mut f = File::open(path).map_err(io("opening", path))?;
@@ -396,7 +401,7 @@ impl Cache {
             path: self.images.clone(),
             error: e.into(),
         })?;
-        Ok((s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
+        Ok(s.blocks_available().saturating_mul(s.fragment_size()))
     }
 }
 

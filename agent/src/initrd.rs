@@ -495,6 +495,165 @@ mod tests {
         }
     }
 
+    /// A server of one image at `/img` and its sidecar; counts the image
+    /// requests (what a cache hit must not make).
+    fn serve(body: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/img", l.local_addr().unwrap());
+        let hits = std::sync::Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        let side = format!("{}  img\n", crate::cache::sha256_of(&body));
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut first = String::new();
+                let _ = r.read_line(&mut first);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let path = first.split_whitespace().nth(1).unwrap_or_default();
+                let b: &[u8] = match path {
+                    "/img.sha256" => side.as_bytes(),
+                    "/img" => {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        &body
+                    }
+                    _ => b"",
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    b.len()
+                );
+                let _ = s.write_all(b);
+            }
+        });
+        (url, hits)
+    }
+
+    fn record(url: &str) -> BootRecord {
+        let c = crate::cmdline::Cmdline::parse(&format!("root=live:{url}"));
+        BootRecord {
+            nodectl_version: "test",
+            params: BootParams::from_cmdline(&c).unwrap(),
+            net: None,
+            fetch: None,
+            live: None,
+            cache: None,
+            timings: Timings::default(),
+            firmware: crate::firmware::read(Path::new("/nonexistent")),
+            error: None,
+        }
+    }
+
+    fn opts() -> fetch::FetchOptions {
+        fetch::FetchOptions {
+            deadline: std::time::Duration::from_secs(10),
+            ..Default::default()
+        }
+    }
+
+    /// Miss (fetched, stored), hit (no image request, booted from the
+    /// cache file), a flipped byte (caught, named, refetched, stored).
+    #[test]
+    fn miss_then_hit_then_corrupt() {
+        use std::sync::atomic::Ordering;
+        let d = tempfile::tempdir().unwrap();
+        let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let digest = crate::cache::sha256_of(&body);
+        let (url, hits) = serve(body.clone());
+        let c = Cache::open(&d.path().join("cache")).unwrap();
+        let ram = d.path().join("run/live.squashfs");
+        std::fs::create_dir_all(ram.parent().unwrap()).unwrap();
+
+        let (mut cr, mut rec) = (CacheReport::default(), record(&url));
+        let got = with_cache(&c, &url, &opts(), &ram, &mut cr, &mut rec).unwrap();
+        assert_eq!((cr.outcome.as_str(), cr.stored), ("miss", true), "{cr:?}");
+        assert_eq!(got, ram, "a miss boots the copy in /run");
+        assert_eq!(cr.bytes_fetched, 200_000);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert_eq!(rec.fetch.as_ref().unwrap().verified_by, "sidecar");
+        std::fs::remove_file(&ram).unwrap();
+
+        let (mut cr, mut rec) = (CacheReport::default(), record(&url));
+        let got = with_cache(&c, &url, &opts(), &ram, &mut cr, &mut rec).unwrap();
+        assert_eq!(cr.outcome, "hit", "{cr:?}");
+        assert_eq!(got, c.lookup(&digest).unwrap(), "a hit boots the cache file");
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "a hit fetched the image");
+        assert_eq!(cr.bytes_fetched, 0);
+        let f = rec.fetch.unwrap();
+        assert_eq!((f.bytes, f.sha256.as_str()), (0, digest.as_str()));
+        assert!(!ram.exists());
+
+        {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new().write(true).open(&got).unwrap();
+            f.write_all_at(&[0xff], 123_457).unwrap();
+        }
+        let (mut cr, mut rec) = (CacheReport::default(), record(&url));
+        let again = with_cache(&c, &url, &opts(), &ram, &mut cr, &mut rec).unwrap();
+        assert_eq!((cr.outcome.as_str(), cr.stored), ("corrupt", true), "{cr:?}");
+        let m = cr.message.unwrap();
+        assert!(m.contains(&format!("the cached image {} is corrupt", got.display())), "{m}");
+        assert_eq!(again, ram, "never the corrupt file");
+        assert_eq!(hits.load(Ordering::SeqCst), 2, "refetched");
+        assert_eq!(std::fs::read(&ram).unwrap(), body);
+        c.verify(&digest).unwrap();
+    }
+
+    /// A cache too small for the image: the fetched copy boots, the
+    /// message says why it is not cached.
+    #[test]
+    fn a_full_cache_boots_the_fetched_copy() {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP: needs root (a small tmpfs)");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("cache");
+        std::fs::create_dir_all(&dir).unwrap();
+        nix::mount::mount(Some("tmpfs"), &dir, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=1m"))
+            .unwrap();
+        let body = vec![9u8; 3 << 20];
+        let (url, _) = serve(body);
+        let c = Cache::open(&dir).unwrap();
+        let ram = d.path().join("live.squashfs");
+        let (mut cr, mut rec) = (CacheReport::default(), record(&url));
+        let r = with_cache(&c, &url, &opts(), &ram, &mut cr, &mut rec);
+        let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
+        assert_eq!(r.unwrap(), ram);
+        assert_eq!((cr.outcome.as_str(), cr.stored), ("miss", false));
+        let m = cr.message.unwrap();
+        assert!(m.contains("is full: the image needs 3145728 bytes"), "{m}");
+    }
+
+    #[test]
+    fn no_partition_or_off_means_the_network() {
+        let d = tempfile::tempdir().unwrap();
+        let p = paths(d.path(), "root=live:http://127.0.0.1:9/x");
+        let params = BootParams::from_path(&p.cmdline).unwrap();
+        let mut cr = CacheReport::default();
+        assert!(open_cache(&p, &params, &mut cr).is_none());
+        assert_eq!(cr.outcome, "unavailable");
+        assert!(
+            cr.message.unwrap().starts_with("no partition named nodeboot-cache"),
+        );
+        let off = BootParams {
+            cache: false,
+            ..params
+        };
+        let mut cr = CacheReport::default();
+        assert!(open_cache(&p, &off, &mut cr).is_none());
+        assert_eq!(cr.outcome, "off");
+    }
+
     #[test]
     fn not_a_live_boot_does_nothing() {
         let d = tempfile::tempdir().unwrap();
