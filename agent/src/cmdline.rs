@@ -410,6 +410,12 @@ pub struct BootParams {
     /// `nodeboot.net.timeout=`: bound for link + address (s).
     #[serde(with = "secs")]
     pub net_timeout: Duration,
+    /// `nodeboot.cache=`: use the live image cache partition when the node
+    /// has one (default on; `0`/`off` leaves it alone).
+    pub cache: bool,
+    /// `nodeboot.cache.keep=`: images the cache keeps at most (1 to
+    /// [`CACHE_KEEP_MAX`], default [`DEFAULT_CACHE_KEEP`]).
+    pub cache_keep: usize,
 }
 
 mod secs {
@@ -423,6 +429,8 @@ mod secs {
 
 pub const DEFAULT_FETCH_TIMEOUT_SECS: u64 = 600;
 pub const DEFAULT_NET_TIMEOUT_SECS: u64 = 60;
+pub const DEFAULT_CACHE_KEEP: usize = 2;
+pub const CACHE_KEEP_MAX: usize = 16;
 
 impl BootParams {
     pub fn from_cmdline(c: &Cmdline) -> Result<Self, CmdlineError> {
@@ -457,6 +465,18 @@ impl BootParams {
             .values("ip")
             .map(parse_ip)
             .collect::<Result<Vec<_>, _>>()?;
+        let cache_keep = match c.value("nodeboot.cache.keep") {
+            None => DEFAULT_CACHE_KEEP,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=CACHE_KEEP_MAX).contains(n))
+                .ok_or_else(|| CmdlineError::Value {
+                    key: "nodeboot.cache.keep".into(),
+                    value: v.into(),
+                    expected: "a number of images from 1 to 16",
+                })?,
+        };
         let nonempty = |k: &str| c.value(k).filter(|v| !v.is_empty()).map(str::to_string);
         Ok(BootParams {
             live_url,
@@ -473,6 +493,8 @@ impl BootParams {
             ca_file: nonempty("nodeboot.ca").map(PathBuf::from),
             fetch_timeout: c.seconds("nodeboot.fetch.timeout", DEFAULT_FETCH_TIMEOUT_SECS)?,
             net_timeout: c.seconds("nodeboot.net.timeout", DEFAULT_NET_TIMEOUT_SECS)?,
+            cache: c.flag("nodeboot.cache")?.unwrap_or(true),
+            cache_keep,
         })
     }
 
@@ -506,6 +528,12 @@ mod tests {
         assert!(p.overlay_readonly && p.overlay_overlayfs && p.neednet);
         assert!(p.ip.is_empty());
         assert_eq!(p.sha256, None);
+        assert!(p.cache, "the cache is used by default");
+        assert_eq!(p.cache_keep, DEFAULT_CACHE_KEEP);
+        let q = BootParams::from_cmdline(&Cmdline::parse("nodeboot.cache=off nodeboot.cache.keep=3"))
+            .unwrap();
+        assert!(!q.cache);
+        assert_eq!(q.cache_keep, 3);
         assert_eq!(
             p.fetch_timeout,
             Duration::from_secs(DEFAULT_FETCH_TIMEOUT_SECS)
@@ -847,6 +875,15 @@ mod tests {
                 "rd.live.overlay.size=big: expected a size in MiB > 0",
             ),
             ("rd.neednet=perhaps", "rd.neednet=perhaps: expected 1 or 0"),
+            (
+                "nodeboot.cache.keep=0",
+                "nodeboot.cache.keep=0: expected a number of images from 1 to 16",
+            ),
+            (
+                "nodeboot.cache.keep=17",
+                "nodeboot.cache.keep=17: expected a number of images from 1 to 16",
+            ),
+            ("nodeboot.cache=maybe", "nodeboot.cache=maybe: expected 1 or 0"),
         ];
         for (line, msg) in rows {
             let e = BootParams::from_cmdline(&Cmdline::parse(line))

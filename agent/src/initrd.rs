@@ -1,6 +1,31 @@
 //! `nodectl initrd`: the initramfs step, from the kernel command line to a
 //! mounted /sysroot, and the record of it (`/run/nodeboot/boot.json`) that the
 //! booted system reads.
+//!
+//! With a live image cache partition on the node's disk (GPT name
+//! `nodeboot-cache`, made by `nodectl format-disk --cache-partition`), it is
+//! mounted on `/run/nodeboot/cache` (see [`crate::cache`]) and:
+//! - the image the boot pins (`nodeboot.sha256=`, else the sidecar
+//!   `<url>.sha256`, the only thing fetched) is in the cache and hashes to
+//!   its digest: booted from there, no image byte downloaded (a *hit*);
+//! - it is not there (a *miss*), or its file does not hash to its name (a
+//!   *corrupt* one, deleted with a console message naming it): fetched
+//!   into `/run` as without a cache, stored in the cache, booted;
+//! - no partition, a filesystem that does not mount, a full cache, any
+//!   error of the cache: a console line says why, and the image comes from
+//!   the network (*unavailable*). The cache never fails a boot.
+//!
+//! Where the loop device is attached: on a hit, on the cache file itself,
+//! not on a copy in `/run`: the image then takes no RAM (a copy would take
+//! its ~200 MB of tmpfs for the node's whole life, on nodes whose RAM is
+//! for jobs), and the page cache keeps what is read. The file was hashed
+//! whole just before; what a disk could still do to it after that is the
+//! risk any disk-backed root takes. On a miss the loop device is on the
+//! verified copy in `/run` (the bytes that were hashed, not a re-read of
+//! what was just written to the disk); the cache copy is verified at the
+//! next boot before it is used. The cache stays mounted after switch-root
+//! (it moves with /run), so the booted system can read what it holds.
+use crate::cache::{Cache, CacheError};
 use crate::cmdline::BootParams;
 use crate::{fetch, live, net};
 use anyhow::{Context, Result};
@@ -16,8 +41,10 @@ pub struct Paths {
     pub sysroot: PathBuf,
     pub etc: PathBuf,
     pub uptime: PathBuf,
-    /// sysfs: the firmware's facts (`firmware/efi`).
+    /// sysfs: the firmware's facts (`firmware/efi`), the disks (`class/block`).
     pub sys: PathBuf,
+    /// devtmpfs: the cache partition's device node.
+    pub dev: PathBuf,
 }
 
 impl Default for Paths {
@@ -29,6 +56,7 @@ impl Default for Paths {
             etc: "/etc".into(),
             uptime: "/proc/uptime".into(),
             sys: "/sys".into(),
+            dev: "/dev".into(),
         }
     }
 }
@@ -51,11 +79,55 @@ pub struct BootRecord {
     pub net: Option<net::NetReport>,
     pub fetch: Option<fetch::FetchReport>,
     pub live: Option<live::LiveReport>,
+    /// What the live image cache did.
+    pub cache: Option<CacheReport>,
     pub timings: Timings,
     /// BIOS or UEFI, and Secure Boot.
     pub firmware: crate::firmware::FirmwareReport,
     /// The failure, as the operator saw it on the console; `None` on success.
     pub error: Option<String>,
+}
+
+/// What the live image cache did this boot (part of `boot.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CacheReport {
+    /// `hit`: booted from the cache, no image byte fetched; `miss`: not
+    /// there, fetched (and stored); `corrupt`: there but not matching its
+    /// digest, deleted, fetched (and stored); `unavailable`: no partition,
+    /// not mountable, or an error (see `message`), fetched; `off`:
+    /// `nodeboot.cache=0`.
+    pub outcome: String,
+    /// The cache partition.
+    pub device: Option<PathBuf>,
+    /// Where it is mounted.
+    pub dir: Option<PathBuf>,
+    /// Why it was not used, or what went wrong storing the image.
+    pub message: Option<String>,
+    /// Image bytes fetched from the network this boot (0 on a hit).
+    pub bytes_fetched: u64,
+    /// The file the loop device is on: the cache's (a hit) or the copy in /run.
+    pub booted_from: Option<PathBuf>,
+    /// Seconds to hash the cached image (hit or corrupt).
+    pub verify_seconds: Option<f64>,
+    /// The fetched image was stored in the cache.
+    pub stored: bool,
+    pub store_seconds: Option<f64>,
+    /// Digests evicted to store this one.
+    pub evicted: Vec<String>,
+}
+
+impl CacheReport {
+    /// One phrase for the console and bootd's status message.
+    pub fn summary(&self) -> String {
+        match self.outcome.as_str() {
+            "hit" => "image from the local cache, 0 bytes fetched".to_string(),
+            o => format!(
+                "cache {o}, {} image bytes fetched{}",
+                self.bytes_fetched,
+                if self.stored { ", stored in the cache" } else { "" }
+            ),
+        }
+    }
 }
 
 /// The live image's place inside the run directory.
@@ -106,6 +178,7 @@ pub fn run(paths: &Paths) -> Result<Option<BootRecord>> {
         net: None,
         fetch: None,
         live: None,
+        cache: None,
         firmware: {
             crate::firmware::mount_efivars(&paths.sys);
             crate::firmware::read(&paths.sys)
@@ -133,8 +206,12 @@ pub fn run(paths: &Paths) -> Result<Option<BootRecord>> {
         }
         Ok(()) => {
             let msg = format!(
-                "live root mounted, switching root ({})",
-                rec.firmware.summary()
+                "live root mounted, switching root ({}; {})",
+                rec.firmware.summary(),
+                rec.cache
+                    .as_ref()
+                    .map(CacheReport::summary)
+                    .unwrap_or_default()
             );
             reporter.phase("booted", Some(&msg));
         }
@@ -193,9 +270,9 @@ fn steps(
     reporter.phase("fetching", None);
 
     let t = Instant::now();
-    let image = image_path(&paths.run);
-    std::fs::create_dir_all(image.parent().unwrap())
-        .with_context(|| format!("creating {}", image.parent().unwrap().display()))?;
+    let ram = image_path(&paths.run);
+    std::fs::create_dir_all(ram.parent().unwrap())
+        .with_context(|| format!("creating {}", ram.parent().unwrap().display()))?;
     let opts = fetch::FetchOptions {
         expected_sha256: p.sha256.clone(),
         sidecar: true,
@@ -203,18 +280,26 @@ fn steps(
         deadline: p.fetch_timeout,
         ..Default::default()
     };
-    let f = fetch::fetch(url, &image, &opts)
-        .with_context(|| format!("fetching the live image {url}"))?;
+    let mut cr = CacheReport::default();
+    let cache = open_cache(paths, p, &mut cr);
+    let image = match &cache {
+        Some(c) => with_cache(c, url, &opts, &ram, &mut cr, rec),
+        None => fetch_to(url, &ram, &opts, None, &mut cr, rec),
+    };
+    cr.booted_from = image.as_ref().ok().cloned();
+    rec.cache = Some(cr);
+    let image = image?;
     rec.timings.fetch = t.elapsed().as_secs_f64();
-    tracing::info!(
-        "nodectl initrd: fetched {} bytes in {:.1}s, sha256 {} ({}), at {:.1}s",
-        f.bytes,
-        f.seconds,
-        f.sha256,
-        f.verified_by,
-        t0.elapsed().as_secs_f64()
-    );
-    rec.fetch = Some(f);
+    if let Some(f) = &rec.fetch {
+        tracing::info!(
+            "nodectl initrd: fetched {} bytes in {:.1}s, sha256 {} ({}), at {:.1}s",
+            f.bytes,
+            f.seconds,
+            f.sha256,
+            f.verified_by,
+            t0.elapsed().as_secs_f64()
+        );
+    }
 
     let t = Instant::now();
     let l = live::mount_live(&live::LiveOptions {
@@ -234,6 +319,155 @@ fn steps(
     rec.timings.mount = t.elapsed().as_secs_f64();
     rec.live = Some(l);
     Ok(())
+}
+
+/// Mount the cache partition and open the cache; `None` (with the reason
+/// in `cr` and on the console) when there is none to use.
+fn open_cache(paths: &Paths, p: &BootParams, cr: &mut CacheReport) -> Option<Cache> {
+    if !p.cache {
+        cr.outcome = "off".into();
+        tracing::info!("nodectl initrd: live image cache off (nodeboot.cache=0)");
+        return None;
+    }
+    let dir = crate::cache::mount_dir(&paths.run);
+    let unavailable = |cr: &mut CacheReport, msg: String| {
+        tracing::warn!("nodectl initrd: live image cache unavailable: {msg}; the image comes from the network");
+        cr.outcome = "unavailable".into();
+        cr.message = Some(msg);
+        None
+    };
+    let device = match crate::cache::mount_partition(&paths.sys.join("class/block"), &paths.dev, &dir) {
+        Ok(d) => d,
+        // No cache partition is the usual case of a node without one: info, not warn.
+        Err(e @ crate::cache::PartitionError::Missing { .. }) => {
+            tracing::info!("nodectl initrd: no live image cache: {e}");
+            cr.outcome = "unavailable".into();
+            cr.message = Some(e.to_string());
+            return None;
+        }
+        Err(e) => return unavailable(cr, e.to_string()),
+    };
+    cr.device = Some(device.clone());
+    cr.dir = Some(dir.clone());
+    match Cache::open(&dir) {
+        Ok(c) => {
+            tracing::info!(
+                "nodectl initrd: live image cache {} on {}",
+                dir.display(),
+                device.display()
+            );
+            Some(c.keep(p.cache_keep))
+        }
+        Err(e) => unavailable(cr, e.to_string()),
+    }
+}
+
+/// The image from the cache, or fetched and stored: the file to boot.
+fn with_cache(
+    c: &Cache,
+    url: &str,
+    opts: &fetch::FetchOptions,
+    ram: &Path,
+    cr: &mut CacheReport,
+    rec: &mut BootRecord,
+) -> Result<PathBuf> {
+    let t = Instant::now();
+    // Which image is current: the pinned digest, or the sidecar (the only
+    // thing fetched on a hit).
+    let (digest, by) = fetch::expected_digest(url, opts)
+        .with_context(|| format!("fetching the live image {url}"))?;
+    if c.lookup(&digest).is_some() {
+        match c.verify(&digest) {
+            Ok(v) => {
+                cr.outcome = "hit".into();
+                cr.verify_seconds = Some(v.seconds);
+                tracing::info!(
+                    "nodectl initrd: cache hit: {} verified whole ({} bytes hashed in {:.1}s, sha256 {digest} pinned by {by}): no image bytes fetched",
+                    v.path.display(),
+                    v.bytes,
+                    v.seconds
+                );
+                rec.fetch = Some(fetch::FetchReport {
+                    url: url.to_string(),
+                    bytes: 0,
+                    seconds: t.elapsed().as_secs_f64(),
+                    sha256: digest,
+                    verified_by: by.to_string(),
+                    attempts: 0,
+                    resumes: 0,
+                    restarts: 0,
+                });
+                return Ok(v.path);
+            }
+            Err(e @ CacheError::Corrupt { .. }) => {
+                tracing::error!(
+                    "nodectl initrd: CACHE CORRUPT: {e}; not booting it, fetching the image again"
+                );
+                cr.outcome = "corrupt".into();
+                cr.verify_seconds = Some(t.elapsed().as_secs_f64());
+                cr.message = Some(e.to_string());
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "nodectl initrd: live image cache unavailable: {e}; the image comes from the network"
+                );
+                cr.outcome = "unavailable".into();
+                cr.message = Some(e.to_string());
+            }
+        }
+    } else {
+        cr.outcome = "miss".into();
+        tracing::info!(
+            "nodectl initrd: cache miss: sha256 {digest} is not in {}; fetching it",
+            c.dir().display()
+        );
+    }
+    let pinned = fetch::FetchOptions {
+        expected_sha256: Some(digest.clone()),
+        ..opts.clone()
+    };
+    let image = fetch_to(url, ram, &pinned, Some(by), cr, rec)?;
+    match c.store(&digest, &image) {
+        Ok(s) => {
+            cr.stored = true;
+            cr.store_seconds = Some(s.seconds);
+            cr.evicted = s.evicted;
+            tracing::info!(
+                "nodectl initrd: stored the image in the cache as {} in {:.1}s",
+                s.path.display(),
+                s.seconds
+            );
+        }
+        Err(e) => {
+            tracing::warn!("nodectl initrd: the image is not cached: {e}; booting the fetched copy");
+            let m = e.to_string();
+            cr.message = Some(match cr.message.take() {
+                Some(prev) => format!("{prev}; {m}"),
+                None => m,
+            });
+        }
+    }
+    Ok(image)
+}
+
+/// Fetch the image to `dest` (the copy in /run) as without a cache;
+/// `by`: how the digest given in `opts` was known.
+fn fetch_to(
+    url: &str,
+    dest: &Path,
+    opts: &fetch::FetchOptions,
+    by: Option<&str>,
+    cr: &mut CacheReport,
+    rec: &mut BootRecord,
+) -> Result<PathBuf> {
+    let mut f = fetch::fetch(url, dest, opts)
+        .with_context(|| format!("fetching the live image {url}"))?;
+    if let Some(by) = by {
+        f.verified_by = by.to_string();
+    }
+    cr.bytes_fetched = f.bytes;
+    rec.fetch = Some(f);
+    Ok(dest.to_path_buf())
 }
 
 /// The console banner of a failed live boot: names the step and the cause.
@@ -257,7 +491,167 @@ mod tests {
             etc: dir.join("etc"),
             uptime: dir.join("uptime"),
             sys: dir.join("sys"),
+            dev: dir.join("dev"),
         }
+    }
+
+    /// A server of one image at `/img` and its sidecar; counts the image
+    /// requests (what a cache hit must not make).
+    fn serve(body: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/img", l.local_addr().unwrap());
+        let hits = std::sync::Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        let side = format!("{}  img\n", crate::cache::sha256_of(&body));
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut first = String::new();
+                let _ = r.read_line(&mut first);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let path = first.split_whitespace().nth(1).unwrap_or_default();
+                let b: &[u8] = match path {
+                    "/img.sha256" => side.as_bytes(),
+                    "/img" => {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        &body
+                    }
+                    _ => b"",
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    b.len()
+                );
+                let _ = s.write_all(b);
+            }
+        });
+        (url, hits)
+    }
+
+    fn record(url: &str) -> BootRecord {
+        let c = crate::cmdline::Cmdline::parse(&format!("root=live:{url}"));
+        BootRecord {
+            nodectl_version: "test",
+            params: BootParams::from_cmdline(&c).unwrap(),
+            net: None,
+            fetch: None,
+            live: None,
+            cache: None,
+            timings: Timings::default(),
+            firmware: crate::firmware::read(Path::new("/nonexistent")),
+            error: None,
+        }
+    }
+
+    fn opts() -> fetch::FetchOptions {
+        fetch::FetchOptions {
+            deadline: std::time::Duration::from_secs(10),
+            ..Default::default()
+        }
+    }
+
+    /// Miss (fetched, stored), hit (no image request, booted from the
+    /// cache file), a flipped byte (caught, named, refetched, stored).
+    #[test]
+    fn miss_then_hit_then_corrupt() {
+        use std::sync::atomic::Ordering;
+        let d = tempfile::tempdir().unwrap();
+        let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let digest = crate::cache::sha256_of(&body);
+        let (url, hits) = serve(body.clone());
+        let c = Cache::open(&d.path().join("cache")).unwrap();
+        let ram = d.path().join("run/live.squashfs");
+        std::fs::create_dir_all(ram.parent().unwrap()).unwrap();
+
+        let (mut cr, mut rec) = (CacheReport::default(), record(&url));
+        let got = with_cache(&c, &url, &opts(), &ram, &mut cr, &mut rec).unwrap();
+        assert_eq!((cr.outcome.as_str(), cr.stored), ("miss", true), "{cr:?}");
+        assert_eq!(got, ram, "a miss boots the copy in /run");
+        assert_eq!(cr.bytes_fetched, 200_000);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert_eq!(rec.fetch.as_ref().unwrap().verified_by, "sidecar");
+        std::fs::remove_file(&ram).unwrap();
+
+        let (mut cr, mut rec) = (CacheReport::default(), record(&url));
+        let got = with_cache(&c, &url, &opts(), &ram, &mut cr, &mut rec).unwrap();
+        assert_eq!(cr.outcome, "hit", "{cr:?}");
+        assert_eq!(got, c.lookup(&digest).unwrap(), "a hit boots the cache file");
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "a hit fetched the image");
+        assert_eq!(cr.bytes_fetched, 0);
+        let f = rec.fetch.unwrap();
+        assert_eq!((f.bytes, f.sha256.as_str()), (0, digest.as_str()));
+        assert!(!ram.exists());
+
+        {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new().write(true).open(&got).unwrap();
+            f.write_all_at(&[0xff], 123_457).unwrap();
+        }
+        let (mut cr, mut rec) = (CacheReport::default(), record(&url));
+        let again = with_cache(&c, &url, &opts(), &ram, &mut cr, &mut rec).unwrap();
+        assert_eq!((cr.outcome.as_str(), cr.stored), ("corrupt", true), "{cr:?}");
+        let m = cr.message.unwrap();
+        assert!(m.contains(&format!("the cached image {} is corrupt", got.display())), "{m}");
+        assert_eq!(again, ram, "never the corrupt file");
+        assert_eq!(hits.load(Ordering::SeqCst), 2, "refetched");
+        assert_eq!(std::fs::read(&ram).unwrap(), body);
+        c.verify(&digest).unwrap();
+    }
+
+    /// A cache too small for the image: the fetched copy boots, the
+    /// message says why it is not cached.
+    #[test]
+    fn a_full_cache_boots_the_fetched_copy() {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP: needs root (a small tmpfs)");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("cache");
+        std::fs::create_dir_all(&dir).unwrap();
+        nix::mount::mount(Some("tmpfs"), &dir, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=1m"))
+            .unwrap();
+        let body = vec![9u8; 3 << 20];
+        let (url, _) = serve(body);
+        let c = Cache::open(&dir).unwrap();
+        let ram = d.path().join("live.squashfs");
+        let (mut cr, mut rec) = (CacheReport::default(), record(&url));
+        let r = with_cache(&c, &url, &opts(), &ram, &mut cr, &mut rec);
+        let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
+        assert_eq!(r.unwrap(), ram);
+        assert_eq!((cr.outcome.as_str(), cr.stored), ("miss", false));
+        let m = cr.message.unwrap();
+        assert!(m.contains("is full: the image needs 3145728 bytes"), "{m}");
+    }
+
+    #[test]
+    fn no_partition_or_off_means_the_network() {
+        let d = tempfile::tempdir().unwrap();
+        let p = paths(d.path(), "root=live:http://127.0.0.1:9/x");
+        let params = BootParams::from_path(&p.cmdline).unwrap();
+        let mut cr = CacheReport::default();
+        assert!(open_cache(&p, &params, &mut cr).is_none());
+        assert_eq!(cr.outcome, "unavailable");
+        assert!(
+            cr.message.unwrap().starts_with("no partition named nodeboot-cache"),
+        );
+        let off = BootParams {
+            cache: false,
+            ..params
+        };
+        let mut cr = CacheReport::default();
+        assert!(open_cache(&p, &off, &mut cr).is_none());
+        assert_eq!(cr.outcome, "off");
     }
 
     #[test]

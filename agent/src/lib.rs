@@ -1,6 +1,7 @@
 //! nodeboot agent: the code behind `nodectl`, everything that runs on a node.
 // The command runner and the logging setup are shared with bootd and nodeimg.
 pub use nodeboot_common::{cmd, log};
+pub mod cache;
 pub mod cmdline;
 pub mod disk;
 pub mod fetch;

@@ -130,6 +130,12 @@ Exit status:
         /// takes the rest.
         #[arg(long, value_name = "SIZE", value_parser = nodeboot_agent::disk::plan::parse_key_size)]
         key_partition: Option<u64>,
+        /// Make a partition for the live image cache (ext4, GPT name and label
+        /// nodeboot-cache) of SIZE, e.g. 1G (at least 64M, whole MiB; give it twice
+        /// the live image), after the key partition; `nodectl initrd` keeps the
+        /// images it verified there and boots an unchanged image without downloading it.
+        #[arg(long, value_name = "SIZE", value_parser = nodeboot_agent::disk::plan::parse_cache_size)]
+        cache_partition: Option<u64>,
         /// Erase existing partition tables and filesystem signatures first. Never
         /// allowed on the disk of the running root, the live image cache or the boot medium.
         #[arg(long)]
@@ -163,13 +169,16 @@ Examples:
   # a blank disk: partition 1 for the key (64 MiB), partition 2 xfs over the rest
   nodectl format-disk /dev/nvme0n1 --fs xfs --uuid 0b1f6a5e-3c1d-4b6e-9a7c-2f7e8d9c0a11 \\
       --label scratch --key-partition 64M
+  # also a 2 GiB live image cache (partition 2, nodeboot-cache); xfs is partition 3
+  nodectl format-disk /dev/nvme0n1 --fs xfs --uuid 0b1f6a5e-3c1d-4b6e-9a7c-2f7e8d9c0a11 \
+      --key-partition 64M --cache-partition 2G
   # a disk used before: erase what is on it first
   nodectl format-disk /dev/sdb --fs ext4 --uuid 0b1f6a5e-3c1d-4b6e-9a7c-2f7e8d9c0a11 --wipe
   # then the deploy key
   nodectl install-key /dev/nvme0n1 ./deploy_key
 
 What it does: (with --wipe) erase the signatures in each old partition and on the disk;
-write a GPT with 1 MiB-aligned partitions (nodeboot-key, nodeboot-data); mkfs with the
+write a GPT with 1 MiB-aligned partitions (nodeboot-key, nodeboot-cache, nodeboot-data); mkfs with the
 UUID and label; re-read the partition table and wait for udev until
 /dev/disk/by-uuid/UUID exists. Run again with the same options on a disk that has that
 layout, filesystem, UUID (and label), it writes nothing and prints \"already formatted\".
@@ -188,7 +197,7 @@ Exit status:
   0  formatted; already formatted; or --dry-run and nothing against it
   3  refused: nothing was written
   4  failed after the partition table was written: the disk was reset to an empty GPT
-  2  bad command line (UUID, label length, --key-partition size)
+  2  bad command line (UUID, label length, --key-partition or --cache-partition size)
   1  anything else (reading the disk, wiping, /dev/disk/by-uuid/UUID not made by udev)
 
 See also: man nodectl-format-disk";
@@ -362,6 +371,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             uuid,
             label,
             key_partition,
+            cache_partition,
             wipe,
             dry_run,
             json,
@@ -380,6 +390,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 uuid,
                 label,
                 key_partition,
+                cache_partition,
                 wipe,
                 dry_run,
             };

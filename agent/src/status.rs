@@ -41,6 +41,14 @@ pub fn status(
             "verified_by": fetch["verified_by"],
             "resumes": fetch["resumes"],
         },
+        "cache": {
+            "outcome": rec["cache"]["outcome"],
+            "bytes_fetched": rec["cache"]["bytes_fetched"],
+            "booted_from": rec["cache"]["booted_from"],
+            "stored": rec["cache"]["stored"],
+            "verify_seconds": rec["cache"]["verify_seconds"],
+            "message": rec["cache"]["message"],
+        },
         "initrd_seconds": rec["timings"]["total"],
         "firmware": rec["firmware"],
         "uptime": up,
@@ -69,6 +77,7 @@ mod tests {
         assert_eq!(s["fetch"]["bytes"], 5);
         assert_eq!(s["fetch"]["resumes"], 1);
         assert_eq!(s["uptime"], 12.5);
+        assert!(s["cache"]["outcome"].is_null(), "no cache in the record");
     }
 
     #[test]

@@ -588,6 +588,7 @@ fn refuses_root_cache_and_boot_disks_even_with_wipe() {
             uuid: U2.parse().unwrap(),
             label: None,
             key_partition: None,
+            cache_partition: None,
             wipe: true,
             dry_run: false,
         };
@@ -638,6 +639,7 @@ fn mkfs_failure_leaves_an_empty_gpt() {
         uuid: U1.parse().unwrap(),
         label: Some("half".into()),
         key_partition: Some(16 * MIB),
+        cache_partition: None,
         wipe: false,
         dry_run: false,
     };
@@ -937,6 +939,7 @@ fn refuses_a_uuid_another_device_has() {
         uuid: U1.parse().unwrap(),
         label: None,
         key_partition: None,
+            cache_partition: None,
         wipe: false,
         dry_run: false,
     };

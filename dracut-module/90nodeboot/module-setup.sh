@@ -24,6 +24,11 @@ depends() {
 installkernel() {
     hostonly='' instmods '=drivers/net/ethernet' virtio_net af_packet
     instmods squashfs loop overlay
+    # The live image cache partition (nodectl format-disk --cache-partition):
+    # ext4, mounted by nodectl itself (mount(2), no mount binary needed), on
+    # whichever disk the node has.
+    instmods ext4 crc32c
+    hostonly='' instmods '=drivers/block' '=drivers/nvme' '=drivers/scsi' '=drivers/ata' virtio_blk virtio_scsi sd_mod nvme ahci
 }
 
 install() {

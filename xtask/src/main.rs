@@ -5,6 +5,7 @@ use std::process::Command;
 
 mod bench;
 mod build;
+mod cacheboot;
 mod deps;
 mod dist;
 mod docs;
@@ -40,7 +41,7 @@ enum Cmd {
         no_qemu: bool,
     },
     /// Run QEMU boots: boot, bad-digest, unreachable, resume, postscript,
-    /// postscript-fails, disk, slurm-user, slurm-wrong-hostkey, slurm-tpm, slurm-nfs-missing, slurm-nfs-down, pxe, pxe-uefi, httpboot, secureboot, secureboot-unsigned, hostile (default: all).
+    /// postscript-fails, disk, cache, slurm-user, slurm-wrong-hostkey, slurm-tpm, slurm-nfs-missing, slurm-nfs-down, pxe, pxe-uefi, httpboot, secureboot, secureboot-unsigned, hostile (default: all).
     E2e { names: Vec<String> },
     /// The .deb packages nodeboot-nodectl, nodeboot-bootd and
     /// nodeboot-nodeimg (static binaries, man pages, completions, units),

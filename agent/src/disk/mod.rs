@@ -80,6 +80,8 @@ pub struct FormatRequest {
     pub uuid: Uuid,
     pub label: Option<String>,
     pub key_partition: Option<u64>,
+    /// `--cache-partition`: the live image cache (ext4 `nodeboot-cache`).
+    pub cache_partition: Option<u64>,
     pub wipe: bool,
     pub dry_run: bool,
 }
@@ -629,6 +631,7 @@ pub fn format_disk(
             uuid: req.uuid.clone(),
             label: req.label.clone(),
             key_partition: req.key_partition,
+            cache_partition: req.cache_partition,
         },
     );
     let mut report = Report {
@@ -813,6 +816,7 @@ fn make_filesystems(plan: &Plan, parts: &[KernelPart], tools: &Tools) -> Result<
             prog.to_string_lossy(),
             match p.role {
                 Role::Key => "(key partition)",
+                Role::Cache => "(live image cache)",
                 Role::Data => "(data partition)",
             },
             k.node.display()

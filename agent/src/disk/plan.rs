@@ -5,12 +5,14 @@
 //! The layout is a GPT whose partitions start and end on 1 MiB boundaries:
 //!
 //! ```text
-//! 0        1 MiB                1 MiB + KEY                      end − <1 MiB
-//! │ PMBR,  │ 1 nodeboot-key     │ 2 nodeboot-data (the rest)       │ backup
-//! │ GPT    │ ext4 "nodeboot-key"│ xfs|ext4|btrfs, --uuid, --label  │ GPT
+//! 0        1 MiB                1 MiB + KEY            + CACHE                        end − <1 MiB
+//! │ PMBR,  │ 1 nodeboot-key     │ 2 nodeboot-cache     │ 3 nodeboot-data (the rest)       │ backup
+//! │ GPT    │ ext4 "nodeboot-key"│ ext4 "nodeboot-cache"│ xfs|ext4|btrfs, --uuid, --label  │ GPT
 //! ```
 //!
-//! Without `--key-partition` the data partition is partition 1. The layout
+//! Each of the key (`--key-partition`) and the live image cache
+//! (`--cache-partition`) is optional; the partitions are numbered in that
+//! order, the data partition last. The layout
 //! is a pure function of (disk size, sector size, options): running again
 //! on the same disk gives the same numbers, which is what makes the
 //! "already formatted" check exact.
@@ -34,6 +36,15 @@ pub const KEY_FS_LABEL: &str = "nodeboot-key";
 /// Bounds of `--key-partition`.
 pub const KEY_MIN: u64 = 8 * MIB;
 pub const KEY_MAX: u64 = GIB;
+/// GPT partition name of the live image cache (`nodectl initrd` finds it
+/// by this name).
+pub const CACHE_PART_NAME: &str = "nodeboot-cache";
+/// Filesystem label of the live image cache (ext4).
+pub const CACHE_FS_LABEL: &str = "nodeboot-cache";
+/// Smallest `--cache-partition`: room for one small image. A live image
+/// is ~200 MiB; give at least twice the image (the new one is written
+/// before the old one goes when it does not fit otherwise).
+pub const CACHE_MIN: u64 = 64 * MIB;
 
 /// The filesystems `format-disk` makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -258,6 +269,24 @@ pub fn parse_key_size(s: &str) -> Result<u64, String> {
     Ok(n)
 }
 
+/// Parse and bound `--cache-partition`: a whole number of MiB, at least
+/// [`CACHE_MIN`] (the disk's size bounds it from above).
+pub fn parse_cache_size(s: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    if n % MIB != 0 {
+        return Err(format!(
+            "`{s}` is not a whole number of MiB (partitions are 1 MiB-aligned)"
+        ));
+    }
+    if n < CACHE_MIN {
+        return Err(format!(
+            "`{s}` is too small: the live image cache takes at least {} (give it twice the live image, e.g. 1G)",
+            human(CACHE_MIN)
+        ));
+    }
+    Ok(n)
+}
+
 /// A size for people: binary units, one decimal unless whole ("512 MiB",
 /// "1.8 TiB").
 pub fn human(bytes: u64) -> String {
@@ -278,6 +307,7 @@ pub fn human(bytes: u64) -> String {
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Key,
+    Cache,
     Data,
 }
 
@@ -325,6 +355,8 @@ pub struct Request {
     pub uuid: Uuid,
     pub label: Option<String>,
     pub key_partition: Option<u64>,
+    /// `--cache-partition`: the live image cache, after the key partition.
+    pub cache_partition: Option<u64>,
 }
 
 /// Sectors taken by one copy of the GPT partition array (128 entries of
@@ -363,6 +395,29 @@ pub fn make_plan(size_bytes: u64, sector_size: u64, req: &Request) -> Result<Pla
             fs: Fs::Ext4,
             uuid: None,
             label: Some(KEY_FS_LABEL.to_string()),
+        });
+        start += n;
+    }
+    if let Some(c) = req.cache_partition {
+        let n = c / sector_size;
+        if start + n > end {
+            return Err(format!(
+                "it is too small: {} cannot hold a {} cache partition",
+                human(size_bytes),
+                human(c)
+            ));
+        }
+        parts.push(PlannedPart {
+            number: parts.len() as u32 + 1,
+            role: Role::Cache,
+            name: CACHE_PART_NAME,
+            first_lba: start,
+            last_lba: start + n - 1,
+            start_bytes: start * sector_size,
+            size_bytes: c,
+            fs: Fs::Ext4,
+            uuid: None,
+            label: Some(CACHE_FS_LABEL.to_string()),
         });
         start += n;
     }
@@ -526,7 +581,60 @@ mod tests {
             uuid: uuid(),
             label: Some("scratch".into()),
             key_partition: key,
+            cache_partition: None,
         }
+    }
+
+    #[test]
+    fn cache_sizes() {
+        assert_eq!(parse_cache_size("1G").unwrap(), GIB);
+        assert_eq!(parse_cache_size("64M").unwrap(), 64 * MIB);
+        let e = parse_cache_size("32M").unwrap_err();
+        assert!(e.contains("too small: the live image cache takes at least 64 MiB"), "{e}");
+        assert!(parse_cache_size("1500K")
+            .unwrap_err()
+            .contains("whole number of MiB"));
+    }
+
+    #[test]
+    fn layout_with_key_and_cache_partitions() {
+        let r = Request {
+            cache_partition: Some(256 * MIB),
+            ..req(Some(64 * MIB))
+        };
+        let p = make_plan(GIB, 512, &r).unwrap();
+        let [k, c, d] = &p.partitions[..] else { panic!() };
+        assert_eq!((k.number, k.name), (1, KEY_PART_NAME));
+        assert_eq!((c.number, c.name, c.fs, c.role), (2, CACHE_PART_NAME, Fs::Ext4, Role::Cache));
+        assert_eq!(c.label.as_deref(), Some(CACHE_FS_LABEL));
+        assert_eq!(c.uuid, None);
+        assert_eq!(c.first_lba, k.last_lba + 1);
+        assert_eq!(c.start_bytes, 65 * MIB);
+        assert_eq!(c.size_bytes, 256 * MIB);
+        assert_eq!((d.number, d.name), (3, DATA_PART_NAME));
+        assert_eq!(d.first_lba, c.last_lba + 1);
+        assert_eq!(p.data().number, 3);
+        // Without the key partition the cache is partition 1.
+        let r = Request {
+            cache_partition: Some(256 * MIB),
+            ..req(None)
+        };
+        let p = make_plan(GIB, 512, &r).unwrap();
+        assert_eq!(p.partitions[0].name, CACHE_PART_NAME);
+        assert_eq!(p.partitions[0].start_bytes, MIB);
+        // A cache that leaves no room for the data partition is refused.
+        let r = Request {
+            cache_partition: Some(900 * MIB),
+            ..req(None)
+        };
+        let e = make_plan(GIB, 512, &r).unwrap_err();
+        assert!(e.contains("mkfs.xfs needs at least 300 MiB"), "{e}");
+        let r = Request {
+            cache_partition: Some(2 * GIB),
+            ..req(None)
+        };
+        let e = make_plan(GIB, 512, &r).unwrap_err();
+        assert!(e.contains("cannot hold a 2 GiB cache partition"), "{e}");
     }
 
     #[test]

@@ -221,6 +221,36 @@ pub fn fetch(url: &str, dest: &Path, opts: &FetchOptions) -> Result<FetchReport,
     })
 }
 
+/// The digest the image must have, and how it is known ("cmdline" when
+/// given in `opts`, else "sidecar": `<url>.sha256` is fetched, with the
+/// retries and deadline of [`fetch`]). What the live image cache needs to
+/// tell whether the image it holds is the current one without downloading
+/// the image.
+pub fn expected_digest(
+    url: &str,
+    opts: &FetchOptions,
+) -> Result<(String, &'static str), FetchError> {
+    if let Some(h) = &opts.expected_sha256 {
+        let d = parse_digest(h).ok_or_else(|| {
+            FetchError::Other(format!(
+                "expected sha256 {h:?} for {url}: not 64 hexadecimal digits"
+            ))
+        })?;
+        return Ok((d, "cmdline"));
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(FetchError::Other(format!(
+            "{url}: unsupported URL (expected http:// or https://)"
+        )));
+    }
+    let agent = agent(opts)?;
+    let clock = Clock {
+        start: Instant::now(),
+        deadline: opts.deadline,
+    };
+    Ok((sidecar(&agent, url, &clock, opts)?, "sidecar"))
+}
+
 /// `<dest>.part`, beside `dest` so that the final rename stays in one filesystem.
 pub fn part_path(dest: &Path) -> PathBuf {
     let mut p = dest.as_os_str().to_owned();
