@@ -53,6 +53,12 @@ pub const LIVE_EXCLUDES: &[&str] = &[
     "lib/modules/*/kernel/drivers/net/wireless",
 ];
 
+/// Packages the test image adds to nodeimg's default list: what the
+/// Grendel path's postscript runs (`e2e slurm-grendel`: git clone over
+/// ssh, rsync; openssh-client comes with openssh-server). The native path
+/// needs neither (nodectl clones with libgit2).
+pub const EXTRA_PACKAGES: &[&str] = &["git", "rsync"];
+
 /// zstd level of the live image.
 pub const LIVE_LEVEL: u32 = 15;
 
@@ -188,7 +194,8 @@ pub fn artifacts() -> Result<Artifacts> {
     std::fs::create_dir_all(&cache).with_context(|| format!("making {}", cache.display()))?;
 
     let out = Command::new(&nodeimg)
-        .args(["rootfs", "debian", "--print-key"])
+        .args(["rootfs", "debian", "--print-key", "--extra-packages"])
+        .arg(EXTRA_PACKAGES.join(","))
         .stderr(Stdio::inherit())
         .output()
         .with_context(|| format!("running {} rootfs debian --print-key", nodeimg.display()))?;
@@ -290,6 +297,8 @@ fn build_image(nodeimg: &Path, deb: &Path, cache: &Path, out: &Path) -> Result<(
             .arg(cache)
             .arg("--deb")
             .arg(deb)
+            .arg("--extra-packages")
+            .arg(EXTRA_PACKAGES.join(","))
             .arg("--empty-root-password"),
     )?;
     eprintln!("xtask: node root in {:.0}s", t.elapsed().as_secs_f64());
