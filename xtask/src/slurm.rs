@@ -810,9 +810,24 @@ fn checks(
             want.join("\n")
         );
     }
-    let active = srun(&["systemctl", "is-active", "munge", "sssd", "slurmd", "ssh"])?;
-    if active.split_whitespace().collect::<Vec<_>>() != ["active"; 4] {
-        bail!("services on cn1: {active}");
+    // The native path starts them before it says ready; the Grendel
+    // postscript only queues their restarts (--no-block) and nothing waits
+    // for them: there, they get a bounded while to come up.
+    let t = Instant::now();
+    loop {
+        // Exit status 0 when one of them is active: the words say it.
+        let active = srun(&["systemctl", "is-active", "munge", "sssd", "slurmd", "ssh"])?;
+        let words: Vec<&str> = active.split_whitespace().collect();
+        if words == ["active"; 4] {
+            break;
+        }
+        if variant != Variant::Grendel
+            || !words.contains(&"activating")
+            || t.elapsed() > Duration::from_secs(180)
+        {
+            bail!("services on cn1: {active}");
+        }
+        std::thread::sleep(Duration::from_secs(2));
     }
     let disk = srun(&["findmnt", "-n", "-o", "SOURCE,FSTYPE", "/mnt/disk"])?;
     if !disk.contains("ext4") {
