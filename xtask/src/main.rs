@@ -41,7 +41,7 @@ enum Cmd {
         no_qemu: bool,
     },
     /// Run QEMU boots: boot, bad-digest, unreachable, resume, postscript,
-    /// postscript-fails, disk, cache, slurm-user, slurm-wrong-hostkey, slurm-tpm, slurm-nfs-missing, slurm-nfs-down, pxe, pxe-uefi, httpboot, secureboot, secureboot-unsigned, hostile (default: all).
+    /// postscript-fails, disk, cache, slurm-user, slurm-wrong-hostkey, slurm-tpm, slurm-nfs-missing, slurm-nfs-down, slurm-grendel, pxe, pxe-uefi, httpboot, secureboot, secureboot-unsigned, hostile (default: all).
     E2e { names: Vec<String> },
     /// The .deb packages nodeboot-nodectl, nodeboot-bootd and
     /// nodeboot-nodeimg (static binaries, man pages, completions, units),
@@ -221,6 +221,13 @@ fn test(no_qemu: bool) -> Result<()> {
         "dracut-module/90nodeboot/nodeboot-generator.sh",
         "dracut-module/90nodeboot/parse-nodeboot.sh",
         ".ci/run",
+        // The Grendel path's scripts (e2e slurm-grendel).
+        "xtask/src/site/grendel/postscript.sh",
+        "xtask/src/site/grendel/post.sh",
+        "xtask/src/site/grendel/postscripts/ldap",
+        "xtask/src/site/grendel/postscripts/fs_mount",
+        "xtask/src/site/grendel/postscripts/slurm",
+        "xtask/src/site/grendel/postscripts/set-motd",
     ];
     build::run(
         Command::new("shellcheck")

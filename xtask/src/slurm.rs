@@ -60,6 +60,16 @@ pub enum Variant {
     /// No NFS server runs at all (`wait = 15`): provisioning fails within
     /// the bound naming the server and mount.nfs's `Connection refused`.
     NfsDown,
+    /// The same site provisioned the Grendel way (the seed
+    /// compute-plane-network-boot.txt): bootd serves a shell postscript at
+    /// /repo/postscript.sh (`nodeboot.postscript=1`), which mounts the key
+    /// partition, `git clone`s the site's postscripts with
+    /// `StrictHostKeyChecking=no`, and runs their post.sh (after
+    /// deepsquare-io/postscripts: rsync of files, chmod/chown,
+    /// `update-ca-certificates`, NFS by fstab and `mount -a`, `systemctl
+    /// restart` of munge, sssd, slurmd and ssh). The munge key and the LDAP
+    /// bind password are in git, as the seed has them. The same job checks.
+    Grendel,
 }
 
 /// The export `Variant::NfsMissing` mounts.
@@ -357,7 +367,12 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
 /// The site's fork of `postscripts/`: secrets added, endpoints set to the
 /// test's, the node.toml of this node (the reference's without NFS, which
 /// cannot be served here; its disk by the test's UUID, ext4).
-fn site_repo(dir: &Path, munge_key: &[u8], variant: Variant) -> Result<(PathBuf, String, PathBuf)> {
+fn site_repo(
+    dir: &Path,
+    munge_key: &[u8],
+    bind_pw: &str,
+    variant: Variant,
+) -> Result<(PathBuf, String, PathBuf)> {
     let work = dir.join("postscripts");
     let _ = std::fs::remove_dir_all(&work);
     copy_tree(&crate::build::root().join("postscripts"), &work)?;
@@ -464,6 +479,9 @@ fn site_repo(dir: &Path, munge_key: &[u8], variant: Variant) -> Result<(PathBuf,
         bail!("could not derive the test's node.toml from postscripts/node.toml:\n{node_toml}");
     }
     std::fs::write(work.join("node.toml"), node_toml)?;
+    if variant == Variant::Grendel {
+        grendel_repo(&work, munge_key, bind_pw)?;
+    }
     let git = |args: &[&str]| -> Result<String> {
         let mut a = vec![
             "git",
@@ -494,6 +512,76 @@ fn site_repo(dir: &Path, munge_key: &[u8], variant: Variant) -> Result<(PathBuf,
     ])?;
     git(&["push", "-q", &bare.to_string_lossy(), "main"])?;
     Ok((bare, commit, ca))
+}
+
+/// The Grendel path's scripts (`Variant::Grendel`), in `site/grendel/`:
+/// the image postscript bootd serves, and the repository's post.sh and the
+/// scripts it runs (name, text, executable).
+const GRENDEL_POSTSCRIPT: &str = include_str!("site/grendel/postscript.sh");
+const GRENDEL_REPO: &[(&str, &str)] = &[
+    ("post.sh", include_str!("site/grendel/post.sh")),
+    (
+        "postscripts/ldap",
+        include_str!("site/grendel/postscripts/ldap"),
+    ),
+    (
+        "postscripts/fs_mount",
+        include_str!("site/grendel/postscripts/fs_mount"),
+    ),
+    (
+        "postscripts/slurm",
+        include_str!("site/grendel/postscripts/slurm"),
+    ),
+    (
+        "postscripts/set-motd",
+        include_str!("site/grendel/postscripts/set-motd"),
+    ),
+];
+
+/// Turn the site's repository (`work`, made for the native path) into the
+/// Grendel path's, as the seed has it: no node.toml; post.sh and
+/// postscripts/ from `site/grendel/`; the munge key in git
+/// (files/munge/munge.key) and the LDAP bind password in sssd.conf.
+fn grendel_repo(work: &Path, munge_key: &[u8], bind_pw: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::remove_file(work.join("node.toml"))?;
+    let f = work.join("files");
+    std::fs::write(f.join("munge/munge.key"), munge_key)?;
+    let conf = f.join("sssd/sssd.conf");
+    let sssd = std::fs::read_to_string(&conf)?;
+    let marker = "[domain/deepsquare-ldap]\n";
+    if !sssd.contains(marker) {
+        bail!(
+            "{}: no {marker:?} to put the bind password under",
+            conf.display()
+        );
+    }
+    std::fs::write(
+        &conf,
+        sssd.replacen(
+            marker,
+            &format!("{marker}ldap_default_authtok = {bind_pw}\n"),
+            1,
+        ),
+    )?;
+    for (name, text) in GRENDEL_REPO {
+        let p = work.join(name);
+        std::fs::create_dir_all(p.parent().unwrap_or(work))?;
+        std::fs::write(&p, text.replace("@DATA_UUID@", DATA_UUID))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
+/// bootd's /repo/ for the Grendel path: postscript.sh cloning `url`.
+fn grendel_postscript(dir: &Path, url: &str) -> Result<PathBuf> {
+    let repo = dir.join("grendel-repo");
+    std::fs::create_dir_all(&repo)?;
+    std::fs::write(
+        repo.join("postscript.sh"),
+        GRENDEL_POSTSCRIPT.replace("@GIT_URL@", url),
+    )?;
+    Ok(repo)
 }
 
 /// sshd on 127.0.0.1:GIT_PORT letting the deploy key in as root.
@@ -594,9 +682,91 @@ fn srun(args: &[&str]) -> Result<String> {
     run_cmd(&a)
 }
 
+/// The first job as early as it can run: from QEMU start, ask slurmctld
+/// twice a second whether cn1 is idle, then `srun -w cn1 hostname`, which
+/// must print cn1. Seconds since `t0`, to the tenth.
+fn first_job_poller(t0: Instant, stop: &std::sync::atomic::AtomicBool) -> Result<f64> {
+    loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            bail!("the boot ended before cn1 was idle in Slurm");
+        }
+        let state = run_cmd(&["sinfo", "-h", "-n", "cn1", "-o", "%T"]).unwrap_or_default();
+        if state.trim() == "idle" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let host = srun(&["hostname"])?;
+    if host.trim() != "cn1" {
+        bail!("srun -w cn1 hostname printed {host:?}, not cn1");
+    }
+    Ok(tenths(t0.elapsed().as_secs_f64()))
+}
+
+fn tenths(s: f64) -> f64 {
+    (s * 10.0).round() / 10.0
+}
+
+/// Seconds since QEMU start of the first console line containing `pat`.
+fn console_at(console: &str, pat: &str) -> Option<f64> {
+    console
+        .lines()
+        .find(|l| l.contains(pat))
+        .and_then(|l| l.split('|').next())
+        .and_then(|t| t.trim().parse().ok())
+}
+
+/// The milestones `cargo xtask bench first-job` compares, the same names
+/// for both paths (seconds since QEMU start): switch_root, provision_start
+/// (nodectl-provision.service starting), cloned (the postscripts
+/// repository), configured (node.toml and post.sh applied / the Grendel
+/// postscript done), munge_active, sssd_active, slurmd_active, first_job.
+fn bench_milestones(r: &e2e::BootResult, variant: Variant, first_job: f64) -> Result<Value> {
+    let console = std::fs::read_to_string(&r.console)?;
+    let (cloned, configured) = match variant {
+        Variant::Grendel => (
+            "grendel-milestone cloned",
+            "grendel-milestone postscript-done",
+        ),
+        _ => (
+            "milestone=\"postscripts_cloned\"",
+            "milestone=\"post_sh_done\"",
+        ),
+    };
+    let mut m = serde_json::Map::new();
+    m.insert(
+        "switch_root".into(),
+        r.milestones
+            .get("switch_root")
+            .cloned()
+            .unwrap_or(Value::Null),
+    );
+    for (name, pat) in [
+        ("provision_start", "Starting nodectl-provision"),
+        ("cloned", cloned),
+        ("configured", configured),
+        ("munge_active", "Started munge.service"),
+        ("sssd_active", "Started sssd.service"),
+        ("slurmd_active", "Started slurmd.service"),
+    ] {
+        let Some(t) = console_at(&console, pat) else {
+            bail!("no {pat:?} on the console ({})", r.console.display());
+        };
+        m.insert(name.into(), json!(tenths(t)));
+    }
+    m.insert("first_job".into(), json!(first_job));
+    Ok(Value::Object(m))
+}
+
 /// What the host checks once the node says it is ready: the node idles in
 /// Slurm, a job runs, and what node.toml installed is as it should be.
-fn checks(t0: Instant, ca: &Path, node_host_pub: &str, commit: &str) -> Result<Value> {
+fn checks(
+    t0: Instant,
+    ca: &Path,
+    node_host_pub: &str,
+    commit: &str,
+    variant: Variant,
+) -> Result<Value> {
     let t = Instant::now();
     loop {
         let state = run_cmd(&["sinfo", "-h", "-n", "cn1", "-o", "%T"]).unwrap_or_default();
@@ -640,9 +810,24 @@ fn checks(t0: Instant, ca: &Path, node_host_pub: &str, commit: &str) -> Result<V
             want.join("\n")
         );
     }
-    let active = srun(&["systemctl", "is-active", "munge", "sssd", "slurmd", "ssh"])?;
-    if active.split_whitespace().collect::<Vec<_>>() != ["active"; 4] {
-        bail!("services on cn1: {active}");
+    // The native path starts them before it says ready; the Grendel
+    // postscript only queues their restarts (--no-block) and nothing waits
+    // for them: there, they get a bounded while to come up.
+    let t = Instant::now();
+    loop {
+        // Exit status 0 when one of them is active: the words say it.
+        let active = srun(&["systemctl", "is-active", "munge", "sssd", "slurmd", "ssh"])?;
+        let words: Vec<&str> = active.split_whitespace().collect();
+        if words == ["active"; 4] {
+            break;
+        }
+        if variant != Variant::Grendel
+            || !words.contains(&"activating")
+            || t.elapsed() > Duration::from_secs(180)
+        {
+            bail!("services on cn1: {active}");
+        }
+        std::thread::sleep(Duration::from_secs(2));
     }
     let disk = srun(&["findmnt", "-n", "-o", "SOURCE,FSTYPE", "/mnt/disk"])?;
     if !disk.contains("ext4") {
@@ -681,21 +866,23 @@ fn checks(t0: Instant, ca: &Path, node_host_pub: &str, commit: &str) -> Result<V
     if n.trim() != "1" {
         bail!("the site CA is not in cn1's trust store (grep -c: {n:?})");
     }
-    let run = srun(&["ls", "/run/nodeboot"])?;
-    if run.lines().any(|l| l.trim() == "postscripts") {
-        bail!("the clone (with the site's secrets) was left in /run/nodeboot: {run}");
-    }
-    // Structured journal fields.
-    let j = srun(&[
-        "journalctl",
-        "-q",
-        "--no-pager",
-        "-o",
-        "cat",
-        "NODEBOOT_PHASE=cloning",
-    ])?;
-    if !j.contains("provision phase") {
-        bail!("journalctl NODEBOOT_PHASE=cloning on cn1 found {j:?}");
+    if variant != Variant::Grendel {
+        // The native path's own: its clone removed, its journal fields.
+        let run = srun(&["ls", "/run/nodeboot"])?;
+        if run.lines().any(|l| l.trim() == "postscripts") {
+            bail!("the clone (with the site's secrets) was left in /run/nodeboot: {run}");
+        }
+        let j = srun(&[
+            "journalctl",
+            "-q",
+            "--no-pager",
+            "-o",
+            "cat",
+            "NODEBOOT_PHASE=cloning",
+        ])?;
+        if !j.contains("provision phase") {
+            bail!("journalctl NODEBOOT_PHASE=cloning on cn1 found {j:?}");
+        }
     }
     // The node's SSH host key is the repository's.
     let scan = run_cmd(&[
@@ -920,49 +1107,47 @@ fn secret_checks(
     Ok(identity.to_string())
 }
 
-/// After a failed check: the node's journal over SSH (the operator's key,
-/// the node's host key pinned) into `dir/node-journal.log`.
+/// The node's journal over SSH (the operator's key, the node's host key
+/// pinned) into `dir/node-journal.log`: after a failed check, and after a
+/// passed one of the slurm-user and slurm-grendel boots, where it is where
+/// their time went (with `systemd-analyze blame` and the critical chains of
+/// sssd and slurmd, in `dir/node-analyze.log`).
 fn node_journal(dir: &Path) {
     let kh = dir.join("node_known_hosts");
     let pubk = std::fs::read_to_string(dir.join("postscripts/files/ssh/ssh_host_ed25519_key.pub"))
         .unwrap_or_default();
     let _ = std::fs::write(&kh, format!("[127.0.0.1]:{NODE_SSH_FWD} {pubk}"));
-    let out = Command::new("ssh")
-        .args(["-i", &dir.join("admin_ed25519").to_string_lossy()])
-        .args(["-o", &format!("UserKnownHostsFile={}", kh.display())])
-        .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
-        .args(["-o", "ConnectTimeout=20", "-p", &NODE_SSH_FWD.to_string()])
-        .args([
-            "root@127.0.0.1",
-            "journalctl",
-            "-b",
-            "--no-pager",
-            "-o",
-            "short-monotonic",
-        ])
-        .args([
-            "-u",
-            "slurmd",
-            "-u",
-            "munge",
-            "-u",
-            "sssd",
-            "-u",
-            "nodectl-provision",
-            "-u",
-            "nodectl-services",
-        ])
-        .stdin(Stdio::null())
-        .output();
-    let text = match out {
-        Ok(o) => format!(
-            "{}\n--- stderr ---\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => format!("ssh: {e}"),
+    let on_node = |remote: &[&str]| -> String {
+        let out = Command::new("ssh")
+            .args(["-i", &dir.join("admin_ed25519").to_string_lossy()])
+            .args(["-o", &format!("UserKnownHostsFile={}", kh.display())])
+            .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
+            .args(["-o", "ConnectTimeout=20", "-p", &NODE_SSH_FWD.to_string()])
+            .arg("root@127.0.0.1")
+            .args(remote)
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(o) => format!(
+                "{}\n--- stderr ---\n{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => format!("ssh: {e}"),
+        }
     };
-    let _ = std::fs::write(dir.join("node-journal.log"), text);
+    let journal = on_node(&["journalctl", "-b", "--no-pager", "-o", "short-monotonic"]);
+    let _ = std::fs::write(dir.join("node-journal.log"), journal);
+    let mut analyze = on_node(&["systemd-analyze", "blame", "--no-pager"]);
+    analyze += &on_node(&[
+        "systemd-analyze",
+        "critical-chain",
+        "--no-pager",
+        "sssd.service",
+        "slurmd.service",
+        "munge.service",
+    ]);
+    let _ = std::fs::write(dir.join("node-analyze.log"), analyze);
     eprintln!(
         "xtask: the node's journal: {}",
         dir.join("node-journal.log").display()
@@ -993,13 +1178,15 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
     let bind_pw = hex::encode(pw);
     let img = dir.join("keydisk.raw");
     key_disk(&nodectl, &img, &deploy).context("making the node's key disk")?;
-    let (bare, commit, ca) = site_repo(dir, &munge_key, variant)?;
+    let (bare, commit, ca) = site_repo(dir, &munge_key, &bind_pw, variant)?;
     let node_host_pub =
         std::fs::read_to_string(dir.join("postscripts/files/ssh/ssh_host_ed25519_key.pub"))?;
     let pinned = match variant {
-        Variant::Good | Variant::Tpm | Variant::NfsMissing | Variant::NfsDown => {
-            fingerprint(&host_key.with_extension("pub"))?
-        }
+        Variant::Good
+        | Variant::Tpm
+        | Variant::NfsMissing
+        | Variant::NfsDown
+        | Variant::Grendel => fingerprint(&host_key.with_extension("pub"))?,
         Variant::WrongHostKey => {
             let other = dir.join("other_host_ed25519");
             keygen(&other, "ed25519", "not-the-git-server")?;
@@ -1021,6 +1208,7 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                 let _ = ganesha.child.wait();
             }
             let log = dir.join("bootd.log");
+            let _ = std::fs::remove_file(&log);
             let (inv, secrets) = boot_server_files(dir, &munge_key, &bind_pw)?;
             let state = dir.join("bootd-state");
             let _ = std::fs::remove_dir_all(&state);
@@ -1028,19 +1216,19 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                 Variant::Tpm => Some(swtpm(dir, true)?),
                 _ => None,
             };
-            let srv = Bootd::start_with_args(
-                &ctx.bootd,
-                &ctx.art.www,
-                &[
-                    "--inventory".into(),
-                    inv.display().to_string(),
-                    "--secrets".into(),
-                    secrets.display().to_string(),
-                    "--state".into(),
-                    state.display().to_string(),
-                ],
-                &log,
-            )?;
+            let mut args = vec![
+                "--inventory".into(),
+                inv.display().to_string(),
+                "--secrets".into(),
+                secrets.display().to_string(),
+                "--state".into(),
+                state.display().to_string(),
+            ];
+            if variant == Variant::Grendel {
+                args.push("--repo".into());
+                args.push(grendel_postscript(dir, &url)?.display().to_string());
+            }
+            let srv = Bootd::start_with_args(&ctx.bootd, &ctx.art.www, &args, &log)?;
             // The admin arms cn1 for its first key (the real CLI).
             let armed = run_cmd(&[
                 &ctx.bootd.to_string_lossy(),
@@ -1066,12 +1254,17 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                 .find_map(|w| w.strip_prefix("nodeboot.token="))
                 .ok_or_else(|| anyhow!("no nodeboot.token= in cn1's iPXE script:\n{script}"))?
                 .to_string();
-            let cmdline = e2e::cmdline(
-                srv.port,
-                &format!(
-                    "nodeboot.postscripts={url} nodeboot.postscripts.hostkey={pinned} nodeboot.token={token}"
-                ),
-            );
+            let cmdline = if variant == Variant::Grendel {
+                // Grendel's: the image postscript, no key pinned, no token.
+                e2e::cmdline(srv.port, "nodeboot.postscript=1")
+            } else {
+                e2e::cmdline(
+                    srv.port,
+                    &format!(
+                        "nodeboot.postscripts={url} nodeboot.postscripts.hostkey={pinned} nodeboot.token={token}"
+                    ),
+                )
+            };
             let port = srv.port;
             let t0 = Instant::now();
             let hostfwd = [
@@ -1079,6 +1272,7 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                 format!("tcp:127.0.0.1:{NODE_SSH_FWD}-:22"),
             ];
             let (ca, commit2, pubk) = (&ca, &commit, &node_host_pub);
+            let stop = std::sync::atomic::AtomicBool::new(false);
             std::thread::scope(|s2| {
                 let mut job: Option<std::thread::ScopedJoinHandle<'_, Result<Value>>> = None;
                 let mut found: Option<Value> = None;
@@ -1089,6 +1283,8 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                         let r = ready.and_then(|()| match variant {
                             Variant::Good | Variant::Tpm if p["phase"] == "ready" => Ok(()),
                             Variant::Good | Variant::Tpm => bail!("provisioning did not end ready: {p}"),
+                            Variant::Grendel if p["phase"] == "ready" && p["postscript"]["exit_code"] == 0 => Ok(()),
+                            Variant::Grendel => bail!("the Grendel postscript did not succeed: {p}"),
                             Variant::WrongHostKey => {
                                 let e = p["error"].as_str().unwrap_or_default();
                                 if p["phase"] != "failed" || !e.contains("is not in") || !e.contains("refused") {
@@ -1130,9 +1326,13 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                         let identity = p["native"]["identity"].as_str().unwrap_or_default().to_string();
                         let (state, log, export) = (&state, &log, &export);
                         job = Some(s2.spawn(move || {
-                            let mut v = checks(t0, ca, pubk, commit2)?;
+                            let mut v = checks(t0, ca, pubk, commit2, variant)?;
                             v["user"] = user_checks(t0, export)?;
-                            v["identity"] = json!(secret_checks(port, &token, &identity, state, log, variant)?);
+                            // Where the time went, while the node is up.
+                            node_journal(dir);
+                            if variant != Variant::Grendel {
+                                v["identity"] = json!(secret_checks(port, &token, &identity, state, log, variant)?);
+                            }
                             Ok(v)
                         }));
                         return None;
@@ -1152,11 +1352,18 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                     None
                 };
                 let tpm_sock = tpm.as_ref().map(|(_, s)| s.as_path());
-                let r = ctx.boot_full(&cmdline, dir, &mut judge, 900, std::slice::from_ref(&img), &hostfwd, tpm_sock)?;
+                // The first job as early as it can run, whatever the
+                // judge waits for.
+                let poller = matches!(variant, Variant::Good | Variant::Grendel)
+                    .then(|| s2.spawn(|| first_job_poller(t0, &stop)));
+                let r = ctx.boot_full(&cmdline, dir, &mut judge, 900, std::slice::from_ref(&img), &hostfwd, tpm_sock);
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                let first = poller.map(|p| p.join().unwrap_or_else(|_| Err(anyhow!("the first-job poller panicked"))));
+                let r = r?;
                 let st = r.status.clone().unwrap_or_default();
                 let prov = &st["provision"];
                 let mut out = json!({
-                    "variant": match variant { Variant::Good => "good", Variant::WrongHostKey => "wrong-host-key", Variant::Tpm => "tpm", Variant::NfsMissing => "nfs-missing", Variant::NfsDown => "nfs-down" },
+                    "variant": match variant { Variant::Good => "good", Variant::WrongHostKey => "wrong-host-key", Variant::Tpm => "tpm", Variant::NfsMissing => "nfs-missing", Variant::NfsDown => "nfs-down", Variant::Grendel => "grendel" },
                     "seconds": r.seconds,
                     "provision": prov,
                     "host": found.take(),
@@ -1174,6 +1381,16 @@ pub fn run(ctx: &Ctx, dir: &Path, variant: Variant) -> Result<Value> {
                         bail!("the node key lies in clear on the key partition despite the TPM: {files:?}");
                     }
                     out["key_partition"] = json!(files);
+                }
+                if let Some(first) = first {
+                    let first = first.context("the first job")?;
+                    let b = bench_milestones(&r, variant, first)?;
+                    let sr = b["switch_root"].as_f64().unwrap_or(0.0);
+                    out["first_job"] = json!({
+                        "from_qemu_start": first,
+                        "from_switch_root": tenths(first - sr),
+                    });
+                    out["bench"] = b;
                 }
                 if variant == Variant::Good {
                     let mut m = r.milestones.clone();

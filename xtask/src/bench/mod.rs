@@ -27,6 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod fetch;
+mod first_job;
 mod image;
 mod serve;
 mod tree;
@@ -106,6 +107,17 @@ pub enum What {
         #[arg(long, default_value_t = 2)]
         settle_secs: u64,
     },
+    /// Time to the first Slurm job under QEMU: the Grendel path (the seed's
+    /// shell postscript, `e2e slurm-grendel`) against the native one
+    /// (`e2e slurm-user`), booted in turns; medians per milestone and the ratio.
+    FirstJob {
+        /// Rounds; each round boots both paths once (order alternating).
+        #[arg(long, default_value_t = 2)]
+        rounds: u32,
+        /// Print one JSON object on stdout instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The image builders `bench image` compares.
@@ -117,6 +129,7 @@ pub enum ImageTool {
 
 pub fn run(what: What) -> Result<()> {
     match what {
+        What::FirstJob { rounds, json } => first_job::run(rounds.max(1), json),
         What::Fetch {
             size_mib,
             rounds,
