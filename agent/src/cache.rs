@@ -470,8 +470,10 @@ pub enum PartitionError {
 
 /// The partitions whose GPT name is `name`, from the kernel's uevents
 /// (`<sys_block>/<dev>/uevent` has `PARTNAME=` for GPT partitions): no
-/// udev needed, which the initramfs may not have settled yet. Device
-/// paths are `<dev>/<DEVNAME>`, sorted.
+/// udev needed, which the initramfs may not have settled yet. A partition
+/// without `PARTNAME=` (a kernel built without GPT parsing, whose
+/// partitions were added with BLKPG) is taken when its ext4 label is
+/// `name`. Device paths are `<dev>/<DEVNAME>`, sorted.
 pub fn find_partitions(sys_block: &Path, dev: &Path, name: &str) -> Vec<PathBuf> {
     let mut v = Vec::new();
     let Ok(rd) = std::fs::read_dir(sys_block) else {
@@ -486,23 +488,50 @@ pub fn find_partitions(sys_block: &Path, dev: &Path, name: &str) -> Vec<PathBuf>
         if !ok {
             continue;
         }
-        let mut devname = None;
-        let mut partname = None;
+        let (mut devname, mut partname, mut partition) = (None, None, false);
         for l in text.lines() {
             if let Some(v) = l.strip_prefix("DEVNAME=") {
                 devname = Some(v.to_string());
             } else if let Some(v) = l.strip_prefix("PARTNAME=") {
                 partname = Some(v.to_string());
+            } else if l == "DEVTYPE=partition" {
+                partition = true;
             }
         }
-        if partname.as_deref() == Some(name) {
-            if let Some(d) = devname.filter(|d| !d.is_empty() && !d.contains("..")) {
-                v.push(dev.join(d));
-            }
+        let Some(node) = devname
+            .filter(|d| !d.is_empty() && !d.contains(".."))
+            .map(|d| dev.join(d))
+        else {
+            continue;
+        };
+        let found = match partname {
+            Some(p) => p == name,
+            None => partition && ext4_label(&node).as_deref() == Some(name),
+        };
+        if found {
+            v.push(node);
         }
     }
     v.sort();
     v
+}
+
+/// The label of the ext4 (ext2/3) filesystem on `device`, if it has one:
+/// `s_volume_name` of the superblock at byte 1024 (magic 0xEF53 at 56).
+pub fn ext4_label(device: &Path) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(device).ok()?;
+    let mut sb = [0u8; 136];
+    f.read_exact_at(&mut sb, 1024).ok()?;
+    if sb[56..58] != [0x53, 0xEF] {
+        return None;
+    }
+    let raw = &sb[120..136];
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    std::str::from_utf8(&raw[..end])
+        .ok()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
 }
 
 /// Where the node's cache is, in the initramfs and in the booted system
@@ -763,14 +792,30 @@ mod tests {
                 "MAJOR=253\nMINOR=2\nDEVNAME=vda2\nDEVTYPE=partition\nPARTN=2\nPARTNAME=nodeboot-cache\n",
             ),
             ("loop0", "MAJOR=7\nMINOR=0\nDEVNAME=loop0\nDEVTYPE=disk\n"),
+            // No PARTNAME (a kernel without GPT parsing): found by its ext4 label.
+            ("loop0p1", "MAJOR=259\nMINOR=0\nDEVNAME=loop0p1\nDEVTYPE=partition\nPARTN=1\n"),
+            ("loop0p2", "MAJOR=259\nMINOR=1\nDEVNAME=loop0p2\nDEVTYPE=partition\nPARTN=2\n"),
         ] {
             std::fs::create_dir_all(sys.join(n)).unwrap();
             std::fs::write(sys.join(n).join("uevent"), ev).unwrap();
         }
-        let dev = Path::new("/dev");
+        let dev = &d.path().join("dev");
+        std::fs::create_dir_all(dev).unwrap();
+        let ext4 = |label: &[u8]| {
+            let mut b = vec![0u8; 4096];
+            b[1024 + 56..1024 + 58].copy_from_slice(&[0x53, 0xEF]);
+            b[1024 + 120..1024 + 120 + label.len()].copy_from_slice(label);
+            b
+        };
+        std::fs::write(dev.join("loop0p1"), ext4(b"nodeboot-cache")).unwrap();
+        std::fs::write(dev.join("loop0p2"), ext4(b"scratch")).unwrap();
+        assert_eq!(ext4_label(&dev.join("loop0p2")).as_deref(), Some("scratch"));
+        assert_eq!(ext4_label(&dev.join("nothing")), None);
+        std::fs::write(dev.join("vda1"), vec![0u8; 4096]).unwrap();
+        assert_eq!(ext4_label(&dev.join("vda1")), None, "no ext4 magic");
         assert_eq!(
             find_partitions(&sys, dev, "nodeboot-cache"),
-            [PathBuf::from("/dev/vda2")]
+            [dev.join("loop0p1"), dev.join("vda2")]
         );
         assert!(find_partitions(&sys, dev, "nodeboot-nothing").is_empty());
         assert!(find_partitions(&d.path().join("none"), dev, "nodeboot-cache").is_empty());
