@@ -164,7 +164,10 @@ impl Cache {
             let e = e.map_err(io("reading", &c.images))?;
             if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
                 let p = e.path();
-                tracing::info!("cache: removing {} (a store that did not finish)", p.display());
+                tracing::info!(
+                    "cache: removing {} (a store that did not finish)",
+                    p.display()
+                );
                 std::fs::remove_file(&p).map_err(io("removing", &p))?;
             }
         }
@@ -291,9 +294,7 @@ impl Cache {
             if let Err(e) = copy_synced(src, &tmp) {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(match e {
-                    CacheError::Io { error, .. }
-                        if error.raw_os_error() == Some(libc::ENOSPC) =>
-                    {
+                    CacheError::Io { error, .. } if error.raw_os_error() == Some(libc::ENOSPC) => {
                         CacheError::Full {
                             dir: self.dir.clone(),
                             need,
@@ -543,7 +544,11 @@ pub fn mount_dir(run: &Path) -> PathBuf {
 /// Find the cache partition (GPT name [`crate::disk::plan::CACHE_PART_NAME`])
 /// and mount it (ext4, nosuid, nodev, noexec) on `dir`, unless something is
 /// mounted there already. Returns the device.
-pub fn mount_partition(sys_block: &Path, dev: &Path, dir: &Path) -> Result<PathBuf, PartitionError> {
+pub fn mount_partition(
+    sys_block: &Path,
+    dev: &Path,
+    dir: &Path,
+) -> Result<PathBuf, PartitionError> {
     use crate::disk::plan::CACHE_PART_NAME;
     let found = find_partitions(sys_block, dev, CACHE_PART_NAME);
     let Some(device) = found.first().cloned() else {
@@ -661,12 +666,21 @@ mod tests {
         std::fs::write(&p, &b).unwrap();
         let e = c.verify(&dg).unwrap_err();
         let msg = e.to_string();
-        assert!(matches!(e, CacheError::Corrupt { deleted: true, .. }), "{msg}");
         assert!(
-            msg.starts_with(&format!("the cached image {} is corrupt: its sha256 is ", p.display())),
+            matches!(e, CacheError::Corrupt { deleted: true, .. }),
             "{msg}"
         );
-        assert!(msg.contains(&format!("its name says {dg}; deleted it")), "{msg}");
+        assert!(
+            msg.starts_with(&format!(
+                "the cached image {} is corrupt: its sha256 is ",
+                p.display()
+            )),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&format!("its name says {dg}; deleted it")),
+            "{msg}"
+        );
         assert_eq!(c.lookup(&dg), None);
         assert!(!companion.exists(), "the companion goes with the image");
         assert!(c.images().unwrap().is_empty());
@@ -683,15 +697,20 @@ mod tests {
             std::fs::write(c.companion_path(&dg, "caidx").unwrap(), [i]).unwrap();
             // Distinct mtimes, oldest first.
             let f = OpenOptions::new().write(true).open(&s.path).unwrap();
-            f.set_modified(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + u64::from(i)))
-                .unwrap();
+            f.set_modified(
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + u64::from(i)),
+            )
+            .unwrap();
             dgs.push(dg);
         }
         // The third store evicted the first.
         let imgs = c.images().unwrap();
         let held: Vec<&str> = imgs.iter().map(|i| i.digest.as_str()).collect();
         assert_eq!(held, [dgs[2].as_str(), dgs[1].as_str()]);
-        assert_eq!(imgs[0].companions, [c.companion_path(&dgs[2], "caidx").unwrap()]);
+        assert_eq!(
+            imgs[0].companions,
+            [c.companion_path(&dgs[2], "caidx").unwrap()]
+        );
         assert!(!c.companion_path(&dgs[0], "caidx").unwrap().exists());
         // Storing an image it holds marks it as used, evicts nothing.
         let (src, _) = image(d.path(), "again", &[1u8; 1000]);
@@ -709,8 +728,13 @@ mod tests {
         std::fs::write(imgs.join("notes.txt"), "x").unwrap();
         std::fs::write(imgs.join("ABC.squashfs"), "x").unwrap();
         let c = Cache::open(d.path()).unwrap();
-        assert!(!imgs.join(format!(".tmp-{}.squashfs", "a".repeat(64))).exists());
-        assert!(c.images().unwrap().is_empty(), "only <sha256>.squashfs are images");
+        assert!(!imgs
+            .join(format!(".tmp-{}.squashfs", "a".repeat(64)))
+            .exists());
+        assert!(
+            c.images().unwrap().is_empty(),
+            "only <sha256>.squashfs are images"
+        );
         let e = c.image_path("../../etc/passwd").unwrap_err().to_string();
         assert!(e.contains("is not a sha256 digest"), "{e}");
         assert_eq!(c.lookup("../x"), None);
@@ -774,7 +798,10 @@ mod tests {
             .collect();
         assert!(names.iter().all(|n| !n.starts_with(".tmp-")), "{names:?}");
         assert_eq!(c.lookup(&db), None);
-        assert!(c.lookup(&ds).is_some(), "nothing evicted for an image that cannot fit");
+        assert!(
+            c.lookup(&ds).is_some(),
+            "nothing evicted for an image that cannot fit"
+        );
     }
 
     #[test]
