@@ -164,7 +164,10 @@ impl Cache {
             let e = e.map_err(io("reading", &c.images))?;
             if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
                 let p = e.path();
-                tracing::info!("cache: removing {} (a store that did not finish)", p.display());
+                tracing::info!(
+                    "cache: removing {} (a store that did not finish)",
+                    p.display()
+                );
                 std::fs::remove_file(&p).map_err(io("removing", &p))?;
             }
         }
@@ -291,9 +294,7 @@ impl Cache {
             if let Err(e) = copy_synced(src, &tmp) {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(match e {
-                    CacheError::Io { error, .. }
-                        if error.raw_os_error() == Some(libc::ENOSPC) =>
-                    {
+                    CacheError::Io { error, .. } if error.raw_os_error() == Some(libc::ENOSPC) => {
                         CacheError::Full {
                             dir: self.dir.clone(),
                             need,
@@ -470,8 +471,10 @@ pub enum PartitionError {
 
 /// The partitions whose GPT name is `name`, from the kernel's uevents
 /// (`<sys_block>/<dev>/uevent` has `PARTNAME=` for GPT partitions): no
-/// udev needed, which the initramfs may not have settled yet. Device
-/// paths are `<dev>/<DEVNAME>`, sorted.
+/// udev needed, which the initramfs may not have settled yet. A partition
+/// without `PARTNAME=` (a kernel built without GPT parsing, whose
+/// partitions were added with BLKPG) is taken when its ext4 label is
+/// `name`. Device paths are `<dev>/<DEVNAME>`, sorted.
 pub fn find_partitions(sys_block: &Path, dev: &Path, name: &str) -> Vec<PathBuf> {
     let mut v = Vec::new();
     let Ok(rd) = std::fs::read_dir(sys_block) else {
@@ -486,23 +489,50 @@ pub fn find_partitions(sys_block: &Path, dev: &Path, name: &str) -> Vec<PathBuf>
         if !ok {
             continue;
         }
-        let mut devname = None;
-        let mut partname = None;
+        let (mut devname, mut partname, mut partition) = (None, None, false);
         for l in text.lines() {
             if let Some(v) = l.strip_prefix("DEVNAME=") {
                 devname = Some(v.to_string());
             } else if let Some(v) = l.strip_prefix("PARTNAME=") {
                 partname = Some(v.to_string());
+            } else if l == "DEVTYPE=partition" {
+                partition = true;
             }
         }
-        if partname.as_deref() == Some(name) {
-            if let Some(d) = devname.filter(|d| !d.is_empty() && !d.contains("..")) {
-                v.push(dev.join(d));
-            }
+        let Some(node) = devname
+            .filter(|d| !d.is_empty() && !d.contains(".."))
+            .map(|d| dev.join(d))
+        else {
+            continue;
+        };
+        let found = match partname {
+            Some(p) => p == name,
+            None => partition && ext4_label(&node).as_deref() == Some(name),
+        };
+        if found {
+            v.push(node);
         }
     }
     v.sort();
     v
+}
+
+/// The label of the ext4 (ext2/3) filesystem on `device`, if it has one:
+/// `s_volume_name` of the superblock at byte 1024 (magic 0xEF53 at 56).
+pub fn ext4_label(device: &Path) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(device).ok()?;
+    let mut sb = [0u8; 136];
+    f.read_exact_at(&mut sb, 1024).ok()?;
+    if sb[56..58] != [0x53, 0xEF] {
+        return None;
+    }
+    let raw = &sb[120..136];
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    std::str::from_utf8(&raw[..end])
+        .ok()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
 }
 
 /// Where the node's cache is, in the initramfs and in the booted system
@@ -514,7 +544,11 @@ pub fn mount_dir(run: &Path) -> PathBuf {
 /// Find the cache partition (GPT name [`crate::disk::plan::CACHE_PART_NAME`])
 /// and mount it (ext4, nosuid, nodev, noexec) on `dir`, unless something is
 /// mounted there already. Returns the device.
-pub fn mount_partition(sys_block: &Path, dev: &Path, dir: &Path) -> Result<PathBuf, PartitionError> {
+pub fn mount_partition(
+    sys_block: &Path,
+    dev: &Path,
+    dir: &Path,
+) -> Result<PathBuf, PartitionError> {
     use crate::disk::plan::CACHE_PART_NAME;
     let found = find_partitions(sys_block, dev, CACHE_PART_NAME);
     let Some(device) = found.first().cloned() else {
@@ -632,12 +666,21 @@ mod tests {
         std::fs::write(&p, &b).unwrap();
         let e = c.verify(&dg).unwrap_err();
         let msg = e.to_string();
-        assert!(matches!(e, CacheError::Corrupt { deleted: true, .. }), "{msg}");
         assert!(
-            msg.starts_with(&format!("the cached image {} is corrupt: its sha256 is ", p.display())),
+            matches!(e, CacheError::Corrupt { deleted: true, .. }),
             "{msg}"
         );
-        assert!(msg.contains(&format!("its name says {dg}; deleted it")), "{msg}");
+        assert!(
+            msg.starts_with(&format!(
+                "the cached image {} is corrupt: its sha256 is ",
+                p.display()
+            )),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&format!("its name says {dg}; deleted it")),
+            "{msg}"
+        );
         assert_eq!(c.lookup(&dg), None);
         assert!(!companion.exists(), "the companion goes with the image");
         assert!(c.images().unwrap().is_empty());
@@ -654,15 +697,20 @@ mod tests {
             std::fs::write(c.companion_path(&dg, "caidx").unwrap(), [i]).unwrap();
             // Distinct mtimes, oldest first.
             let f = OpenOptions::new().write(true).open(&s.path).unwrap();
-            f.set_modified(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + u64::from(i)))
-                .unwrap();
+            f.set_modified(
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + u64::from(i)),
+            )
+            .unwrap();
             dgs.push(dg);
         }
         // The third store evicted the first.
         let imgs = c.images().unwrap();
         let held: Vec<&str> = imgs.iter().map(|i| i.digest.as_str()).collect();
         assert_eq!(held, [dgs[2].as_str(), dgs[1].as_str()]);
-        assert_eq!(imgs[0].companions, [c.companion_path(&dgs[2], "caidx").unwrap()]);
+        assert_eq!(
+            imgs[0].companions,
+            [c.companion_path(&dgs[2], "caidx").unwrap()]
+        );
         assert!(!c.companion_path(&dgs[0], "caidx").unwrap().exists());
         // Storing an image it holds marks it as used, evicts nothing.
         let (src, _) = image(d.path(), "again", &[1u8; 1000]);
@@ -680,8 +728,13 @@ mod tests {
         std::fs::write(imgs.join("notes.txt"), "x").unwrap();
         std::fs::write(imgs.join("ABC.squashfs"), "x").unwrap();
         let c = Cache::open(d.path()).unwrap();
-        assert!(!imgs.join(format!(".tmp-{}.squashfs", "a".repeat(64))).exists());
-        assert!(c.images().unwrap().is_empty(), "only <sha256>.squashfs are images");
+        assert!(!imgs
+            .join(format!(".tmp-{}.squashfs", "a".repeat(64)))
+            .exists());
+        assert!(
+            c.images().unwrap().is_empty(),
+            "only <sha256>.squashfs are images"
+        );
         let e = c.image_path("../../etc/passwd").unwrap_err().to_string();
         assert!(e.contains("is not a sha256 digest"), "{e}");
         assert_eq!(c.lookup("../x"), None);
@@ -745,7 +798,10 @@ mod tests {
             .collect();
         assert!(names.iter().all(|n| !n.starts_with(".tmp-")), "{names:?}");
         assert_eq!(c.lookup(&db), None);
-        assert!(c.lookup(&ds).is_some(), "nothing evicted for an image that cannot fit");
+        assert!(
+            c.lookup(&ds).is_some(),
+            "nothing evicted for an image that cannot fit"
+        );
     }
 
     #[test]
@@ -763,14 +819,30 @@ mod tests {
                 "MAJOR=253\nMINOR=2\nDEVNAME=vda2\nDEVTYPE=partition\nPARTN=2\nPARTNAME=nodeboot-cache\n",
             ),
             ("loop0", "MAJOR=7\nMINOR=0\nDEVNAME=loop0\nDEVTYPE=disk\n"),
+            // No PARTNAME (a kernel without GPT parsing): found by its ext4 label.
+            ("loop0p1", "MAJOR=259\nMINOR=0\nDEVNAME=loop0p1\nDEVTYPE=partition\nPARTN=1\n"),
+            ("loop0p2", "MAJOR=259\nMINOR=1\nDEVNAME=loop0p2\nDEVTYPE=partition\nPARTN=2\n"),
         ] {
             std::fs::create_dir_all(sys.join(n)).unwrap();
             std::fs::write(sys.join(n).join("uevent"), ev).unwrap();
         }
-        let dev = Path::new("/dev");
+        let dev = &d.path().join("dev");
+        std::fs::create_dir_all(dev).unwrap();
+        let ext4 = |label: &[u8]| {
+            let mut b = vec![0u8; 4096];
+            b[1024 + 56..1024 + 58].copy_from_slice(&[0x53, 0xEF]);
+            b[1024 + 120..1024 + 120 + label.len()].copy_from_slice(label);
+            b
+        };
+        std::fs::write(dev.join("loop0p1"), ext4(b"nodeboot-cache")).unwrap();
+        std::fs::write(dev.join("loop0p2"), ext4(b"scratch")).unwrap();
+        assert_eq!(ext4_label(&dev.join("loop0p2")).as_deref(), Some("scratch"));
+        assert_eq!(ext4_label(&dev.join("nothing")), None);
+        std::fs::write(dev.join("vda1"), vec![0u8; 4096]).unwrap();
+        assert_eq!(ext4_label(&dev.join("vda1")), None, "no ext4 magic");
         assert_eq!(
             find_partitions(&sys, dev, "nodeboot-cache"),
-            [PathBuf::from("/dev/vda2")]
+            [dev.join("loop0p1"), dev.join("vda2")]
         );
         assert!(find_partitions(&sys, dev, "nodeboot-nothing").is_empty());
         assert!(find_partitions(&d.path().join("none"), dev, "nodeboot-cache").is_empty());

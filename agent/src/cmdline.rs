@@ -530,8 +530,9 @@ mod tests {
         assert_eq!(p.sha256, None);
         assert!(p.cache, "the cache is used by default");
         assert_eq!(p.cache_keep, DEFAULT_CACHE_KEEP);
-        let q = BootParams::from_cmdline(&Cmdline::parse("nodeboot.cache=off nodeboot.cache.keep=3"))
-            .unwrap();
+        let q =
+            BootParams::from_cmdline(&Cmdline::parse("nodeboot.cache=off nodeboot.cache.keep=3"))
+                .unwrap();
         assert!(!q.cache);
         assert_eq!(q.cache_keep, 3);
         assert_eq!(
@@ -883,7 +884,10 @@ mod tests {
                 "nodeboot.cache.keep=17",
                 "nodeboot.cache.keep=17: expected a number of images from 1 to 16",
             ),
-            ("nodeboot.cache=maybe", "nodeboot.cache=maybe: expected 1 or 0"),
+            (
+                "nodeboot.cache=maybe",
+                "nodeboot.cache=maybe: expected 1 or 0",
+            ),
         ];
         for (line, msg) in rows {
             let e = BootParams::from_cmdline(&Cmdline::parse(line))

@@ -124,7 +124,11 @@ impl CacheReport {
             o => format!(
                 "cache {o}, {} image bytes fetched{}",
                 self.bytes_fetched,
-                if self.stored { ", stored in the cache" } else { "" }
+                if self.stored {
+                    ", stored in the cache"
+                } else {
+                    ""
+                }
             ),
         }
     }
@@ -331,22 +335,25 @@ fn open_cache(paths: &Paths, p: &BootParams, cr: &mut CacheReport) -> Option<Cac
     }
     let dir = crate::cache::mount_dir(&paths.run);
     let unavailable = |cr: &mut CacheReport, msg: String| {
-        tracing::warn!("nodectl initrd: live image cache unavailable: {msg}; the image comes from the network");
+        tracing::warn!(
+            "nodectl initrd: live image cache unavailable: {msg}; the image comes from the network"
+        );
         cr.outcome = "unavailable".into();
         cr.message = Some(msg);
         None
     };
-    let device = match crate::cache::mount_partition(&paths.sys.join("class/block"), &paths.dev, &dir) {
-        Ok(d) => d,
-        // No cache partition is the usual case of a node without one: info, not warn.
-        Err(e @ crate::cache::PartitionError::Missing { .. }) => {
-            tracing::info!("nodectl initrd: no live image cache: {e}");
-            cr.outcome = "unavailable".into();
-            cr.message = Some(e.to_string());
-            return None;
-        }
-        Err(e) => return unavailable(cr, e.to_string()),
-    };
+    let device =
+        match crate::cache::mount_partition(&paths.sys.join("class/block"), &paths.dev, &dir) {
+            Ok(d) => d,
+            // No cache partition is the usual case of a node without one: info, not warn.
+            Err(e @ crate::cache::PartitionError::Missing { .. }) => {
+                tracing::info!("nodectl initrd: no live image cache: {e}");
+                cr.outcome = "unavailable".into();
+                cr.message = Some(e.to_string());
+                return None;
+            }
+            Err(e) => return unavailable(cr, e.to_string()),
+        };
     cr.device = Some(device.clone());
     cr.dir = Some(dir.clone());
     match Cache::open(&dir) {
@@ -439,7 +446,9 @@ fn with_cache(
             );
         }
         Err(e) => {
-            tracing::warn!("nodectl initrd: the image is not cached: {e}; booting the fetched copy");
+            tracing::warn!(
+                "nodectl initrd: the image is not cached: {e}; booting the fetched copy"
+            );
             let m = e.to_string();
             cr.message = Some(match cr.message.take() {
                 Some(prev) => format!("{prev}; {m}"),
@@ -460,8 +469,8 @@ fn fetch_to(
     cr: &mut CacheReport,
     rec: &mut BootRecord,
 ) -> Result<PathBuf> {
-    let mut f = fetch::fetch(url, dest, opts)
-        .with_context(|| format!("fetching the live image {url}"))?;
+    let mut f =
+        fetch::fetch(url, dest, opts).with_context(|| format!("fetching the live image {url}"))?;
     if let Some(by) = by {
         f.verified_by = by.to_string();
     }
@@ -584,7 +593,11 @@ mod tests {
         let (mut cr, mut rec) = (CacheReport::default(), record(&url));
         let got = with_cache(&c, &url, &opts(), &ram, &mut cr, &mut rec).unwrap();
         assert_eq!(cr.outcome, "hit", "{cr:?}");
-        assert_eq!(got, c.lookup(&digest).unwrap(), "a hit boots the cache file");
+        assert_eq!(
+            got,
+            c.lookup(&digest).unwrap(),
+            "a hit boots the cache file"
+        );
         assert_eq!(hits.load(Ordering::SeqCst), 1, "a hit fetched the image");
         assert_eq!(cr.bytes_fetched, 0);
         let f = rec.fetch.unwrap();
@@ -598,9 +611,16 @@ mod tests {
         }
         let (mut cr, mut rec) = (CacheReport::default(), record(&url));
         let again = with_cache(&c, &url, &opts(), &ram, &mut cr, &mut rec).unwrap();
-        assert_eq!((cr.outcome.as_str(), cr.stored), ("corrupt", true), "{cr:?}");
+        assert_eq!(
+            (cr.outcome.as_str(), cr.stored),
+            ("corrupt", true),
+            "{cr:?}"
+        );
         let m = cr.message.unwrap();
-        assert!(m.contains(&format!("the cached image {} is corrupt", got.display())), "{m}");
+        assert!(
+            m.contains(&format!("the cached image {} is corrupt", got.display())),
+            "{m}"
+        );
         assert_eq!(again, ram, "never the corrupt file");
         assert_eq!(hits.load(Ordering::SeqCst), 2, "refetched");
         assert_eq!(std::fs::read(&ram).unwrap(), body);
@@ -619,8 +639,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("cache");
         std::fs::create_dir_all(&dir).unwrap();
-        nix::mount::mount(Some("tmpfs"), &dir, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=1m"))
-            .unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .unwrap();
         let body = vec![9u8; 3 << 20];
         let (url, _) = serve(body);
         let c = Cache::open(&dir).unwrap();
@@ -642,9 +668,10 @@ mod tests {
         let mut cr = CacheReport::default();
         assert!(open_cache(&p, &params, &mut cr).is_none());
         assert_eq!(cr.outcome, "unavailable");
-        assert!(
-            cr.message.unwrap().starts_with("no partition named nodeboot-cache"),
-        );
+        assert!(cr
+            .message
+            .unwrap()
+            .starts_with("no partition named nodeboot-cache"),);
         let off = BootParams {
             cache: false,
             ..params

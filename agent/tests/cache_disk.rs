@@ -121,7 +121,11 @@ fn cache_partition_made_found_mounted_and_used() {
         .set_len(200 * MIB)
         .unwrap();
     let e = c.store(&"0".repeat(64), &big).unwrap_err();
-    assert!(e.to_string().contains("is full: the image needs 209715200 bytes"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("is full: the image needs 209715200 bytes"),
+        "{e}"
+    );
 }
 
 /// A partition named nodeboot-cache whose filesystem is gone: the mount
@@ -165,5 +169,8 @@ fn an_unmountable_cache_partition_says_why() {
         )),
         "{msg}"
     );
-    assert!(msg.contains("a corrupt or foreign filesystem? see dmesg"), "{msg}");
+    assert!(
+        msg.contains("a corrupt or foreign filesystem? see dmesg"),
+        "{msg}"
+    );
 }

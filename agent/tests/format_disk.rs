@@ -939,7 +939,7 @@ fn refuses_a_uuid_another_device_has() {
         uuid: U1.parse().unwrap(),
         label: None,
         key_partition: None,
-            cache_partition: None,
+        cache_partition: None,
         wipe: false,
         dry_run: false,
     };

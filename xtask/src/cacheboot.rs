@@ -52,19 +52,27 @@ pub fn image_bytes_served(log: &str) -> (u64, usize) {
     (total, n)
 }
 
-/// A loop device on `img` with its partitions, detached on drop.
+/// A loop device on `img` (with its partitions, or on a byte range of it
+/// with `range`), detached on drop.
 struct Loop(String);
 
 impl Loop {
-    fn new(img: &Path) -> Result<Loop> {
-        let o = Command::new("losetup")
-            .args(["--find", "--show", "--partscan"])
-            .arg(img)
-            .output()
-            .context("running losetup")?;
+    fn new(img: &Path, range: Option<(u64, u64)>) -> Result<Loop> {
+        let mut cmd = Command::new("losetup");
+        cmd.args(["--find", "--show"]);
+        match range {
+            Some((offset, size)) => cmd.args([
+                "--offset",
+                &offset.to_string(),
+                "--sizelimit",
+                &size.to_string(),
+            ]),
+            None => cmd.arg("--partscan"),
+        };
+        let o = cmd.arg(img).output().context("running losetup")?;
         if !o.status.success() {
             bail!(
-                "losetup --partscan {}: {}",
+                "losetup {}: {}",
                 img.display(),
                 String::from_utf8_lossy(&o.stderr).trim()
             );
@@ -79,12 +87,40 @@ impl Drop for Loop {
     }
 }
 
+/// Byte offset and size of the partition named `name` in the disk image
+/// `img`, from its GPT as libfdisk reads it (`sfdisk --json`): the host
+/// kernel need not parse GPTs (this machine's does not).
+fn partition_range(img: &Path, name: &str) -> Result<(u64, u64)> {
+    let o = Command::new("sfdisk").arg("--json").arg(img).output()?;
+    if !o.status.success() {
+        bail!(
+            "sfdisk --json {}: {}",
+            img.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let t: Value = serde_json::from_slice(&o.stdout)?;
+    let t = &t["partitiontable"];
+    let ss = t["sectorsize"].as_u64().unwrap_or(512);
+    let p = t["partitions"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+        .with_context(|| format!("{} has no partition named {name}", img.display()))?;
+    match (p["start"].as_u64(), p["size"].as_u64()) {
+        (Some(start), Some(size)) => Ok((start * ss, size * ss)),
+        _ => bail!(
+            "{}: partition {name} without start or size: {p}",
+            img.display()
+        ),
+    }
+}
+
 /// The disk: a GPT with the cache partition (1, ext4 nodeboot-cache) and
 /// an ext4 data partition (2), made by the nodectl under test.
 fn make_disk(disk: &Path) -> Result<()> {
     let _ = std::fs::remove_file(disk);
     std::fs::File::create(disk)?.set_len(DISK_BYTES)?;
-    let l = Loop::new(disk)?;
+    let l = Loop::new(disk, None)?;
     build::run(
         Command::new(build::nodectl_static()?)
             .args(["format-disk", &l.0, "--fs", "ext4", "--uuid", UUID])
@@ -95,15 +131,8 @@ fn make_disk(disk: &Path) -> Result<()> {
 /// Flip one byte in the middle of the cached image inside `disk`; returns
 /// (the file as the node names it, the offset flipped).
 fn flip_cached_byte(disk: &Path, digest: &str, mnt: &Path) -> Result<(String, u64)> {
-    let l = Loop::new(disk)?;
-    let part = format!("{}p1", l.0);
-    // udev may take a moment to make the partition's node.
-    for _ in 0..50 {
-        if Path::new(&part).exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let l = Loop::new(disk, Some(partition_range(disk, "nodeboot-cache")?))?;
+    let part = l.0.clone();
     std::fs::create_dir_all(mnt)?;
     build::run(Command::new("mount").args(["-t", "ext4", &part]).arg(mnt))?;
     let flip = || -> Result<(String, u64)> {
@@ -114,7 +143,10 @@ fn flip_cached_byte(disk: &Path, digest: &str, mnt: &Path) -> Result<(String, u6
             .len();
         let off = len / 2;
         use std::os::unix::fs::FileExt;
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(&f)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&f)?;
         let mut b = [0u8; 1];
         file.read_exact_at(&mut b, off)?;
         b[0] ^= 0x5a;
@@ -220,7 +252,10 @@ pub fn run(ctx: &Ctx, dir: &Path) -> Result<Value> {
         bail!("boot 1: the image was not stored: {}", b1.status["cache"]);
     }
     if b1.served != size {
-        bail!("boot 1: bootd served {} image bytes, the image has {size}", b1.served);
+        bail!(
+            "boot 1: bootd served {} image bytes, the image has {size}",
+            b1.served
+        );
     }
 
     // 2: same disk: a hit, no image byte served, booted from the cache file.
@@ -241,7 +276,10 @@ pub fn run(ctx: &Ctx, dir: &Path) -> Result<Value> {
         );
     }
     if b2.status["fetch"]["bytes"] != 0 {
-        bail!("boot 2: the node says it fetched {} bytes", b2.status["fetch"]["bytes"]);
+        bail!(
+            "boot 2: the node says it fetched {} bytes",
+            b2.status["fetch"]["bytes"]
+        );
     }
 
     // 3: a flipped byte in the cached image: caught, named, refetched.
@@ -261,7 +299,10 @@ pub fn run(ctx: &Ctx, dir: &Path) -> Result<Value> {
         );
     }
     if b3.status["cache"]["stored"] != true {
-        bail!("boot 3: the refetched image was not stored again: {}", b3.status["cache"]);
+        bail!(
+            "boot 3: the refetched image was not stored again: {}",
+            b3.status["cache"]
+        );
     }
     let _ = std::fs::remove_file(&disk);
     let report = json!({
@@ -290,6 +331,9 @@ mod tests {
                    INFO GET /live.squashfs status=206 bytes=24 ms=5 range=bytes=1000-\n\
                    INFO GET /vmlinuz status=200 bytes=7\n";
         assert_eq!(image_bytes_served(log), (1024, 2));
-        assert_eq!(image_bytes_served("INFO GET /live.squashfs.sha256 status=200 bytes=90\n"), (0, 0));
+        assert_eq!(
+            image_bytes_served("INFO GET /live.squashfs.sha256 status=200 bytes=90\n"),
+            (0, 0)
+        );
     }
 }

@@ -590,7 +590,10 @@ mod tests {
         assert_eq!(parse_cache_size("1G").unwrap(), GIB);
         assert_eq!(parse_cache_size("64M").unwrap(), 64 * MIB);
         let e = parse_cache_size("32M").unwrap_err();
-        assert!(e.contains("too small: the live image cache takes at least 64 MiB"), "{e}");
+        assert!(
+            e.contains("too small: the live image cache takes at least 64 MiB"),
+            "{e}"
+        );
         assert!(parse_cache_size("1500K")
             .unwrap_err()
             .contains("whole number of MiB"));
@@ -603,9 +606,14 @@ mod tests {
             ..req(Some(64 * MIB))
         };
         let p = make_plan(GIB, 512, &r).unwrap();
-        let [k, c, d] = &p.partitions[..] else { panic!() };
+        let [k, c, d] = &p.partitions[..] else {
+            panic!()
+        };
         assert_eq!((k.number, k.name), (1, KEY_PART_NAME));
-        assert_eq!((c.number, c.name, c.fs, c.role), (2, CACHE_PART_NAME, Fs::Ext4, Role::Cache));
+        assert_eq!(
+            (c.number, c.name, c.fs, c.role),
+            (2, CACHE_PART_NAME, Fs::Ext4, Role::Cache)
+        );
         assert_eq!(c.label.as_deref(), Some(CACHE_FS_LABEL));
         assert_eq!(c.uuid, None);
         assert_eq!(c.first_lba, k.last_lba + 1);
