@@ -97,7 +97,11 @@ pub fn run(paths: &Paths) -> Result<Option<BootRecord>> {
         return Ok(None);
     };
     tracing::info!(
-        "nodectl initrd: starting live boot of {url} (nodectl {})",
+        "nodectl initrd: starting live boot of {url}{} (nodectl {})",
+        match params.origins.as_ref().map(|o| o.len()).unwrap_or(1) {
+            1 => String::new(),
+            n => format!(" (and {} mirrors)", n - 1),
+        },
         env!("CARGO_PKG_VERSION")
     );
     let mut rec = BootRecord {
@@ -203,8 +207,20 @@ fn steps(
         deadline: p.fetch_timeout,
         ..Default::default()
     };
-    let f = fetch::fetch(url, &image, &opts)
-        .with_context(|| format!("fetching the live image {url}"))?;
+    let origins = match &p.origins {
+        Some(o) => o.urls().to_vec(),
+        None => vec![url.to_string()],
+    };
+    let f = fetch::fetch_from(&origins, &image, &opts).with_context(|| {
+        if origins.len() > 1 {
+            format!(
+                "fetching the live image {url} (or its {} mirrors)",
+                origins.len() - 1
+            )
+        } else {
+            format!("fetching the live image {url}")
+        }
+    })?;
     rec.timings.fetch = t.elapsed().as_secs_f64();
     tracing::info!(
         "nodectl initrd: fetched {} bytes in {:.1}s, sha256 {} ({}), at {:.1}s",
