@@ -830,7 +830,7 @@ fn a_presigned_origin_is_not_asked_for_a_sidecar_the_next_origin_is() {
 
     // Only presigned origins and no pinned digest: refused, saying what to do.
     std::fs::remove_file(&dest).unwrap();
-    let e = fetch_from(&[presigned.clone()], &dest, &o).unwrap_err();
+    let e = fetch(&presigned, &dest, &o).unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("presigned URL"), "{msg}");
     assert!(msg.contains("nodeboot.sha256="), "{msg}");
