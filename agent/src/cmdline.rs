@@ -56,6 +56,104 @@ pub enum CmdlineError {
     },
     #[error("ip={value}: {reason}")]
     Ip { value: String, reason: String },
+    #[error("root=live:{url}: {reason}")]
+    LiveUrl { url: String, reason: String },
+    #[error("nodeboot.mirror={url}: {reason}")]
+    Mirror { url: String, reason: String },
+    #[error("{count} nodeboot.mirror= given: at most {max} are read", max = MAX_MIRRORS)]
+    TooManyMirrors { count: usize },
+}
+
+/// Most `nodeboot.mirror=` parameters read; more is an error (every origin
+/// may cost a retry round and a line per failure on the console).
+pub const MAX_MIRRORS: usize = 8;
+
+/// The places the live image can come from, in the order they are tried:
+/// `root=live:URL` first, then every `nodeboot.mirror=URL` in command-line
+/// order. One URL per parameter, so a URL needs no escaping: commas, `&`,
+/// `%XX` and `=` in a query string (an object store's presigned URL) stay
+/// as they are. Each is http:// or https:// with a host and no
+/// whitespace; at most [`MAX_MIRRORS`] mirrors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Origins(Vec<String>);
+
+impl Origins {
+    /// `primary` (from `root=live:`) then `mirrors`, each checked.
+    pub fn new<'a>(
+        primary: &str,
+        mirrors: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Origins, CmdlineError> {
+        if primary.is_empty() {
+            return Err(CmdlineError::EmptyLiveUrl);
+        }
+        if !(primary.starts_with("http://") || primary.starts_with("https://")) {
+            return Err(CmdlineError::LiveScheme {
+                url: primary.to_string(),
+            });
+        }
+        check_url(primary).map_err(|reason| CmdlineError::LiveUrl {
+            url: primary.to_string(),
+            reason: reason.to_string(),
+        })?;
+        let mut v = vec![primary.to_string()];
+        for m in mirrors {
+            check_url(m).map_err(|reason| CmdlineError::Mirror {
+                url: m.to_string(),
+                reason: reason.to_string(),
+            })?;
+            v.push(m.to_string());
+        }
+        if v.len() - 1 > MAX_MIRRORS {
+            return Err(CmdlineError::TooManyMirrors { count: v.len() - 1 });
+        }
+        Ok(Origins(v))
+    }
+
+    /// `root=live:` and `nodeboot.mirror=` of `c`; `None` without `root=live:`
+    /// (mirrors alone mean nothing).
+    pub fn from_cmdline(c: &Cmdline) -> Result<Option<Origins>, CmdlineError> {
+        let Some(primary) = c.value("root").and_then(|r| r.strip_prefix("live:")) else {
+            return Ok(None);
+        };
+        Origins::new(primary, c.values("nodeboot.mirror")).map(Some)
+    }
+
+    /// The first: `root=live:`'s URL.
+    pub fn primary(&self) -> &str {
+        &self.0[0]
+    }
+
+    /// Every origin, in order (the primary first).
+    pub fn urls(&self) -> &[String] {
+        &self.0
+    }
+
+    /// How many (at least 1).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Never true (there is always the primary); for clippy's `len` rule.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Why `u` cannot be an origin of the image, if it cannot.
+fn check_url(u: &str) -> Result<(), &'static str> {
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or("only http:// and https:// URLs are supported")?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') || host.ends_with('@') {
+        return Err("the URL has no host");
+    }
+    if u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the URL holds a space or a control character");
+    }
+    Ok(())
 }
 
 /// The raw parameters, in order.
@@ -384,6 +482,9 @@ pub fn parse_ip(value: &str) -> Result<IpConfig, CmdlineError> {
 pub struct BootParams {
     /// `root=live:URL`: the squashfs to fetch. `None`: not a nodeboot live boot.
     pub live_url: Option<String>,
+    /// Where the image can come from, in order: `root=live:` then every
+    /// `nodeboot.mirror=` (`None` exactly when `live_url` is).
+    pub origins: Option<Origins>,
     /// `BOOTIF=01-…`: the MAC of the boot NIC.
     pub bootif: Option<Mac>,
     /// `grendel.hostname=`
@@ -434,12 +535,8 @@ pub const CACHE_KEEP_MAX: usize = 16;
 
 impl BootParams {
     pub fn from_cmdline(c: &Cmdline) -> Result<Self, CmdlineError> {
-        let live_url = match c.value("root").and_then(|r| r.strip_prefix("live:")) {
-            None => None,
-            Some("") => return Err(CmdlineError::EmptyLiveUrl),
-            Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u.to_string()),
-            Some(u) => return Err(CmdlineError::LiveScheme { url: u.to_string() }),
-        };
+        let origins = Origins::from_cmdline(c)?;
+        let live_url = origins.as_ref().map(|o| o.primary().to_string());
         let bootif = c.value("BOOTIF").map(parse_bootif).transpose()?;
         let sha256 = match c.value("nodeboot.sha256") {
             None => None,
@@ -480,6 +577,7 @@ impl BootParams {
         let nonempty = |k: &str| c.value(k).filter(|v| !v.is_empty()).map(str::to_string);
         Ok(BootParams {
             live_url,
+            origins,
             bootif,
             hostname: nonempty("grendel.hostname"),
             grendel_address: nonempty("grendel.address")
@@ -911,5 +1009,94 @@ mod tests {
         assert_eq!(p.fetch_timeout, Duration::from_secs(30));
         assert_eq!(p.overlay_size_mib, Some(512));
         assert_eq!(p.ip, vec![IpConfig::Dhcp { dev: None }]);
+    }
+
+    #[test]
+    fn mirrors_follow_root_live_in_command_line_order() {
+        let p = BootParams::from_cmdline(&Cmdline::parse(
+            "nodeboot.mirror=http://m1.example/live.squashfs root=live:http://10.0.2.2:8080/live.squashfs \
+             nodeboot.mirror=https://m2.example:8443/img/live.squashfs quiet",
+        ))
+        .unwrap();
+        let o = p.origins.unwrap();
+        assert_eq!(o.primary(), "http://10.0.2.2:8080/live.squashfs");
+        assert_eq!(
+            o.urls(),
+            [
+                "http://10.0.2.2:8080/live.squashfs",
+                "http://m1.example/live.squashfs",
+                "https://m2.example:8443/img/live.squashfs"
+            ]
+        );
+        assert_eq!(o.len(), 3);
+        assert_eq!(p.live_url.as_deref(), Some(o.primary()));
+        // Mirrors without root=live: are not a live boot.
+        let p = BootParams::from_cmdline(&Cmdline::parse("nodeboot.mirror=http://m/x")).unwrap();
+        assert_eq!((p.live_url, p.origins), (None, None));
+    }
+
+    #[test]
+    fn a_long_presigned_url_survives_the_command_line_whole() {
+        // An S3 presigned URL: `&`, `=`, `%2F` escapes, ~1 KB.
+        let url = format!(
+            "https://bucket.s3.eu-central-1.amazonaws.com/images/squareos-9.2.squashfs\
+             ?X-Amz-Algorithm=AWS4-HMAC-SHA256\
+             &X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20260101%2Feu-central-1%2Fs3%2Faws4_request\
+             &X-Amz-Date=20260101T000000Z&X-Amz-Expires=604800\
+             &X-Amz-Security-Token={}\
+             &X-Amz-SignedHeaders=host&X-Amz-Signature={}",
+            "IQoJb3JpZ2luX2VjE%2B%2F%3D".repeat(30),
+            "ab".repeat(32)
+        );
+        assert!(url.len() > 900, "{}", url.len());
+        let line = format!(
+            "console=ttyS0 root=live:http://10.0.2.2/live.squashfs nodeboot.mirror={url} \
+             nodeboot.sha256={} rd.neednet=1",
+            "cd".repeat(32)
+        );
+        let p = BootParams::from_cmdline(&Cmdline::parse(&line)).unwrap();
+        assert_eq!(p.origins.unwrap().urls()[1], url);
+        // And as the primary.
+        let p = BootParams::from_cmdline(&Cmdline::parse(&format!("root=live:{url}"))).unwrap();
+        assert_eq!(p.live_url.as_deref(), Some(url.as_str()));
+    }
+
+    #[test]
+    fn bad_origins_are_refused_with_the_parameter_named() {
+        let rows: &[(&str, &str)] = &[
+            (
+                "root=live:http://a/x nodeboot.mirror=ftp://b/x",
+                "nodeboot.mirror=ftp://b/x: only http:// and https:// URLs are supported",
+            ),
+            (
+                "root=live:http://a/x nodeboot.mirror=",
+                "nodeboot.mirror=: only http:// and https:// URLs are supported",
+            ),
+            (
+                "root=live:http://a/x nodeboot.mirror=https:///x",
+                "nodeboot.mirror=https:///x: the URL has no host",
+            ),
+            (
+                "root=live:http:///live.squashfs",
+                "root=live:http:///live.squashfs: the URL has no host",
+            ),
+            (
+                "root=live:http://a/x \"nodeboot.mirror=http://b/a b\"",
+                "nodeboot.mirror=http://b/a b: the URL holds a space or a control character",
+            ),
+        ];
+        for (line, msg) in rows {
+            let e = BootParams::from_cmdline(&Cmdline::parse(line))
+                .unwrap_err()
+                .to_string();
+            assert_eq!(e, *msg, "{line}");
+        }
+        let many: String = (0..=MAX_MIRRORS)
+            .map(|i| format!(" nodeboot.mirror=http://m{i}/x"))
+            .collect();
+        let e = BootParams::from_cmdline(&Cmdline::parse(&format!("root=live:http://a/x{many}")))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "9 nodeboot.mirror= given: at most 8 are read");
     }
 }

@@ -173,7 +173,11 @@ pub fn run(paths: &Paths) -> Result<Option<BootRecord>> {
         return Ok(None);
     };
     tracing::info!(
-        "nodectl initrd: starting live boot of {url} (nodectl {})",
+        "nodectl initrd: starting live boot of {url}{} (nodectl {})",
+        match params.origins.as_ref().map(|o| o.len()).unwrap_or(1) {
+            1 => String::new(),
+            n => format!(" (and {} mirrors)", n - 1),
+        },
         env!("CARGO_PKG_VERSION")
     );
     let mut rec = BootRecord {
@@ -284,11 +288,15 @@ fn steps(
         deadline: p.fetch_timeout,
         ..Default::default()
     };
+    let origins = match &p.origins {
+        Some(o) => o.urls().to_vec(),
+        None => vec![url.to_string()],
+    };
     let mut cr = CacheReport::default();
     let cache = open_cache(paths, p, &mut cr);
     let image = match &cache {
-        Some(c) => with_cache(c, url, &opts, &ram, &mut cr, rec),
-        None => fetch_to(url, &ram, &opts, None, &mut cr, rec),
+        Some(c) => with_cache(c, &origins, &opts, &ram, &mut cr, rec),
+        None => fetch_to(&origins, &ram, &opts, None, &mut cr, rec),
     };
     cr.booted_from = image.as_ref().ok().cloned();
     rec.cache = Some(cr);
@@ -372,7 +380,7 @@ fn open_cache(paths: &Paths, p: &BootParams, cr: &mut CacheReport) -> Option<Cac
 /// The image from the cache, or fetched and stored: the file to boot.
 fn with_cache(
     c: &Cache,
-    url: &str,
+    origins: &[String],
     opts: &fetch::FetchOptions,
     ram: &Path,
     cr: &mut CacheReport,
@@ -381,8 +389,9 @@ fn with_cache(
     let t = Instant::now();
     // Which image is current: the pinned digest, or the sidecar (the only
     // thing fetched on a hit).
-    let (digest, by) = fetch::expected_digest(url, opts)
-        .with_context(|| format!("fetching the live image {url}"))?;
+    let url = &origins[0];
+    let (digest, by) = fetch::expected_digest(origins, opts)
+        .with_context(|| what_is_fetched(origins))?;
     if c.lookup(&digest).is_some() {
         match c.verify(&digest) {
             Ok(v) => {
@@ -403,6 +412,7 @@ fn with_cache(
                     attempts: 0,
                     resumes: 0,
                     restarts: 0,
+                    failovers: 0,
                 });
                 return Ok(v.path);
             }
@@ -433,7 +443,7 @@ fn with_cache(
         expected_sha256: Some(digest.clone()),
         ..opts.clone()
     };
-    let image = fetch_to(url, ram, &pinned, Some(by), cr, rec)?;
+    let image = fetch_to(origins, ram, &pinned, Some(by), cr, rec)?;
     match c.store(&digest, &image) {
         Ok(s) => {
             cr.stored = true;
@@ -462,7 +472,7 @@ fn with_cache(
 /// Fetch the image to `dest` (the copy in /run) as without a cache;
 /// `by`: how the digest given in `opts` was known.
 fn fetch_to(
-    url: &str,
+    origins: &[String],
     dest: &Path,
     opts: &fetch::FetchOptions,
     by: Option<&str>,
@@ -470,13 +480,25 @@ fn fetch_to(
     rec: &mut BootRecord,
 ) -> Result<PathBuf> {
     let mut f =
-        fetch::fetch(url, dest, opts).with_context(|| format!("fetching the live image {url}"))?;
+        fetch::fetch_from(origins, dest, opts).with_context(|| what_is_fetched(origins))?;
     if let Some(by) = by {
         f.verified_by = by.to_string();
     }
     cr.bytes_fetched = f.bytes;
     rec.fetch = Some(f);
     Ok(dest.to_path_buf())
+}
+
+/// What a fetch error's context names: the image URL and how many mirrors.
+fn what_is_fetched(origins: &[String]) -> String {
+    match origins.len() {
+        0 | 1 => format!("fetching the live image {}", origins.first().map_or("", |u| u)),
+        n => format!(
+            "fetching the live image {} (or its {} mirrors)",
+            origins[0],
+            n - 1
+        ),
+    }
 }
 
 /// The console banner of a failed live boot: names the step and the cause.
@@ -582,7 +604,7 @@ mod tests {
         std::fs::create_dir_all(ram.parent().unwrap()).unwrap();
 
         let (mut cr, mut rec) = (CacheReport::default(), record(&url));
-        let got = with_cache(&c, &url, &opts(), &ram, &mut cr, &mut rec).unwrap();
+        let got = with_cache(&c, std::slice::from_ref(&url), &opts(), &ram, &mut cr, &mut rec).unwrap();
         assert_eq!((cr.outcome.as_str(), cr.stored), ("miss", true), "{cr:?}");
         assert_eq!(got, ram, "a miss boots the copy in /run");
         assert_eq!(cr.bytes_fetched, 200_000);
@@ -591,7 +613,7 @@ mod tests {
         std::fs::remove_file(&ram).unwrap();
 
         let (mut cr, mut rec) = (CacheReport::default(), record(&url));
-        let got = with_cache(&c, &url, &opts(), &ram, &mut cr, &mut rec).unwrap();
+        let got = with_cache(&c, std::slice::from_ref(&url), &opts(), &ram, &mut cr, &mut rec).unwrap();
         assert_eq!(cr.outcome, "hit", "{cr:?}");
         assert_eq!(
             got,
@@ -610,7 +632,7 @@ mod tests {
             f.write_all_at(&[0xff], 123_457).unwrap();
         }
         let (mut cr, mut rec) = (CacheReport::default(), record(&url));
-        let again = with_cache(&c, &url, &opts(), &ram, &mut cr, &mut rec).unwrap();
+        let again = with_cache(&c, std::slice::from_ref(&url), &opts(), &ram, &mut cr, &mut rec).unwrap();
         assert_eq!(
             (cr.outcome.as_str(), cr.stored),
             ("corrupt", true),
@@ -652,7 +674,7 @@ mod tests {
         let c = Cache::open(&dir).unwrap();
         let ram = d.path().join("live.squashfs");
         let (mut cr, mut rec) = (CacheReport::default(), record(&url));
-        let r = with_cache(&c, &url, &opts(), &ram, &mut cr, &mut rec);
+        let r = with_cache(&c, std::slice::from_ref(&url), &opts(), &ram, &mut cr, &mut rec);
         let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
         assert_eq!(r.unwrap(), ram);
         assert_eq!((cr.outcome.as_str(), cr.stored), ("miss", false));

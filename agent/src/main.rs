@@ -27,6 +27,10 @@ Exit status:
   1  anything else (TLS certificate, bad arguments, local file errors, bad sidecar)")]
     Fetch {
         url: String,
+        /// Another origin of the same file, tried in order after URL when it
+        /// fails (repeatable; as nodeboot.mirror= on the kernel command line).
+        #[arg(long = "mirror", value_name = "URL")]
+        mirrors: Vec<String>,
         #[arg(short, long)]
         output: PathBuf,
         /// Expected sha256 (hex). Without it, URL.sha256 is fetched unless --no-sidecar.
@@ -248,6 +252,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Fetch {
             url,
+            mirrors,
             output,
             sha256,
             no_sidecar,
@@ -261,7 +266,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 deadline: std::time::Duration::from_secs(timeout),
                 ..Default::default()
             };
-            match nodeboot_agent::fetch::fetch(&url, &output, &opts) {
+            let origins: Vec<String> = std::iter::once(url).chain(mirrors).collect();
+            match nodeboot_agent::fetch::fetch_from(&origins, &output, &opts) {
                 Ok(r) => {
                     println!("{}", serde_json::to_string(&r)?);
                     Ok(ExitCode::SUCCESS)

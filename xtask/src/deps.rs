@@ -45,6 +45,8 @@ pub const PACKAGES: &[&str] = &[
     "lintian",         // cargo xtask dist: the .debs are checked
     "man-db",          // agent's units test: systemd-analyze verify finds the units' man pages
     "groff-base",      // cargo xtask dist, clidocs tests: the man pages render without a warning
+    "dracut-network",  // bench boot: stock dracut livenet, the reference initramfs
+    "dracut-live",     // bench boot: dmsquash-live
     "prometheus",      // promtool check metrics: bootd's /metrics (tests, QEMU boots pxe, pxe-uefi)
 ];
 

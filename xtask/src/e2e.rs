@@ -170,7 +170,7 @@ fn remove_tree(dir: &Path) -> Result<()> {
 }
 
 /// An exclusive lock on `path` (flock), held until the file is dropped.
-fn lock(path: &Path) -> Result<std::fs::File> {
+pub fn lock(path: &Path) -> Result<std::fs::File> {
     use std::os::fd::AsRawFd;
     let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     // SAFETY: flock on a descriptor we own; no memory is involved.

@@ -10,6 +10,22 @@
 //! user's file or anything but a regular file found there is refused before
 //! any request (a leftover regular part file of ours is emptied and reused).
 //!
+//! Several origins ([`fetch_from`]: `root=live:` then `nodeboot.mirror=`,
+//! [`crate::cmdline::Origins`]) are tried in order under the one deadline:
+//! an origin gets [`ORIGIN_ATTEMPTS`] attempts in a row, then the next one
+//! takes over, resuming the part file with `Range` (no `If-Range`: another
+//! server's validators mean nothing here; a server that answers with
+//! another size or ignores the range starts over from byte 0); the final
+//! digest decides whether the bytes, wherever they came from, are the
+//! image. An origin that answers with an error retrying will not fix (404,
+//! 403, TLS) or whose bytes fail the digest is dropped (after a digest
+//! failure the download starts over from byte 0 on the next origin);
+//! the others are tried again, round after round, until the deadline.
+//! Without a pinned digest the sidecar comes from the first origin that
+//! serves one; a presigned URL (its signature covers its own path only) is
+//! not asked for one. A single origin behaves as before: retried until
+//! the deadline.
+//!
 //! What is retried (until the deadline): connection errors, DNS failures,
 //! timeouts, HTTP 5xx/408/429, and errors in the middle of the body (which
 //! resume with `Range: bytes=N-`, `If-Range` when the server gave a
@@ -37,6 +53,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest sidecar accepted (a `sha256sum` line is ~100 bytes).
 const SIDECAR_MAX: u64 = 64 * 1024;
+/// Attempts in a row one origin gets before the next takes over (with
+/// more than one origin).
+pub const ORIGIN_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
@@ -80,6 +99,8 @@ pub struct FetchReport {
     pub resumes: u32,
     /// Times the download started over from byte 0 (server ignored Range).
     pub restarts: u32,
+    /// Times another origin took over (0 with one origin).
+    pub failovers: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +146,9 @@ pub enum FetchError {
         path: PathBuf,
         error: std::io::Error,
     },
+    /// Every origin failed (more than one was given): each one's last error.
+    #[error("no origin gave the image in {seconds:.0}s: {}", .failures.join("; "))]
+    Origins { failures: Vec<String>, seconds: f64 },
     #[error("{0}")]
     Other(String),
 }
@@ -135,7 +159,7 @@ impl FetchError {
     pub fn exit_code(&self) -> u8 {
         match self {
             FetchError::DigestMismatch { .. } => 3,
-            FetchError::Deadline { .. } => 4,
+            FetchError::Deadline { .. } | FetchError::Origins { .. } => 4,
             FetchError::Http { .. } => 5,
             FetchError::Sidecar {
                 status: Some(_), ..
@@ -147,16 +171,31 @@ impl FetchError {
 
 /// Download `url` to `dest`, verifying its sha256 (see the module doc).
 pub fn fetch(url: &str, dest: &Path, opts: &FetchOptions) -> Result<FetchReport, FetchError> {
+    fetch_from(&[url.to_string()], dest, opts)
+}
+
+/// Download the image from `origins` (tried in order, with failover: see
+/// the module doc) to `dest`, verifying its sha256.
+pub fn fetch_from(
+    origins: &[String],
+    dest: &Path,
+    opts: &FetchOptions,
+) -> Result<FetchReport, FetchError> {
     let start = Instant::now();
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(FetchError::Other(format!(
-            "{url}: unsupported URL (expected http:// or https://)"
-        )));
+    let Some(first) = origins.first() else {
+        return Err(FetchError::Other("no URL to fetch".into()));
+    };
+    for url in origins {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(FetchError::Other(format!(
+                "{url}: unsupported URL (expected http:// or https://)"
+            )));
+        }
     }
     let given = match &opts.expected_sha256 {
         Some(h) => Some(parse_digest(h).ok_or_else(|| {
             FetchError::Other(format!(
-                "expected sha256 {h:?} for {url}: not 64 hexadecimal digits"
+                "expected sha256 {h:?} for {first}: not 64 hexadecimal digits"
             ))
         })?),
         None => None,
@@ -168,68 +207,188 @@ pub fn fetch(url: &str, dest: &Path, opts: &FetchOptions) -> Result<FetchReport,
     };
     let (expected, verified_by) = match given {
         Some(h) => (Some(h), "cmdline"),
-        None if opts.sidecar => (Some(sidecar(&agent, url, &clock, opts)?), "sidecar"),
+        None if opts.sidecar => (
+            Some(sidecar_from(&agent, origins, &clock, opts)?),
+            "sidecar",
+        ),
         None => {
-            warn!("fetch: no sha256 given and no sidecar asked for: {url} will not be verified");
+            warn!("fetch: no sha256 given and no sidecar asked for: {first} will not be verified");
             (None, "none")
         }
     };
 
-    let part = part_path(dest);
-    let mut dl = Download {
-        url,
-        agent: &agent,
-        opts,
-        sink: Sink::create(&part)?,
-        offset: 0,
-        total: None,
-        validator: None,
-        resumes: 0,
-        restarts: 0,
-        progress: Progress::new(opts.progress_interval),
+    let n = origins.len();
+    let label = |i: usize| {
+        if n == 1 {
+            origins[i].clone()
+        } else {
+            format!("origin {}/{n} {}", i + 1, origins[i])
+        }
     };
-    let ((), attempts) = with_retries(url, &clock, |remaining| dl.attempt(remaining))?;
-    let digest = hex::encode(dl.sink.finish()?);
-    let bytes = dl.offset;
-    let (resumes, restarts) = (dl.resumes, dl.restarts);
-    if let Some(expected) = expected {
-        if digest != expected {
-            // Dropping the sink removes the part file.
-            drop(dl);
-            return Err(FetchError::DigestMismatch {
-                url: url.to_string(),
-                expected,
-                actual: digest,
+    let per_turn = (n > 1).then_some(ORIGIN_ATTEMPTS);
+    let part = part_path(dest);
+    let mut dl = Download::new(first, &agent, opts, Sink::create(&part)?);
+    let mut dropped = vec![false; n];
+    let mut failures: Vec<Option<String>> = vec![None; n];
+    let (mut attempts, mut failovers) = (0u32, 0u32);
+    let mut current: Option<usize> = None;
+    let mut i = 0;
+    loop {
+        if dropped.iter().all(|d| *d) || (current.is_some() && clock.left().is_zero()) {
+            return Err(FetchError::Origins {
+                failures: failures
+                    .iter()
+                    .enumerate()
+                    .map(|(k, f)| format!("{}: {}", label(k), f.as_deref().unwrap_or("not tried")))
+                    .collect(),
+                seconds: start.elapsed().as_secs_f64(),
             });
         }
+        if dropped[i] {
+            i = (i + 1) % n;
+            continue;
+        }
+        if current.is_some_and(|c| c != i) {
+            failovers += 1;
+            dl.validator = None;
+            if dl.offset > 0 {
+                info!(
+                    "fetch: trying {}, resuming at {} MB",
+                    label(i),
+                    dl.offset / 1_000_000
+                );
+            } else {
+                info!("fetch: trying {}", label(i));
+            }
+        }
+        current = Some(i);
+        dl.url = &origins[i];
+        let r = retries(&clock, per_turn, |remaining| dl.attempt(remaining));
+        match r {
+            Ok(((), a)) => {
+                attempts += a;
+                let digest = hex::encode(dl.sink.finish()?);
+                let bytes = dl.offset;
+                match &expected {
+                    Some(e) if *e != digest => {
+                        let mismatch = FetchError::DigestMismatch {
+                            url: origins[i].clone(),
+                            expected: e.clone(),
+                            actual: digest,
+                        };
+                        if n == 1 {
+                            // Dropping the sink removes the part file.
+                            return Err(mismatch);
+                        }
+                        warn!(
+                            "fetch: {}: sha256 mismatch (expected {e}): dropping this origin; starting over from byte 0",
+                            label(i)
+                        );
+                        failures[i] = Some(format!("sha256 mismatch: got {}", short(&mismatch)));
+                        dropped[i] = true;
+                        // The old sink goes first (it removes the part
+                        // file), then a new one starts from byte 0.
+                        let (resumes, restarts) = (dl.resumes, dl.restarts + 1);
+                        drop(dl);
+                        dl = Download::new(first, &agent, opts, Sink::create(&part)?);
+                        dl.resumes = resumes;
+                        dl.restarts = restarts;
+                    }
+                    _ => {
+                        let seconds = dl.progress.start.elapsed().as_secs_f64();
+                        let (resumes, restarts) = (dl.resumes, dl.restarts);
+                        dl.sink.commit(dest)?;
+                        info!(
+                            "fetch: done {bytes} bytes in {seconds:.1}s, {:.0} MB/s, sha256 {digest}{}",
+                            mbps(bytes, seconds),
+                            if n > 1 { format!(" (from {})", label(i)) } else { String::new() }
+                        );
+                        return Ok(FetchReport {
+                            url: origins[i].clone(),
+                            bytes,
+                            seconds: start.elapsed().as_secs_f64(),
+                            sha256: digest,
+                            verified_by: verified_by.to_string(),
+                            attempts,
+                            resumes,
+                            restarts,
+                            failovers,
+                        });
+                    }
+                }
+            }
+            Err(End::Fatal(e, a)) => {
+                attempts += a;
+                if n == 1 {
+                    return Err(e);
+                }
+                warn!("fetch: {}: {e}: dropping this origin", label(i));
+                failures[i] = Some(e.to_string());
+                dropped[i] = true;
+            }
+            Err(End::GaveUp {
+                last,
+                attempts: a,
+                deadline,
+            }) => {
+                attempts += a;
+                if n == 1 {
+                    return Err(FetchError::Deadline {
+                        url: origins[i].clone(),
+                        seconds: start.elapsed().as_secs_f64(),
+                        attempts,
+                        last_error: last,
+                    });
+                }
+                failures[i] = Some(format!("{last} ({a} attempts)"));
+                if !deadline {
+                    warn!(
+                        "fetch: {}: {a} attempts failed, the last: {last}; next origin",
+                        label(i)
+                    );
+                }
+            }
+        }
+        i = (i + 1) % n;
     }
-    let seconds = dl.progress.start.elapsed().as_secs_f64();
-    dl.sink.commit(dest)?;
-    info!(
-        "fetch: done {bytes} bytes in {seconds:.1}s, {:.0} MB/s, sha256 {digest}",
-        mbps(bytes, seconds)
-    );
-    Ok(FetchReport {
-        url: url.to_string(),
-        bytes,
-        seconds: start.elapsed().as_secs_f64(),
-        sha256: digest,
-        verified_by: verified_by.to_string(),
-        attempts,
-        resumes,
-        restarts,
+}
+
+/// The digest a mismatch error found (for the one-line failure list).
+fn short(e: &FetchError) -> String {
+    match e {
+        FetchError::DigestMismatch { actual, .. } => actual.clone(),
+        e => e.to_string(),
+    }
+}
+
+/// Is `url` presigned (its query carries a signature that covers its own
+/// path only: S3 v4 and v2, GCS, Azure SAS)? Its sidecar cannot be derived.
+pub fn is_presigned(url: &str) -> bool {
+    let Some((_, query)) = url.split_once('?') else {
+        return false;
+    };
+    let query = query.split('#').next().unwrap_or_default();
+    query.split('&').any(|kv| {
+        let k = kv.split('=').next().unwrap_or_default();
+        ["X-Amz-Signature", "X-Goog-Signature", "Signature", "sig"]
+            .iter()
+            .any(|s| k.eq_ignore_ascii_case(s))
     })
 }
 
 /// The digest the image must have, and how it is known ("cmdline" when
-/// given in `opts`, else "sidecar": `<url>.sha256` is fetched, with the
+/// given in `opts`, else "sidecar": `<url>.sha256` is fetched from the
+/// first origin that serves one, with the
 /// retries and deadline of [`fetch`]). What the live image cache needs to
 /// tell whether the image it holds is the current one without downloading
 /// the image.
 pub fn expected_digest(
-    url: &str,
+    origins: &[String],
     opts: &FetchOptions,
 ) -> Result<(String, &'static str), FetchError> {
+    let Some(url) = origins.first() else {
+        return Err(FetchError::Other("no URL to fetch".into()));
+    };
     if let Some(h) = &opts.expected_sha256 {
         let d = parse_digest(h).ok_or_else(|| {
             FetchError::Other(format!(
@@ -238,17 +397,53 @@ pub fn expected_digest(
         })?;
         return Ok((d, "cmdline"));
     }
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(FetchError::Other(format!(
-            "{url}: unsupported URL (expected http:// or https://)"
-        )));
+    for url in origins {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(FetchError::Other(format!(
+                "{url}: unsupported URL (expected http:// or https://)"
+            )));
+        }
     }
     let agent = agent(opts)?;
     let clock = Clock {
         start: Instant::now(),
         deadline: opts.deadline,
     };
-    Ok((sidecar(&agent, url, &clock, opts)?, "sidecar"))
+    Ok((sidecar_from(&agent, origins, &clock, opts)?, "sidecar"))
+}
+
+/// The digest from the first origin that serves a sidecar (presigned URLs
+/// skipped); the last error when none does.
+fn sidecar_from(
+    agent: &ureq::Agent,
+    origins: &[String],
+    clock: &Clock,
+    opts: &FetchOptions,
+) -> Result<String, FetchError> {
+    let candidates: Vec<&String> = origins.iter().filter(|u| !is_presigned(u)).collect();
+    if candidates.is_empty() {
+        return Err(FetchError::Sidecar {
+            url: sidecar_url(&origins[0]),
+            problem: "every origin is a presigned URL, whose signature does not cover \
+                      another path"
+                .into(),
+            status: None,
+        });
+    }
+    let per_turn = (candidates.len() > 1).then_some(ORIGIN_ATTEMPTS);
+    let mut last = None;
+    for (k, url) in candidates.iter().enumerate() {
+        match sidecar(agent, url, clock, opts, per_turn) {
+            Ok(d) => return Ok(d),
+            Err(e) => {
+                if k + 1 < candidates.len() {
+                    warn!("fetch: {e}; asking the next origin for the digest");
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.expect("at least one candidate"))
 }
 
 /// `<dest>.part`, beside `dest` so that the final rename stays in one filesystem.
@@ -347,6 +542,13 @@ struct Clock {
     deadline: Duration,
 }
 
+impl Clock {
+    /// Time left before the deadline.
+    fn left(&self) -> Duration {
+        self.deadline.saturating_sub(self.start.elapsed())
+    }
+}
+
 /// Outcome of a failed attempt.
 enum Failure {
     /// Worth another attempt; `progressed` when this attempt received data
@@ -382,15 +584,29 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// How a bounded retry loop ended without success.
+enum End {
+    /// A fatal error, after this many attempts.
+    Fatal(FetchError, u32),
+    /// Out of attempts (or time, `deadline`); the last error.
+    GaveUp {
+        last: String,
+        attempts: u32,
+        deadline: bool,
+    },
+}
+
 /// The retry loop (the shared one): exponential backoff from 0.5 s to 10 s,
-/// one warn line per retry, [`FetchError::Deadline`] once the clock runs
-/// out. `f` gets the time left; returns the value and the attempts made.
-fn with_retries<T>(
-    url: &str,
+/// one warn line per retry, at most `attempts` attempts (`None`: until the
+/// deadline) and never past the clock's deadline. `f` gets the time left;
+/// returns the value and the attempts made.
+fn retries<T>(
     clock: &Clock,
+    attempts: Option<u32>,
     mut f: impl FnMut(Duration) -> Result<T, Failure>,
-) -> Result<(T, u32), FetchError> {
-    let policy = Policy::deadline(clock.deadline, BACKOFF_FIRST, BACKOFF_MAX);
+) -> Result<(T, u32), End> {
+    let mut policy = Policy::deadline(clock.deadline, BACKOFF_FIRST, BACKOFF_MAX);
+    policy.attempts = attempts;
     let mut retry = Retry::since(policy, clock.start);
     let r = retry.run(
         "fetch",
@@ -412,14 +628,37 @@ fn with_retries<T>(
     );
     match r {
         Ok(v) => Ok((v, retry.attempts())),
-        Err(Failed::Fatal(Failure::Fatal(e))) => Err(e),
-        Err(Failed::Fatal(f) | Failed::GaveUp { last: f, .. }) => Err(FetchError::Deadline {
-            url: url.to_string(),
-            seconds: clock.start.elapsed().as_secs_f64(),
+        Err(Failed::Fatal(Failure::Fatal(e))) => Err(End::Fatal(e, retry.attempts())),
+        Err(Failed::Fatal(f)) => Err(End::GaveUp {
+            last: f.to_string(),
             attempts: retry.attempts(),
-            last_error: f.to_string(),
+            deadline: false,
+        }),
+        Err(Failed::GaveUp { last, deadline, .. }) => Err(End::GaveUp {
+            last: last.to_string(),
+            attempts: retry.attempts(),
+            deadline: deadline || clock.left().is_zero(),
         }),
     }
+}
+
+/// [`retries`] until the deadline, as one error: [`FetchError::Deadline`]
+/// naming `url` once the clock runs out.
+fn with_retries<T>(
+    url: &str,
+    clock: &Clock,
+    attempts: Option<u32>,
+    f: impl FnMut(Duration) -> Result<T, Failure>,
+) -> Result<(T, u32), FetchError> {
+    retries(clock, attempts, f).map_err(|e| match e {
+        End::Fatal(e, _) => e,
+        End::GaveUp { last, attempts, .. } => FetchError::Deadline {
+            url: url.to_string(),
+            seconds: clock.start.elapsed().as_secs_f64(),
+            attempts,
+            last_error: last,
+        },
+    })
 }
 
 /// Sort a ureq error into retry / fatal, with a reason an operator can read.
@@ -478,9 +717,10 @@ fn sidecar(
     url: &str,
     clock: &Clock,
     opts: &FetchOptions,
+    attempts: Option<u32>,
 ) -> Result<String, FetchError> {
     let surl = sidecar_url(url);
-    let (digest, _) = with_retries(&surl, clock, |remaining| {
+    let (digest, _) = with_retries(&surl, clock, attempts, |remaining| {
         let mut resp = agent
             .get(&surl)
             .config()
@@ -546,7 +786,27 @@ struct Download<'a> {
     progress: Progress,
 }
 
-impl Download<'_> {
+impl<'a> Download<'a> {
+    fn new(
+        url: &'a str,
+        agent: &'a ureq::Agent,
+        opts: &'a FetchOptions,
+        sink: Sink,
+    ) -> Download<'a> {
+        Download {
+            url,
+            agent,
+            opts,
+            sink,
+            offset: 0,
+            total: None,
+            validator: None,
+            resumes: 0,
+            restarts: 0,
+            progress: Progress::new(opts.progress_interval),
+        }
+    }
+
     /// Start over from byte 0.
     fn restart(&mut self) -> Result<(), FetchError> {
         self.sink.reset()?;

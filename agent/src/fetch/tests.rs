@@ -660,3 +660,209 @@ fn other_file_types_at_the_part_path_are_refused() {
     assert!(e.contains("it is not a regular file"), "{e}");
     drop(reader);
 }
+
+// ---- Several origins (root=live: + nodeboot.mirror=) ----
+
+/// A URL on 127.0.0.1 where nothing listens (a port that was free a moment ago).
+fn down_url() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}/live.squashfs")
+}
+
+/// A server answering every request (ranged or not) from `d`.
+fn serving(d: Arc<Vec<u8>>) -> Server {
+    Server::start(move |r, _, s| match range_start(r) {
+        Some(from) => partial(s, &d, from),
+        None => ok(s, &d, None, Some("\"v1\"")),
+    })
+}
+
+#[test]
+fn one_origin_down_one_serving_wrong_bytes_then_the_good_mirror() {
+    let good = Arc::new(data(LEN));
+    let mut bad = data(LEN);
+    bad[LEN / 2] ^= 0xff; // same size, one byte off: only the digest can tell
+    let down = down_url();
+    let liar = serving(Arc::new(bad));
+    let mirror = serving(good.clone());
+    let origins = vec![
+        down.clone(),
+        liar.url("/live.squashfs"),
+        mirror.url("/live.squashfs"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let rep = fetch_from(&origins, &dest, &opts(Some(&sha(&good)))).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), *good);
+    assert_eq!(rep.url, origins[2]);
+    assert_eq!(rep.failovers, 2, "{rep:?}");
+    assert_eq!(rep.bytes, LEN as u64);
+    // The down origin had its attempts in a row, then the liar one full
+    // download; after its digest failed, the good mirror from byte 0.
+    assert!(rep.attempts >= ORIGIN_ATTEMPTS + 2, "{rep:?}");
+    assert_eq!(liar.requests().len(), 1);
+    let m = mirror.requests();
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].header("range"), None, "{:?}", m[0]);
+    assert!(!part_path(&dest).exists());
+}
+
+#[test]
+fn the_next_mirror_resumes_where_the_first_broke_off() {
+    let d = Arc::new(data(LEN));
+    let d1 = d.clone();
+    // The first origin drops the connection after CUT bytes, then fails.
+    let first = Server::start(move |_, i, s| {
+        if i == 0 {
+            ok(s, &d1, Some(CUT), Some("\"etag-of-the-first\""))
+        } else {
+            respond(
+                s,
+                "503 Service Unavailable",
+                &[("Content-Length", "0".into())],
+                b"",
+            )
+        }
+    });
+    let second = serving(d.clone());
+    let origins = vec![first.url("/live.squashfs"), second.url("/live.squashfs")];
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let rep = fetch_from(&origins, &dest, &opts(Some(&sha(&d)))).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), *d);
+    assert_eq!(first.requests().len(), ORIGIN_ATTEMPTS as usize);
+    let r = second.requests();
+    assert_eq!(r.len(), 1, "{r:?}");
+    // A Range from where the first stopped, without the first's validator.
+    assert_eq!(range_start(&r[0]), Some(CUT), "{:?}", r[0]);
+    assert_eq!(r[0].header("if-range"), None, "{:?}", r[0]);
+    assert_eq!(
+        (rep.failovers, rep.resumes, rep.restarts),
+        (1, 1, 0),
+        "{rep:?}"
+    );
+    assert_eq!(rep.url, origins[1]);
+}
+
+#[test]
+fn every_origin_failing_names_each_one_and_why() {
+    let d = Arc::new(data(100_000));
+    let gone = Server::start(|_, _, s| {
+        respond(s, "404 Not Found", &[("Content-Length", "0".into())], b"")
+    });
+    let liar = serving(Arc::new(data(100_001)));
+    let origins = vec![gone.url("/live.squashfs"), liar.url("/live.squashfs")];
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let t = Instant::now();
+    let e = fetch_from(&origins, &dest, &opts(Some(&sha(&d)))).unwrap_err();
+    // Neither is worth retrying: no waiting for the deadline.
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(matches!(e, FetchError::Origins { .. }), "{e:?}");
+    assert_eq!(e.exit_code(), 4);
+    let msg = e.to_string();
+    assert!(msg.starts_with("no origin gave the image in "), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "origin 1/2 {}: {}: HTTP 404",
+            origins[0], origins[0]
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("origin 2/2 {}: sha256 mismatch: got ", origins[1])),
+        "{msg}"
+    );
+    assert_eq!(gone.requests().len(), 1);
+    assert_eq!(liar.requests().len(), 1);
+    assert_nothing_left(&dest);
+}
+
+#[test]
+fn a_presigned_origin_is_not_asked_for_a_sidecar_the_next_origin_is() {
+    let d = Arc::new(data(200_000));
+    let (d1, d2) = (d.clone(), d.clone());
+    let digest = sha(&d);
+    // An object store: the presigned image URL works, any other path is
+    // refused (its signature covers that path only).
+    let store = Server::start(move |r, _, s| {
+        if r.path.starts_with("/bucket/live.squashfs?") {
+            ok(s, &d1, None, None)
+        } else {
+            respond(s, "403 Forbidden", &[("Content-Length", "0".into())], b"")
+        }
+    });
+    let boot = Server::start(move |r, _, s| match r.path.as_str() {
+        "/live.squashfs.sha256" => ok(
+            s,
+            format!("{digest}  live.squashfs\n").as_bytes(),
+            None,
+            None,
+        ),
+        _ => ok(s, &d2, None, None),
+    });
+    let presigned = store.url(
+        "/bucket/live.squashfs?X-Amz-Algorithm=AWS4-HMAC-SHA256\
+         &X-Amz-Credential=AKIAEXAMPLE%2F20260101%2Fus-east-1%2Fs3%2Faws4_request\
+         &X-Amz-Date=20260101T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host\
+         &X-Amz-Signature=0123456789abcdef",
+    );
+    let origins = vec![presigned.clone(), boot.url("/live.squashfs")];
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let o = FetchOptions {
+        sidecar: true,
+        ..opts(None)
+    };
+    let rep = fetch_from(&origins, &dest, &o).unwrap();
+    assert_eq!(rep.verified_by, "sidecar");
+    assert_eq!(rep.url, presigned, "the image comes from the first origin");
+    assert_eq!(std::fs::read(&dest).unwrap(), *d);
+    let store_paths: Vec<String> = store.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(store_paths.len(), 1, "{store_paths:?}");
+    assert!(!store_paths[0].contains(".sha256"), "{store_paths:?}");
+    let boot_paths: Vec<String> = boot.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(boot_paths, ["/live.squashfs.sha256"]);
+
+    // Only presigned origins and no pinned digest: refused, saying what to do.
+    std::fs::remove_file(&dest).unwrap();
+    let e = fetch(&presigned, &dest, &o).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("presigned URL"), "{msg}");
+    assert!(msg.contains("nodeboot.sha256="), "{msg}");
+    assert_nothing_left(&dest);
+}
+
+#[test]
+fn presigned_urls_are_recognised_by_their_signature_parameter() {
+    for (url, yes) in [
+        (
+            "https://b.s3.amazonaws.com/k?X-Amz-Credential=a%2Fb&X-Amz-Signature=ab",
+            true,
+        ),
+        (
+            "https://b.s3.amazonaws.com/k?AWSAccessKeyId=A&Expires=1&Signature=x%2By",
+            true,
+        ),
+        (
+            "https://storage.googleapis.com/b/k?X-Goog-Algorithm=a&X-Goog-Signature=00",
+            true,
+        ),
+        (
+            "https://acct.blob.core.windows.net/c/k?sv=2020-08-04&se=2026&sr=b&sp=r&sig=abc%3D",
+            true,
+        ),
+        ("https://mirror.example/live.squashfs", false),
+        ("https://mirror.example/live.squashfs?v=2", false),
+        (
+            "https://mirror.example/sig/live.squashfs#Signature=x",
+            false,
+        ),
+    ] {
+        assert_eq!(is_presigned(url), yes, "{url}");
+    }
+}

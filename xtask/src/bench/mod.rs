@@ -17,6 +17,10 @@
 //!
 //! `bench serve` ([`serve`]): bootd against nginx, many concurrent clients
 //! downloading the live image in Range chunks from a tmpfs on 127.0.0.1.
+//!
+//! `bench boot` ([`boot`]): the same kernel and live image booted under QEMU
+//! by stock dracut livenet and by nodectl's initramfs, interleaved; the
+//! console's milestones, medians and the ratio to multi-user.
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
 use sha2::{Digest, Sha256};
@@ -26,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod boot;
 mod fetch;
 mod first_job;
 mod image;
@@ -74,6 +79,19 @@ pub enum What {
         /// Pause before each timed run (same memory state for every run).
         #[arg(long, default_value_t = 2)]
         settle_secs: u64,
+    },
+    /// nodectl's initramfs vs stock dracut dmsquash-live + livenet: the same
+    /// kernel and live image booted under QEMU, to multi-user, interleaved.
+    Boot {
+        /// Rounds; each round boots both (order alternating: a b, b a, …).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Print one JSON object (medians, spread, every run, the ratio) instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Echo the serial consoles.
+        #[arg(long)]
+        echo: bool,
     },
     /// bootd vs nginx: concurrent clients downloading the live image in Range
     /// chunks over keep-alive, the same file from a tmpfs on 127.0.0.1.
@@ -155,6 +173,11 @@ pub fn run(what: What) -> Result<()> {
             only,
             nodeimg,
             settle: Duration::from_secs(settle_secs),
+        }),
+        What::Boot { rounds, json, echo } => boot::run(&boot::Opts {
+            rounds: rounds.max(1),
+            json,
+            echo,
         }),
         What::Serve {
             clients,
