@@ -45,6 +45,7 @@ pub const PACKAGES: &[&str] = &[
     "lintian",         // cargo xtask dist: the .debs are checked
     "man-db",          // agent's units test: systemd-analyze verify finds the units' man pages
     "groff-base",      // cargo xtask dist, clidocs tests: the man pages render without a warning
+    "casync",          // chunks tests: casync extract rebuilds an image from our .caibx and store
     "prometheus",      // promtool check metrics: bootd's /metrics (tests, QEMU boots pxe, pxe-uefi)
 ];
 
