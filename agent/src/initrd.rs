@@ -50,6 +50,12 @@ pub struct BootRecord {
     pub params: BootParams,
     pub net: Option<net::NetReport>,
     pub fetch: Option<fetch::FetchReport>,
+    /// The chunked fetch (`nodeboot.index=`), when it was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunked: Option<fetch::chunked::ChunkedReport>,
+    /// Why the chunked fetch failed, when the plain one took over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunked_error: Option<String>,
     pub live: Option<live::LiveReport>,
     pub timings: Timings,
     /// BIOS or UEFI, and Secure Boot.
@@ -105,6 +111,8 @@ pub fn run(paths: &Paths) -> Result<Option<BootRecord>> {
         params: params.clone(),
         net: None,
         fetch: None,
+        chunked: None,
+        chunked_error: None,
         live: None,
         firmware: {
             crate::firmware::mount_efivars(&paths.sys);
@@ -203,8 +211,50 @@ fn steps(
         deadline: p.fetch_timeout,
         ..Default::default()
     };
-    let f = fetch::fetch(url, &image, &opts)
-        .with_context(|| format!("fetching the live image {url}"))?;
+    let chunked = match (&p.index_url, &p.index_sha256, &p.sha256) {
+        (Some(index_url), Some(index_sha256), Some(image_sha256)) => {
+            let o = fetch::chunked::ChunkedOptions {
+                index_url: index_url.clone(),
+                index_sha256: index_sha256.clone(),
+                image_sha256: image_sha256.clone(),
+                stores: p.stores.clone(),
+                seeds: Vec::new(),
+                parallel: 4,
+                http: opts.clone(),
+            };
+            match fetch::chunked::fetch_chunked(&image, &o) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    // The plain path is verified by the same pinned digest:
+                    // falling back costs time, never trust.
+                    tracing::warn!(
+                        "nodectl initrd: chunked fetch failed: {e:#}; fetching {url} whole instead"
+                    );
+                    rec.chunked_error = Some(format!("{e:#}"));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let f = match chunked {
+        Some(c) => {
+            let f = fetch::FetchReport {
+                url: c.index_url.clone(),
+                bytes: c.assembly.image_bytes,
+                seconds: c.seconds,
+                sha256: p.sha256.clone().unwrap_or_default(),
+                verified_by: "cmdline".into(),
+                attempts: 0,
+                resumes: 0,
+                restarts: 0,
+            };
+            rec.chunked = Some(c);
+            f
+        }
+        None => fetch::fetch(url, &image, &opts)
+            .with_context(|| format!("fetching the live image {url}"))?,
+    };
     rec.timings.fetch = t.elapsed().as_secs_f64();
     tracing::info!(
         "nodectl initrd: fetched {} bytes in {:.1}s, sha256 {} ({}), at {:.1}s",

@@ -20,7 +20,7 @@ use nodeboot_common::retry::{Policy, Retry, Verdict};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -67,7 +67,12 @@ impl Seed {
         })
     }
 
-    /// A seed from an image file and its index file beside it.
+    /// A seed from an image and the index beside it ([`crate::index_path_for`]).
+    pub fn beside(image: &Path) -> Result<Seed> {
+        Seed::open(image, &crate::index_path_for(image))
+    }
+
+    /// A seed from an image file and its index file.
     pub fn open(image: &Path, index_file: &Path) -> Result<Seed> {
         let b = read_bounded(index_file)?;
         let ix =
@@ -155,15 +160,11 @@ impl HttpStore {
     fn once(&self, url: &str, limit: u64) -> std::result::Result<Vec<u8>, (Verdict, String)> {
         let r = self.agent.get(url).call();
         let mut resp = match r {
-            Ok(r) => r,
-            Err(ureq::Error::StatusCode(c)) => {
-                let v = if c == 408 || c == 429 || c >= 500 {
-                    Verdict::Retry
-                } else {
-                    Verdict::Fatal
-                };
-                return Err((v, format!("HTTP {c}")));
-            }
+            Ok(r) if r.status().is_success() => r,
+            // Either way an agent is configured (status codes as errors or
+            // as responses).
+            Ok(r) => return Err(status_failure(r.status().as_u16())),
+            Err(ureq::Error::StatusCode(c)) => return Err(status_failure(c)),
             Err(e) => return Err((Verdict::Retry, e.to_string())),
         };
         let mut z = Vec::new();
@@ -178,6 +179,16 @@ impl HttpStore {
         }
         Ok(z)
     }
+}
+
+/// 408, 429 and 5xx are worth retrying; other statuses are not.
+fn status_failure(c: u16) -> (Verdict, String) {
+    let v = if c == 408 || c == 429 || c >= 500 {
+        Verdict::Retry
+    } else {
+        Verdict::Fatal
+    };
+    (v, format!("HTTP {c}"))
 }
 
 /// Most bytes a stored chunk of `size` may take (zstd's worst case on
@@ -298,6 +309,16 @@ struct Slot {
     dropped: AtomicBool,
 }
 
+/// The assembled image is not the one pinned (every chunk matched the index:
+/// the index describes another image). Callers may downcast to it.
+#[derive(Debug, thiserror::Error)]
+#[error("assembled image {} has sha256 {actual}, but {expected} is pinned: the index does not describe this image", path.display())]
+pub struct ImageMismatch {
+    pub path: PathBuf,
+    pub actual: String,
+    pub expected: String,
+}
+
 /// Build `out` from `index` (the caller checked the index's own digest),
 /// chunk by chunk from `sources`, and check the result against
 /// `image_sha256` (hex). On any error the output is removed.
@@ -368,7 +389,15 @@ fn assemble_inner(
         }
     }
 
-    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    // Not through a symbolic link planted where the output goes.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(out)
+        .with_context(|| format!("creating {}", out.display()))?;
     file.set_len(index.total_size())
         .with_context(|| format!("sizing {}", out.display()))?;
 
@@ -406,10 +435,12 @@ fn assemble_inner(
 
     let got = sha256_file(out)?;
     if !got.eq_ignore_ascii_case(image_sha256) {
-        bail!(
-            "assembled image {} has sha256 {got}, but {image_sha256} is pinned: the index does not describe this image",
-            out.display()
-        );
+        return Err(ImageMismatch {
+            path: out.to_path_buf(),
+            actual: got,
+            expected: image_sha256.to_string(),
+        }
+        .into());
     }
     let sources = slots
         .into_iter()
@@ -511,16 +542,30 @@ pub fn sha256_file(p: &Path) -> Result<String> {
 /// Fetch an index over HTTP(S) (at most [`MAX_INDEX_BYTES`]), check its
 /// SHA-256 against the pinned `sha256` (hex), and parse it.
 pub fn fetch_index(agent: &ureq::Agent, url: &str, sha256: &str, retry: Policy) -> Result<Index> {
-    let b = Retry::new(retry)
+    let b = fetch_index_bytes(agent, url, retry)?;
+    index_checked(&b, sha256).with_context(|| format!("index {url}"))
+}
+
+/// An index file's bytes over HTTP(S), at most [`MAX_INDEX_BYTES`] + 1 (so
+/// that an oversized one is refused by the parser), with retries; neither
+/// checked nor parsed.
+pub fn fetch_index_bytes(agent: &ureq::Agent, url: &str, retry: Policy) -> Result<Vec<u8>> {
+    Retry::new(retry)
         .run(
             &format!("GET {url}"),
             |_| -> std::result::Result<Vec<u8>, Verdict2> {
-                let mut resp = agent.get(url).call().map_err(|e| match e {
-                    ureq::Error::StatusCode(c) if c == 404 || c == 403 || c == 410 => {
-                        Verdict2(Verdict::Fatal, format!("HTTP {c}"))
+                let mut resp = match agent.get(url).call() {
+                    Ok(r) if r.status().is_success() => r,
+                    Ok(r) => {
+                        let (v, m) = status_failure(r.status().as_u16());
+                        return Err(Verdict2(v, m));
                     }
-                    e => Verdict2(Verdict::Retry, e.to_string()),
-                })?;
+                    Err(ureq::Error::StatusCode(c)) => {
+                        let (v, m) = status_failure(c);
+                        return Err(Verdict2(v, m));
+                    }
+                    Err(e) => return Err(Verdict2(Verdict::Retry, e.to_string())),
+                };
                 let mut b = Vec::new();
                 resp.body_mut()
                     .as_reader()
@@ -531,8 +576,7 @@ pub fn fetch_index(agent: &ureq::Agent, url: &str, sha256: &str, retry: Policy) 
             },
             |e| e.0,
         )
-        .map_err(|f| anyhow!("fetching the index {url}: {}", f.into_error().1))?;
-    index_checked(&b, sha256).with_context(|| format!("index {url}"))
+        .map_err(|f| anyhow!("fetching the index {url}: {}", f.into_error().1))
 }
 
 /// Check an index file's bytes against the pinned digest, then parse them.

@@ -59,6 +59,20 @@ impl fmt::Debug for ChunkId {
     }
 }
 
+/// Where the index of a local image lives: beside it, `NAME.caibx` for
+/// `NAME.squashfs` (or `IMAGE.caibx` for any other name); what `nodeimg
+/// build` writes and what a node's image cache keeps.
+pub fn index_path_for(image: &std::path::Path) -> std::path::PathBuf {
+    match image.extension() {
+        Some(e) if e == "squashfs" => image.with_extension("caibx"),
+        _ => {
+            let mut s = image.as_os_str().to_owned();
+            s.push(".caibx");
+            s.into()
+        }
+    }
+}
+
 /// SHA-256 of `data` in hex: the form digests take on the command line and
 /// in manifests (an index's digest is the SHA-256 of its file).
 pub fn sha256_hex(data: &[u8]) -> String {
