@@ -65,12 +65,10 @@ pub fn write<W: Write>(
     files: &[NodeId],
     out: &mut W,
     pos: u64,
-    level: i32,
-    block_size: u32,
-    threads: usize,
-    fragment_group: u32,
+    o: &super::Options,
 ) -> Result<DataOut> {
-    let threads = threads.max(1);
+    let (level, block_size, fragment_group) = (o.level, o.block_size, o.fragment_group);
+    let threads = o.threads.max(1);
     let (job_tx, job_rx) = sync_channel::<(u64, Job)>(threads * 8);
     let (done_tx, done_rx) = sync_channel::<(u64, Result<Done>)>(threads * 8);
     let job_rx = Arc::new(Mutex::new(job_rx));
@@ -294,7 +292,7 @@ fn read_files(
             // A content-defined end: where the blocks end depends on the
             // tails alone, so an added tail shifts the tails of its own
             // block only.
-            if fragment_group > 0 && fnv1a(&frag[at..]) % u64::from(fragment_group) == 0 {
+            if fragment_group > 0 && fnv1a(&frag[at..]).is_multiple_of(u64::from(fragment_group)) {
                 if !tx.send(Job::Frag(std::mem::take(&mut frag))) {
                     return Ok(ReaderOut { frags, dup_of });
                 }

@@ -164,16 +164,7 @@ pub fn write(tree: &Tree, out: &mut std::fs::File, o: &Options) -> Result<Stats>
         pos: 0,
     };
     w.write_all(&[0u8; SUPERBLOCK_SIZE as usize])?;
-    let d = data::write(
-        tree,
-        &files,
-        &mut w,
-        SUPERBLOCK_SIZE,
-        o.level,
-        o.block_size,
-        o.threads,
-        o.fragment_group,
-    )?;
+    let d = data::write(tree, &files, &mut w, SUPERBLOCK_SIZE, o)?;
     debug_assert_eq!(d.end, w.pos);
     let file_data: HashMap<NodeId, &data::FileData> =
         files.iter().copied().zip(d.files.iter()).collect();

@@ -122,8 +122,8 @@ fn chunk(img: &Path, store: &Path, p: Params) -> Result<(HashMap<ChunkId, u64>, 
     let (ix, _, _) = s.add_file(img, p)?;
     let mut ids = HashMap::new();
     for c in &ix.chunks {
-        if !ids.contains_key(&c.id) {
-            ids.insert(c.id, s.stored_size(&c.id)?);
+        if let std::collections::hash_map::Entry::Vacant(e) = ids.entry(c.id) {
+            e.insert(s.stored_size(&c.id)?);
         }
     }
     Ok((ids, ix.to_bytes().len()))
