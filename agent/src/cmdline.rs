@@ -62,6 +62,9 @@ pub enum CmdlineError {
     Mirror { url: String, reason: String },
     #[error("{count} nodeboot.mirror= given: at most {max} are read", max = MAX_MIRRORS)]
     TooManyMirrors { count: usize },
+    /// `nodeboot.index=` without the digests that make it safe to use.
+    #[error("nodeboot.index={url}: also needs {missing}")]
+    IndexPins { url: String, missing: &'static str },
 }
 
 /// Most `nodeboot.mirror=` parameters read; more is an error (every origin
@@ -517,6 +520,35 @@ pub struct BootParams {
     /// `nodeboot.cache.keep=`: images the cache keeps at most (1 to
     /// [`CACHE_KEEP_MAX`], default [`DEFAULT_CACHE_KEEP`]).
     pub cache_keep: usize,
+    /// `nodeboot.index=URL`: the image's chunk index (casync `.caibx`); the
+    /// image is then assembled from chunks instead of fetched whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_url: Option<String>,
+    /// `nodeboot.index.sha256=`: pinned digest of the index file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_sha256: Option<String>,
+    /// Every `nodeboot.store=URL`, in order: chunk stores (mirrors) tried
+    /// in turn; none: `store/` beside the index.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stores: Vec<String>,
+}
+
+/// A lowercase hex SHA-256, or `None` if `v` is not 64 hex digits.
+fn hex64(v: &str) -> Option<String> {
+    let v = v.trim().to_ascii_lowercase();
+    (v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit())).then_some(v)
+}
+
+fn http_url(key: &str, v: &str) -> Result<String, CmdlineError> {
+    if v.starts_with("http://") || v.starts_with("https://") {
+        Ok(v.to_string())
+    } else {
+        Err(CmdlineError::Value {
+            key: key.into(),
+            value: v.into(),
+            expected: "an http:// or https:// URL",
+        })
+    }
 }
 
 mod secs {
@@ -575,6 +607,40 @@ impl BootParams {
                 })?,
         };
         let nonempty = |k: &str| c.value(k).filter(|v| !v.is_empty()).map(str::to_string);
+        let index_url = nonempty("nodeboot.index")
+            .map(|v| http_url("nodeboot.index", &v))
+            .transpose()?;
+        let index_sha256 = match c.value("nodeboot.index.sha256") {
+            None => None,
+            Some(v) => Some(hex64(v).ok_or_else(|| CmdlineError::Value {
+                key: "nodeboot.index.sha256".into(),
+                value: v.into(),
+                expected: "64 hexadecimal digits",
+            })?),
+        };
+        let stores = c
+            .values("nodeboot.store")
+            .filter(|v| !v.is_empty())
+            .map(|v| http_url("nodeboot.store", v))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(url) = &index_url {
+            // Chunks are checked against the index, the index against its
+            // pinned digest, the assembled image against the image's: all
+            // three links of the chain must be on the command line.
+            let missing = match (&index_sha256, &sha256) {
+                (None, _) => {
+                    Some("nodeboot.index.sha256= (the index's digest, index_sha256 in NAME.json)")
+                }
+                (_, None) => Some("nodeboot.sha256= (the image's digest)"),
+                _ => None,
+            };
+            if let Some(missing) = missing {
+                return Err(CmdlineError::IndexPins {
+                    url: url.clone(),
+                    missing,
+                });
+            }
+        }
         Ok(BootParams {
             live_url,
             origins,
@@ -593,6 +659,9 @@ impl BootParams {
             net_timeout: c.seconds("nodeboot.net.timeout", DEFAULT_NET_TIMEOUT_SECS)?,
             cache: c.flag("nodeboot.cache")?.unwrap_or(true),
             cache_keep,
+            index_url,
+            index_sha256,
+            stores,
         })
     }
 
@@ -986,6 +1055,26 @@ mod tests {
                 "nodeboot.cache=maybe",
                 "nodeboot.cache=maybe: expected 1 or 0",
             ),
+            (
+                "nodeboot.index=tftp://x/i.caibx",
+                "nodeboot.index=tftp://x/i.caibx: expected an http:// or https:// URL",
+            ),
+            (
+                "nodeboot.index.sha256=12",
+                "nodeboot.index.sha256=12: expected 64 hexadecimal digits",
+            ),
+            (
+                "nodeboot.store=/mnt/store",
+                "nodeboot.store=/mnt/store: expected an http:// or https:// URL",
+            ),
+            (
+                "nodeboot.index=http://b/live.caibx",
+                "nodeboot.index=http://b/live.caibx: also needs nodeboot.index.sha256= (the index's digest",
+            ),
+            (
+                "nodeboot.index=http://b/live.caibx nodeboot.index.sha256=ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB",
+                "nodeboot.index=http://b/live.caibx: also needs nodeboot.sha256= (the image's digest)",
+            ),
         ];
         for (line, msg) in rows {
             let e = BootParams::from_cmdline(&Cmdline::parse(line))
@@ -1009,6 +1098,15 @@ mod tests {
         assert_eq!(p.fetch_timeout, Duration::from_secs(30));
         assert_eq!(p.overlay_size_mib, Some(512));
         assert_eq!(p.ip, vec![IpConfig::Dhcp { dev: None }]);
+        assert_eq!((p.index_url.clone(), p.stores.len()), (None, 0));
+        let p = BootParams::from_cmdline(&Cmdline::parse(&format!(
+            "root=live:http://b/live.squashfs nodeboot.sha256={digest} nodeboot.index=http://b/live.caibx nodeboot.index.sha256={} nodeboot.store=http://m1/store nodeboot.store=https://m2/s",
+            "CD".repeat(32)
+        )))
+        .unwrap();
+        assert_eq!(p.index_url.as_deref(), Some("http://b/live.caibx"));
+        assert_eq!(p.index_sha256, Some("cd".repeat(32)));
+        assert_eq!(p.stores, ["http://m1/store", "https://m2/s"]);
     }
 
     #[test]

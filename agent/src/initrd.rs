@@ -78,6 +78,12 @@ pub struct BootRecord {
     pub params: BootParams,
     pub net: Option<net::NetReport>,
     pub fetch: Option<fetch::FetchReport>,
+    /// The chunked fetch (`nodeboot.index=`), when it was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunked: Option<fetch::chunked::ChunkedReport>,
+    /// Why the chunked fetch failed, when the plain one took over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunked_error: Option<String>,
     pub live: Option<live::LiveReport>,
     /// What the live image cache did.
     pub cache: Option<CacheReport>,
@@ -185,6 +191,8 @@ pub fn run(paths: &Paths) -> Result<Option<BootRecord>> {
         params: params.clone(),
         net: None,
         fetch: None,
+        chunked: None,
+        chunked_error: None,
         live: None,
         cache: None,
         firmware: {
@@ -292,11 +300,30 @@ fn steps(
         Some(o) => o.urls().to_vec(),
         None => vec![url.to_string()],
     };
+    // The chunked path (nodeboot.index=), when the three digests are pinned.
+    let chunked = match (&p.index_url, &p.index_sha256, &p.sha256) {
+        (Some(index_url), Some(index_sha256), Some(image_sha256)) => {
+            Some(fetch::chunked::ChunkedOptions {
+                index_url: index_url.clone(),
+                index_sha256: index_sha256.clone(),
+                image_sha256: image_sha256.clone(),
+                stores: p.stores.clone(),
+                seeds: Vec::new(),
+                parallel: 4,
+                http: opts.clone(),
+            })
+        }
+        _ => None,
+    };
     let mut cr = CacheReport::default();
     let cache = open_cache(paths, p, &mut cr);
+    let how = How {
+        origins: &origins,
+        chunked: chunked.as_ref(),
+    };
     let image = match &cache {
-        Some(c) => with_cache(c, &origins, &opts, &ram, &mut cr, rec),
-        None => fetch_to(&origins, &ram, &opts, None, &mut cr, rec),
+        Some(c) => with_cache(c, &how, &opts, &ram, &mut cr, rec),
+        None => fetch_to(&how, &ram, &opts, None, &mut cr, rec),
     };
     cr.booted_from = image.as_ref().ok().cloned();
     rec.cache = Some(cr);
@@ -380,7 +407,7 @@ fn open_cache(paths: &Paths, p: &BootParams, cr: &mut CacheReport) -> Option<Cac
 /// The image from the cache, or fetched and stored: the file to boot.
 fn with_cache(
     c: &Cache,
-    origins: &[String],
+    how: &How,
     opts: &fetch::FetchOptions,
     ram: &Path,
     cr: &mut CacheReport,
@@ -389,9 +416,9 @@ fn with_cache(
     let t = Instant::now();
     // Which image is current: the pinned digest, or the sidecar (the only
     // thing fetched on a hit).
-    let url = &origins[0];
-    let (digest, by) = fetch::expected_digest(origins, opts)
-        .with_context(|| what_is_fetched(origins))?;
+    let url = &how.origins[0];
+    let (digest, by) = fetch::expected_digest(how.origins, opts)
+        .with_context(|| what_is_fetched(how.origins))?;
     if c.lookup(&digest).is_some() {
         match c.verify(&digest) {
             Ok(v) => {
@@ -443,9 +470,37 @@ fn with_cache(
         expected_sha256: Some(digest.clone()),
         ..opts.clone()
     };
-    let image = fetch_to(origins, ram, &pinned, Some(by), cr, rec)?;
+    // The images the cache holds with their index: seeds of a chunked fetch
+    // (chunks they share with the new image are read, not fetched).
+    let seeded = how.chunked.map(|o| {
+        let mut o = o.clone();
+        o.seeds = c
+            .images()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| i.companions.iter().any(|p| p.extension().is_some_and(|e| e == "caibx")))
+            .map(|i| i.path)
+            .collect();
+        o
+    });
+    let how = How {
+        origins: how.origins,
+        chunked: seeded.as_ref(),
+    };
+    let image = fetch_to(&how, ram, &pinned, Some(by), cr, rec)?;
     match c.store(&digest, &image) {
         Ok(s) => {
+            // Its index with it, when it came in chunks.
+            let index = nodeboot_chunks::index_path_for(&image);
+            if rec.chunked.is_some() && index.exists() {
+                if let Err(e) = c
+                    .companion_path(&digest, "caibx")
+                    .map_err(anyhow::Error::from)
+                    .and_then(|to| Ok(std::fs::copy(&index, to)?))
+                {
+                    tracing::warn!("nodectl initrd: the image's index is not cached: {e:#}");
+                }
+            }
             cr.stored = true;
             cr.store_seconds = Some(s.seconds);
             cr.evicted = s.evicted;
@@ -469,16 +524,53 @@ fn with_cache(
     Ok(image)
 }
 
-/// Fetch the image to `dest` (the copy in /run) as without a cache;
-/// `by`: how the digest given in `opts` was known.
+/// Where the image comes from: the origins (root=live: and its mirrors),
+/// and the chunked fetch when the command line gives an index.
+struct How<'a> {
+    origins: &'a [String],
+    chunked: Option<&'a fetch::chunked::ChunkedOptions>,
+}
+
+/// Fetch the image to `dest` (the copy in /run) as without a cache: in
+/// chunks when `how` says so (the whole image from the origins if that
+/// fails: verified by the same pinned digest, so falling back costs time,
+/// never trust); `by`: how the digest given in `opts` was known.
 fn fetch_to(
-    origins: &[String],
+    how: &How,
     dest: &Path,
     opts: &fetch::FetchOptions,
     by: Option<&str>,
     cr: &mut CacheReport,
     rec: &mut BootRecord,
 ) -> Result<PathBuf> {
+    if let Some(o) = how.chunked {
+        match fetch::chunked::fetch_chunked(dest, o) {
+            Ok(c) => {
+                cr.bytes_fetched = c.fetched_bytes;
+                rec.fetch = Some(fetch::FetchReport {
+                    url: c.index_url.clone(),
+                    bytes: c.assembly.image_bytes,
+                    seconds: c.seconds,
+                    sha256: o.image_sha256.clone(),
+                    verified_by: "cmdline".into(),
+                    attempts: 0,
+                    resumes: 0,
+                    restarts: 0,
+                    failovers: 0,
+                });
+                rec.chunked = Some(c);
+                return Ok(dest.to_path_buf());
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "nodectl initrd: chunked fetch failed: {e:#}; fetching {} whole instead",
+                    how.origins[0]
+                );
+                rec.chunked_error = Some(format!("{e:#}"));
+            }
+        }
+    }
+    let origins = how.origins;
     let mut f =
         fetch::fetch_from(origins, dest, opts).with_context(|| what_is_fetched(origins))?;
     if let Some(by) = by {
@@ -577,6 +669,8 @@ mod tests {
             fetch: None,
             live: None,
             cache: None,
+            chunked: None,
+            chunked_error: None,
             timings: Timings::default(),
             firmware: crate::firmware::read(Path::new("/nonexistent")),
             error: None,
@@ -604,7 +698,7 @@ mod tests {
         std::fs::create_dir_all(ram.parent().unwrap()).unwrap();
 
         let (mut cr, mut rec) = (CacheReport::default(), record(&url));
-        let got = with_cache(&c, std::slice::from_ref(&url), &opts(), &ram, &mut cr, &mut rec).unwrap();
+        let got = with_cache(&c, &How { origins: std::slice::from_ref(&url), chunked: None }, &opts(), &ram, &mut cr, &mut rec).unwrap();
         assert_eq!((cr.outcome.as_str(), cr.stored), ("miss", true), "{cr:?}");
         assert_eq!(got, ram, "a miss boots the copy in /run");
         assert_eq!(cr.bytes_fetched, 200_000);
@@ -613,7 +707,7 @@ mod tests {
         std::fs::remove_file(&ram).unwrap();
 
         let (mut cr, mut rec) = (CacheReport::default(), record(&url));
-        let got = with_cache(&c, std::slice::from_ref(&url), &opts(), &ram, &mut cr, &mut rec).unwrap();
+        let got = with_cache(&c, &How { origins: std::slice::from_ref(&url), chunked: None }, &opts(), &ram, &mut cr, &mut rec).unwrap();
         assert_eq!(cr.outcome, "hit", "{cr:?}");
         assert_eq!(
             got,
@@ -632,7 +726,7 @@ mod tests {
             f.write_all_at(&[0xff], 123_457).unwrap();
         }
         let (mut cr, mut rec) = (CacheReport::default(), record(&url));
-        let again = with_cache(&c, std::slice::from_ref(&url), &opts(), &ram, &mut cr, &mut rec).unwrap();
+        let again = with_cache(&c, &How { origins: std::slice::from_ref(&url), chunked: None }, &opts(), &ram, &mut cr, &mut rec).unwrap();
         assert_eq!(
             (cr.outcome.as_str(), cr.stored),
             ("corrupt", true),
@@ -674,7 +768,7 @@ mod tests {
         let c = Cache::open(&dir).unwrap();
         let ram = d.path().join("live.squashfs");
         let (mut cr, mut rec) = (CacheReport::default(), record(&url));
-        let r = with_cache(&c, std::slice::from_ref(&url), &opts(), &ram, &mut cr, &mut rec);
+        let r = with_cache(&c, &How { origins: std::slice::from_ref(&url), chunked: None }, &opts(), &ram, &mut cr, &mut rec);
         let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
         assert_eq!(r.unwrap(), ram);
         assert_eq!((cr.outcome.as_str(), cr.stored), ("miss", false));

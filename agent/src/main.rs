@@ -26,7 +26,9 @@ Exit status:
   2  bad command line
   1  anything else (TLS certificate, bad arguments, local file errors, bad sidecar)")]
     Fetch {
-        url: String,
+        /// The image (plain path); not needed with --index.
+        #[arg(required_unless_present = "index")]
+        url: Option<String>,
         /// Another origin of the same file, tried in order after URL when it
         /// fails (repeatable; as nodeboot.mirror= on the kernel command line).
         #[arg(long = "mirror", value_name = "URL")]
@@ -45,6 +47,22 @@ Exit status:
         /// Overall deadline in seconds, retries included.
         #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
         timeout: u64,
+        /// Assemble the image from the chunks of this casync index (.caibx)
+        /// instead of downloading it whole; needs --index-sha256 and --sha256.
+        #[arg(long, requires_all = ["index_sha256", "sha256"])]
+        index: Option<String>,
+        /// Pinned sha256 of the index file (index_sha256 in NAME.json).
+        #[arg(long)]
+        index_sha256: Option<String>,
+        /// Chunk store URL, repeatable: mirrors tried in order (default: store/ beside the index).
+        #[arg(long, requires = "index")]
+        store: Vec<String>,
+        /// A local image whose chunks may be reused (its NAME.caibx beside it), repeatable.
+        #[arg(long, requires = "index")]
+        seed: Vec<PathBuf>,
+        /// Chunks in flight at once.
+        #[arg(long, default_value_t = 4, requires = "index")]
+        parallel: usize,
     },
     /// Print how this node booted (from /run/nodeboot/boot.json) as one JSON line.
     Status {
@@ -258,14 +276,43 @@ fn run(cli: Cli) -> Result<ExitCode> {
             no_sidecar,
             ca_file,
             timeout,
+            index,
+            index_sha256,
+            store,
+            seed,
+            parallel,
         } => {
             let opts = nodeboot_agent::fetch::FetchOptions {
-                expected_sha256: sha256,
+                expected_sha256: sha256.clone(),
                 sidecar: !no_sidecar,
                 ca_file,
                 deadline: std::time::Duration::from_secs(timeout),
                 ..Default::default()
             };
+            if let (Some(index_url), Some(index_sha256), Some(image_sha256)) =
+                (index, index_sha256, sha256)
+            {
+                let o = nodeboot_agent::fetch::chunked::ChunkedOptions {
+                    index_url,
+                    index_sha256,
+                    image_sha256,
+                    stores: store,
+                    seeds: seed,
+                    parallel,
+                    http: opts,
+                };
+                return match nodeboot_agent::fetch::chunked::fetch_chunked(&output, &o) {
+                    Ok(r) => {
+                        println!("{}", serde_json::to_string(&r)?);
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(e) => {
+                        eprintln!("nodectl: error: {e:#}");
+                        Ok(ExitCode::from(e.exit_code()))
+                    }
+                };
+            }
+            let url = url.expect("clap: URL is required without --index");
             let origins: Vec<String> = std::iter::once(url).chain(mirrors).collect();
             match nodeboot_agent::fetch::fetch_from(&origins, &output, &opts) {
                 Ok(r) => {

@@ -49,6 +49,16 @@ pub fn status(
             "verify_seconds": rec["cache"]["verify_seconds"],
             "message": rec["cache"]["message"],
         },
+        // The chunked fetch (nodeboot.index=): what came from where.
+        "chunked": rec.get("chunked").map(|c| serde_json::json!({
+            "index_url": c["index_url"],
+            "fetched_bytes": c["fetched_bytes"],
+            "fetched_chunks": c["fetched_chunks"],
+            "seed_chunks": c["seed_chunks"],
+            "chunks": c["assembly"]["chunks"],
+            "seconds": c["seconds"],
+        })),
+        "chunked_error": rec.get("chunked_error"),
         "initrd_seconds": rec["timings"]["total"],
         "firmware": rec["firmware"],
         "uptime": up,

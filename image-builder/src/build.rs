@@ -1,8 +1,12 @@
-//! `nodeimg build`: a source tree → `NAME.squashfs`, `NAME.squashfs.sha256`, `NAME.json`.
+//! `nodeimg build`: a source tree → `NAME.squashfs`, `NAME.squashfs.sha256`,
+//! `NAME.caibx` (its chunk index) and `NAME.json`, the chunks in a store
+//! beside them (`store/`, shared by every image built there).
 //!
-//! All three are written under temporary names in the output directory and
+//! The files are written under temporary names in the output directory and
 //! renamed only once every one of them is complete: an error (a bad source,
-//! a full disk) leaves nothing under the final names. Archive members are
+//! a full disk) leaves nothing under the final names. Chunks go into the
+//! store as they are cut, each file whole or not at all: a failed build may
+//! leave chunks no index lists, which harm nothing. Archive members are
 //! spooled into an unlinked file, which disappears with the process.
 use crate::squashfs;
 use crate::tree::{Kind, ReadOptions, Tree};
@@ -45,6 +49,63 @@ pub struct Args {
     /// Compression threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// The chunk store NAME.caibx refers to (default: `store` beside the
+    /// image). Share one between image versions: chunks they have in common
+    /// are stored once, and a node holding one version fetches only the
+    /// chunks the next one adds.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Write no chunk index and no chunks (the image, its .sha256 and .json only).
+    #[arg(long, conflicts_with = "store")]
+    pub no_chunks: bool,
+    /// Chunk sizes MIN:AVG:MAX in KiB (AVG a power of two).
+    #[arg(long, default_value = "16:64:256", value_parser = parse_chunk_size)]
+    pub chunk_size: nodeboot_chunks::Params,
+    /// Tails per fragment block on average, ended where their content says
+    /// (0: pack fragment blocks full, as mksquashfs does).
+    #[arg(long, default_value_t = squashfs::FRAGMENT_GROUP, hide = true)]
+    pub fragment_group: u32,
+}
+
+/// `MIN:AVG:MAX` in KiB.
+pub fn parse_chunk_size(s: &str) -> std::result::Result<nodeboot_chunks::Params, String> {
+    let v: Vec<u32> = s
+        .split(':')
+        .map(|x| x.trim().parse::<u32>().map_err(|e| format!("{x:?}: {e}")))
+        .collect::<std::result::Result<_, _>>()?;
+    let [min, avg, max] = v[..] else {
+        return Err(format!("{s:?}: want MIN:AVG:MAX in KiB, e.g. 16:64:256"));
+    };
+    let kib = |x: u32| {
+        x.checked_mul(1024)
+            .ok_or_else(|| format!("{x} KiB is too large"))
+    };
+    let p = nodeboot_chunks::Params {
+        min: kib(min)?,
+        avg: kib(avg)?,
+        max: kib(max)?,
+    };
+    p.check()?;
+    Ok(p)
+}
+
+/// The chunk index part of `NAME.json`.
+#[derive(Debug, Serialize)]
+pub struct ChunkManifest {
+    /// `NAME.caibx`, beside the image: a casync blob index.
+    pub index: String,
+    /// SHA-256 of the index file: what `nodeboot.index=URL` pins.
+    pub index_sha256: String,
+    /// The chunk store: relative to the image's directory when inside it.
+    pub store: String,
+    pub chunks: u64,
+    pub unique_chunks: u64,
+    /// Chunk sizes min, avg, max in bytes.
+    pub chunk_size: [u32; 3],
+    /// Compressed bytes of the image's distinct chunks in the store.
+    pub stored_bytes: u64,
+    /// Of these, the ones this build added to the store.
+    pub new_bytes: u64,
 }
 
 /// `NAME.json`.
@@ -60,6 +121,9 @@ pub struct Manifest {
     pub entries: u64,
     pub inodes: u32,
     pub duplicates: u64,
+    /// The chunk index and store (absent with `--no-chunks`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunked: Option<ChunkManifest>,
     /// Kernel versions found under lib/modules (or usr/lib/modules).
     pub kernels: Vec<String>,
     /// Version of the nodectl found at usr/bin/nodectl, if any.
@@ -88,8 +152,8 @@ pub fn run(a: &Args) -> Result<()> {
     Ok(())
 }
 
-/// The three output names.
-fn outputs(out: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
+/// The output names: image, sidecar, manifest, index.
+fn outputs(out: &Path) -> Result<(PathBuf, PathBuf, PathBuf, PathBuf)> {
     let name = out
         .file_name()
         .with_context(|| format!("output {}: not a file name", out.display()))?
@@ -101,12 +165,13 @@ fn outputs(out: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
         out.to_path_buf(),
         dir.join(format!("{name}.sha256")),
         dir.join(format!("{stem}.json")),
+        dir.join(format!("{stem}.caibx")),
     ))
 }
 
 pub fn build(a: &Args, sde: Option<u64>) -> Result<Manifest> {
     let t0 = Instant::now();
-    let (img, sidecar, manifest) = outputs(&a.output)?;
+    let (img, sidecar, manifest, index) = outputs(&a.output)?;
     let dir = match img.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -167,6 +232,7 @@ pub fn build(a: &Args, sde: Option<u64>) -> Result<Manifest> {
             block_size: a.block_size,
             threads,
             mkfs_time,
+            fragment_group: a.fragment_group,
         },
     )
     .and_then(|s| {
@@ -186,6 +252,55 @@ pub fn build(a: &Args, sde: Option<u64>) -> Result<Manifest> {
         .expect("checked")
         .to_string_lossy()
         .into_owned();
+    let mut chunked = None;
+    let mut index_tmp = None;
+    if !a.no_chunks {
+        let t = Instant::now();
+        let store_dir = a.store.clone().unwrap_or_else(|| dir.join("store"));
+        let store = nodeboot_chunks::Store::new(&store_dir);
+        let (ix, sha, st) = store
+            .add_file(img_tmp.path(), a.chunk_size)
+            .with_context(|| format!("chunking the image into {}", store_dir.display()))?;
+        if sha != sha256 {
+            bail!("the image changed while it was chunked ({sha} then {sha256})");
+        }
+        let bytes = ix.to_bytes();
+        let mut it = tmp(&index)?;
+        it.write_all(&bytes)
+            .with_context(|| format!("writing {}", index.display()))?;
+        let store_name = match store_dir.strip_prefix(&dir) {
+            Ok(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
+            _ => store_dir.display().to_string(),
+        };
+        chunked = Some(ChunkManifest {
+            index: index
+                .file_name()
+                .expect("an index name")
+                .to_string_lossy()
+                .into_owned(),
+            index_sha256: nodeboot_chunks::sha256_hex(&bytes),
+            store: store_name,
+            chunks: st.chunks,
+            unique_chunks: ix
+                .chunks
+                .iter()
+                .map(|c| c.id)
+                .collect::<std::collections::HashSet<_>>()
+                .len() as u64,
+            chunk_size: [a.chunk_size.min, a.chunk_size.avg, a.chunk_size.max],
+            stored_bytes: st.stored_bytes,
+            new_bytes: st.new_bytes,
+        });
+        index_tmp = Some(it);
+        tracing::info!(
+            "{} chunks ({} new, {} bytes) into {} in {:.1}s",
+            st.chunks,
+            st.new_chunks,
+            st.new_bytes,
+            store_dir.display(),
+            t.elapsed().as_secs_f64()
+        );
+    }
     let mut side_tmp = tmp(&sidecar)?;
     writeln!(side_tmp, "{sha256}  {img_name}")
         .with_context(|| format!("writing {}", sidecar.display()))?;
@@ -199,6 +314,7 @@ pub fn build(a: &Args, sde: Option<u64>) -> Result<Manifest> {
         entries: stats.entries,
         inodes: stats.inodes,
         duplicates: stats.duplicates,
+        chunked,
         kernels: kernels(&tree),
         nodectl_version: nodectl_version(&tree)?,
         source: a.source.display().to_string(),
@@ -216,6 +332,10 @@ pub fn build(a: &Args, sde: Option<u64>) -> Result<Manifest> {
     img_tmp
         .persist(&img)
         .with_context(|| format!("renaming to {}", img.display()))?;
+    if let Some(it) = index_tmp {
+        it.persist(&index)
+            .with_context(|| format!("renaming to {}", index.display()))?;
+    }
     side_tmp
         .persist(&sidecar)
         .with_context(|| format!("renaming to {}", sidecar.display()))?;
@@ -294,11 +414,25 @@ mod tests {
 
     #[test]
     fn output_names() {
-        let (i, s, j) = outputs(Path::new("/x/live.squashfs")).unwrap();
+        let (i, s, j, x) = outputs(Path::new("/x/live.squashfs")).unwrap();
         assert_eq!(i, Path::new("/x/live.squashfs"));
         assert_eq!(s, Path::new("/x/live.squashfs.sha256"));
         assert_eq!(j, Path::new("/x/live.json"));
-        let (_, _, j) = outputs(Path::new("img")).unwrap();
+        assert_eq!(x, Path::new("/x/live.caibx"));
+        let (_, _, j, _) = outputs(Path::new("img")).unwrap();
         assert_eq!(j, Path::new("img.json"));
+    }
+
+    #[test]
+    fn chunk_size_argument() {
+        let p = parse_chunk_size("16:64:256").unwrap();
+        assert_eq!((p.min, p.avg, p.max), (16 << 10, 64 << 10, 256 << 10));
+        assert!(parse_chunk_size("16:64")
+            .unwrap_err()
+            .contains("want MIN:AVG:MAX"));
+        assert!(parse_chunk_size("16:60:256")
+            .unwrap_err()
+            .contains("power of two"));
+        assert!(parse_chunk_size("1:x:2").unwrap_err().contains("\"x\""));
     }
 }

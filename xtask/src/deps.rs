@@ -47,6 +47,7 @@ pub const PACKAGES: &[&str] = &[
     "groff-base",      // cargo xtask dist, clidocs tests: the man pages render without a warning
     "dracut-network",  // bench boot: stock dracut livenet, the reference initramfs
     "dracut-live",     // bench boot: dmsquash-live
+    "casync",          // chunks tests: casync extract rebuilds an image from our .caibx and store
     "prometheus",      // promtool check metrics: bootd's /metrics (tests, QEMU boots pxe, pxe-uefi)
 ];
 

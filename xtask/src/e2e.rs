@@ -69,7 +69,7 @@ pub const LIVE_LEVEL: u32 = 15;
 
 /// Bump when the way [`artifacts`] makes the image changes in a way its
 /// hashed inputs do not show.
-const IMAGE_FORMAT: &str = "nodeboot e2e image v1";
+const IMAGE_FORMAT: &str = "nodeboot e2e image v2 (chunk index and store)";
 
 /// Hash the files of `paths` (directories recursively, sorted), each named
 /// relative to `base` so the key does not depend on where the checkout is.
@@ -261,8 +261,20 @@ pub fn artifacts() -> Result<Artifacts> {
     remove_tree(&dir)?;
     std::fs::create_dir_all(dir.join("www"))?;
     let mut files = vec![PathBuf::from("vmlinuz"), PathBuf::from("initrd.img")];
-    for e in std::fs::read_dir(image.join("www"))? {
-        files.push(Path::new("www").join(e?.file_name()));
+    // www/: the image, its sidecar, manifest and chunk index, and the chunk
+    // store (www/store/<4 hex>/<id>.cacnk).
+    let mut dirs = vec![PathBuf::from("www")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(image.join(&d))? {
+            let e = e?;
+            let rel = d.join(e.file_name());
+            if e.file_type()?.is_dir() {
+                std::fs::create_dir_all(dir.join(&rel))?;
+                dirs.push(rel);
+            } else {
+                files.push(rel);
+            }
+        }
     }
     for f in &files {
         let (from, to) = (image.join(f), dir.join(f));

@@ -31,6 +31,7 @@
 //! resume with `Range: bytes=N-`, `If-Range` when the server gave a
 //! validator). Anything else fails at once: other 4xx, TLS certificate
 //! errors, a bad URL, local I/O errors.
+pub mod chunked;
 mod sink;
 #[cfg(test)]
 mod tests;

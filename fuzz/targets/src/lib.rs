@@ -42,6 +42,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("tar", tar),
     ("identity", identity),
     ("ldap", ldap),
+    ("caibx", caibx),
 ];
 
 /// The body of the target `name`.
@@ -695,5 +696,25 @@ pub fn ldap(data: &[u8]) {
     for d in ldapcheck::domains_in(&refs) {
         assert!(!d.name.is_empty());
         assert!(d.uris.iter().all(|u| !u.is_empty()));
+    }
+}
+
+// ---------------------------------------------------------------- chunks
+
+/// A casync blob index (`.caibx`), as nodectl reads one fetched from the
+/// origin or a seed's beside a cached image: parsed within its limits, and
+/// what is accepted writes back to the same bytes, its chunks contiguous
+/// and each within the index's maximum.
+pub fn caibx(data: &[u8]) {
+    if let Ok(ix) = nodeboot_chunks::Index::parse(data) {
+        assert_eq!(ix.to_bytes(), data);
+        let mut end = 0u64;
+        for c in &ix.chunks {
+            assert_eq!(c.offset, end);
+            assert!(c.size >= 1 && u64::from(c.size) <= ix.max);
+            end = c.end();
+        }
+        assert_eq!(end, ix.total_size());
+        assert!(ix.chunks.len() <= nodeboot_chunks::index::MAX_CHUNKS);
     }
 }

@@ -65,16 +65,15 @@ pub fn write<W: Write>(
     files: &[NodeId],
     out: &mut W,
     pos: u64,
-    level: i32,
-    block_size: u32,
-    threads: usize,
+    o: &super::Options,
 ) -> Result<DataOut> {
-    let threads = threads.max(1);
+    let (level, block_size, fragment_group) = (o.level, o.block_size, o.fragment_group);
+    let threads = o.threads.max(1);
     let (job_tx, job_rx) = sync_channel::<(u64, Job)>(threads * 8);
     let (done_tx, done_rx) = sync_channel::<(u64, Result<Done>)>(threads * 8);
     let job_rx = Arc::new(Mutex::new(job_rx));
     std::thread::scope(|s| {
-        let reader = s.spawn(move || read_files(tree, files, block_size, job_tx));
+        let reader = s.spawn(move || read_files(tree, files, block_size, fragment_group, job_tx));
         for _ in 0..threads {
             let rx = Arc::clone(&job_rx);
             let tx = done_tx.clone();
@@ -214,6 +213,7 @@ fn read_files(
     tree: &Tree,
     files: &[NodeId],
     block_size: u32,
+    fragment_group: u32,
     tx: std::sync::mpsc::SyncSender<(u64, Job)>,
 ) -> Result<ReaderOut> {
     let bs = block_size as u64;
@@ -289,12 +289,31 @@ fn read_files(
             frag.resize(at + tail, 0);
             r.read_at(0, &mut frag[at..])
                 .with_context(|| format!("reading {}", r.what))?;
+            // A content-defined end: where the blocks end depends on the
+            // tails alone, so an added tail shifts the tails of its own
+            // block only.
+            if fragment_group > 0 && fnv1a(&frag[at..]).is_multiple_of(u64::from(fragment_group)) {
+                if !tx.send(Job::Frag(std::mem::take(&mut frag))) {
+                    return Ok(ReaderOut { frags, dup_of });
+                }
+                frag_index += 1;
+            }
         }
     }
     if !frag.is_empty() {
         tx.send(Job::Frag(frag));
     }
     Ok(ReaderOut { frags, dup_of })
+}
+
+/// FNV-1a, 64 bits: fixed forever (it decides where fragment blocks end,
+/// so it is part of what makes the image reproducible).
+fn fnv1a(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &x in b {
+        h = (h ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// A digest of a file's content, block by block: an all-zero block (a hole,

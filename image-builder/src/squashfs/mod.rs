@@ -49,7 +49,17 @@ pub struct Options {
     pub threads: usize,
     /// The superblock's modification time.
     pub mkfs_time: u32,
+    /// Content-defined fragment blocks: a fragment block is closed after a
+    /// file tail whose hash is 0 modulo this (as well as when full), so an
+    /// added or changed small file changes the fragment block it lands in
+    /// and not every later one (chunked updates, issue 16). 0: close only
+    /// when full (mksquashfs's packing).
+    pub fragment_group: u32,
 }
+
+/// What `nodeimg build` uses for [`Options::fragment_group`]: about 16 tails
+/// per fragment block.
+pub const FRAGMENT_GROUP: u32 = 16;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Stats {
@@ -154,15 +164,7 @@ pub fn write(tree: &Tree, out: &mut std::fs::File, o: &Options) -> Result<Stats>
         pos: 0,
     };
     w.write_all(&[0u8; SUPERBLOCK_SIZE as usize])?;
-    let d = data::write(
-        tree,
-        &files,
-        &mut w,
-        SUPERBLOCK_SIZE,
-        o.level,
-        o.block_size,
-        o.threads,
-    )?;
+    let d = data::write(tree, &files, &mut w, SUPERBLOCK_SIZE, o)?;
     debug_assert_eq!(d.end, w.pos);
     let file_data: HashMap<NodeId, &data::FileData> =
         files.iter().copied().zip(d.files.iter()).collect();

@@ -237,7 +237,7 @@ pub(super) fn image(o: &ImageOpts) -> Result<()> {
         "cores": cores,
         "nodeimg": nodeimg,
         "commands": {
-            "nodeimg": "nodeimg build SRC -o OUT.squashfs --level L",
+            "nodeimg": "nodeimg build SRC -o OUT.squashfs --level L --no-chunks",
             "mksquashfs": "mksquashfs SRC OUT -comp zstd -Xcompression-level L -noappend -no-progress -quiet",
         },
         "tools": tools_json,
@@ -293,6 +293,9 @@ pub(super) fn build_image(
                 .arg("-o")
                 .arg(&img)
                 .args(["--level", &level])
+                // The squashfs alone, as mksquashfs writes it (chunking
+                // is bench update's).
+                .arg("--no-chunks")
                 .env("NODEIMG_LOG", "warn");
             c
         }

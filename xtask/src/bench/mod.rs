@@ -21,6 +21,9 @@
 //! `bench boot` ([`boot`]): the same kernel and live image booted under QEMU
 //! by stock dracut livenet and by nodectl's initramfs, interleaved; the
 //! console's milestones, medians and the ratio to multi-user.
+//! `bench update` ([`update`]): image v1 → v2 where v2 adds one Debian
+//! package to the e2e node root; the chunk bytes a node holding v1 fetches
+//! for v2, against the whole image, for nodeimg's layout and mksquashfs's.
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
 use sha2::{Digest, Sha256};
@@ -36,6 +39,7 @@ mod first_job;
 mod image;
 mod serve;
 mod tree;
+mod update;
 
 use fetch::fetch;
 use image::{image, ImageOpts};
@@ -136,6 +140,46 @@ pub enum What {
         #[arg(long)]
         json: bool,
     },
+    /// Chunked update: bytes a node holding image v1 fetches for v2 = v1 + one
+    /// package, nodeimg's layout and mksquashfs's, against the full image.
+    Update {
+        /// The installed package v1 lacks and v2 has.
+        #[arg(long, default_value = "ldap-utils")]
+        package: String,
+        /// zstd compression level of both builders.
+        #[arg(long, default_value_t = crate::e2e::LIVE_LEVEL)]
+        level: u32,
+        /// Chunk-size sets MIN:AVG:MAX in KiB, comma-separated.
+        #[arg(long, default_value = "16:64:256", value_delimiter = ',', value_parser = nodeimg_chunk_size)]
+        chunk_sizes: Vec<nodeboot_chunks::Params>,
+        /// nodeimg's --fragment-group values to build with (0: packed full, as mksquashfs).
+        #[arg(long, default_value = "16", value_delimiter = ',')]
+        fragment_groups: Vec<u32>,
+        /// Use this nodeimg binary instead of building it.
+        #[arg(long)]
+        nodeimg: Option<PathBuf>,
+        /// Print one JSON object (and nothing else) on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `MIN:AVG:MAX` in KiB.
+fn nodeimg_chunk_size(s: &str) -> std::result::Result<nodeboot_chunks::Params, String> {
+    let v: Vec<u32> = s
+        .split(':')
+        .map(|x| x.trim().parse::<u32>().map_err(|e| format!("{x:?}: {e}")))
+        .collect::<std::result::Result<_, _>>()?;
+    let [min, avg, max] = v[..] else {
+        return Err(format!("{s:?}: want MIN:AVG:MAX in KiB"));
+    };
+    let p = nodeboot_chunks::Params {
+        min: min << 10,
+        avg: avg << 10,
+        max: max << 10,
+    };
+    p.check()?;
+    Ok(p)
 }
 
 /// The image builders `bench image` compares.
@@ -199,6 +243,21 @@ pub fn run(what: What) -> Result<()> {
             bootd,
             nginx_workers,
             settle: Duration::from_secs(settle_secs),
+        }),
+        What::Update {
+            package,
+            level,
+            chunk_sizes,
+            fragment_groups,
+            nodeimg,
+            json,
+        } => update::update(&update::UpdateOpts {
+            package,
+            level,
+            chunk_sizes,
+            fragment_groups,
+            nodeimg,
+            json,
         }),
     }
 }
