@@ -221,6 +221,7 @@ fn steps(
                 seeds: Vec::new(),
                 parallel: 4,
                 http: opts.clone(),
+                peers: None,
             };
             match fetch::chunked::fetch_chunked(&image, &o) {
                 Ok(c) => Some(c),
