@@ -57,7 +57,9 @@ fn origin(root: PathBuf) -> (u16, Arc<AtomicU64>) {
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
-            let Some(path) = read_path(&mut s) else { continue };
+            let Some(path) = read_path(&mut s) else {
+                continue;
+            };
             if path.ends_with(".cacnk") {
                 c.fetch_add(1, Ordering::Relaxed);
             }
@@ -85,7 +87,9 @@ fn liar(index: &nodeboot_chunks::Index) -> (u16, Arc<AtomicU64>) {
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
-            let Some(path) = read_path(&mut s) else { continue };
+            let Some(path) = read_path(&mut s) else {
+                continue;
+            };
             if path.ends_with("/have") {
                 answer(&mut s, "200 OK", &vec![0xff; n.div_ceil(8)]);
             } else if let Some(size) = path.rsplit('/').next().and_then(|id| sizes.get(id)) {
@@ -110,7 +114,13 @@ impl Drop for Killed {
 /// `nodectl serve-chunks` on 127.0.0.1: the process and its address.
 fn honest(image: &Path, index: &Path) -> (Killed, String) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_nodectl"))
-        .args(["serve-chunks", "--listen", "127.0.0.1:0", "--bootd", "http://127.0.0.1:9"])
+        .args([
+            "serve-chunks",
+            "--listen",
+            "127.0.0.1:0",
+            "--bootd",
+            "http://127.0.0.1:9",
+        ])
         .arg("--image")
         .arg(image)
         .arg("--index")
@@ -155,7 +165,9 @@ fn setup() -> Setup {
         avg: 16 << 10,
         max: 64 << 10,
     };
-    let (index, _, _) = Store::new(www.join("store")).add_file(&image_file, p).unwrap();
+    let (index, _, _) = Store::new(www.join("store"))
+        .add_file(&image_file, p)
+        .unwrap();
     let bytes = index.to_bytes();
     let index_file = www.join("live.caibx");
     std::fs::write(&index_file, &bytes).unwrap();
@@ -174,10 +186,20 @@ fn setup() -> Setup {
 fn fetch(s: &Setup, origin: u16, peers: &[&str]) -> serde_json::Value {
     let base = format!("http://127.0.0.1:{origin}");
     let mut c = Command::new(env!("CARGO_BIN_EXE_nodectl"));
-    c.args(["fetch", &format!("{base}/live.squashfs"), "--sha256", &s.sha])
-        .arg("-o")
-        .arg(&s.out)
-        .args(["--index", &format!("{base}/live.caibx"), "--index-sha256", &s.index_sha]);
+    c.args([
+        "fetch",
+        &format!("{base}/live.squashfs"),
+        "--sha256",
+        &s.sha,
+    ])
+    .arg("-o")
+    .arg(&s.out)
+    .args([
+        "--index",
+        &format!("{base}/live.caibx"),
+        "--index-sha256",
+        &s.index_sha,
+    ]);
     for p in peers {
         c.args(["--peer", p]);
     }
@@ -218,7 +240,10 @@ fn a_lying_peer_is_dropped_and_the_honest_one_and_the_origin_serve_the_rest() {
     let l = peer(&v, &liar_addr);
     assert_eq!(l["chunks"], 0, "{v}");
     assert!(
-        l["dropped"].as_str().unwrap_or("").contains("sent a wrong chunk"),
+        l["dropped"]
+            .as_str()
+            .unwrap_or("")
+            .contains("sent a wrong chunk"),
         "{v}"
     );
     // Dropped at its first wrong chunk: asked at most once per worker
@@ -260,7 +285,13 @@ fn serve_chunks_refuses_an_image_its_index_does_not_describe() {
     bad[1000] ^= 1;
     std::fs::write(&s.image_file, &bad).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_nodectl"))
-        .args(["serve-chunks", "--listen", "127.0.0.1:0", "--bootd", "http://127.0.0.1:9"])
+        .args([
+            "serve-chunks",
+            "--listen",
+            "127.0.0.1:0",
+            "--bootd",
+            "http://127.0.0.1:9",
+        ])
         .arg("--image")
         .arg(&s.image_file)
         .arg("--index")

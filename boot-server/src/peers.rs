@@ -236,7 +236,10 @@ mod tests {
             ("nope", "body: not JSON"),
             ("[1]", "body: not a JSON object"),
             (r#"{"port":1}"#, "image: missing"),
-            (r#"{"image":"abc","port":1}"#, "image: \"abc\" is not a sha256"),
+            (
+                r#"{"image":"abc","port":1}"#,
+                "image: \"abc\" is not a sha256",
+            ),
             (
                 &format!(r#"{{"image":"{IMG}","port":0}}"#),
                 "port: missing or not a number",

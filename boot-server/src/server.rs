@@ -874,7 +874,10 @@ fn peers(
     let now = std::time::Instant::now();
     let refused = |what: &str, e: &dyn std::fmt::Display| {
         if let Some(left_out) = BAD_PEERS.take() {
-            tracing::info!("{what} from {peer} refused: {e}{}", crate::left_out(left_out));
+            tracing::info!(
+                "{what} from {peer} refused: {e}{}",
+                crate::left_out(left_out)
+            );
         }
     };
     match req.method.as_str() {

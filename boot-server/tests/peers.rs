@@ -46,13 +46,25 @@ fn claims_are_bound_to_the_source_address() {
         "429 Too Many Requests: 127.0.0.1 already has 4 live claims\n"
     );
     // Bad input: the field is named.
-    let (st, _, msg) = http(b.port, "POST", "/peers", &ct, br#"{"image":"abc","port":1}"#);
+    let (st, _, msg) = http(
+        b.port,
+        "POST",
+        "/peers",
+        &ct,
+        br#"{"image":"abc","port":1}"#,
+    );
     assert_eq!(st, 400);
     assert!(String::from_utf8_lossy(&msg).starts_with("image: \"abc\" is not a sha256"));
     let (st, _, msg) = http(b.port, "GET", "/peers", &[], b"");
     assert_eq!(st, 400);
     assert!(String::from_utf8_lossy(&msg).contains("image: missing"));
-    let (st, _, msg) = http(b.port, "GET", &format!("/peers?image={IMG}&port=0"), &[], b"");
+    let (st, _, msg) = http(
+        b.port,
+        "GET",
+        &format!("/peers?image={IMG}&port=0"),
+        &[],
+        b"",
+    );
     assert_eq!(st, 400);
     assert!(String::from_utf8_lossy(&msg).contains("port: not a number"));
     let big = vec![b' '; 2000];

@@ -200,18 +200,21 @@ pub fn fetch_chunked_serving(
         "chunked fetch: {} bytes assembled in {seconds:.1}s: {fetched_chunks} chunks ({fetched_bytes} bytes) fetched, {seed_chunks} from seeds",
         report.image_bytes
     );
-    Ok((ChunkedReport {
-        index_url: o.index_url.clone(),
-        index_bytes: bytes.len() as u64,
-        stores,
-        fetched_bytes,
-        fetched_chunks,
-        seed_chunks,
-        seconds,
-        assembly: report,
-        peers,
-        serving: serving.as_ref().map(|s| s.server.local_addr().to_string()),
-    }, serving))
+    Ok((
+        ChunkedReport {
+            index_url: o.index_url.clone(),
+            index_bytes: bytes.len() as u64,
+            stores,
+            fetched_bytes,
+            fetched_chunks,
+            seed_chunks,
+            seconds,
+            assembly: report,
+            peers,
+            serving: serving.as_ref().map(|s| s.server.local_addr().to_string()),
+        },
+        serving,
+    ))
 }
 
 /// Start the chunk server on `addr` for the image being assembled at

@@ -8,7 +8,7 @@
 //!   the index's chunk `i` is held verified here (a hint: the chunk itself is
 //!   verified again before it is sent, and by the fetcher on receipt);
 //! - `GET /v1/<image sha256>/chunk/<chunk sha256>`: the chunk's bytes
-//!   (uncompressed), or 404.
+//!   (uncompressed), with the `have` bitmap in [`HAVE_HEADER`], or 404.
 //!
 //! No peer is trusted: the fetcher checks every chunk against the index
 //! whose digest the command line pins, drops a peer that sent a wrong one
@@ -40,7 +40,8 @@ pub fn serve_image(
     bootd: Option<&str>,
     limits: server::Limits,
 ) -> Result<(server::ChunkServer, String, Arc<AtomicBool>)> {
-    let b = std::fs::read(index_file).with_context(|| format!("reading {}", index_file.display()))?;
+    let b =
+        std::fs::read(index_file).with_context(|| format!("reading {}", index_file.display()))?;
     let index = Index::parse(&b).with_context(|| format!("index {}", index_file.display()))?;
     let image = assemble::sha256_file(image_file)?;
     let f = std::fs::File::open(image_file)
@@ -81,6 +82,10 @@ pub fn serve_image(
 
 /// Largest request head a peer reads (request line and headers).
 pub const MAX_HEAD: usize = 4096;
+/// A chunk answer also carries the server's `have` bitmap, in hex, in this
+/// header (when the bitmap is at most [`MAX_HAVE_HEADER`] bytes).
+pub const HAVE_HEADER: &str = "x-nodeboot-have";
+pub const MAX_HAVE_HEADER: usize = 4096;
 
 /// The chunks of one image held verified here: the index's positions, by
 /// chunk id (a chunk that repeats in the image is held at every place).
@@ -102,7 +107,9 @@ impl Held {
             place.entry(c.id).or_insert((c.offset, c.size));
         }
         Held {
-            bits: (0..index.chunks.len()).map(|_| AtomicBool::new(false)).collect(),
+            bits: (0..index.chunks.len())
+                .map(|_| AtomicBool::new(false))
+                .collect(),
             at,
             place,
         }
@@ -220,8 +227,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, BadRequest>
     else {
         return Err(BadRequest::Line(clip(line)));
     };
-    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) || target.is_empty()
-    {
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) || target.is_empty() {
         return Err(BadRequest::Line(clip(line)));
     }
     let mut close = match version {

@@ -191,7 +191,13 @@ fn accept(listener: TcpListener, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     }
 }
 
-fn respond(s: &mut TcpStream, status: &str, ctype: &str, body: &[u8], close: bool) -> std::io::Result<()> {
+fn respond(
+    s: &mut TcpStream,
+    status: &str,
+    ctype: &str,
+    body: &[u8],
+    close: bool,
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{}\r\n",
         body.len(),
@@ -227,7 +233,13 @@ fn connection(mut s: TcpStream, sh: &Shared) -> std::io::Result<()> {
                 Ok(None) => {}
                 Err(e) => {
                     let body = format!("400 Bad Request: {e}\n");
-                    return respond(&mut s, "400 Bad Request", "text/plain", body.as_bytes(), true);
+                    return respond(
+                        &mut s,
+                        "400 Bad Request",
+                        "text/plain",
+                        body.as_bytes(),
+                        true,
+                    );
                 }
             }
             let left = match started {
@@ -249,7 +261,13 @@ fn connection(mut s: TcpStream, sh: &Shared) -> std::io::Result<()> {
         filled -= used;
         let close = req.close;
         if req.method != "GET" {
-            respond(&mut s, "405 Method Not Allowed", "text/plain", b"GET only\n", close)?;
+            respond(
+                &mut s,
+                "405 Method Not Allowed",
+                "text/plain",
+                b"GET only\n",
+                close,
+            )?;
         } else {
             match req.route {
                 Some(Route::Have { image }) if image == sh.image => {
@@ -259,8 +277,16 @@ fn connection(mut s: TcpStream, sh: &Shared) -> std::io::Result<()> {
                 Some(Route::Chunk { image, id }) if image == sh.image => {
                     match verified_chunk(sh, &id) {
                         Some(data) => {
+                            // What else is held, for the asker's map
+                            // (small images only: the header stays short).
+                            let map = sh.held.bitmap();
+                            let have = if map.len() <= super::MAX_HAVE_HEADER {
+                                format!("{}: {}\r\n", super::HAVE_HEADER, hex::encode(map))
+                            } else {
+                                String::new()
+                            };
                             let head = format!(
-                                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n{}\r\n",
+                                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n{have}{}\r\n",
                                 data.len(),
                                 if close { "Connection: close\r\n" } else { "" }
                             );
@@ -311,7 +337,17 @@ mod tests {
         let held = Arc::new(Held::new(&ix));
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let file = std::fs::File::open(&f).unwrap();
-        let s = ChunkServer::start(l, IMG, file, held.clone(), Limits { connections: 2, rate }).unwrap();
+        let s = ChunkServer::start(
+            l,
+            IMG,
+            file,
+            held.clone(),
+            Limits {
+                connections: 2,
+                rate,
+            },
+        )
+        .unwrap();
         (d, s, held, chunks)
     }
 
@@ -369,6 +405,10 @@ mod tests {
             assert!(h.starts_with("HTTP/1.1 200"));
         }
         // 4000 bytes at 2000 B/s with a 2000-byte bucket: at least ~1 s.
-        assert!(t.elapsed() >= Duration::from_millis(900), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(900),
+            "{:?}",
+            t.elapsed()
+        );
     }
 }

@@ -8,9 +8,10 @@
 //! of the fetch (and named in the report), one that fails
 //! [`MAX_FAILURES`] times in a row too (unreachable); a 404 only clears
 //! its bit. When no known peer holds the chunk, the origin gives it, at
-//! most [`ORIGIN_SLOTS`] chunks at a time per node: the other workers wait
-//! for a peer to get theirs, so that in a fleet booting at once the origin
-//! sends each chunk to a few nodes and the peers pass it on.
+//! most [`ORIGIN_SLOTS`] chunks at a time per node, after a random wait
+//! (up to [`PATIENCE`]) for a peer to get it, a longer one once the node
+//! took its share of the origin ([`ORIGIN_SHARE`]): in a fleet booting at
+//! once the origin sends each chunk to a few nodes and the peers pass it on.
 use super::{bit, chunk_path, have_path, Held};
 use anyhow::{anyhow, bail, Result};
 use nodeboot_chunks::assemble::ChunkSource;
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 /// bootd is asked for peers again this often, and [`MAPS_PER_ROUND`]
 /// bitmaps are refreshed (those asked least recently: a peer's set only
 /// grows, so an older bitmap is still true, only incomplete).
-pub const REFRESH: Duration = Duration::from_secs(1);
+pub const REFRESH: Duration = Duration::from_millis(500);
 /// Bitmaps refreshed per round.
 pub const MAPS_PER_ROUND: usize = 16;
 /// Peers known at once (bootd answers at most this many too).
@@ -34,6 +35,16 @@ pub const MAX_PEERS: usize = 64;
 pub const MAX_FAILURES: u32 = 3;
 /// Origin chunks in flight per node.
 pub const ORIGIN_SLOTS: usize = 1;
+/// While peers are known, a chunk none of them holds waits a random time
+/// up to this for one to get it before the origin is asked.
+pub const PATIENCE: Duration = Duration::from_millis(1500);
+/// A node's share of the origin: this many times the image's chunks
+/// divided by the nodes it knows (itself included), at least 2 chunks.
+/// Past it, a chunk no peer holds waits [`PATIENCE_PAST_SHARE`] first:
+/// in a fleet booting at once the origin then sends each chunk to about
+/// this many nodes, and the peers pass it on.
+pub const ORIGIN_SHARE: f64 = 1.5;
+pub const PATIENCE_PAST_SHARE: Duration = Duration::from_secs(5);
 /// Bound of one request to a peer (a chunk is at most a few hundred KiB).
 const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -224,7 +235,11 @@ impl Inner {
         if resp.status().as_u16() != 200 {
             bail!("GET {url}: HTTP {}", resp.status().as_u16());
         }
-        let body = resp.body_mut().with_config().limit(64 << 10).read_to_vec()?;
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 10)
+            .read_to_vec()?;
         let v: serde_json::Value = serde_json::from_slice(&body)?;
         Ok(v["peers"]
             .as_array()
@@ -267,15 +282,18 @@ impl Inner {
                     return;
                 }
                 let url = format!("http://{a}{}", have_path(&self.image));
-                let got = self.agent.get(&url).call().map_err(|e| anyhow!("{e}")).and_then(
-                    |mut r| {
+                let got = self
+                    .agent
+                    .get(&url)
+                    .call()
+                    .map_err(|e| anyhow!("{e}"))
+                    .and_then(|mut r| {
                         if r.status().as_u16() != 200 {
                             bail!("HTTP {}", r.status().as_u16());
                         }
                         let limit = self.held.len().div_ceil(8) as u64;
                         Ok(r.body_mut().with_config().limit(limit).read_to_vec()?)
-                    },
-                );
+                    });
                 let mut st = self.lock();
                 if let Some(p) = st.peers.iter_mut().find(|p| p.addr == a) {
                     match got {
@@ -325,19 +343,34 @@ impl Inner {
     /// instead when it lied).
     fn from_peer(&self, addr: SocketAddr, id: &ChunkId, size: u32, pos: usize) -> Option<Vec<u8>> {
         let url = format!("http://{addr}{}", chunk_path(&self.image, id));
-        let got = self.agent.get(&url).call().map_err(|e| anyhow!("{e}")).and_then(|mut r| {
-            match r.status().as_u16() {
-                200 => Ok(Some(
-                    r.body_mut()
-                        .with_config()
-                        .limit(u64::from(size) + 1)
-                        .read_to_vec()?,
-                )),
-                // Not held (yet), or busy: a miss, not a failure.
-                404 | 503 => Ok(None),
-                c => bail!("HTTP {c}"),
-            }
-        });
+        let got = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| anyhow!("{e}"))
+            .and_then(|mut r| {
+                match r.status().as_u16() {
+                    200 => {
+                        let have = r
+                            .headers()
+                            .get(super::HAVE_HEADER)
+                            .and_then(|v| hex::decode(v.as_bytes()).ok())
+                            .filter(|m| m.len() == self.held.len().div_ceil(8));
+                        if let Some(map) = have {
+                            self.with_peer(addr, |p| p.have = map);
+                        }
+                        Ok(Some(
+                            r.body_mut()
+                                .with_config()
+                                .limit(u64::from(size) + 1)
+                                .read_to_vec()?,
+                        ))
+                    }
+                    // Not held (yet), or busy: a miss, not a failure.
+                    404 | 503 => Ok(None),
+                    c => bail!("HTTP {c}"),
+                }
+            });
         match got {
             Ok(Some(data)) if data.len() == size as usize && ChunkId::of(&data) == *id => {
                 self.with_peer(addr, |p| {
@@ -401,6 +434,18 @@ impl ChunkSource for Swarm {
             .position(id)
             .ok_or_else(|| anyhow!("chunk {id} is not in the image's index"))?;
         let mut tried = Vec::new();
+        let patience = {
+            let mut st = me.lock();
+            let live = st.peers.iter().filter(|p| p.r.dropped.is_none()).count();
+            let share = (ORIGIN_SHARE * me.held.len() as f64 / (live + 1) as f64).max(2.0);
+            let base = if me.origin_chunks.load(Ordering::Relaxed) as f64 >= share {
+                PATIENCE_PAST_SHARE
+            } else {
+                Duration::ZERO
+            };
+            let r = xorshift(&mut st.rng) % (PATIENCE.as_millis() as u64 + 1);
+            Instant::now() + base + Duration::from_millis(r)
+        };
         loop {
             if me.stop.load(Ordering::Relaxed) {
                 bail!("fetch stopped");
@@ -415,7 +460,8 @@ impl ChunkSource for Swarm {
             }
             let slot = {
                 let mut st = me.lock();
-                if st.origin_busy < ORIGIN_SLOTS {
+                let alone = st.peers.iter().all(|p| p.r.dropped.is_some());
+                if (alone || Instant::now() >= patience) && st.origin_busy < ORIGIN_SLOTS {
                     st.origin_busy += 1;
                     true
                 } else {
@@ -431,7 +477,8 @@ impl ChunkSource for Swarm {
                     bail!("{}: a wrong chunk for {id}", me.origin.name());
                 }
                 me.origin_chunks.fetch_add(1, Ordering::Relaxed);
-                me.origin_bytes.fetch_add(u64::from(size), Ordering::Relaxed);
+                me.origin_bytes
+                    .fetch_add(u64::from(size), Ordering::Relaxed);
                 me.held.set(id);
                 return Ok(data);
             }

@@ -741,7 +741,8 @@ pub fn peer_request(data: &[u8]) {
         let p = Peers::default();
         let now = std::time::Instant::now();
         let me = std::net::IpAddr::from([10, 0, 0, 1]);
-        p.claim(&image, me, port, now).expect("a first claim is recorded");
+        p.claim(&image, me, port, now)
+            .expect("a first claim is recorded");
         let other = std::net::IpAddr::from([10, 0, 0, 2]);
         assert_eq!(p.list(&image, other, None, now).len(), 1);
         assert!(p.list(&image, me, Some(port), now).is_empty());

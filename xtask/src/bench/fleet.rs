@@ -119,7 +119,13 @@ impl Lab {
         ip(&["-n", &br, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &br, "link", "set", "br0", "up"])?;
         let srv = lab.server();
-        lab.attach(&srv, "vsrv", SERVER_IP, server_mbit, node_mbit.max(server_mbit))?;
+        lab.attach(
+            &srv,
+            "vsrv",
+            SERVER_IP,
+            server_mbit,
+            node_mbit.max(server_mbit),
+        )?;
         for i in 0..nodes {
             let ns = lab.node(i);
             lab.attach(&ns, &format!("vn{i}"), &node_ip(i), node_mbit, node_mbit)?;
@@ -150,7 +156,15 @@ impl Lab {
             "-n", &br, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
         ])?;
         ip(&["-n", &br, "link", "set", port, "master", "br0", "up"])?;
-        ip(&["-n", ns, "addr", "add", &format!("{addr}/16"), "dev", "eth0"])?;
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{addr}/16"),
+            "dev",
+            "eth0",
+        ])?;
         ip(&["-n", ns, "link", "set", "eth0", "up"])?;
         tbf(ns, "eth0", up_mbit)?;
         tbf(&br, port, down_mbit)
@@ -159,7 +173,16 @@ impl Lab {
     /// Bytes sent by the server's `eth0` so far.
     pub fn server_tx(&self) -> Result<u64> {
         let out = Command::new("ip")
-            .args(["-n", &self.server(), "-s", "-j", "link", "show", "dev", "eth0"])
+            .args([
+                "-n",
+                &self.server(),
+                "-s",
+                "-j",
+                "link",
+                "show",
+                "dev",
+                "eth0",
+            ])
             .output()
             .context("running ip -s -j link show")?;
         let v: serde_json::Value =
@@ -258,7 +281,10 @@ fn wait_listening(ns: &str, port: u16, what: &str, child: &mut Child, log: &Path
             );
         }
         if t.elapsed() > Duration::from_secs(15) {
-            bail!("{what} did not listen on port {port} within 15s; see {}", log.display());
+            bail!(
+                "{what} did not listen on port {port} within 15s; see {}",
+                log.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -377,6 +403,9 @@ fn run_one(o: &Opts, bins: &Bins, image: &Image, mode: Mode, n: usize) -> Result
     drop(tx);
     let mut times = Vec::with_capacity(n);
     let mut peer_bytes = 0;
+    // Peer mode: peers dropped, chunks past the swarm, origin chunks
+    // through it, peers known (sums over nodes), a reason for a drop.
+    let mut stats = (0usize, 0u64, 0u64, 0usize, None::<String>);
     for (i, r) in rx.iter() {
         let (t, v) = r.map_err(|e| {
             let log = std::fs::read_to_string(out.join(format!("node{i}.log"))).unwrap_or_default();
@@ -392,9 +421,35 @@ fn run_one(o: &Opts, bins: &Bins, image: &Image, mode: Mode, n: usize) -> Result
             bail!("node {i}: not the image's report: {v}");
         }
         peer_bytes += v["peers"]["peer_bytes"].as_u64().unwrap_or(0);
+        if mode == Mode::Peer {
+            let dropped = v["peers"]["peers"]
+                .as_array()
+                .map_or(0, |a| a.iter().filter(|p| !p["dropped"].is_null()).count());
+            let known = v["peers"]["peers"].as_array().map_or(0, Vec::len);
+            stats.0 += dropped;
+            stats.1 += v["fetched_chunks"].as_u64().unwrap_or(0);
+            stats.2 += v["peers"]["origin_chunks"].as_u64().unwrap_or(0);
+            stats.3 += known;
+            if dropped > 0 && stats.4.is_none() {
+                stats.4 = v["peers"]["peers"].as_array().and_then(|a| {
+                    a.iter()
+                        .find_map(|p| p["dropped"].as_str().map(String::from))
+                });
+            }
+        }
         times.push(t);
     }
     let server_egress = lab.server_tx()? - tx0;
+    if mode == Mode::Peer {
+        eprintln!(
+            "xtask: bench fleet: peer N={n}: {:.1} peers known per node, {} dropped in all{}; origin chunks {} through the swarm, {} past it",
+            stats.3 as f64 / n as f64,
+            stats.0,
+            stats.4.map(|w| format!(" (e.g. {w})")).unwrap_or_default(),
+            stats.2,
+            stats.1
+        );
+    }
     drop(procs);
     drop(origin);
     drop(lab);
@@ -458,14 +513,18 @@ struct Image {
 fn binaries(o: &Opts) -> Result<Bins> {
     let rel = crate::build::target_dir().join("release");
     if o.nodectl.is_none() || o.bootd.is_none() {
-        crate::build::run(Command::new(env!("CARGO")).current_dir(crate::build::root()).args([
-            "build",
-            "--release",
-            "-p",
-            "nodeboot-agent",
-            "-p",
-            "nodeboot-boot-server",
-        ]))?;
+        crate::build::run(
+            Command::new(env!("CARGO"))
+                .current_dir(crate::build::root())
+                .args([
+                    "build",
+                    "--release",
+                    "-p",
+                    "nodeboot-agent",
+                    "-p",
+                    "nodeboot-boot-server",
+                ]),
+        )?;
     }
     Ok(Bins {
         nodectl: o.nodectl.clone().unwrap_or_else(|| rel.join("nodectl")),
@@ -500,7 +559,10 @@ pub fn run(o: &Opts) -> Result<()> {
     let www = scratch.path.join("www");
     std::fs::create_dir_all(&www)?;
     let sha256 = write_random(&www.join(NAME), bytes)?;
-    std::fs::write(www.join(format!("{NAME}.sha256")), format!("{sha256}  {NAME}\n"))?;
+    std::fs::write(
+        www.join(format!("{NAME}.sha256")),
+        format!("{sha256}  {NAME}\n"),
+    )?;
     // The chunk index and store, as nodeimg build writes them beside the image.
     let (index, _, _) = nodeboot_chunks::Store::new(www.join("store"))
         .add_file(&www.join(NAME), nodeboot_chunks::Params::DEFAULT)
@@ -613,7 +675,14 @@ mod tests {
         let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["max_s", "mode", "nodes", "p50_s", "p99_s", "server_egress_bytes"]
+            [
+                "max_s",
+                "mode",
+                "nodes",
+                "p50_s",
+                "p99_s",
+                "server_egress_bytes"
+            ]
         );
         assert_eq!(r["mode"], "peer");
         assert_eq!(r["server_egress_bytes"], 42);
@@ -630,10 +699,22 @@ mod tests {
         let lab = Lab::new(2, 10, 100).unwrap();
         let names: Vec<String> = lab.made.clone();
         let ping = Command::new("ip")
-            .args(["netns", "exec", &lab.node(1), "ping", "-c1", "-W2", SERVER_IP])
+            .args([
+                "netns",
+                "exec",
+                &lab.node(1),
+                "ping",
+                "-c1",
+                "-W2",
+                SERVER_IP,
+            ])
             .output()
             .unwrap();
-        assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
+        assert!(
+            ping.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ping.stdout)
+        );
         let q = Command::new("tc")
             .args(["-n", &lab.node(0), "qdisc", "show", "dev", "eth0"])
             .output()

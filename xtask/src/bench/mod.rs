@@ -146,7 +146,12 @@ pub enum What {
         #[arg(long, value_delimiter = ',', default_value = "1,10,50,100")]
         nodes: Vec<usize>,
         /// Modes to run, in this order, at each N.
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "plain,nginx,peer")]
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "plain,nginx,peer"
+        )]
         modes: Vec<fleet::Mode>,
         /// Size of the image (random bytes) in MiB.
         #[arg(long, default_value_t = 8)]
@@ -171,7 +176,6 @@ pub enum What {
         timeout: u64,
     },
 }
-
 
 /// `MIN:AVG:MAX` in KiB.
 fn nodeimg_chunk_size(s: &str) -> std::result::Result<nodeboot_chunks::Params, String> {
