@@ -113,23 +113,25 @@ impl Drop for Killed {
 
 /// `nodectl serve-chunks` on 127.0.0.1: the process and its address.
 fn honest(image: &Path, index: &Path) -> (Killed, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nodectl"))
-        .args([
-            "serve-chunks",
-            "--listen",
-            "127.0.0.1:0",
-            "--bootd",
-            "http://127.0.0.1:9",
-        ])
-        .arg("--image")
-        .arg(image)
-        .arg("--index")
-        .arg(index)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(c.stderr.take().unwrap());
+    let mut c = Killed(
+        Command::new(env!("CARGO_BIN_EXE_nodectl"))
+            .args([
+                "serve-chunks",
+                "--listen",
+                "127.0.0.1:0",
+                "--bootd",
+                "http://127.0.0.1:9",
+            ])
+            .arg("--image")
+            .arg(image)
+            .arg("--index")
+            .arg(index)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = BufReader::new(c.0.stderr.take().unwrap());
     let mut line = String::new();
     loop {
         line.clear();
@@ -137,7 +139,7 @@ fn honest(image: &Path, index: &Path) -> (Killed, String) {
         if let Some(rest) = line.split(" on ").nth(1) {
             let addr = rest.split([',', '\n']).next().unwrap().to_string();
             std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-            return (Killed(c), addr);
+            return (c, addr);
         }
     }
 }

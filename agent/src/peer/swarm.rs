@@ -341,7 +341,7 @@ impl Inner {
     /// Chunk `id` from `addr`: `Ok(Some)` verified, `Ok(None)` not there
     /// (or the peer failed: counted), `Err` never (the peer is dropped
     /// instead when it lied).
-    fn from_peer(&self, addr: SocketAddr, id: &ChunkId, size: u32, pos: usize) -> Option<Vec<u8>> {
+    fn ask_peer(&self, addr: SocketAddr, id: &ChunkId, size: u32, pos: usize) -> Option<Vec<u8>> {
         let url = format!("http://{addr}{}", chunk_path(&self.image, id));
         let got = self
             .agent
@@ -452,7 +452,7 @@ impl ChunkSource for Swarm {
             }
             if let Some(addr) = me.pick(pos, &tried) {
                 tried.push(addr);
-                if let Some(data) = me.from_peer(addr, id, size, pos) {
+                if let Some(data) = me.ask_peer(addr, id, size, pos) {
                     me.held.set(id);
                     return Ok(data);
                 }
