@@ -311,6 +311,7 @@ fn steps(
                 seeds: Vec::new(),
                 parallel: 4,
                 http: opts.clone(),
+                peers: None,
             })
         }
         _ => None,

@@ -15,6 +15,7 @@ pub mod native;
 pub mod net;
 pub mod nodeos;
 pub mod nodetoml;
+pub mod peer;
 pub mod provision;
 pub mod repo;
 pub mod report;

@@ -63,6 +63,31 @@ Exit status:
         /// Chunks in flight at once.
         #[arg(long, default_value_t = 4, requires = "index")]
         parallel: usize,
+        #[command(flatten)]
+        peer: PeerArgs,
+    },
+    /// Serve the chunks of a local image to peers (the booted node's
+    /// nodectl-serve-chunks.service), its claim renewed with bootd.
+    ///
+    /// Every chunk of INDEX is checked against IMAGE first (nothing is
+    /// served from an image that does not match); each chunk is hashed
+    /// again before it is sent. Runs until stopped.
+    ServeChunks {
+        /// The verified image (the initramfs leaves it in /run/nodeboot).
+        #[arg(long, default_value = "/run/nodeboot/live.squashfs")]
+        image: PathBuf,
+        /// Its chunk index (casync .caibx).
+        #[arg(long, default_value = "/run/nodeboot/live.caibx")]
+        index: PathBuf,
+        /// Address and port to serve on.
+        #[arg(long, default_value = "0.0.0.0:7070")]
+        listen: std::net::SocketAddr,
+        /// bootd's URL, told that this node serves the image (default:
+        /// grendel.address of the kernel command line; none: no claim).
+        #[arg(long)]
+        bootd: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Print how this node booted (from /run/nodeboot/boot.json) as one JSON line.
     Status {
@@ -183,6 +208,61 @@ Exit status:
     },
 }
 
+/// `nodectl fetch --index`'s peer-assisted mode.
+#[derive(clap::Args)]
+struct PeerArgs {
+    /// bootd's URL: ask it which peers hold the image (GET /peers) and, with
+    /// --serve-chunks, tell it this node serves what it verified (POST /peers).
+    #[arg(long, value_name = "BOOTD_URL", requires = "index")]
+    peers: Option<String>,
+    /// A peer to ask for chunks (ADDR:PORT; repeatable), besides bootd's.
+    #[arg(long = "peer", value_name = "ADDR:PORT", requires = "index")]
+    peer: Vec<std::net::SocketAddr>,
+    /// Serve the chunks verified so far to peers on this address while
+    /// fetching (and for --linger seconds after the report).
+    #[arg(long, value_name = "ADDR:PORT", requires = "index")]
+    serve_chunks: Option<std::net::SocketAddr>,
+    /// After the report, keep serving for this many seconds.
+    #[arg(long, default_value_t = 0, requires = "serve_chunks")]
+    linger: u64,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+impl PeerArgs {
+    /// The swarm's options; `None` when no peer source was asked for.
+    fn options(&self) -> Option<nodeboot_agent::fetch::chunked::PeerOptions> {
+        (self.peers.is_some() || !self.peer.is_empty() || self.serve_chunks.is_some()).then(|| {
+            nodeboot_agent::fetch::chunked::PeerOptions {
+                bootd: self.peers.clone(),
+                peers: self.peer.clone(),
+                serve: self.serve_chunks,
+                limits: self.limits.limits(),
+            }
+        })
+    }
+}
+
+/// What a node's chunk server allows.
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Upload rate to peers, bytes per second, all connections together (0: unlimited).
+    #[arg(long, default_value_t = 50_000_000)]
+    upload_rate: u64,
+    /// Peer connections served at once.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    max_peer_connections: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> nodeboot_agent::peer::server::Limits {
+        nodeboot_agent::peer::server::Limits {
+            connections: self.max_peer_connections as usize,
+            rate: self.upload_rate,
+        }
+    }
+}
+
 const FORMAT_DISK_HELP: &str = "\
 Examples:
   # look first: facts, what is on the disk, the plan, and whether it would be refused
@@ -281,6 +361,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             store,
             seed,
             parallel,
+            peer,
         } => {
             let opts = nodeboot_agent::fetch::FetchOptions {
                 expected_sha256: sha256.clone(),
@@ -300,10 +381,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     seeds: seed,
                     parallel,
                     http: opts,
+                    peers: peer.options(),
                 };
-                return match nodeboot_agent::fetch::chunked::fetch_chunked(&output, &o) {
-                    Ok(r) => {
+                return match nodeboot_agent::fetch::chunked::fetch_chunked_serving(&output, &o) {
+                    Ok((r, serving)) => {
                         println!("{}", serde_json::to_string(&r)?);
+                        if serving.is_some() && peer.linger > 0 {
+                            std::thread::sleep(std::time::Duration::from_secs(peer.linger));
+                        }
                         Ok(ExitCode::SUCCESS)
                     }
                     Err(e) => {
@@ -323,6 +408,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     eprintln!("nodectl: error: {e:#}");
                     Ok(ExitCode::from(e.exit_code()))
                 }
+            }
+        }
+        Cmd::ServeChunks {
+            image,
+            index,
+            listen,
+            bootd,
+            limits,
+        } => {
+            let bootd = bootd.or_else(|| {
+                nodeboot_agent::cmdline::Cmdline::from_path(std::path::Path::new("/proc/cmdline"))
+                    .ok()?
+                    .value("grendel.address")
+                    .map(str::to_string)
+            });
+            let (s, sha, _stop) = nodeboot_agent::peer::serve_image(
+                &image,
+                &index,
+                listen,
+                bootd.as_deref(),
+                limits.limits(),
+            )?;
+            eprintln!(
+                "nodectl serve-chunks: serving the chunks of {} (sha256 {sha}) on {}{}",
+                image.display(),
+                s.local_addr(),
+                bootd
+                    .map(|b| format!(", claimed with {b}"))
+                    .unwrap_or_default()
+            );
+            loop {
+                std::thread::park();
             }
         }
         Cmd::Status { record } => {

@@ -58,6 +58,7 @@ fn every_shipped_unit_verifies() {
         "nodectl-provision.service",
         "nodectl-services.service",
         "nodeboot-status.service",
+        "nodectl-serve-chunks.service",
     ] {
         assert!(
             names.iter().any(|n| n == want),

@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod netboot;
 pub mod notify;
 pub mod page;
+pub mod peers;
 pub mod reload;
 pub mod secrets;
 pub mod server;

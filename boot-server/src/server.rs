@@ -32,6 +32,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 static BAD_HEADS: crate::Ration = crate::Ration::new(20);
 /// Lines about refused status reports: at most 20 a minute.
 static BAD_STATUS: crate::Ration = crate::Ration::new(20);
+/// Refused peer claims: a line for the first few, then a count.
+static BAD_PEERS: crate::Ration = crate::Ration::new(20);
 /// Lines about refused signed requests and enrollments: at most 20 a minute.
 static BAD_IDENTITY: crate::Ration = crate::Ration::new(20);
 /// Lines about requests without the admin token: at most 20 a minute.
@@ -119,6 +121,8 @@ struct State {
     trees: Trees,
     rate_limit: Option<u64>,
     nodes: Nodes,
+    /// Who serves which image's chunks (`/peers`).
+    peers: crate::peers::Peers,
     inventory: Option<Arc<Live>>,
     public_url: Option<String>,
     secrets: Option<Arc<Secrets>>,
@@ -220,6 +224,7 @@ impl Server {
                 trees,
                 rate_limit: cfg.rate_limit,
                 nodes: Nodes::open(cfg.state.as_deref(), cfg.max_nodes)?,
+                peers: crate::peers::Peers::default(),
                 inventory,
                 public_url: cfg.public_url.clone(),
                 secrets,
@@ -850,6 +855,91 @@ fn post_status(
             state.nodes.record(r, SystemTime::now());
             let headers: Vec<_> = conn.header().into_iter().collect();
             Outcome::done(204, 0, write_head(out, 204, &headers))
+        }
+    }
+}
+
+/// `GET /peers?image=<sha256>`: who serves that image's chunks (JSON);
+/// `POST /peers` `{"image","port"}`: the client serves them on that port
+/// of its own address (see [`crate::peers`]).
+fn peers(
+    req: &Request,
+    reader: &mut Reader<'_>,
+    out: &mut Wire<'_>,
+    state: &State,
+    conn: &mut Conn,
+    peer: SocketAddr,
+) -> Outcome {
+    use crate::peers::{answer_json, parse_claim, parse_image, MAX_BODY};
+    let now = std::time::Instant::now();
+    let refused = |what: &str, e: &dyn std::fmt::Display| {
+        if let Some(left_out) = BAD_PEERS.take() {
+            tracing::info!(
+                "{what} from {peer} refused: {e}{}",
+                crate::left_out(left_out)
+            );
+        }
+    };
+    match req.method.as_str() {
+        "GET" | "HEAD" => {
+            let image = match query_param(req, "image").map(|i| parse_image(&i)) {
+                Some(Ok(i)) => i,
+                Some(Err(e)) => return text_error(out, 400, &e.to_string(), *conn),
+                None => {
+                    let e = "image: missing (GET /peers?image=<sha256>)";
+                    return text_error(out, 400, e, *conn);
+                }
+            };
+            let port = match query_param(req, "port").map(|p| p.parse::<u16>()) {
+                None => None,
+                Some(Ok(p)) if p != 0 => Some(p),
+                Some(_) => {
+                    let e = "port: not a number from 1 to 65535";
+                    return text_error(out, 400, e, *conn);
+                }
+            };
+            let list = state.peers.list(&image, peer.ip(), port, now);
+            let extra = [("Cache-Control", "no-store".to_string())];
+            let body = answer_json(&list);
+            small_response(
+                out,
+                200,
+                "application/json",
+                &body,
+                req.method == "HEAD",
+                *conn,
+                &extra,
+            )
+        }
+        "POST" => {
+            let body = match read_body(req, reader, out, conn, MAX_BODY) {
+                Ok(b) => b,
+                Err(o) => return o,
+            };
+            let (image, port) = match parse_claim(&body) {
+                Ok(c) => c,
+                Err(e) => {
+                    refused("peer claim", &e);
+                    return text_error(out, 400, &e.to_string(), *conn);
+                }
+            };
+            match state.peers.claim(&image, peer.ip(), port, now) {
+                Ok(()) => {
+                    tracing::debug!("{peer}: serves chunks of {image} on port {port}");
+                    let headers: Vec<_> = conn.header().into_iter().collect();
+                    Outcome::done(204, 0, write_head(out, 204, &headers))
+                }
+                Err(e) => {
+                    refused("peer claim", &e);
+                    let status = e.status();
+                    let reason = crate::http::reason(status);
+                    text_error(out, status, &format!("{status} {reason}: {e}"), *conn)
+                }
+            }
+        }
+        _ => {
+            let body = "405 Method Not Allowed: GET /peers?image=<sha256>, or POST a claim\n";
+            method_not_allowed(req, out, "GET, HEAD, POST", body, *conn)
         }
     }
 }
@@ -1523,6 +1613,7 @@ fn respond(
     let get = req.method == "GET" || head_only;
     match req.path() {
         Some(STATUS_PATH) => return post_status(req, reader, out, state, conn),
+        Some(crate::peers::PATH) => return peers(req, reader, out, state, conn, peer),
         // Only the exact path `/`: everything else under it is a file.
         Some(p @ (NODES_PATH | "/")) if get => {
             if let Err(e) = admin_check(state, req) {

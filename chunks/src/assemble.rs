@@ -249,6 +249,10 @@ pub struct Options {
     pub parallel: usize,
     /// Failures in a row after which a source is dropped as unreachable.
     pub max_errors: u32,
+    /// Visit the chunks in a pseudo-random order from this seed instead
+    /// of the image's: nodes fetching at once then want different chunks
+    /// first, and their peers have them sooner (peer-assisted fetch).
+    pub shuffle: Option<u64>,
 }
 
 impl Default for Options {
@@ -256,6 +260,7 @@ impl Default for Options {
         Options {
             parallel: 4,
             max_errors: 3,
+            shuffle: None,
         }
     }
 }
@@ -386,6 +391,17 @@ fn assemble_inner(
                 places.insert(c.id, unique.len());
                 unique.push((c.id, c.size, vec![c.offset]));
             }
+        }
+    }
+
+    if let Some(mut x) = opts.shuffle {
+        // Fisher-Yates over xorshift64 (a seed of 0 would stay 0).
+        x |= 1;
+        for i in (1..unique.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            unique.swap(i, (x % (i as u64 + 1)) as usize);
         }
     }
 

@@ -289,14 +289,6 @@ fn agent() -> ureq::Agent {
         .new_agent()
 }
 
-/// nodectl's agent reads status codes as responses.
-fn agent_statuses() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent()
-}
-
 fn dead_url() -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let u = format!("http://{}/store", l.local_addr().unwrap());

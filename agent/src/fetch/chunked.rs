@@ -29,6 +29,33 @@ pub struct ChunkedOptions {
     pub parallel: usize,
     /// TLS roots, stall timeout (the plain fetch's options).
     pub http: FetchOptions,
+    /// Peer-assisted: chunks from peers first ([`crate::peer`]).
+    pub peers: Option<PeerOptions>,
+}
+
+/// Where peers come from, and whether this node serves its chunks.
+#[derive(Debug, Clone)]
+pub struct PeerOptions {
+    /// bootd's base URL (`GET /peers`, and `POST /peers` when serving).
+    pub bootd: Option<String>,
+    /// Peers known from the start.
+    pub peers: Vec<std::net::SocketAddr>,
+    /// Serve the chunks verified so far on this address.
+    pub serve: Option<std::net::SocketAddr>,
+    pub limits: crate::peer::server::Limits,
+}
+
+/// A node serving the chunks it fetched; stops (and stops renewing its
+/// claim) when dropped.
+pub struct Serving {
+    pub server: crate::peer::server::ChunkServer,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// What the chunked fetch did (in boot.json under `chunked`).
@@ -44,6 +71,13 @@ pub struct ChunkedReport {
     pub seed_chunks: u64,
     pub seconds: f64,
     pub assembly: Report,
+    /// What the peers (and the origin through the swarm) gave, when peers
+    /// were asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<crate::peer::swarm::SwarmReport>,
+    /// Where this node served its chunks, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serving: Option<String>,
 }
 
 /// `store` beside the index: `http://b/x/live.caibx` → `http://b/x/store`.
@@ -59,6 +93,15 @@ pub fn default_store(index_url: &str) -> String {
 /// Assemble the image at `dest` (written as `dest.part`, renamed once its
 /// digest matched).
 pub fn fetch_chunked(dest: &Path, o: &ChunkedOptions) -> Result<ChunkedReport, FetchError> {
+    fetch_chunked_serving(dest, o).map(|(r, _)| r)
+}
+
+/// [`fetch_chunked`], and the chunk server when `o.peers` asked for one
+/// (it serves the image at `dest` until dropped).
+pub fn fetch_chunked_serving(
+    dest: &Path,
+    o: &ChunkedOptions,
+) -> Result<(ChunkedReport, Option<Serving>), FetchError> {
     let start = Instant::now();
     let agent = agent(&o.http)?;
     let retry = Policy::attempts(5, Duration::from_millis(500), Duration::from_secs(5));
@@ -98,11 +141,37 @@ pub fn fetch_chunked(dest: &Path, o: &ChunkedOptions) -> Result<ChunkedReport, F
             .push(Box::new(HttpStore::new(agent.clone(), s).with_retry(retry)));
     }
     let part = part_path(dest);
-    let opts = assemble::Options {
+    let mut opts = assemble::Options {
         parallel: o.parallel.max(1),
         ..Default::default()
     };
-    let report = match assemble::assemble(&index, &o.image_sha256, &part, sources, &opts) {
+    let mut swarm = None;
+    let mut serving = None;
+    let held = std::sync::Arc::new(crate::peer::Held::new(&index));
+    if let Some(p) = &o.peers {
+        let image = o.image_sha256.to_ascii_lowercase();
+        if let Some(addr) = p.serve {
+            serving = Some(serve(&part, addr, &image, held.clone(), p).map_err(other)?);
+        }
+        let (sw, handle) = crate::peer::swarm::Swarm::new(crate::peer::swarm::Config {
+            image,
+            bootd: p.bootd.clone(),
+            peers: p.peers.clone(),
+            own_port: serving.as_ref().map(|s| s.server.local_addr().port()),
+            origin: Box::new(HttpStore::new(agent.clone(), &stores[0]).with_retry(retry)),
+            held: held.clone(),
+        });
+        // Peers first (the swarm takes from the origin what no peer has);
+        // the stores stay behind it, as the fallback.
+        sources.peers.push(Box::new(sw));
+        swarm = Some(handle);
+        // Each node its own order: at a fleet's start the nodes want
+        // different chunks, so the origin sends each to few of them.
+        opts.shuffle = Some(random_seed());
+    }
+    let result = assemble::assemble(&index, &o.image_sha256, &part, sources, &opts);
+    let peers = swarm.map(|h| h.finish());
+    let report = match result {
         Ok(r) => r,
         Err(e) => {
             return Err(match e.downcast_ref::<ImageMismatch>() {
@@ -131,6 +200,8 @@ pub fn fetch_chunked(dest: &Path, o: &ChunkedOptions) -> Result<ChunkedReport, F
         path: index_file,
         error,
     })?;
+    // The whole image is verified: every chunk of it may be served.
+    held.set_all();
     let (fetched_chunks, _, fetched_bytes) = report.totals(assemble::Kind::Origin);
     let (seed_chunks, _, _) = report.totals(assemble::Kind::Seed);
     let seconds = start.elapsed().as_secs_f64();
@@ -138,16 +209,64 @@ pub fn fetch_chunked(dest: &Path, o: &ChunkedOptions) -> Result<ChunkedReport, F
         "chunked fetch: {} bytes assembled in {seconds:.1}s: {fetched_chunks} chunks ({fetched_bytes} bytes) fetched, {seed_chunks} from seeds",
         report.image_bytes
     );
-    Ok(ChunkedReport {
-        index_url: o.index_url.clone(),
-        index_bytes: bytes.len() as u64,
-        stores,
-        fetched_bytes,
-        fetched_chunks,
-        seed_chunks,
-        seconds,
-        assembly: report,
-    })
+    Ok((
+        ChunkedReport {
+            index_url: o.index_url.clone(),
+            index_bytes: bytes.len() as u64,
+            stores,
+            fetched_bytes,
+            fetched_chunks,
+            seed_chunks,
+            seconds,
+            assembly: report,
+            peers,
+            serving: serving.as_ref().map(|s| s.server.local_addr().to_string()),
+        },
+        serving,
+    ))
+}
+
+/// Start the chunk server on `addr` for the image being assembled at
+/// `part`: the file is made empty here and read through this descriptor,
+/// which the assembler's truncating open and the final rename keep (same
+/// inode); claim the image with bootd.
+fn serve(
+    part: &Path,
+    addr: std::net::SocketAddr,
+    image: &str,
+    held: std::sync::Arc<crate::peer::Held>,
+    p: &PeerOptions,
+) -> anyhow::Result<Serving> {
+    use anyhow::Context;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(part)
+        .with_context(|| format!("creating {}", part.display()))?;
+    let l = std::net::TcpListener::bind(addr).with_context(|| format!("listening on {addr}"))?;
+    let server = crate::peer::server::ChunkServer::start(l, image, file, held, p.limits)
+        .context("starting the chunk server")?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(b) = &p.bootd {
+        crate::peer::swarm::announce(b, image, server.local_addr().port(), stop.clone());
+    }
+    tracing::info!(
+        "chunked fetch: serving verified chunks to peers on {}",
+        server.local_addr()
+    );
+    Ok(Serving { server, stop })
+}
+
+fn random_seed() -> u64 {
+    let mut seed = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut seed);
+    }
+    u64::from_le_bytes(seed) ^ u64::from(std::process::id())
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("identity", identity),
     ("ldap", ldap),
     ("caibx", caibx),
+    ("peer_request", peer_request),
 ];
 
 /// The body of the target `name`.
@@ -716,5 +717,34 @@ pub fn caibx(data: &[u8]) {
         }
         assert_eq!(end, ix.total_size());
         assert!(ix.chunks.len() <= nodeboot_chunks::index::MAX_CHUNKS);
+    }
+}
+
+/// A node's chunk server reading a peer's request head, and bootd reading a
+/// peer claim (`POST /peers`): the two parsers of peer-assisted fetch.
+pub fn peer_request(data: &[u8]) {
+    use nodeboot_agent::peer::{parse_request, Route, MAX_HEAD};
+    match parse_request(data) {
+        Ok(Some((r, used))) => {
+            assert!(used <= data.len() && used <= MAX_HEAD);
+            assert!(r.method.bytes().all(|b| b.is_ascii_uppercase()));
+            if let Some(Route::Have { image } | Route::Chunk { image, .. }) = &r.route {
+                assert!(image.len() == 64 && image.bytes().all(|b| b.is_ascii_hexdigit()));
+            }
+        }
+        Ok(None) => assert!(data.len() < MAX_HEAD),
+        Err(_) => {}
+    }
+    use nodeboot_boot_server::peers::{parse_claim, Peers};
+    if let Ok((image, port)) = parse_claim(data) {
+        assert!(port != 0 && image.len() == 64);
+        let p = Peers::default();
+        let now = std::time::Instant::now();
+        let me = std::net::IpAddr::from([10, 0, 0, 1]);
+        p.claim(&image, me, port, now)
+            .expect("a first claim is recorded");
+        let other = std::net::IpAddr::from([10, 0, 0, 2]);
+        assert_eq!(p.list(&image, other, None, now).len(), 1);
+        assert!(p.list(&image, me, Some(port), now).is_empty());
     }
 }

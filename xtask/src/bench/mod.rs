@@ -24,6 +24,9 @@
 //! `bench update` ([`update`]): image v1 → v2 where v2 adds one Debian
 //! package to the e2e node root; the chunk bytes a node holding v1 fetches
 //! for v2, against the whole image, for nodeimg's layout and mksquashfs's.
+//!
+//! `bench fleet` ([`fleet`]): N nodes in network namespaces on a shaped
+//! bridge fetch one image at once: plain bootd, nginx, peer-assisted.
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
 use sha2::{Digest, Sha256};
@@ -36,6 +39,7 @@ use std::time::{Duration, Instant};
 mod boot;
 mod fetch;
 mod first_job;
+mod fleet;
 mod image;
 mod serve;
 mod tree;
@@ -162,6 +166,44 @@ pub enum What {
         #[arg(long)]
         json: bool,
     },
+    /// A rack reboots at once: N nodectl fetch in their own network
+    /// namespaces on one bridge, links shaped with tc (node links and a
+    /// server uplink that is the bottleneck); p50/p99/max fetch time and the
+    /// server's egress, for plain bootd, nginx and peer-assisted fetch.
+    Fleet {
+        /// Node counts to run, e.g. 1,10,50,100.
+        #[arg(long, value_delimiter = ',', default_value = "1,10,50,100")]
+        nodes: Vec<usize>,
+        /// Modes to run, in this order, at each N.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "plain,nginx,peer"
+        )]
+        modes: Vec<fleet::Mode>,
+        /// Size of the image (random bytes) in MiB.
+        #[arg(long, default_value_t = 8)]
+        image_mib: u64,
+        /// Rate of each node's link, each way, in Mbit/s.
+        #[arg(long, default_value_t = 10)]
+        node_mbit: u32,
+        /// Rate of the server's uplink in Mbit/s.
+        #[arg(long, default_value_t = 100)]
+        server_mbit: u32,
+        /// Print one JSON object on stdout (and nothing else there).
+        #[arg(long)]
+        json: bool,
+        /// Use this nodectl binary instead of building the release one.
+        #[arg(long)]
+        nodectl: Option<PathBuf>,
+        /// Use this bootd binary instead of building the release one.
+        #[arg(long)]
+        bootd: Option<PathBuf>,
+        /// Deadline of each node's fetch, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
 }
 
 /// `MIN:AVG:MAX` in KiB.
@@ -259,6 +301,32 @@ pub fn run(what: What) -> Result<()> {
             nodeimg,
             json,
         }),
+        What::Fleet {
+            nodes,
+            modes,
+            image_mib,
+            node_mbit,
+            server_mbit,
+            json,
+            nodectl,
+            bootd,
+            timeout,
+        } => {
+            if nodes.is_empty() || nodes.contains(&0) || nodes.iter().any(|&n| n > 1000) {
+                bail!("--nodes {nodes:?}: want counts from 1 to 1000");
+            }
+            fleet::run(&fleet::Opts {
+                nodes,
+                modes,
+                image_mib: image_mib.max(1),
+                node_mbit: node_mbit.max(1),
+                server_mbit: server_mbit.max(1),
+                json,
+                nodectl,
+                bootd,
+                timeout: Duration::from_secs(timeout.max(1)),
+            })
+        }
     }
 }
 
@@ -397,6 +465,30 @@ impl Nginx {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
+        Nginx::start_in(
+            dir,
+            www,
+            workers,
+            connections,
+            &format!("127.0.0.1:{port}"),
+            None,
+        )
+    }
+
+    /// Listening on `listen` (`ADDR:PORT`), inside network namespace
+    /// `netns` when given (`ip netns exec`).
+    fn start_in(
+        dir: &Path,
+        www: &Path,
+        workers: &str,
+        connections: u32,
+        listen: &str,
+        netns: Option<&str>,
+    ) -> Result<Nginx> {
+        let port: u16 = listen
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .with_context(|| format!("nginx listen address {listen:?}: no port"))?;
         let conf_dir = dir.join("nginx");
         std::fs::create_dir_all(conf_dir.join("tmp"))?;
         let d = conf_dir.display();
@@ -417,7 +509,7 @@ http {{
     uwsgi_temp_path {d}/tmp/uwsgi;
     scgi_temp_path {d}/tmp/scgi;
     server {{
-        listen 127.0.0.1:{port};
+        listen {listen};
         root {};
     }}
 }}
@@ -426,7 +518,15 @@ http {{
         );
         let conf_file = conf_dir.join("nginx.conf");
         std::fs::write(&conf_file, conf)?;
-        let child = Command::new(NGINX)
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, NGINX]);
+                c
+            }
+            None => Command::new(NGINX),
+        };
+        let child = cmd
             .arg("-p")
             .arg(&conf_dir)
             .arg("-e")
@@ -438,13 +538,21 @@ http {{
             .with_context(|| format!("starting {NGINX} -c {}", conf_file.display()))?;
         let mut n = Nginx { child, port };
         let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let listening = || match netns {
+            Some(ns) => Command::new("ip")
+                .args(["netns", "exec", ns, "ss", "-Htln"])
+                .arg(format!("sport = :{port}"))
+                .output()
+                .is_ok_and(|o| !o.stdout.is_empty()),
+            None => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        };
+        while !listening() {
             if let Some(st) = n.child.try_wait()? {
                 let log = std::fs::read_to_string(conf_dir.join("error.log")).unwrap_or_default();
-                bail!("nginx exited ({st}) before listening on 127.0.0.1:{port}: {log}");
+                bail!("nginx exited ({st}) before listening on {listen}: {log}");
             }
             if t.elapsed() > Duration::from_secs(10) {
-                bail!("nginx did not listen on 127.0.0.1:{port} within 10s");
+                bail!("nginx did not listen on {listen} within 10s");
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -1,0 +1,537 @@
+//! The fetcher's side: a [`ChunkSource`] that gets each chunk from a peer
+//! that holds it, else from the origin, verifying every one.
+//!
+//! Peers come from bootd (`GET /peers?image=&port=`, asked again every
+//! [`REFRESH`] while the fetch runs); what each holds, from its `have`
+//! bitmap (refreshed as often). For a chunk: a random peer whose bitmap
+//! has it is asked; a peer that sends a wrong chunk is dropped for the rest
+//! of the fetch (and named in the report), one that fails
+//! [`MAX_FAILURES`] times in a row too (unreachable); a 404 only clears
+//! its bit. When no known peer holds the chunk, the origin gives it, at
+//! most [`ORIGIN_SLOTS`] chunks at a time per node, after a random wait
+//! (up to [`PATIENCE`]) for a peer to get it, a longer one once the node
+//! took its share of the origin ([`ORIGIN_SHARE`]): in a fleet booting at
+//! once the origin sends each chunk to a few nodes and the peers pass it on.
+use super::{bit, chunk_path, have_path, Held};
+use anyhow::{anyhow, bail, Result};
+use nodeboot_chunks::assemble::ChunkSource;
+use nodeboot_chunks::ChunkId;
+use serde::Serialize;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// bootd is asked for peers again this often, and [`MAPS_PER_ROUND`]
+/// bitmaps are refreshed (those asked least recently: a peer's set only
+/// grows, so an older bitmap is still true, only incomplete).
+pub const REFRESH: Duration = Duration::from_millis(500);
+/// Bitmaps refreshed per round.
+pub const MAPS_PER_ROUND: usize = 16;
+/// Peers known at once (bootd answers at most this many too).
+pub const MAX_PEERS: usize = 64;
+/// Failed requests in a row after which a peer is dropped as unreachable.
+pub const MAX_FAILURES: u32 = 3;
+/// Origin chunks in flight per node.
+pub const ORIGIN_SLOTS: usize = 1;
+/// While peers are known, a chunk none of them holds waits a random time
+/// up to this for one to get it before the origin is asked.
+pub const PATIENCE: Duration = Duration::from_millis(1500);
+/// A node's share of the origin: this many times the image's chunks
+/// divided by the nodes it knows (itself included), at least 2 chunks.
+/// Past it, a chunk no peer holds waits [`PATIENCE_PAST_SHARE`] first:
+/// in a fleet booting at once the origin then sends each chunk to about
+/// this many nodes, and the peers pass it on.
+pub const ORIGIN_SHARE: f64 = 1.5;
+pub const PATIENCE_PAST_SHARE: Duration = Duration::from_secs(5);
+/// Bound of one request to a peer (a chunk is at most a few hundred KiB).
+const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one peer gave (the fetch report's `peers`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerReport {
+    pub addr: String,
+    pub chunks: u64,
+    pub bytes: u64,
+    /// Requests answered 404 (its bitmap was ahead of its file) or failed.
+    pub misses: u64,
+    /// Why it was dropped for the rest of the fetch, if it was.
+    pub dropped: Option<String>,
+}
+
+/// The peer side of a fetch report.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwarmReport {
+    pub peers: Vec<PeerReport>,
+    pub peer_chunks: u64,
+    pub peer_bytes: u64,
+    pub origin_chunks: u64,
+    pub origin_bytes: u64,
+}
+
+struct Peer {
+    addr: SocketAddr,
+    have: Vec<u8>,
+    /// When its bitmap was last asked for.
+    asked: Option<Instant>,
+    failures: u32,
+    r: PeerReport,
+}
+
+struct State {
+    peers: Vec<Peer>,
+    origin_busy: usize,
+    rng: u64,
+}
+
+struct Inner {
+    image: String,
+    bootd: Option<String>,
+    /// This node's chunk server port (left out of bootd's answer).
+    own_port: Option<u16>,
+    agent: ureq::Agent,
+    origin: Box<dyn ChunkSource>,
+    held: Arc<Held>,
+    state: Mutex<State>,
+    changed: Condvar,
+    stop: AtomicBool,
+    origin_chunks: AtomicU64,
+    origin_bytes: AtomicU64,
+}
+
+/// The swarm as a chunk source; [`SwarmHandle`] reads its report and stops
+/// its refresh thread.
+pub struct Swarm(Arc<Inner>);
+
+/// See [`Swarm`].
+pub struct SwarmHandle(Arc<Inner>);
+
+/// What a swarm needs.
+pub struct Config {
+    /// The image's sha256 (the key of bootd's peer table and of the paths).
+    pub image: String,
+    /// bootd's base URL (`http://boot:8080`); without it, `peers` only.
+    pub bootd: Option<String>,
+    /// Peers known from the start (tests, a static list).
+    pub peers: Vec<SocketAddr>,
+    pub own_port: Option<u16>,
+    /// The origin: the image's chunk store (mirrors behind it).
+    pub origin: Box<dyn ChunkSource>,
+    /// Where verified chunks are marked (the node's chunk server reads it).
+    pub held: Arc<Held>,
+}
+
+impl Swarm {
+    pub fn new(c: Config) -> (Swarm, SwarmHandle) {
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(PEER_TIMEOUT))
+                .timeout_connect(Some(Duration::from_secs(2)))
+                .max_idle_connections(256)
+                .max_idle_connections_per_host(4)
+                .user_agent(concat!("nodectl/", env!("CARGO_PKG_VERSION")))
+                .build(),
+        );
+        let mut seed = [0u8; 8];
+        if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+            let _ = f.read_exact(&mut seed);
+        }
+        let inner = Arc::new(Inner {
+            image: c.image,
+            bootd: c.bootd.map(|b| b.trim_end_matches('/').to_string()),
+            own_port: c.own_port,
+            agent,
+            origin: c.origin,
+            held: c.held,
+            state: Mutex::new(State {
+                peers: Vec::new(),
+                origin_busy: 0,
+                rng: u64::from_le_bytes(seed) | 1,
+            }),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+            origin_chunks: AtomicU64::new(0),
+            origin_bytes: AtomicU64::new(0),
+        });
+        inner.add_peers(&c.peers);
+        let i2 = inner.clone();
+        let _ = std::thread::Builder::new()
+            .name("swarm".into())
+            .spawn(move || i2.refresh_loop());
+        (Swarm(inner.clone()), SwarmHandle(inner))
+    }
+}
+
+impl SwarmHandle {
+    /// Stop asking bootd and the peers; the report so far.
+    pub fn finish(&self) -> SwarmReport {
+        self.0.stop.store(true, Ordering::Relaxed);
+        self.0.changed.notify_all();
+        let st = self.0.lock();
+        let peers: Vec<PeerReport> = st.peers.iter().map(|p| p.r.clone()).collect();
+        SwarmReport {
+            peer_chunks: peers.iter().map(|p| p.chunks).sum(),
+            peer_bytes: peers.iter().map(|p| p.bytes).sum(),
+            peers,
+            origin_chunks: self.0.origin_chunks.load(Ordering::Relaxed),
+            origin_bytes: self.0.origin_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for SwarmHandle {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Relaxed);
+        self.0.changed.notify_all();
+    }
+}
+
+fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add_peers(&self, addrs: &[SocketAddr]) {
+        let mut st = self.lock();
+        for a in addrs {
+            if st.peers.len() >= MAX_PEERS {
+                break;
+            }
+            if st.peers.iter().any(|p| p.addr == *a) {
+                continue;
+            }
+            st.peers.push(Peer {
+                addr: *a,
+                have: Vec::new(),
+                asked: None,
+                failures: 0,
+                r: PeerReport {
+                    addr: a.to_string(),
+                    chunks: 0,
+                    bytes: 0,
+                    misses: 0,
+                    dropped: None,
+                },
+            });
+        }
+    }
+
+    /// bootd's list of peers for the image.
+    fn ask_bootd(&self, base: &str) -> Result<Vec<SocketAddr>> {
+        let mut url = format!("{base}/peers?image={}", self.image);
+        if let Some(p) = self.own_port {
+            url.push_str(&format!("&port={p}"));
+        }
+        let mut resp = self.agent.get(&url).call()?;
+        if resp.status().as_u16() != 200 {
+            bail!("GET {url}: HTTP {}", resp.status().as_u16());
+        }
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 10)
+            .read_to_vec()?;
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        Ok(v["peers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str()?.parse().ok())
+                    .take(MAX_PEERS)
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn refresh_loop(&self) {
+        while !self.stop.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            if let Some(base) = &self.bootd {
+                match self.ask_bootd(base) {
+                    Ok(v) => self.add_peers(&v),
+                    Err(e) => tracing::debug!("peers from {base}: {e:#}"),
+                }
+            }
+            let addrs: Vec<SocketAddr> = {
+                let mut st = self.lock();
+                let mut live: Vec<&mut Peer> = st
+                    .peers
+                    .iter_mut()
+                    .filter(|p| p.r.dropped.is_none())
+                    .collect();
+                live.sort_by_key(|p| p.asked);
+                live.into_iter()
+                    .take(MAPS_PER_ROUND)
+                    .map(|p| {
+                        p.asked = Some(t);
+                        p.addr
+                    })
+                    .collect()
+            };
+            for a in addrs {
+                if self.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let url = format!("http://{a}{}", have_path(&self.image));
+                let got = self
+                    .agent
+                    .get(&url)
+                    .call()
+                    .map_err(|e| anyhow!("{e}"))
+                    .and_then(|mut r| {
+                        if r.status().as_u16() != 200 {
+                            bail!("HTTP {}", r.status().as_u16());
+                        }
+                        let limit = self.held.len().div_ceil(8) as u64;
+                        Ok(r.body_mut().with_config().limit(limit).read_to_vec()?)
+                    });
+                let mut st = self.lock();
+                if let Some(p) = st.peers.iter_mut().find(|p| p.addr == a) {
+                    match got {
+                        Ok(map) => p.have = map,
+                        // Busy (503) or unreachable: the old map stays a
+                        // hint; its chunk requests tell the rest.
+                        Err(e) => tracing::debug!("have map of {a}: {e:#}"),
+                    }
+                }
+                drop(st);
+                self.changed.notify_all();
+            }
+            self.changed.notify_all();
+            let spent = t.elapsed();
+            let st = self.lock();
+            let _ = self
+                .changed
+                .wait_timeout(st, REFRESH.saturating_sub(spent))
+                .map(|_| ());
+        }
+    }
+
+    /// A random live peer whose bitmap has chunk `pos`, not in `tried`.
+    fn pick(&self, pos: usize, tried: &[SocketAddr]) -> Option<SocketAddr> {
+        let mut st = self.lock();
+        let cands: Vec<SocketAddr> = st
+            .peers
+            .iter()
+            .filter(|p| p.r.dropped.is_none() && bit(&p.have, pos) && !tried.contains(&p.addr))
+            .map(|p| p.addr)
+            .collect();
+        if cands.is_empty() {
+            return None;
+        }
+        let k = (xorshift(&mut st.rng) % cands.len() as u64) as usize;
+        Some(cands[k])
+    }
+
+    fn with_peer(&self, addr: SocketAddr, f: impl FnOnce(&mut Peer)) {
+        if let Some(p) = self.lock().peers.iter_mut().find(|p| p.addr == addr) {
+            f(p);
+        }
+    }
+
+    /// Chunk `id` from `addr`: `Ok(Some)` verified, `Ok(None)` not there
+    /// (or the peer failed: counted), `Err` never (the peer is dropped
+    /// instead when it lied).
+    fn ask_peer(&self, addr: SocketAddr, id: &ChunkId, size: u32, pos: usize) -> Option<Vec<u8>> {
+        let url = format!("http://{addr}{}", chunk_path(&self.image, id));
+        let got = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| anyhow!("{e}"))
+            .and_then(|mut r| {
+                match r.status().as_u16() {
+                    200 => {
+                        let have = r
+                            .headers()
+                            .get(super::HAVE_HEADER)
+                            .and_then(|v| hex::decode(v.as_bytes()).ok())
+                            .filter(|m| m.len() == self.held.len().div_ceil(8));
+                        if let Some(map) = have {
+                            self.with_peer(addr, |p| p.have = map);
+                        }
+                        Ok(Some(
+                            r.body_mut()
+                                .with_config()
+                                .limit(u64::from(size) + 1)
+                                .read_to_vec()?,
+                        ))
+                    }
+                    // Not held (yet), or busy: a miss, not a failure.
+                    404 | 503 => Ok(None),
+                    c => bail!("HTTP {c}"),
+                }
+            });
+        match got {
+            Ok(Some(data)) if data.len() == size as usize && ChunkId::of(&data) == *id => {
+                self.with_peer(addr, |p| {
+                    p.failures = 0;
+                    p.r.chunks += 1;
+                    p.r.bytes += u64::from(size);
+                });
+                Some(data)
+            }
+            Ok(Some(data)) => {
+                let why = format!(
+                    "sent a wrong chunk for {id} ({} bytes hashing to {})",
+                    data.len(),
+                    ChunkId::of(&data)
+                );
+                tracing::warn!("peer {addr} dropped for the rest of the fetch: it {why}");
+                self.with_peer(addr, |p| {
+                    p.r.dropped = Some(why);
+                    p.have.clear();
+                });
+                None
+            }
+            Ok(None) => {
+                self.with_peer(addr, |p| {
+                    p.r.misses += 1;
+                    if let Some(b) = p.have.get_mut(pos / 8) {
+                        *b &= !(1 << (pos % 8));
+                    }
+                });
+                None
+            }
+            Err(e) => {
+                self.with_peer(addr, |p| {
+                    p.r.misses += 1;
+                    p.failures += 1;
+                    if p.failures >= MAX_FAILURES {
+                        let why = format!("{} failures in a row, the last: {e:#}", p.failures);
+                        tracing::warn!("peer {addr} dropped: {why}");
+                        p.r.dropped = Some(why);
+                        p.have.clear();
+                    }
+                });
+                None
+            }
+        }
+    }
+}
+
+impl ChunkSource for Swarm {
+    fn name(&self) -> String {
+        match &self.0.bootd {
+            Some(b) => format!("peers (from {b}/peers) and {}", self.0.origin.name()),
+            None => format!("peers and {}", self.0.origin.name()),
+        }
+    }
+
+    fn get(&self, id: &ChunkId, size: u32) -> Result<Vec<u8>> {
+        let me = &self.0;
+        let pos = me
+            .held
+            .position(id)
+            .ok_or_else(|| anyhow!("chunk {id} is not in the image's index"))?;
+        let mut tried = Vec::new();
+        let patience = {
+            let mut st = me.lock();
+            let live = st.peers.iter().filter(|p| p.r.dropped.is_none()).count();
+            let share = (ORIGIN_SHARE * me.held.len() as f64 / (live + 1) as f64).max(2.0);
+            let base = if me.origin_chunks.load(Ordering::Relaxed) as f64 >= share {
+                PATIENCE_PAST_SHARE
+            } else {
+                Duration::ZERO
+            };
+            let r = xorshift(&mut st.rng) % (PATIENCE.as_millis() as u64 + 1);
+            Instant::now() + base + Duration::from_millis(r)
+        };
+        loop {
+            if me.stop.load(Ordering::Relaxed) {
+                bail!("fetch stopped");
+            }
+            if let Some(addr) = me.pick(pos, &tried) {
+                tried.push(addr);
+                if let Some(data) = me.ask_peer(addr, id, size, pos) {
+                    me.held.set(id);
+                    return Ok(data);
+                }
+                continue;
+            }
+            let slot = {
+                let mut st = me.lock();
+                let alone = st.peers.iter().all(|p| p.r.dropped.is_some());
+                if (alone || Instant::now() >= patience) && st.origin_busy < ORIGIN_SLOTS {
+                    st.origin_busy += 1;
+                    true
+                } else {
+                    false
+                }
+            };
+            if slot {
+                let r = me.origin.get(id, size);
+                me.lock().origin_busy -= 1;
+                me.changed.notify_all();
+                let data = r?;
+                if data.len() != size as usize || ChunkId::of(&data) != *id {
+                    bail!("{}: a wrong chunk for {id}", me.origin.name());
+                }
+                me.origin_chunks.fetch_add(1, Ordering::Relaxed);
+                me.origin_bytes
+                    .fetch_add(u64::from(size), Ordering::Relaxed);
+                me.held.set(id);
+                return Ok(data);
+            }
+            // Wait for a bitmap refresh or a free origin slot; peers tried
+            // for this chunk may have it by then.
+            let st = me.lock();
+            let _ = me.changed.wait_timeout(st, Duration::from_millis(200));
+            tried.clear();
+        }
+    }
+
+    fn wire_bytes(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Tell bootd (`POST {bootd}/peers`) that this node serves `image` on
+/// `port`, now and every [`RENEW`] until `stop`.
+pub fn announce(bootd: &str, image: &str, port: u16, stop: Arc<AtomicBool>) {
+    let url = format!("{}/peers", bootd.trim_end_matches('/'));
+    let body = serde_json::json!({ "image": image, "port": port }).to_string();
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build(),
+    );
+    let _ = std::thread::Builder::new()
+        .name("announce".into())
+        .spawn(move || {
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                if Instant::now() >= next {
+                    match agent
+                        .post(&url)
+                        .header("Content-Type", "application/json")
+                        .send(body.as_bytes())
+                    {
+                        Ok(r) if r.status().as_u16() == 204 => {
+                            tracing::debug!("{url}: claimed port {port}")
+                        }
+                        Ok(r) => tracing::warn!(
+                            "{url}: claim refused: HTTP {} (peers will not find this node)",
+                            r.status().as_u16()
+                        ),
+                        Err(e) => tracing::warn!("{url}: {e}"),
+                    }
+                    next = Instant::now() + RENEW;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+}
+
+/// A claim is renewed this often (bootd keeps one 10 minutes).
+pub const RENEW: Duration = Duration::from_secs(200);
