@@ -418,8 +418,8 @@ fn with_cache(
     // Which image is current: the pinned digest, or the sidecar (the only
     // thing fetched on a hit).
     let url = &how.origins[0];
-    let (digest, by) = fetch::expected_digest(how.origins, opts)
-        .with_context(|| what_is_fetched(how.origins))?;
+    let (digest, by) =
+        fetch::expected_digest(how.origins, opts).with_context(|| what_is_fetched(how.origins))?;
     if c.lookup(&digest).is_some() {
         match c.verify(&digest) {
             Ok(v) => {
@@ -479,7 +479,11 @@ fn with_cache(
             .images()
             .unwrap_or_default()
             .into_iter()
-            .filter(|i| i.companions.iter().any(|p| p.extension().is_some_and(|e| e == "caibx")))
+            .filter(|i| {
+                i.companions
+                    .iter()
+                    .any(|p| p.extension().is_some_and(|e| e == "caibx"))
+            })
             .map(|i| i.path)
             .collect();
         o
@@ -572,8 +576,7 @@ fn fetch_to(
         }
     }
     let origins = how.origins;
-    let mut f =
-        fetch::fetch_from(origins, dest, opts).with_context(|| what_is_fetched(origins))?;
+    let mut f = fetch::fetch_from(origins, dest, opts).with_context(|| what_is_fetched(origins))?;
     if let Some(by) = by {
         f.verified_by = by.to_string();
     }
@@ -585,7 +588,10 @@ fn fetch_to(
 /// What a fetch error's context names: the image URL and how many mirrors.
 fn what_is_fetched(origins: &[String]) -> String {
     match origins.len() {
-        0 | 1 => format!("fetching the live image {}", origins.first().map_or("", |u| u)),
+        0 | 1 => format!(
+            "fetching the live image {}",
+            origins.first().map_or("", |u| u)
+        ),
         n => format!(
             "fetching the live image {} (or its {} mirrors)",
             origins[0],
@@ -699,7 +705,18 @@ mod tests {
         std::fs::create_dir_all(ram.parent().unwrap()).unwrap();
 
         let (mut cr, mut rec) = (CacheReport::default(), record(&url));
-        let got = with_cache(&c, &How { origins: std::slice::from_ref(&url), chunked: None }, &opts(), &ram, &mut cr, &mut rec).unwrap();
+        let got = with_cache(
+            &c,
+            &How {
+                origins: std::slice::from_ref(&url),
+                chunked: None,
+            },
+            &opts(),
+            &ram,
+            &mut cr,
+            &mut rec,
+        )
+        .unwrap();
         assert_eq!((cr.outcome.as_str(), cr.stored), ("miss", true), "{cr:?}");
         assert_eq!(got, ram, "a miss boots the copy in /run");
         assert_eq!(cr.bytes_fetched, 200_000);
@@ -708,7 +725,18 @@ mod tests {
         std::fs::remove_file(&ram).unwrap();
 
         let (mut cr, mut rec) = (CacheReport::default(), record(&url));
-        let got = with_cache(&c, &How { origins: std::slice::from_ref(&url), chunked: None }, &opts(), &ram, &mut cr, &mut rec).unwrap();
+        let got = with_cache(
+            &c,
+            &How {
+                origins: std::slice::from_ref(&url),
+                chunked: None,
+            },
+            &opts(),
+            &ram,
+            &mut cr,
+            &mut rec,
+        )
+        .unwrap();
         assert_eq!(cr.outcome, "hit", "{cr:?}");
         assert_eq!(
             got,
@@ -727,7 +755,18 @@ mod tests {
             f.write_all_at(&[0xff], 123_457).unwrap();
         }
         let (mut cr, mut rec) = (CacheReport::default(), record(&url));
-        let again = with_cache(&c, &How { origins: std::slice::from_ref(&url), chunked: None }, &opts(), &ram, &mut cr, &mut rec).unwrap();
+        let again = with_cache(
+            &c,
+            &How {
+                origins: std::slice::from_ref(&url),
+                chunked: None,
+            },
+            &opts(),
+            &ram,
+            &mut cr,
+            &mut rec,
+        )
+        .unwrap();
         assert_eq!(
             (cr.outcome.as_str(), cr.stored),
             ("corrupt", true),
@@ -769,7 +808,17 @@ mod tests {
         let c = Cache::open(&dir).unwrap();
         let ram = d.path().join("live.squashfs");
         let (mut cr, mut rec) = (CacheReport::default(), record(&url));
-        let r = with_cache(&c, &How { origins: std::slice::from_ref(&url), chunked: None }, &opts(), &ram, &mut cr, &mut rec);
+        let r = with_cache(
+            &c,
+            &How {
+                origins: std::slice::from_ref(&url),
+                chunked: None,
+            },
+            &opts(),
+            &ram,
+            &mut cr,
+            &mut rec,
+        );
         let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
         assert_eq!(r.unwrap(), ram);
         assert_eq!((cr.outcome.as_str(), cr.stored), ("miss", false));
