@@ -213,7 +213,7 @@ impl Server {
 }
 
 /// Hard links to the image (vmlinuz, initrd.img, live.squashfs and its
-/// sidecars) in `www`, copies of the iPXE binaries in `tftp`.
+/// sidecars; not the chunk store) in `www`, copies of the iPXE binaries in `tftp`.
 pub(crate) fn layout(ctx: &Ctx, dir: &Path) -> Result<()> {
     let (www, tftp) = (dir.join("www"), dir.join("tftp"));
     for d in [&www, &tftp] {
@@ -222,7 +222,12 @@ pub(crate) fn layout(ctx: &Ctx, dir: &Path) -> Result<()> {
     }
     let mut files: Vec<PathBuf> = vec![ctx.art.vmlinuz.clone(), ctx.art.initrd.clone()];
     for e in std::fs::read_dir(&ctx.art.www)? {
-        files.push(e?.path());
+        let e = e?;
+        // The chunk store (www/store/): the PXE boots fetch the image whole.
+        if e.file_type()?.is_dir() {
+            continue;
+        }
+        files.push(e.path());
     }
     for f in files {
         let to = www.join(f.file_name().context("a file name")?);
