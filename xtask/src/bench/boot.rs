@@ -356,7 +356,8 @@ fn boot_once(
 pub fn livenet_initrd(art: &Artifacts) -> Result<PathBuf> {
     let nodeimg = crate::build::nodeimg()?;
     let out = Command::new(&nodeimg)
-        .args(["rootfs", "debian", "--print-key"])
+        .args(["rootfs", "debian", "--print-key", "--extra-packages"])
+        .arg(e2e::EXTRA_PACKAGES.join(","))
         .output()
         .with_context(|| format!("running {} rootfs debian --print-key", nodeimg.display()))?;
     if !out.status.success() {
