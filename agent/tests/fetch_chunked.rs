@@ -2,31 +2,12 @@
 //! a store's over HTTP), and the messages an operator reads when the index
 //! is not the pinned one, when the only store sends a wrong chunk, and when
 //! the store is unreachable.
+mod common;
+use common::{nodectl_out as nodectl, Out};
 use nodeboot_chunks::{Params, Store};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn nodectl(args: &[&str]) -> Out {
-    let o = Command::new(env!("CARGO_BIN_EXE_nodectl"))
-        .args(args)
-        .env("NODECTL_LOG", "info")
-        .stdin(Stdio::null())
-        .output()
-        .expect("running nodectl");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
 
 fn noise(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;

@@ -1,33 +1,13 @@
 //! `nodectl fetch` as the operator runs it: exit codes, the stderr message,
 //! and https against a real TLS server (`openssl s_server`) with an operator CA.
 mod common;
-use common::free_port;
+use common::{free_port, nodectl_out as nodectl};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn nodectl(args: &[&str]) -> Out {
-    let o = Command::new(env!("CARGO_BIN_EXE_nodectl"))
-        .args(args)
-        .env("NODECTL_LOG", "info")
-        .stdin(Stdio::null())
-        .output()
-        .expect("running nodectl");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
 
 fn sha(d: &[u8]) -> String {
     hex::encode(Sha256::digest(d))

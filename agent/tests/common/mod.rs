@@ -49,6 +49,28 @@ pub fn nodectl(args: &[&str]) -> Output {
     o
 }
 
+/// What a nodectl run gave: exit code and output, as text.
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run nodectl with `args` (stdin null, log level info) and keep its output.
+pub fn nodectl_out(args: &[&str]) -> Out {
+    let o = Command::new(NODECTL)
+        .args(args)
+        .env("NODECTL_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running nodectl");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
 /// A sparse 512 MiB file on a loop device with partition scanning;
 /// detached (and its partitions gone) on drop.
 pub struct Loop {

@@ -445,17 +445,22 @@ mod tests {
     const LIVENET: &str = include_str!("../../tests/fixtures/bench-boot-livenet.log");
     const NODECTL: &str = include_str!("../../tests/fixtures/bench-boot-nodectl.log");
 
-    #[test]
-    fn livenet_console_gives_every_milestone_in_order() {
-        let m = milestones(Side::Livenet, LIVENET);
-        let t: Vec<f64> = MILESTONES
+    /// Every milestone's time from `console`, in [`MILESTONES`] order.
+    fn ordered(side: Side, console: &str) -> Vec<f64> {
+        let m = milestones(side, console);
+        MILESTONES
             .iter()
             .map(|n| {
                 m.get(*n)
                     .and_then(Value::as_f64)
                     .unwrap_or_else(|| panic!("{n} missing: {m:?}"))
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn livenet_console_gives_every_milestone_in_order() {
+        let t = ordered(Side::Livenet, LIVENET);
         assert!(t.windows(2).all(|w| w[0] <= w[1]), "{t:?}");
         // The fetch is curl's, between its header and its meter line.
         assert!(t[2] > t[1], "{t:?}");
@@ -463,15 +468,7 @@ mod tests {
 
     #[test]
     fn nodectl_console_gives_every_milestone_in_order() {
-        let m = milestones(Side::Nodectl, NODECTL);
-        let t: Vec<f64> = MILESTONES
-            .iter()
-            .map(|n| {
-                m.get(*n)
-                    .and_then(Value::as_f64)
-                    .unwrap_or_else(|| panic!("{n} missing: {m:?}"))
-            })
-            .collect();
+        let t = ordered(Side::Nodectl, NODECTL);
         assert!(t.windows(2).all(|w| w[0] <= w[1]), "{t:?}");
     }
 
