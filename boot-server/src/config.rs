@@ -94,6 +94,13 @@ pub struct Options {
     #[arg(long, value_enum)]
     #[serde(deserialize_with = "dhcp_mode")]
     pub dhcp_mode: Option<Mode>,
+    /// Answer IPv6 router solicitations from the inventory's MACs on the
+    /// --dhcp interface with a router advertisement that makes no one use
+    /// bootd as a router (lifetime 0, no prefix, no DHCPv6): iPXE then ends
+    /// its IPv6 setup at once instead of waiting ~16 s for a router
+    /// [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub ipv6_ra: Option<bool>,
     /// Serve this directory read-only over TFTP (the iPXE binaries:
     /// undionly.kpxe, snponly.efi, ipxe.efi).
     #[arg(long)]
@@ -343,6 +350,7 @@ impl Options {
             token_ttl,
             dhcp,
             dhcp_mode,
+            ipv6_ra,
             tftp_root,
             tftp_listen,
             tls_listen,
@@ -399,6 +407,11 @@ impl Options {
             "dhcp",
         )?;
         needs(
+            self.ipv6_ra.is_some() && self.dhcp.is_none(),
+            "ipv6_ra",
+            "dhcp",
+        )?;
+        needs(
             self.tftp_listen.is_some() && self.tftp_root.is_none(),
             "tftp_listen",
             "tftp_root",
@@ -444,6 +457,7 @@ impl Options {
                 tftp_root: self.tftp_root,
                 tftp_listen: self.tftp_listen,
                 dhcp_rate: self.dhcp_rate.unwrap_or(5),
+                ipv6_ra: self.ipv6_ra.unwrap_or(true),
                 tftp: crate::tftp::Limits {
                     max_transfers: self
                         .tftp_max_transfers
@@ -496,7 +510,7 @@ mod tests {
             "/etc/nodeboot/bootd.toml:3:1: max_conections: unknown field `max_conections`, \
              expected one of `root`, `repo`, `listen`, `rate_limit`, `port_file`, `inventory`, \
              `public_url`, `secrets`, `state`, `admin_token`, `token_ttl`, `dhcp`, `dhcp_mode`, \
-             `tftp_root`, `tftp_listen`, `tls_listen`, `tls_cert`, `tls_key`, `tls_port_file`, \
+             `ipv6_ra`, `tftp_root`, `tftp_listen`, `tls_listen`, `tls_cert`, `tls_key`, `tls_port_file`, \
              `stop_timeout`, `max_connections`, `max_connections_per_client`, `head_timeout`, \
              `body_timeout`, `idle_timeout`, `write_timeout`, `max_nodes`, `dhcp_rate`, \
              `tftp_max_transfers`, `tftp_per_client`, `tftp_retries`, `tftp_timeout`, \
@@ -653,5 +667,6 @@ mod tests {
             format!("{:?}", bare.resolve().unwrap())
         );
         assert_eq!(all.dhcp_mode, Some(Mode::Proxy));
+        assert_eq!(all.ipv6_ra, Some(true));
     }
 }

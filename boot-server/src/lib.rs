@@ -20,6 +20,7 @@
 //! - [`dhcp`]: DHCP answers for the inventory's hosts (boot file by client).
 //! - [`tftp`]: the iPXE binaries over TFTP, read-only.
 //! - [`netboot`]: the DHCP and TFTP sockets and threads beside HTTP.
+//! - [`ndp`]: router advertisements that end iPXE's IPv6 wait (lifetime 0).
 //! - [`tls`]: HTTPS (rustls): the certificate, reloaded; one connection's stream.
 //! - [`notify`]: systemd's readiness protocol (READY, RELOADING, STOPPING).
 //! - [`config`]: `bootd serve --config FILE` (TOML), checked with FILE:LINE: KEY.
@@ -32,6 +33,7 @@ pub mod identity;
 pub mod inventory;
 pub mod limits;
 pub mod metrics;
+pub mod ndp;
 pub mod netboot;
 pub mod notify;
 pub mod page;

@@ -163,6 +163,39 @@ impl Dhcp {
     }
 }
 
+/// What became of one IPv6 router solicitation ([`crate::ndp`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ndp {
+    /// A router advertisement (lifetime 0, no prefix) went back.
+    Answered,
+    /// Not from an inventory MAC's link-local address, or hop limit not 255.
+    Ignored,
+    /// Held back by the answers-per-MAC or in-all limit.
+    RateLimited,
+    Malformed,
+    /// The advertisement could not be sent.
+    SendFailed,
+}
+
+impl Ndp {
+    const ALL: [Ndp; 5] = [
+        Ndp::Answered,
+        Ndp::Ignored,
+        Ndp::RateLimited,
+        Ndp::Malformed,
+        Ndp::SendFailed,
+    ];
+    fn label(self) -> &'static str {
+        match self {
+            Ndp::Answered => "answered",
+            Ndp::Ignored => "ignored",
+            Ndp::RateLimited => "rate_limited",
+            Ndp::Malformed => "malformed",
+            Ndp::SendFailed => "send_failed",
+        }
+    }
+}
+
 /// Why a TFTP request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TftpRefused {
@@ -270,6 +303,7 @@ pub struct Metrics {
     http_refused: [AtomicU64; 2],
     dhcp_received: AtomicU64,
     dhcp: [AtomicU64; Dhcp::ALL.len()],
+    ndp: [AtomicU64; Ndp::ALL.len()],
     tftp_started: AtomicU64,
     /// [completed, stopped].
     tftp_ended: [AtomicU64; 2],
@@ -310,6 +344,7 @@ impl Metrics {
             http_refused: [const { AtomicU64::new(0) }; 2],
             dhcp_received: AtomicU64::new(0),
             dhcp: [const { AtomicU64::new(0) }; Dhcp::ALL.len()],
+            ndp: [const { AtomicU64::new(0) }; Ndp::ALL.len()],
             tftp_started: AtomicU64::new(0),
             tftp_ended: [const { AtomicU64::new(0) }; 2],
             tftp_refused: [const { AtomicU64::new(0) }; TftpRefused::ALL.len()],
@@ -365,6 +400,10 @@ impl Metrics {
 
     pub fn dhcp(&self, what: Dhcp) {
         self.dhcp[what as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn ndp(&self, what: Ndp) {
+        self.ndp[what as usize].fetch_add(1, Relaxed);
     }
 
     /// A TFTP transfer starts: `bootd_tftp_transfers_in_flight` while the
@@ -486,6 +525,20 @@ impl Metrics {
                 "bootd_dhcp_packets_total{{outcome=\"{}\"}} {}",
                 d.label(),
                 load(&self.dhcp[d as usize])
+            );
+        }
+        head(
+            &mut o,
+            "bootd_ndp_router_solicitations_total",
+            "counter",
+            "IPv6 router solicitations on the DHCP interface, by what became of them.",
+        );
+        for d in Ndp::ALL {
+            let _ = writeln!(
+                o,
+                "bootd_ndp_router_solicitations_total{{outcome=\"{}\"}} {}",
+                d.label(),
+                load(&self.ndp[d as usize])
             );
         }
 

@@ -5,7 +5,9 @@
 //! DHCP listens on UDP 67 and 4011 of every address, bound
 //! to the interface with `SO_BINDTODEVICE` so that it only hears the boot
 //! network, and answers from the interface's first IPv4 address. TFTP
-//! listens on port 69 of that address (`--tftp-listen` to change it).
+//! listens on port 69 of that address (`--tftp-listen` to change it). On
+//! the same interface bootd answers IPv6 router solicitations from the
+//! inventory's MACs ([`crate::ndp`]; `--ipv6-ra false` turns it off).
 use crate::dhcp::{self, Ignore, Mode, Port, Responder, Verdict};
 use crate::inventory::Live;
 use anyhow::{bail, Context, Result};
@@ -28,6 +30,9 @@ pub struct Options {
     pub tftp_listen: Option<SocketAddr>,
     /// DHCP answers per MAC per second (0: no limit).
     pub dhcp_rate: u32,
+    /// Answer IPv6 router solicitations on the DHCP interface
+    /// ([`crate::ndp`]).
+    pub ipv6_ra: bool,
     /// TFTP limits.
     pub tftp: crate::tftp::Limits,
 }
@@ -188,6 +193,9 @@ pub fn start(
         "dhcp: {mode} mode on {name} ({ip}), iPXE scripts at {}",
         responder.script_url("MAC")
     );
+    if opts.ipv6_ra {
+        crate::ndp::start(&name, inventory);
+    }
     Ok(())
 }
 

@@ -18,6 +18,14 @@
 //!    fetches the live image from bootd, and the node reaches multi-user as
 //!    in the `boot` scenario (`judge_ready`).
 //!
+//! bootd also answers iPXE's IPv6 router solicitations (issue 17: a router
+//! advertisement with lifetime 0 and no prefix), so neither iPXE waits
+//! ~16 s for a router; the scenario checks that one went out before the
+//! script was fetched. `NODEBOOT_PXE_IPV6_RA=0` runs bootd with `--ipv6-ra
+//! false` instead, to time the boot without them (`durations` in
+//! report.json: `dhcp_offer_to_tftp_done` and `ipxe_dhcp_to_ipxe_script`
+//! hold the waits).
+//!
 //! The namespace, its tap device, bootd and QEMU are removed by guards on
 //! every path. Nothing leaves the namespace: it has no other interface.
 use crate::e2e;
@@ -191,15 +199,27 @@ impl Server {
         }
     }
 
-    /// bootd in namespace `ns` with DHCP on `iface` and no TFTP.
+    /// bootd in namespace `ns` with DHCP on `iface`, no TFTP, and `extra`
+    /// arguments.
     pub(crate) fn start_no_tftp(
         bootd: &Path,
         ns: &str,
         iface: &str,
         dir: &Path,
         inventory: &Path,
+        extra: &[&str],
     ) -> Result<Server> {
-        Server::spawn(bootd, ns, iface, dir, inventory, &[], false)
+        Server::spawn(bootd, ns, iface, dir, inventory, extra, false)
+    }
+
+    /// Seconds after `t0` of every log line matching `pred`.
+    pub(crate) fn all_when(&self, t0: Instant, pred: impl Fn(&str) -> bool) -> Vec<f64> {
+        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        lines
+            .iter()
+            .filter(|(_, l)| pred(l))
+            .map(|(t, _)| (t.saturating_duration_since(t0).as_secs_f64() * 1000.0).round() / 1000.0)
+            .collect()
     }
 
     /// Seconds after `t0` of the first log line matching `pred`.
@@ -438,12 +458,16 @@ pub fn run(ctx: &Ctx, dir: &Path, kind: Kind) -> Result<Value> {
     }
     let inv = inventory(dir, kind == Kind::Bios, secure.then_some("shimx64.efi"))?;
     let ns = Netns::create()?;
+    // bootd's router advertisements end iPXE's IPv6 wait (issue 17);
+    // NODEBOOT_PXE_IPV6_RA=0 boots without them, to time the difference.
+    let ra = std::env::var("NODEBOOT_PXE_IPV6_RA").map_or(true, |v| v != "0");
+    let extra: &[&str] = if ra { &[] } else { &["--ipv6-ra", "false"] };
     let srv = if kind == Kind::Http {
         // The boot program is a file of the HTTP root.
         std::fs::copy(dir.join("tftp/snponly.efi"), dir.join("www/snponly.efi"))?;
-        Server::start_no_tftp(&ctx.bootd, &ns.name, TAP, dir, &inv)?
+        Server::start_no_tftp(&ctx.bootd, &ns.name, TAP, dir, &inv, extra)?
     } else {
-        Server::start(&ctx.bootd, &ns.name, TAP, dir, &inv, &[])?
+        Server::start(&ctx.bootd, &ns.name, TAP, dir, &inv, extra)?
     };
     let uefi = kind != Kind::Bios;
     let t0 = Instant::now();
@@ -547,19 +571,43 @@ pub fn run(ctx: &Ctx, dir: &Path, kind: Kind) -> Result<Value> {
     };
     // bootd's own counters of this boot, checked by promtool (BIOS and
     // UEFI PXE: DHCP, TFTP, HTTP and the node's reports all went through).
+    // The advertisements bootd sent (to iPXE, then to the node's kernel):
+    // with them on, iPXE's solicitations got one before it went on.
+    let adverts = srv.all_when(t0, |l| l.contains("ndp: router advertisement"));
+    let ipxe = matches!(kind, Kind::Bios | Kind::Uefi | Kind::Http);
+    if ra && ipxe && !adverts.iter().any(|&t| t < at(script)) {
+        bail!(
+            "bootd sent no router advertisement before iPXE fetched its script ({})",
+            dir.join("bootd.log").display()
+        );
+    }
+    if !ra && !adverts.is_empty() {
+        bail!("bootd sent router advertisements with --ipv6-ra false");
+    }
     let metrics = match kind {
         Kind::Bios | Kind::Uefi => {
             let base = format!("http://{SERVER}:{}", srv.port);
-            let need = crate::metrics::boot_requirements(true);
+            let mut need = crate::metrics::boot_requirements(true);
+            if ra {
+                need.push(r#"bootd_ndp_router_solicitations_total{outcome="answered"}"#);
+            }
             crate::metrics::after_boot(Some(&ns.name), &base, &need)?
         }
         _ => Value::Null,
     };
-    let durations = json!({
+    let mut durations = json!({
         format!("dhcp_to_{script}"): ms(at(script) - at("dhcp_offer")),
         format!("{script}_to_live_root"): ms(live - at(script)),
         "dhcp_to_live_root": ms(live - at("dhcp_offer")),
     });
+    // The steps iPXE's IPv6 wait sits in: after its DHCP, before it goes
+    // on (the firmware's iPXE to TFTP, the chainloaded one to its script).
+    if server.contains_key("ipxe_dhcp") {
+        durations["ipxe_dhcp_to_ipxe_script"] = json!(ms(at("ipxe_script") - at("ipxe_dhcp")));
+    }
+    if kind == Kind::Bios {
+        durations["dhcp_offer_to_tftp_done"] = json!(ms(at("tftp_done") - at("dhcp_offer")));
+    }
     let report = json!({
         "hostname": st["hostname"],
         "accel": ctx.accel,
@@ -567,6 +615,8 @@ pub fn run(ctx: &Ctx, dir: &Path, kind: Kind) -> Result<Value> {
         "bootd": server,
         "milestones": r.milestones,
         "durations": durations,
+        "ipv6_ra": ra,
+        "router_advertisements_at": adverts,
         "metrics": metrics,
         "firmware": st["firmware"],
         "image_sha256": ctx.art.sha256,

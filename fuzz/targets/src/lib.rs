@@ -19,7 +19,7 @@ use nodeboot_agent::{native, nodetoml, provision, repo};
 use nodeboot_boot_server::dhcp::{self, Mode, Port, Responder, Verdict};
 use nodeboot_boot_server::http::{self, BodyError, RangeReq};
 use nodeboot_boot_server::inventory::{self, Inventory};
-use nodeboot_boot_server::{page, secrets, status, template, tftp};
+use nodeboot_boot_server::{ndp, page, secrets, status, template, tftp};
 
 /// The body of a target: any bytes, no result; a panic is a finding.
 pub type Body = fn(&[u8]);
@@ -44,6 +44,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("ldap", ldap),
     ("caibx", caibx),
     ("peer_request", peer_request),
+    ("router_solicitation", router_solicitation),
 ];
 
 /// The body of the target `name`.
@@ -183,6 +184,54 @@ pub fn dhcp_server(data: &[u8]) {
                 );
             }
         }
+    }
+}
+
+/// bootd's answer to IPv6 router solicitations: `ndp::parse` and
+/// `ndp::judge` of an ICMPv6 message, from the source and with the hop
+/// limit the first byte picks (bits 0-1: link-local, `::`, global,
+/// multicast; bit 2: hop limit 255, else 64; bit 3: no hop limit; bits
+/// 4-5 with bit 6: one of the inventory's MACs (or an unknown one) put in
+/// a source link-layer option at the start), and `ndp::hop_limit` of the
+/// same bytes as a control buffer. What is answered is a solicitation
+/// from a link-local address, hop limit 255, with an inventory MAC.
+pub fn router_solicitation(data: &[u8]) {
+    let Some((&ctl, rest)) = data.split_first() else {
+        return;
+    };
+    let _ = ndp::hop_limit(rest);
+    let mut pkt = rest.to_vec();
+    if ctl & 0x40 != 0 && pkt.len() >= 16 {
+        pkt[0] = ndp::ROUTER_SOLICITATION;
+        pkt[8] = 1;
+        pkt[9] = 1;
+        pkt[10..16].copy_from_slice(&DHCP_MACS[usize::from((ctl >> 4) & 3)]);
+    }
+    let parsed = ndp::parse(&pkt);
+    if let Ok(Some(rs)) = &parsed {
+        assert_eq!(pkt[0], ndp::ROUTER_SOLICITATION);
+        assert!((8..=ndp::MAX_PACKET).contains(&pkt.len()));
+        if let Some(m) = rs.mac {
+            assert!(pkt.windows(6).any(|w| w == m), "a MAC not in the packet");
+        }
+    }
+    let src = match ctl & 3 {
+        0 => std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0x5054, 0xff, 0xfe12, 0x3456),
+        1 => std::net::Ipv6Addr::UNSPECIFIED,
+        2 => std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
+        _ => std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
+    };
+    let hops = match (ctl & 0x08 != 0, ctl & 0x04 != 0) {
+        (true, _) => None,
+        (false, true) => Some(255),
+        (false, false) => Some(64),
+    };
+    if let Ok(a) = ndp::judge(&pkt, src, hops, dhcp_inventory()) {
+        assert!(matches!(parsed, Ok(Some(_))));
+        assert_eq!(hops, Some(255));
+        assert_eq!(ctl & 3, 0, "answered {src}");
+        assert_eq!(a.to, src);
+        assert!(dhcp_inventory().by_mac(&a.mac).is_some(), "{}", a.mac);
     }
 }
 
