@@ -313,16 +313,18 @@ impl Bootd {
 
     /// Wait up to 5 s for `what` in the log.
     fn wait_log(&self, what: &str) -> String {
+        self.wait_log_within(what, Duration::from_secs(5))
+    }
+
+    /// Wait up to `limit` for `what` in the log.
+    fn wait_log_within(&self, what: &str, limit: Duration) -> String {
         let t0 = Instant::now();
         loop {
             let l = self.log_text();
             if l.contains(what) {
                 return l;
             }
-            assert!(
-                t0.elapsed() < Duration::from_secs(5),
-                "{what:?} not in bootd's log:\n{l}"
-            );
+            assert!(t0.elapsed() < limit, "{what:?} not in bootd's log:\n{l}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -1004,4 +1006,94 @@ fn grub_configs_per_mac_over_tftp_and_http() {
     let body = String::from_utf8_lossy(&body);
     assert_eq!(code, 0, "{err}");
     assert!(body.contains("\nexit\n") && body.ends_with("200"), "{body}");
+}
+
+/// `Icmp6InRouterAdvertisements` of the client namespace's kernel.
+fn advertisements_received(net: &Net) -> u64 {
+    let o = run(&["ip", "netns", "exec", &net.client, "cat", "/proc/net/snmp6"]);
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Icmp6InRouterAdvertisements"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Icmp6InRouterAdvertisements in /proc/net/snmp6")
+}
+
+/// The client's link down and up again: its kernel solicits a router
+/// once its link-local address has passed DAD (then every 4 s).
+fn solicit(net: &Net) {
+    run(&["ip", "-n", &net.client, "link", "set", "cli0", "down"]);
+    run(&["ip", "-n", &net.client, "link", "set", "cli0", "up"]);
+}
+
+/// Issue 17: a real kernel's router solicitation from cn1's MAC gets
+/// bootd's advertisement (counted by the client's kernel), which gives it
+/// no default route and no address; an unknown MAC's gets none, and
+/// `--ipv6-ra false` sends none.
+#[test]
+fn router_solicitations_from_inventory_macs_get_a_lifetime_0_advertisement() {
+    require_netns!();
+    let net = Net::new("ra", 10, CN1_MAC);
+    let srv = net.full_mode(&[]);
+    srv.wait_log("ndp: answering router solicitations");
+    assert_eq!(advertisements_received(&net), 0);
+    solicit(&net);
+    let log = srv.wait_log_within("ndp: router advertisement", Duration::from_secs(20));
+    assert!(
+        log.contains("ndp: router advertisement (lifetime 0, no prefix) to fe80::5054:ff:fe12:3456 (52:54:00:12:34:56, cn1)"),
+        "{log}"
+    );
+    let t0 = Instant::now();
+    while advertisements_received(&net) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the client's kernel got none"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Lifetime 0, no prefix: no default route, no global address.
+    let route = run(&["ip", "-n", &net.client, "-6", "route", "show", "default"]);
+    assert!(
+        route.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&route.stdout)
+    );
+    let addrs = run(&[
+        "ip",
+        "-n",
+        &net.client,
+        "-6",
+        "addr",
+        "show",
+        "scope",
+        "global",
+    ]);
+    assert!(
+        addrs.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&addrs.stdout)
+    );
+    drop(srv);
+
+    // An unknown MAC: ignored (debug line), nothing sent.
+    let other = Net::new("ra-unknown", 11, "02:00:00:00:00:99");
+    let srv = other.full_mode(&[]);
+    srv.wait_log("ndp: answering router solicitations");
+    solicit(&other);
+    let log = srv.wait_log_within(
+        "ndp: ignoring a router solicitation",
+        Duration::from_secs(20),
+    );
+    assert!(log.contains("UnknownMac(\"02:00:00:00:00:99\")"), "{log}");
+    assert!(!log.contains("ndp: router advertisement"), "{log}");
+    assert_eq!(advertisements_received(&other), 0);
+    drop(srv);
+
+    // Turned off.
+    let off = Net::new("ra-off", 12, CN1_MAC);
+    let srv = off.full_mode(&["--ipv6-ra", "false"]);
+    srv.wait_log("dhcp: full mode");
+    solicit(&off);
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(advertisements_received(&off), 0);
+    assert!(!srv.log_text().contains("ndp:"), "{}", srv.log_text());
 }
