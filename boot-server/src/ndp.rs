@@ -34,7 +34,9 @@
 //!   [`PER_SECOND`] in all;
 //! - when this host does not forward IPv6 on the interface (a router there
 //!   sends its own advertisements, and one with lifetime 0 from the same
-//!   address would withdraw it as the hosts' default router).
+//!   address would withdraw it as the hosts' default router): read from
+//!   `/proc/sys`, else, under the unit's `ProcSubset=pid`, from whether the
+//!   interface is in the all-routers group ([`ipv6_on`]).
 //!
 //! `ipv6_ra = false` in bootd.toml (`--ipv6-ra false`) turns it off.
 use crate::inventory::Live;
@@ -263,12 +265,52 @@ impl Limiter {
     }
 }
 
-/// Whether this host forwards IPv6 on `iface` (`proc_sys`:
-/// `/proc/sys/net/ipv6/conf`); `None` when the interface has no IPv6.
-pub fn forwarding(proc_sys: &Path, iface: &str) -> Option<bool> {
-    let f = proc_sys.join(iface).join("forwarding");
-    let v = std::fs::read_to_string(f).ok()?;
-    Some(v.trim() != "0")
+/// What this host does with IPv6 on an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ipv6 {
+    /// No IPv6 on the interface.
+    Off,
+    /// A host there: IPv6 on, not forwarded.
+    Host,
+    /// A router there: it forwards IPv6 (and sends advertisements of its own).
+    Router,
+    /// Neither `/proc/sys` nor `/proc/self/net` could be read.
+    Unknown,
+}
+
+/// What this host does with IPv6 on `iface`, from `proc` (`/proc`):
+/// `sys/net/ipv6/conf/IFACE/forwarding`, else (under systemd's
+/// `ProcSubset=pid`, which hides `/proc/sys`) whether the interface is in
+/// the all-routers group (`ff02::2`, joined by the kernel when it forwards
+/// there) in `self/net/igmp6`. Call it before joining that group oneself.
+pub fn ipv6_on(proc: &Path, iface: &str) -> Ipv6 {
+    let conf = proc.join("sys/net/ipv6/conf");
+    if conf.is_dir() {
+        return match std::fs::read_to_string(conf.join(iface).join("forwarding")) {
+            Ok(v) if v.trim() == "0" => Ipv6::Host,
+            Ok(_) => Ipv6::Router,
+            Err(_) => Ipv6::Off,
+        };
+    }
+    let Ok(groups) = std::fs::read_to_string(proc.join("self/net/igmp6")) else {
+        return Ipv6::Unknown;
+    };
+    let mut on = false;
+    for l in groups.lines() {
+        let mut f = l.split_whitespace();
+        if f.nth(1) != Some(iface) {
+            continue;
+        }
+        on = true;
+        if f.next() == Some("ff020000000000000000000000000002") {
+            return Ipv6::Router;
+        }
+    }
+    if on {
+        Ipv6::Host
+    } else {
+        Ipv6::Off
+    }
 }
 
 /// The MAC of `iface`, if it has one.
@@ -333,22 +375,26 @@ struct Counts {
 /// interface, no `CAP_NET_RAW`, this host routes IPv6 there) are logged and
 /// bootd goes on without the answers.
 pub fn start(iface: &str, inventory: Arc<Live>) {
-    match forwarding(Path::new("/proc/sys/net/ipv6/conf"), iface) {
-        None => {
+    match ipv6_on(Path::new("/proc"), iface) {
+        Ipv6::Off => {
             tracing::info!(
                 "ndp: {iface} has no IPv6: no router advertisements (iPXE gives up \
                  waiting for one after ~16 s)"
             );
             return;
         }
-        Some(true) => {
+        Ipv6::Router => {
             tracing::warn!(
                 "ndp: this host forwards IPv6 on {iface}: its own router advertisements \
                  stand, bootd sends none"
             );
             return;
         }
-        Some(false) => {}
+        Ipv6::Unknown => tracing::info!(
+            "ndp: cannot tell whether this host forwards IPv6 on {iface} (neither \
+             /proc/sys nor /proc/self/net readable): answering as a host"
+        ),
+        Ipv6::Host => {}
     }
     let sock = match open(iface) {
         Ok(s) => s,
@@ -685,15 +731,32 @@ ip = "10.0.0.5/24"
     }
 
     #[test]
-    fn forwarding_is_read_from_proc() {
+    fn forwarding_is_read_from_proc_sys_else_from_the_router_group() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(d.path().join("eth1")).unwrap();
-        std::fs::create_dir_all(d.path().join("eth2")).unwrap();
-        std::fs::write(d.path().join("eth1/forwarding"), "0\n").unwrap();
-        std::fs::write(d.path().join("eth2/forwarding"), "1\n").unwrap();
-        assert_eq!(forwarding(d.path(), "eth1"), Some(false));
-        assert_eq!(forwarding(d.path(), "eth2"), Some(true));
-        assert_eq!(forwarding(d.path(), "eth3"), None);
+        let conf = d.path().join("sys/net/ipv6/conf");
+        std::fs::create_dir_all(conf.join("eth1")).unwrap();
+        std::fs::create_dir_all(conf.join("eth2")).unwrap();
+        std::fs::write(conf.join("eth1/forwarding"), "0\n").unwrap();
+        std::fs::write(conf.join("eth2/forwarding"), "1\n").unwrap();
+        assert_eq!(ipv6_on(d.path(), "eth1"), Ipv6::Host);
+        assert_eq!(ipv6_on(d.path(), "eth2"), Ipv6::Router);
+        assert_eq!(ipv6_on(d.path(), "eth3"), Ipv6::Off);
+        // ProcSubset=pid: no /proc/sys, but /proc/self/net.
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(ipv6_on(d.path(), "eth1"), Ipv6::Unknown);
+        std::fs::create_dir_all(d.path().join("self/net")).unwrap();
+        std::fs::write(
+            d.path().join("self/net/igmp6"),
+            "1    lo              ff020000000000000000000000000001     1 0000000C 0\n\
+             3    eth1            ff020000000000000000000000000001     1 0000000C 0\n\
+             3    eth1            ff0200000000000000000001ff123456     1 00000004 0\n\
+             4    eth2            ff020000000000000000000000000001     1 0000000C 0\n\
+             4    eth2            ff020000000000000000000000000002     1 0000000C 0\n",
+        )
+        .unwrap();
+        assert_eq!(ipv6_on(d.path(), "eth1"), Ipv6::Host);
+        assert_eq!(ipv6_on(d.path(), "eth2"), Ipv6::Router);
+        assert_eq!(ipv6_on(d.path(), "eth3"), Ipv6::Off);
     }
 
     /// A control buffer as Linux writes it: one `cmsghdr` and its data.
