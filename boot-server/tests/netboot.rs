@@ -1088,6 +1088,24 @@ fn router_solicitations_from_inventory_macs_get_a_lifetime_0_advertisement() {
     assert_eq!(advertisements_received(&other), 0);
     drop(srv);
 
+    // This host routes IPv6 on the interface: its own advertisements
+    // stand, bootd sends none.
+    let router = Net::new("ra-router", 13, CN1_MAC);
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &router.server,
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv6.conf.srv0.forwarding=1",
+    ]);
+    let srv = router.full_mode(&[]);
+    let log = srv.wait_log("ndp: this host forwards IPv6 on srv0");
+    assert!(!log.contains("ndp: answering"), "{log}");
+    drop(srv);
+
     // Turned off.
     let off = Net::new("ra-off", 12, CN1_MAC);
     let srv = off.full_mode(&["--ipv6-ra", "false"]);
