@@ -250,6 +250,7 @@ impl Drop for Slot<'_> {
 fn connection(mut s: TcpStream, sh: &Shared) -> std::io::Result<()> {
     s.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let _ = s.set_nodelay(true);
+    let peer_ip = s.peer_addr().ok().map(|a| a.ip());
     let mut buf = vec![0u8; MAX_HEAD];
     let mut filled = 0;
     loop {
@@ -289,6 +290,15 @@ fn connection(mut s: TcpStream, sh: &Shared) -> std::io::Result<()> {
         buf.copy_within(used..filled, 0);
         filled -= used;
         let close = req.close;
+        // An asker that serves this image says what it holds: news for
+        // this node's own fetch.
+        if let (Some(ip), Some(h), Some(Route::Have { image } | Route::Chunk { image, .. })) =
+            (peer_ip, req.from, &req.route)
+        {
+            if *image == sh.image {
+                sh.held.hear(SocketAddr::new(ip, h.port), h.have);
+            }
+        }
         if req.method != "GET" {
             respond(
                 &mut s,
@@ -487,6 +497,35 @@ mod tests {
         let (h, _) = get(s.local_addr(), &super::super::have_path(IMG));
         assert!(h.starts_with("HTTP/1.1 200"), "{h}");
         drop(slow);
+    }
+
+    #[test]
+    fn askers_that_serve_are_heard() {
+        let data = vec![5u8; 3000];
+        let (_d, s, held, _) = serve(&data, 0);
+        let mut c = TcpStream::connect(s.local_addr()).unwrap();
+        let p = super::super::have_path(IMG);
+        write!(
+            c,
+            "GET {p} HTTP/1.1\r\nx-nodeboot-have: 05\r\nx-nodeboot-port: 7070\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut t = Vec::new();
+        c.read_to_end(&mut t).unwrap();
+        assert_eq!(
+            held.heard(),
+            vec![("127.0.0.1:7070".parse().unwrap(), vec![5])]
+        );
+        // Of another image: not heard.
+        let other = p.replace(IMG, &"f".repeat(64));
+        let mut c = TcpStream::connect(s.local_addr()).unwrap();
+        write!(
+            c,
+            "GET {other} HTTP/1.1\r\nx-nodeboot-have: 05\r\nx-nodeboot-port: 7070\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        c.read_to_end(&mut t).unwrap();
+        assert_eq!(held.heard(), vec![]);
     }
 
     #[test]

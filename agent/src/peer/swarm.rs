@@ -6,8 +6,10 @@
 //! [`REFRESH`] until [`MAPS_PER_ROUND`] peers are known, then every
 //! [`BOOTD_SETTLED`]); what each holds, from its `have` bitmap (the
 //! [`MAPS_PER_ROUND`] asked least recently are asked again every
-//! [`REFRESH`], a peer that holds everything never again) and from the map
-//! each chunk answer carries.
+//! [`REFRESH`], a peer that holds everything never again), from the map
+//! each chunk answer carries, and from what the peers tell of themselves
+//! when they ask this node's chunk server ([`Held::heard`]; this node tells
+//! them the same in its requests).
 //!
 //! Choice ([`SwarmHandle::picker`]): the chunk the fewest known peers hold,
 //! among those at least one holds (rarest first, ties at random), so that
@@ -91,6 +93,24 @@ struct Peer {
     asked: Option<Instant>,
     failures: u32,
     r: PeerReport,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr, have: Vec<u8>) -> Peer {
+        Peer {
+            addr,
+            have,
+            asked: None,
+            failures: 0,
+            r: PeerReport {
+                addr: addr.to_string(),
+                chunks: 0,
+                bytes: 0,
+                misses: 0,
+                dropped: None,
+            },
+        }
+    }
 }
 
 struct State {
@@ -243,19 +263,7 @@ impl Inner {
             if st.peers.iter().any(|p| p.addr == *a) {
                 continue;
             }
-            st.peers.push(Peer {
-                addr: *a,
-                have: Vec::new(),
-                asked: None,
-                failures: 0,
-                r: PeerReport {
-                    addr: a.to_string(),
-                    chunks: 0,
-                    bytes: 0,
-                    misses: 0,
-                    dropped: None,
-                },
-            });
+            st.peers.push(Peer::new(*a, Vec::new()));
         }
     }
 
@@ -308,6 +316,7 @@ impl Inner {
             let addrs: Vec<SocketAddr> = {
                 let n = self.held.len();
                 let mut st = self.lock();
+                self.absorb(&mut st);
                 // A peer that holds everything has nothing new to tell.
                 let mut live: Vec<&mut Peer> = st
                     .peers
@@ -329,8 +338,7 @@ impl Inner {
                 }
                 let url = format!("http://{a}{}", have_path(&self.image));
                 let got = self
-                    .agent
-                    .get(&url)
+                    .tell(self.agent.get(&url))
                     .call()
                     .map_err(|e| anyhow!("{e}"))
                     .and_then(|mut r| {
@@ -389,8 +397,7 @@ impl Inner {
     fn ask_peer(&self, addr: SocketAddr, id: &ChunkId, size: u32, pos: usize) -> Asked {
         let url = format!("http://{addr}{}", chunk_path(&self.image, id));
         let got = self
-            .agent
-            .get(&url)
+            .tell(self.agent.get(&url))
             .call()
             .map_err(|e| anyhow!("{e}"))
             .and_then(|mut r| {
@@ -462,6 +469,37 @@ impl Inner {
                     }
                 });
                 Asked::Failed
+            }
+        }
+    }
+
+    /// A request to a peer, with what this node holds and where it serves
+    /// it (when it does, and the map fits a header).
+    fn tell<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        let Some(port) = self.own_port else {
+            return r;
+        };
+        let map = self.held.bitmap();
+        if map.len() > super::MAX_HAVE_HEADER / 2 {
+            return r;
+        }
+        r.header(super::HAVE_HEADER, hex::encode(map))
+            .header(super::PORT_HEADER, port.to_string())
+    }
+
+    /// Take in what askers of this node's chunk server said they hold.
+    fn absorb(&self, st: &mut State) {
+        for (addr, map) in self.held.heard() {
+            if let Some(p) = st.peers.iter_mut().find(|p| p.addr == addr) {
+                if p.r.dropped.is_none() {
+                    // A peer's set only grows: both are true.
+                    p.have.resize(map.len(), 0);
+                    for (a, b) in p.have.iter_mut().zip(&map) {
+                        *a |= b;
+                    }
+                }
+            } else if st.peers.len() < MAX_PEERS {
+                st.peers.push(Peer::new(addr, map));
             }
         }
     }
@@ -549,6 +587,7 @@ impl Picker for SwarmPicker {
         let t = Instant::now();
         let mut st = me.lock();
         loop {
+            me.absorb(&mut st);
             let State { peers, rng, .. } = &mut *st;
             if let Some(k) = rarest(peers, &me.held, wanted, rng) {
                 return k;
