@@ -13,11 +13,12 @@
 //!
 //! Choice ([`SwarmHandle::picker`]): the chunk the fewest known peers hold,
 //! among those at least one holds (rarest first, ties at random), so that
-//! what the origin sent spreads before it is asked again. Only when no
-//! known peer holds any chunk still wanted does a node go to the origin,
-//! for a random one, at most [`ORIGIN_SLOTS`] at a time ([`ALONE_SLOTS`]
-//! once it has been alone for [`ALONE_AFTER`]): in a fleet booting at once
-//! the origin sends each chunk to few nodes and the peers pass it on. A
+//! what the origin sent spreads before it is asked again. A node asks the
+//! origin only for chunks no known peer holds, a random one of them, at
+//! most [`ORIGIN_SLOTS`] at a time ([`ALONE_SLOTS`] once it has been alone
+//! for [`ALONE_AFTER`]), its other workers taking the rarest from the
+//! peers: in a fleet booting at once the origin sends each chunk to few
+//! nodes, as fast as its link goes, and the peers pass it on. A
 //! chunk is marked held (served to the peers) once the assembler wrote it.
 //!
 //! For a chunk: a random peer whose bitmap has it is asked; a peer that
@@ -541,9 +542,14 @@ fn complete(map: &[u8], n: usize) -> bool {
 }
 
 /// The place in `wanted` of the chunk the fewest of the live `peers` hold,
-/// among those at least one holds (ties at random); `None` when no live
-/// peer holds any.
-fn rarest(peers: &[Peer], held: &Held, wanted: &[ChunkId], rng: &mut u64) -> Option<usize> {
+/// among those at least one holds (ties at random; `None` when no live
+/// peer holds any), and the places of those none holds.
+fn rarest(
+    peers: &[Peer],
+    held: &Held,
+    wanted: &[ChunkId],
+    rng: &mut u64,
+) -> (Option<usize>, Vec<usize>) {
     let mut count = vec![0u16; held.len()];
     for p in peers.iter().filter(|p| p.r.dropped.is_none()) {
         for (i, c) in count.iter_mut().enumerate() {
@@ -554,11 +560,13 @@ fn rarest(peers: &[Peer], held: &Held, wanted: &[ChunkId], rng: &mut u64) -> Opt
     }
     let mut best: Option<(u16, usize)> = None;
     let mut ties = 0u64;
+    let mut none = Vec::new();
     for (k, id) in wanted.iter().enumerate() {
         let Some(c) = held.position(id).map(|pos| count[pos]) else {
             continue;
         };
         if c == 0 {
+            none.push(k);
             continue;
         }
         match best {
@@ -575,7 +583,7 @@ fn rarest(peers: &[Peer], held: &Held, wanted: &[ChunkId], rng: &mut u64) -> Opt
             }
         }
     }
-    best.map(|(_, k)| k)
+    (best.map(|(_, k)| k), none)
 }
 
 /// See [`SwarmHandle::picker`].
@@ -589,13 +597,21 @@ impl Picker for SwarmPicker {
         loop {
             me.absorb(&mut st);
             let State { peers, rng, .. } = &mut *st;
-            if let Some(k) = rarest(peers, &me.held, wanted, rng) {
-                return k;
-            }
-            // No peer holds any of them: one for the origin, at random
-            // (the other nodes choose theirs), once a slot is free.
+            let (best, none) = rarest(peers, &me.held, wanted, rng);
             let live = st.peers.iter().filter(|p| p.r.dropped.is_none()).count();
             let free = st.origin_busy + st.reserved.len() < me.origin_slots(live);
+            // A free origin slot brings in a chunk no known peer holds, at
+            // random (the other nodes choose theirs): the fleet gets what
+            // it lacks as fast as the origin sends, and no sooner asks the
+            // origin for what a peer has.
+            if free && !none.is_empty() {
+                let k = none[(xorshift(&mut st.rng) % none.len() as u64) as usize];
+                st.reserved.push(wanted[k]);
+                return k;
+            }
+            if let Some(k) = best {
+                return k;
+            }
             if free || me.stop.load(Ordering::Relaxed) || t.elapsed() >= PICK_WAIT {
                 let k = (xorshift(&mut st.rng) % wanted.len().max(1) as u64) as usize;
                 if free {
