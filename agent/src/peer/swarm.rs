@@ -573,7 +573,7 @@ fn rarest(
             Some((b, _)) if c > b => {}
             Some((b, _)) if c == b => {
                 ties += 1;
-                if xorshift(rng) % ties == 0 {
+                if xorshift(rng).is_multiple_of(ties) {
                     best = Some((c, k));
                 }
             }
