@@ -243,7 +243,19 @@ pub enum Kind {
     Origin,
 }
 
-#[derive(Debug, Clone)]
+/// Chooses the chunk a worker fetches next, and hears when one is written
+/// (peer-assisted fetch: the rarest among the peers first; a chunk is
+/// served to the peers once it is on disk).
+pub trait Picker: Send + Sync {
+    /// The place in `wanted` (never empty; the chunks not yet taken by a
+    /// worker) of the chunk to fetch next. May wait a while for a better
+    /// choice; an answer out of range is taken as the last.
+    fn pick(&self, wanted: &[ChunkId]) -> usize;
+    /// Chunk `id` is verified and written at every place of it.
+    fn written(&self, _id: &ChunkId) {}
+}
+
+#[derive(Clone)]
 pub struct Options {
     /// Chunks in flight at once.
     pub parallel: usize,
@@ -253,6 +265,19 @@ pub struct Options {
     /// of the image's: nodes fetching at once then want different chunks
     /// first, and their peers have them sooner (peer-assisted fetch).
     pub shuffle: Option<u64>,
+    /// Let this choose the order instead (it sees what is left).
+    pub picker: Option<std::sync::Arc<dyn Picker>>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("parallel", &self.parallel)
+            .field("max_errors", &self.max_errors)
+            .field("shuffle", &self.shuffle)
+            .field("picker", &self.picker.is_some())
+            .finish()
+    }
 }
 
 impl Default for Options {
@@ -261,6 +286,7 @@ impl Default for Options {
             parallel: 4,
             max_errors: 3,
             shuffle: None,
+            picker: None,
         }
     }
 }
@@ -418,6 +444,8 @@ fn assemble_inner(
         .with_context(|| format!("sizing {}", out.display()))?;
 
     let next = AtomicUsize::new(0);
+    // With a picker: the chunks no worker took yet (places in `unique`).
+    let wanted: Mutex<Vec<usize>> = Mutex::new((0..unique.len()).collect());
     let stop = AtomicBool::new(false);
     let first_err: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let workers = opts.parallel.clamp(1, 64).min(unique.len().max(1));
@@ -425,7 +453,18 @@ fn assemble_inner(
         for _ in 0..workers {
             s.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let k = match &opts.picker {
+                        None => next.fetch_add(1, Ordering::Relaxed),
+                        Some(p) => {
+                            let mut w = wanted.lock().unwrap_or_else(|e| e.into_inner());
+                            if w.is_empty() {
+                                break;
+                            }
+                            let ids: Vec<ChunkId> = w.iter().map(|&k| unique[k].0).collect();
+                            let i = p.pick(&ids).min(w.len() - 1);
+                            w.swap_remove(i)
+                        }
+                    };
                     let Some((id, size, offs)) = unique.get(k) else {
                         break;
                     };
@@ -433,6 +472,9 @@ fn assemble_inner(
                         for &o in offs {
                             file.write_all_at(&data, o)
                                 .with_context(|| format!("writing {} at {o}", out.display()))?;
+                        }
+                        if let Some(p) = &opts.picker {
+                            p.written(id);
                         }
                         Ok(())
                     });

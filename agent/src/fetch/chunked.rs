@@ -106,7 +106,14 @@ pub fn fetch_chunked_serving(
     let agent = agent(&o.http)?;
     let retry = Policy::attempts(5, Duration::from_millis(500), Duration::from_secs(5));
     let other = |e: anyhow::Error| FetchError::Other(format!("{e:#}"));
-    let bytes = assemble::fetch_index_bytes(&agent, &o.index_url, retry).map_err(other)?;
+    // The first request to the origin: retried (an unreachable host, a
+    // refused connection: a rack powering on at once) until the deadline.
+    let first = Policy::deadline(
+        o.http.deadline,
+        Duration::from_millis(500),
+        Duration::from_secs(5),
+    );
+    let bytes = assemble::fetch_index_bytes(&agent, &o.index_url, first).map_err(other)?;
     let got = nodeboot_chunks::sha256_hex(&bytes);
     if !got.eq_ignore_ascii_case(&o.index_sha256) {
         return Err(FetchError::DigestMismatch {
@@ -164,9 +171,10 @@ pub fn fetch_chunked_serving(
         // Peers first (the swarm takes from the origin what no peer has);
         // the stores stay behind it, as the fallback.
         sources.peers.push(Box::new(sw));
+        // The swarm chooses the order: the rarest among the peers first,
+        // a random one from the origin when no peer holds any.
+        opts.picker = Some(handle.picker());
         swarm = Some(handle);
-        // Each node its own order: at a fleet's start the nodes want
-        // different chunks, so the origin sends each to few of them.
         opts.shuffle = Some(random_seed());
     }
     let result = assemble::assemble(&index, &o.image_sha256, &part, sources, &opts);

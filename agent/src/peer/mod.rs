@@ -8,7 +8,14 @@
 //!   the index's chunk `i` is held verified here (a hint: the chunk itself is
 //!   verified again before it is sent, and by the fetcher on receipt);
 //! - `GET /v1/<image sha256>/chunk/<chunk sha256>`: the chunk's bytes
-//!   (uncompressed), with the `have` bitmap in [`HAVE_HEADER`], or 404.
+//!   (uncompressed), with the `have` bitmap in [`HAVE_HEADER`], or 404
+//!   (not held), or 503 (its upload slots are taken: ask another holder).
+//!
+//! A fetcher that serves too says so in its requests: its own bitmap in
+//! [`HAVE_HEADER`] and its chunk server's port in [`PORT_HEADER`]. The
+//! server passes them to its own fetch ([`Held::heard`]): every request
+//! tells the asked what the asker holds, so news of a chunk spreads with
+//! the chunks, without being polled for.
 //!
 //! No peer is trusted: the fetcher checks every chunk against the index
 //! whose digest the command line pins, drops a peer that sent a wrong one
@@ -86,6 +93,17 @@ pub const MAX_HEAD: usize = 4096;
 /// header (when the bitmap is at most [`MAX_HAVE_HEADER`] bytes).
 pub const HAVE_HEADER: &str = "x-nodeboot-have";
 pub const MAX_HAVE_HEADER: usize = 4096;
+/// The asker's chunk server port (with its bitmap in [`HAVE_HEADER`]).
+pub const PORT_HEADER: &str = "x-nodeboot-port";
+/// What a server keeps of its askers' maps until its fetch reads them.
+pub const MAX_HEARD: usize = 256;
+
+/// What an asker said of itself: its chunk server's port and its bitmap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heard {
+    pub port: u16,
+    pub have: Vec<u8>,
+}
 
 /// The chunks of one image held verified here: the index's positions, by
 /// chunk id (a chunk that repeats in the image is held at every place).
@@ -95,6 +113,9 @@ pub struct Held {
     at: HashMap<ChunkId, Vec<usize>>,
     /// (offset, size) of each chunk's first place.
     place: HashMap<ChunkId, (u64, u32)>,
+    /// What askers said they hold, for this node's fetch (at most
+    /// [`MAX_HEARD`]; newer news of an address replaces older).
+    heard: std::sync::Mutex<Vec<(std::net::SocketAddr, Vec<u8>)>>,
 }
 
 impl Held {
@@ -112,7 +133,27 @@ impl Held {
                 .collect(),
             at,
             place,
+            heard: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Note that the peer at `addr` holds `have` (a bitmap of this index;
+    /// another length is ignored).
+    pub fn hear(&self, addr: std::net::SocketAddr, have: Vec<u8>) {
+        if have.len() != self.bits.len().div_ceil(8) {
+            return;
+        }
+        let mut h = self.heard.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = h.iter_mut().find(|(a, _)| *a == addr) {
+            e.1 = have;
+        } else if h.len() < MAX_HEARD {
+            h.push((addr, have));
+        }
+    }
+
+    /// What was heard since the last call.
+    pub fn heard(&self) -> Vec<(std::net::SocketAddr, Vec<u8>)> {
+        std::mem::take(&mut *self.heard.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Mark `id` held (every place of it).
@@ -187,6 +228,9 @@ pub struct Request {
     pub route: Option<Route>,
     /// The client asked to close after the answer (or spoke HTTP/1.0).
     pub close: bool,
+    /// The asker serves too: its port and bitmap ([`PORT_HEADER`],
+    /// [`HAVE_HEADER`]; both valid, else `None`: a hint, never an error).
+    pub from: Option<Heard>,
 }
 
 /// Why a request head was refused (the connection is closed after a 400).
@@ -235,10 +279,17 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, BadRequest>
         "HTTP/1.0" => true,
         v => return Err(BadRequest::Version(clip(v))),
     };
+    let (mut port, mut have) = (None, None);
     for h in lines {
         if let Some((k, v)) = h.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("connection") {
-                close = v.trim().eq_ignore_ascii_case("close");
+            let (k, v) = (k.trim(), v.trim());
+            if k.eq_ignore_ascii_case("connection") {
+                close = v.eq_ignore_ascii_case("close");
+            } else if k.eq_ignore_ascii_case(PORT_HEADER) {
+                port = v.parse::<u16>().ok().filter(|&p| p != 0);
+            } else if k.eq_ignore_ascii_case(HAVE_HEADER) {
+                // Within the head: at most MAX_HEAD / 2 bytes.
+                have = hex::decode(v).ok().filter(|m| !m.is_empty());
             }
         }
     }
@@ -247,6 +298,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, BadRequest>
             method: method.to_string(),
             route: route(target),
             close,
+            from: port.zip(have).map(|(port, have)| Heard { port, have }),
         },
         end + 4,
     )))
@@ -310,6 +362,30 @@ mod tests {
         let (r, _) = parse_request(req.as_bytes()).unwrap().unwrap();
         assert_eq!(r.route, None);
         assert!(r.close);
+        assert_eq!(r.from, None);
+        // An asker that serves: its port and map; either alone or bad: none.
+        let req = format!(
+            "GET /v1/{IMG}/have HTTP/1.1\r\nX-Nodeboot-Have: 0aff\r\nx-nodeboot-port: 7070\r\n\r\n"
+        );
+        let (r, _) = parse_request(req.as_bytes()).unwrap().unwrap();
+        assert_eq!(
+            r.from,
+            Some(Heard {
+                port: 7070,
+                have: vec![0x0a, 0xff]
+            })
+        );
+        for bad in [
+            "x-nodeboot-have: 0aff",
+            "x-nodeboot-have: 0ag\r\nx-nodeboot-port: 7070",
+            "x-nodeboot-have: 0aff\r\nx-nodeboot-port: 0",
+            "x-nodeboot-have: 0aff\r\nx-nodeboot-port: 70000",
+            "x-nodeboot-have: \r\nx-nodeboot-port: 7070",
+        ] {
+            let req = format!("GET /v1/{IMG}/have HTTP/1.1\r\n{bad}\r\n\r\n");
+            let (r, _) = parse_request(req.as_bytes()).unwrap().unwrap();
+            assert_eq!(r.from, None, "{bad}");
+        }
     }
 
     #[test]
@@ -347,5 +423,13 @@ mod tests {
         assert!(bit(&h.bitmap(), 2) && !bit(&h.bitmap(), 1) && !bit(&[], 9));
         h.set_all();
         assert_eq!(h.bitmap(), vec![0b111]);
+        // What askers said: one entry per address, the newest; a map of
+        // another length ignored.
+        let a1: std::net::SocketAddr = "10.0.0.1:7070".parse().unwrap();
+        h.hear(a1, vec![1]);
+        h.hear(a1, vec![3]);
+        h.hear("10.0.0.2:7070".parse().unwrap(), vec![1, 2]);
+        assert_eq!(h.heard(), vec![(a1, vec![3])]);
+        assert_eq!(h.heard(), vec![]);
     }
 }

@@ -4,7 +4,10 @@
 //! Every chunk is read from the image file at its index place and hashed
 //! again before it is sent: a chunk not (yet) written, or damaged since,
 //! is answered 404, never sent. Limits: [`Limits::connections`] at once
-//! (a newcomer beyond gets a 503 and is closed), [`Limits::rate`] bytes per second for all
+//! (a newcomer beyond gets a 503 and is closed), [`UPLOAD_SLOTS`] chunks
+//! sent at once (a request beyond gets a 503 at once, the connection kept:
+//! the asker turns to another holder instead of sharing a slow link with
+//! many), [`Limits::rate`] bytes per second for all
 //! uploads together (a token bucket), a request head within
 //! [`HEAD_TIMEOUT`], an idle keep-alive connection closed after
 //! [`IDLE_TIMEOUT`].
@@ -23,6 +26,8 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// One write to a peer that stopped reading may block this long.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Chunks sent at once, all connections together.
+pub const UPLOAD_SLOTS: usize = 4;
 
 /// What a chunk server allows.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +54,8 @@ pub struct Stats {
     pub bytes: AtomicU64,
     pub not_found: AtomicU64,
     pub refused_connections: AtomicU64,
+    /// Chunk requests answered 503 (every upload slot taken).
+    pub busy: AtomicU64,
 }
 
 /// A token bucket of `rate` bytes per second, one second deep.
@@ -103,6 +110,7 @@ struct Shared {
     bucket: Bucket,
     stats: Arc<Stats>,
     open: AtomicUsize,
+    uploads: AtomicUsize,
     limits: Limits,
 }
 
@@ -126,6 +134,7 @@ impl ChunkServer {
             bucket: Bucket::new(limits.rate),
             stats: stats.clone(),
             open: AtomicUsize::new(0),
+            uploads: AtomicUsize::new(0),
             limits,
         });
         let st = stop.clone();
@@ -218,9 +227,30 @@ fn verified_chunk(sh: &Shared, id: &ChunkId) -> Option<Vec<u8>> {
     (ChunkId::of(&buf) == *id).then_some(buf)
 }
 
+/// One of [`UPLOAD_SLOTS`], given back on drop.
+struct Slot<'a>(&'a Shared);
+
+impl Slot<'_> {
+    /// Take a slot (to be wrapped in a [`Slot`]); `false` when all are taken.
+    fn take(sh: &Shared) -> bool {
+        if sh.uploads.fetch_add(1, Ordering::AcqRel) >= UPLOAD_SLOTS {
+            sh.uploads.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.uploads.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 fn connection(mut s: TcpStream, sh: &Shared) -> std::io::Result<()> {
     s.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let _ = s.set_nodelay(true);
+    let peer_ip = s.peer_addr().ok().map(|a| a.ip());
     let mut buf = vec![0u8; MAX_HEAD];
     let mut filled = 0;
     loop {
@@ -260,6 +290,15 @@ fn connection(mut s: TcpStream, sh: &Shared) -> std::io::Result<()> {
         buf.copy_within(used..filled, 0);
         filled -= used;
         let close = req.close;
+        // An asker that serves this image says what it holds: news for
+        // this node's own fetch.
+        if let (Some(ip), Some(h), Some(Route::Have { image } | Route::Chunk { image, .. })) =
+            (peer_ip, req.from, &req.route)
+        {
+            if *image == sh.image {
+                sh.held.hear(SocketAddr::new(ip, h.port), h.have);
+            }
+        }
         if req.method != "GET" {
             respond(
                 &mut s,
@@ -275,34 +314,55 @@ fn connection(mut s: TcpStream, sh: &Shared) -> std::io::Result<()> {
                     respond(&mut s, "200 OK", "application/octet-stream", &map, close)?;
                 }
                 Some(Route::Chunk { image, id }) if image == sh.image => {
-                    match verified_chunk(sh, &id) {
-                        Some(data) => {
-                            // What else is held, for the asker's map
-                            // (small images only: the header stays short).
-                            let map = sh.held.bitmap();
-                            let have = if map.len() <= super::MAX_HAVE_HEADER {
-                                format!("{}: {}\r\n", super::HAVE_HEADER, hex::encode(map))
-                            } else {
-                                String::new()
-                            };
-                            let head = format!(
+                    // A held chunk takes an upload slot (given back when
+                    // this arm ends), or is answered 503.
+                    let held = sh.held.has(&id);
+                    let slot = (held && Slot::take(sh)).then(|| Slot(sh));
+                    if held && slot.is_none() {
+                        sh.stats.busy.fetch_add(1, Ordering::Relaxed);
+                        respond(
+                            &mut s,
+                            "503 Service Unavailable",
+                            "text/plain",
+                            b"upload slots taken\n",
+                            close,
+                        )?;
+                    } else {
+                        match verified_chunk(sh, &id) {
+                            Some(data) => {
+                                // What else is held, for the asker's map
+                                // (small images only: the header stays short).
+                                let map = sh.held.bitmap();
+                                let have = if map.len() <= super::MAX_HAVE_HEADER {
+                                    format!("{}: {}\r\n", super::HAVE_HEADER, hex::encode(map))
+                                } else {
+                                    String::new()
+                                };
+                                let head = format!(
                                 "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n{have}{}\r\n",
                                 data.len(),
                                 if close { "Connection: close\r\n" } else { "" }
                             );
-                            s.write_all(head.as_bytes())?;
-                            for part in data.chunks(16 << 10) {
-                                sh.bucket.take(part.len());
-                                s.write_all(part)?;
+                                s.write_all(head.as_bytes())?;
+                                for part in data.chunks(16 << 10) {
+                                    sh.bucket.take(part.len());
+                                    s.write_all(part)?;
+                                }
+                                sh.stats.chunks.fetch_add(1, Ordering::Relaxed);
+                                sh.stats
+                                    .bytes
+                                    .fetch_add(data.len() as u64, Ordering::Relaxed);
                             }
-                            sh.stats.chunks.fetch_add(1, Ordering::Relaxed);
-                            sh.stats
-                                .bytes
-                                .fetch_add(data.len() as u64, Ordering::Relaxed);
-                        }
-                        None => {
-                            sh.stats.not_found.fetch_add(1, Ordering::Relaxed);
-                            respond(&mut s, "404 Not Found", "text/plain", b"not held\n", close)?;
+                            None => {
+                                sh.stats.not_found.fetch_add(1, Ordering::Relaxed);
+                                respond(
+                                    &mut s,
+                                    "404 Not Found",
+                                    "text/plain",
+                                    b"not held\n",
+                                    close,
+                                )?;
+                            }
                         }
                     }
                 }
@@ -392,6 +452,80 @@ mod tests {
         let mut t = String::new();
         c.read_to_string(&mut t).unwrap();
         assert!(t.contains("unsupported HTTP version"), "{t}");
+    }
+
+    #[test]
+    fn uploads_beyond_the_slots_are_answered_busy() {
+        let data: Vec<u8> = (0..8000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("img");
+        std::fs::write(&f, &data).unwrap();
+        let chunks: Vec<Chunk> = data
+            .chunks(1000)
+            .enumerate()
+            .map(|(i, c)| Chunk {
+                offset: i as u64 * 1000,
+                size: c.len() as u32,
+                id: ChunkId::of(c),
+            })
+            .collect();
+        let held = Arc::new(Held::new(&Index::new(1, 1000, 1000, chunks.clone())));
+        held.set_all();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        // 500 B/s: every upload holds its slot for seconds.
+        let limits = Limits {
+            connections: 16,
+            rate: 500,
+        };
+        let s = ChunkServer::start(l, IMG, std::fs::File::open(&f).unwrap(), held, limits).unwrap();
+        let slow: Vec<TcpStream> = chunks[..UPLOAD_SLOTS]
+            .iter()
+            .map(|c| {
+                let mut t = TcpStream::connect(s.local_addr()).unwrap();
+                let p = super::super::chunk_path(IMG, &c.id);
+                write!(t, "GET {p} HTTP/1.1\r\n\r\n").unwrap();
+                t
+            })
+            .collect();
+        // The first of them waits a second for its tokens, the others longer.
+        std::thread::sleep(Duration::from_millis(300));
+        let p = super::super::chunk_path(IMG, &chunks[UPLOAD_SLOTS].id);
+        let (h, _) = get(s.local_addr(), &p);
+        assert!(h.starts_with("HTTP/1.1 503"), "{h}");
+        assert_eq!(s.stats.busy.load(Ordering::Relaxed), 1);
+        // The have map is still answered.
+        let (h, _) = get(s.local_addr(), &super::super::have_path(IMG));
+        assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+        drop(slow);
+    }
+
+    #[test]
+    fn askers_that_serve_are_heard() {
+        let data = vec![5u8; 3000];
+        let (_d, s, held, _) = serve(&data, 0);
+        let mut c = TcpStream::connect(s.local_addr()).unwrap();
+        let p = super::super::have_path(IMG);
+        write!(
+            c,
+            "GET {p} HTTP/1.1\r\nx-nodeboot-have: 05\r\nx-nodeboot-port: 7070\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut t = Vec::new();
+        c.read_to_end(&mut t).unwrap();
+        assert_eq!(
+            held.heard(),
+            vec![("127.0.0.1:7070".parse().unwrap(), vec![5])]
+        );
+        // Of another image: not heard.
+        let other = p.replace(IMG, &"f".repeat(64));
+        let mut c = TcpStream::connect(s.local_addr()).unwrap();
+        write!(
+            c,
+            "GET {other} HTTP/1.1\r\nx-nodeboot-have: 05\r\nx-nodeboot-port: 7070\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        c.read_to_end(&mut t).unwrap();
+        assert_eq!(held.heard(), vec![]);
     }
 
     #[test]

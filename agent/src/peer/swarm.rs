@@ -1,20 +1,35 @@
 //! The fetcher's side: a [`ChunkSource`] that gets each chunk from a peer
-//! that holds it, else from the origin, verifying every one.
+//! that holds it, else from the origin, verifying every one; and a
+//! [`Picker`] that tells the assembler which chunk to fetch next.
 //!
-//! Peers come from bootd (`GET /peers?image=&port=`, asked again every
-//! [`REFRESH`] while the fetch runs); what each holds, from its `have`
-//! bitmap (refreshed as often). For a chunk: a random peer whose bitmap
-//! has it is asked; a peer that sends a wrong chunk is dropped for the rest
-//! of the fetch (and named in the report), one that fails
-//! [`MAX_FAILURES`] times in a row too (unreachable); a 404 only clears
-//! its bit. When no known peer holds the chunk, the origin gives it, at
-//! most [`ORIGIN_SLOTS`] chunks at a time per node, after a random wait
-//! (up to [`PATIENCE`]) for a peer to get it, a longer one once the node
-//! took its share of the origin ([`ORIGIN_SHARE`]): in a fleet booting at
-//! once the origin sends each chunk to a few nodes and the peers pass it on.
+//! Peers come from bootd (`GET /peers?image=&port=`, asked every
+//! [`REFRESH`] until [`MAPS_PER_ROUND`] peers are known, then every
+//! [`BOOTD_SETTLED`]); what each holds, from its `have` bitmap (the
+//! [`MAPS_PER_ROUND`] asked least recently are asked again every
+//! [`REFRESH`], a peer that holds everything never again), from the map
+//! each chunk answer carries, and from what the peers tell of themselves
+//! when they ask this node's chunk server ([`Held::heard`]; this node tells
+//! them the same in its requests).
+//!
+//! Choice ([`SwarmHandle::picker`]): the chunk the fewest known peers hold,
+//! among those at least one holds (rarest first, ties at random), so that
+//! what the origin sent spreads before it is asked again. A node asks the
+//! origin only for chunks no known peer holds, a random one of them, at
+//! most [`ORIGIN_SLOTS`] at a time ([`ALONE_SLOTS`] once it has been alone
+//! for [`ALONE_AFTER`]), its other workers taking the rarest from the
+//! peers: in a fleet booting at once the origin sends each chunk to few
+//! nodes, as fast as its link goes, and the peers pass it on. A
+//! chunk is marked held (served to the peers) once the assembler wrote it.
+//!
+//! For a chunk: a random peer whose bitmap has it is asked; a peer that
+//! sends a wrong chunk is dropped for the rest of the fetch (and named in
+//! the report), one that fails [`MAX_FAILURES`] times in a row too
+//! (unreachable); a 404 only clears its bit, a 503 (its upload slots are
+//! taken) leaves it. A chunk some peer holds waits up to [`PEER_WAIT`] for
+//! one to give it before the origin is asked.
 use super::{bit, chunk_path, have_path, Held};
 use anyhow::{anyhow, bail, Result};
-use nodeboot_chunks::assemble::ChunkSource;
+use nodeboot_chunks::assemble::{ChunkSource, Picker};
 use nodeboot_chunks::ChunkId;
 use serde::Serialize;
 use std::io::Read;
@@ -23,28 +38,30 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// bootd is asked for peers again this often, and [`MAPS_PER_ROUND`]
-/// bitmaps are refreshed (those asked least recently: a peer's set only
-/// grows, so an older bitmap is still true, only incomplete).
+/// Bitmaps are refreshed this often, [`MAPS_PER_ROUND`] at a time (those
+/// asked least recently: a peer's set only grows, so an older bitmap is
+/// still true, only incomplete); bootd too while few peers are known.
 pub const REFRESH: Duration = Duration::from_millis(500);
 /// Bitmaps refreshed per round.
 pub const MAPS_PER_ROUND: usize = 16;
+/// Once [`MAPS_PER_ROUND`] peers are known, bootd is asked this often.
+pub const BOOTD_SETTLED: Duration = Duration::from_secs(5);
 /// Peers known at once (bootd answers at most this many too).
 pub const MAX_PEERS: usize = 64;
 /// Failed requests in a row after which a peer is dropped as unreachable.
 pub const MAX_FAILURES: u32 = 3;
-/// Origin chunks in flight per node.
+/// Origin chunks in flight per node while it knows peers (or may yet).
 pub const ORIGIN_SLOTS: usize = 1;
-/// While peers are known, a chunk none of them holds waits a random time
-/// up to this for one to get it before the origin is asked.
-pub const PATIENCE: Duration = Duration::from_millis(1500);
-/// A node's share of the origin: this many times the image's chunks
-/// divided by the nodes it knows (itself included), at least 2 chunks.
-/// Past it, a chunk no peer holds waits [`PATIENCE_PAST_SHARE`] first:
-/// in a fleet booting at once the origin then sends each chunk to about
-/// this many nodes, and the peers pass it on.
-pub const ORIGIN_SHARE: f64 = 1.5;
-pub const PATIENCE_PAST_SHARE: Duration = Duration::from_secs(5);
+/// Origin chunks in flight per node alone: no live peer known after
+/// [`ALONE_AFTER`] (at once without bootd).
+pub const ALONE_SLOTS: usize = 4;
+pub const ALONE_AFTER: Duration = Duration::from_secs(5);
+/// A chunk a known peer holds waits this long for a peer to give it (they
+/// may be busy) before the origin is asked.
+pub const PEER_WAIT: Duration = Duration::from_secs(4);
+/// The picker waits at most this long for a chunk a peer holds or a free
+/// origin slot.
+pub const PICK_WAIT: Duration = Duration::from_secs(2);
 /// Bound of one request to a peer (a chunk is at most a few hundred KiB).
 const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -79,9 +96,32 @@ struct Peer {
     r: PeerReport,
 }
 
+impl Peer {
+    fn new(addr: SocketAddr, have: Vec<u8>) -> Peer {
+        Peer {
+            addr,
+            have,
+            asked: None,
+            failures: 0,
+            r: PeerReport {
+                addr: addr.to_string(),
+                chunks: 0,
+                bytes: 0,
+                misses: 0,
+                dropped: None,
+            },
+        }
+    }
+}
+
 struct State {
     peers: Vec<Peer>,
     origin_busy: usize,
+    /// Chunks the picker chose for the origin (each holds an origin slot
+    /// until its `get`).
+    reserved: Vec<ChunkId>,
+    /// When bootd was last asked.
+    bootd_asked: Option<Instant>,
     rng: u64,
 }
 
@@ -98,6 +138,9 @@ struct Inner {
     stop: AtomicBool,
     origin_chunks: AtomicU64,
     origin_bytes: AtomicU64,
+    started: Instant,
+    /// The picker was handed out: it marks chunks held once written.
+    picking: AtomicBool,
 }
 
 /// The swarm as a chunk source; [`SwarmHandle`] reads its report and stops
@@ -148,12 +191,16 @@ impl Swarm {
             state: Mutex::new(State {
                 peers: Vec::new(),
                 origin_busy: 0,
+                reserved: Vec::new(),
+                bootd_asked: None,
                 rng: u64::from_le_bytes(seed) | 1,
             }),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
             origin_chunks: AtomicU64::new(0),
             origin_bytes: AtomicU64::new(0),
+            started: Instant::now(),
+            picking: AtomicBool::new(false),
         });
         inner.add_peers(&c.peers);
         let i2 = inner.clone();
@@ -165,6 +212,14 @@ impl Swarm {
 }
 
 impl SwarmHandle {
+    /// The assembler's [`Picker`] for this swarm (rarest first; see the
+    /// module doc). Once it is taken, a chunk is marked held (served to
+    /// the peers) when the assembler tells it was written, no sooner.
+    pub fn picker(&self) -> Arc<dyn Picker> {
+        self.0.picking.store(true, Ordering::Relaxed);
+        Arc::new(SwarmPicker(self.0.clone()))
+    }
+
     /// Stop asking bootd and the peers; the report so far.
     pub fn finish(&self) -> SwarmReport {
         self.0.stop.store(true, Ordering::Relaxed);
@@ -209,19 +264,7 @@ impl Inner {
             if st.peers.iter().any(|p| p.addr == *a) {
                 continue;
             }
-            st.peers.push(Peer {
-                addr: *a,
-                have: Vec::new(),
-                asked: None,
-                failures: 0,
-                r: PeerReport {
-                    addr: a.to_string(),
-                    chunks: 0,
-                    bytes: 0,
-                    misses: 0,
-                    dropped: None,
-                },
-            });
+            st.peers.push(Peer::new(*a, Vec::new()));
         }
     }
 
@@ -255,18 +298,31 @@ impl Inner {
     fn refresh_loop(&self) {
         while !self.stop.load(Ordering::Relaxed) {
             let t = Instant::now();
-            if let Some(base) = &self.bootd {
+            let ask = self.bootd.as_ref().filter(|_| {
+                let mut st = self.lock();
+                let live = st.peers.iter().filter(|p| p.r.dropped.is_none()).count();
+                let due = live < MAPS_PER_ROUND
+                    || st.bootd_asked.is_none_or(|a| a.elapsed() >= BOOTD_SETTLED);
+                if due {
+                    st.bootd_asked = Some(t);
+                }
+                due
+            });
+            if let Some(base) = ask {
                 match self.ask_bootd(base) {
                     Ok(v) => self.add_peers(&v),
                     Err(e) => tracing::debug!("peers from {base}: {e:#}"),
                 }
             }
             let addrs: Vec<SocketAddr> = {
+                let n = self.held.len();
                 let mut st = self.lock();
+                self.absorb(&mut st);
+                // A peer that holds everything has nothing new to tell.
                 let mut live: Vec<&mut Peer> = st
                     .peers
                     .iter_mut()
-                    .filter(|p| p.r.dropped.is_none())
+                    .filter(|p| p.r.dropped.is_none() && !complete(&p.have, n))
                     .collect();
                 live.sort_by_key(|p| p.asked);
                 live.into_iter()
@@ -283,8 +339,7 @@ impl Inner {
                 }
                 let url = format!("http://{a}{}", have_path(&self.image));
                 let got = self
-                    .agent
-                    .get(&url)
+                    .tell(self.agent.get(&url))
                     .call()
                     .map_err(|e| anyhow!("{e}"))
                     .and_then(|mut r| {
@@ -338,14 +393,12 @@ impl Inner {
         }
     }
 
-    /// Chunk `id` from `addr`: `Ok(Some)` verified, `Ok(None)` not there
-    /// (or the peer failed: counted), `Err` never (the peer is dropped
-    /// instead when it lied).
-    fn ask_peer(&self, addr: SocketAddr, id: &ChunkId, size: u32, pos: usize) -> Option<Vec<u8>> {
+    /// Chunk `id` from `addr`, verified; a peer that lied is dropped, one
+    /// that failed counted.
+    fn ask_peer(&self, addr: SocketAddr, id: &ChunkId, size: u32, pos: usize) -> Asked {
         let url = format!("http://{addr}{}", chunk_path(&self.image, id));
         let got = self
-            .agent
-            .get(&url)
+            .tell(self.agent.get(&url))
             .call()
             .map_err(|e| anyhow!("{e}"))
             .and_then(|mut r| {
@@ -359,28 +412,28 @@ impl Inner {
                         if let Some(map) = have {
                             self.with_peer(addr, |p| p.have = map);
                         }
-                        Ok(Some(
-                            r.body_mut()
-                                .with_config()
-                                .limit(u64::from(size) + 1)
-                                .read_to_vec()?,
-                        ))
+                        Ok(Ok(r
+                            .body_mut()
+                            .with_config()
+                            .limit(u64::from(size) + 1)
+                            .read_to_vec()?))
                     }
-                    // Not held (yet), or busy: a miss, not a failure.
-                    404 | 503 => Ok(None),
+                    404 => Ok(Err(Asked::Missing)),
+                    // Its upload slots are taken: another holder, or later.
+                    503 => Ok(Err(Asked::Busy)),
                     c => bail!("HTTP {c}"),
                 }
             });
         match got {
-            Ok(Some(data)) if data.len() == size as usize && ChunkId::of(&data) == *id => {
+            Ok(Ok(data)) if data.len() == size as usize && ChunkId::of(&data) == *id => {
                 self.with_peer(addr, |p| {
                     p.failures = 0;
                     p.r.chunks += 1;
                     p.r.bytes += u64::from(size);
                 });
-                Some(data)
+                Asked::Got(data)
             }
-            Ok(Some(data)) => {
+            Ok(Ok(data)) => {
                 let why = format!(
                     "sent a wrong chunk for {id} ({} bytes hashing to {})",
                     data.len(),
@@ -391,16 +444,19 @@ impl Inner {
                     p.r.dropped = Some(why);
                     p.have.clear();
                 });
-                None
+                Asked::Failed
             }
-            Ok(None) => {
+            Ok(Err(a)) => {
                 self.with_peer(addr, |p| {
                     p.r.misses += 1;
-                    if let Some(b) = p.have.get_mut(pos / 8) {
-                        *b &= !(1 << (pos % 8));
+                    p.failures = 0;
+                    if a == Asked::Missing {
+                        if let Some(b) = p.have.get_mut(pos / 8) {
+                            *b &= !(1 << (pos % 8));
+                        }
                     }
                 });
-                None
+                a
             }
             Err(e) => {
                 self.with_peer(addr, |p| {
@@ -413,9 +469,168 @@ impl Inner {
                         p.have.clear();
                     }
                 });
-                None
+                Asked::Failed
             }
         }
+    }
+
+    /// A request to a peer, with what this node holds and where it serves
+    /// it (when it does, and the map fits a header).
+    fn tell<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        let Some(port) = self.own_port else {
+            return r;
+        };
+        let map = self.held.bitmap();
+        if map.len() > super::MAX_HAVE_HEADER / 2 {
+            return r;
+        }
+        r.header(super::HAVE_HEADER, hex::encode(map))
+            .header(super::PORT_HEADER, port.to_string())
+    }
+
+    /// Take in what askers of this node's chunk server said they hold.
+    fn absorb(&self, st: &mut State) {
+        for (addr, map) in self.held.heard() {
+            if let Some(p) = st.peers.iter_mut().find(|p| p.addr == addr) {
+                if p.r.dropped.is_none() {
+                    // A peer's set only grows: both are true.
+                    p.have.resize(map.len(), 0);
+                    for (a, b) in p.have.iter_mut().zip(&map) {
+                        *a |= b;
+                    }
+                }
+            } else if st.peers.len() < MAX_PEERS {
+                st.peers.push(Peer::new(addr, map));
+            }
+        }
+    }
+
+    /// Origin chunks this node may have in flight, `live` peers known.
+    fn origin_slots(&self, live: usize) -> usize {
+        let alone = live == 0 && (self.bootd.is_none() || self.started.elapsed() >= ALONE_AFTER);
+        if alone {
+            ALONE_SLOTS
+        } else {
+            ORIGIN_SLOTS
+        }
+    }
+
+    /// A chunk verified here: served from now on (unless the picker does
+    /// that once the chunk is written).
+    fn got(&self, id: &ChunkId) {
+        if !self.picking.load(Ordering::Relaxed) {
+            self.held.set(id);
+        }
+    }
+}
+
+/// What asking a peer for a chunk gave.
+#[derive(Debug, PartialEq, Eq)]
+enum Asked {
+    Got(Vec<u8>),
+    /// 404: not held (its bit is cleared).
+    Missing,
+    /// 503: its upload slots are taken.
+    Busy,
+    /// Unreachable, an error, or a wrong chunk (then dropped).
+    Failed,
+}
+
+/// Whether a `have` map of an index of `n` chunks has every bit.
+fn complete(map: &[u8], n: usize) -> bool {
+    map.len() == n.div_ceil(8) && (0..n).all(|i| bit(map, i))
+}
+
+/// The place in `wanted` of the chunk the fewest of the live `peers` hold,
+/// among those at least one holds (ties at random; `None` when no live
+/// peer holds any), and the places of those none holds.
+fn rarest(
+    peers: &[Peer],
+    held: &Held,
+    wanted: &[ChunkId],
+    rng: &mut u64,
+) -> (Option<usize>, Vec<usize>) {
+    let mut count = vec![0u16; held.len()];
+    for p in peers.iter().filter(|p| p.r.dropped.is_none()) {
+        for (i, c) in count.iter_mut().enumerate() {
+            if bit(&p.have, i) {
+                *c += 1;
+            }
+        }
+    }
+    let mut best: Option<(u16, usize)> = None;
+    let mut ties = 0u64;
+    let mut none = Vec::new();
+    for (k, id) in wanted.iter().enumerate() {
+        let Some(c) = held.position(id).map(|pos| count[pos]) else {
+            continue;
+        };
+        if c == 0 {
+            none.push(k);
+            continue;
+        }
+        match best {
+            Some((b, _)) if c > b => {}
+            Some((b, _)) if c == b => {
+                ties += 1;
+                if xorshift(rng).is_multiple_of(ties) {
+                    best = Some((c, k));
+                }
+            }
+            _ => {
+                best = Some((c, k));
+                ties = 1;
+            }
+        }
+    }
+    (best.map(|(_, k)| k), none)
+}
+
+/// See [`SwarmHandle::picker`].
+struct SwarmPicker(Arc<Inner>);
+
+impl Picker for SwarmPicker {
+    fn pick(&self, wanted: &[ChunkId]) -> usize {
+        let me = &self.0;
+        let t = Instant::now();
+        let mut st = me.lock();
+        loop {
+            me.absorb(&mut st);
+            let State { peers, rng, .. } = &mut *st;
+            let (best, none) = rarest(peers, &me.held, wanted, rng);
+            let live = st.peers.iter().filter(|p| p.r.dropped.is_none()).count();
+            let free = st.origin_busy + st.reserved.len() < me.origin_slots(live);
+            // A free origin slot brings in a chunk no known peer holds, at
+            // random (the other nodes choose theirs): the fleet gets what
+            // it lacks as fast as the origin sends, and no sooner asks the
+            // origin for what a peer has.
+            if free && !none.is_empty() {
+                let k = none[(xorshift(&mut st.rng) % none.len() as u64) as usize];
+                st.reserved.push(wanted[k]);
+                return k;
+            }
+            if let Some(k) = best {
+                return k;
+            }
+            if free || me.stop.load(Ordering::Relaxed) || t.elapsed() >= PICK_WAIT {
+                let k = (xorshift(&mut st.rng) % wanted.len().max(1) as u64) as usize;
+                if free {
+                    if let Some(id) = wanted.get(k) {
+                        st.reserved.push(*id);
+                    }
+                }
+                return k;
+            }
+            st = me
+                .changed
+                .wait_timeout(st, Duration::from_millis(100))
+                .map_or_else(|e| e.into_inner().0, |g| g.0);
+        }
+    }
+
+    fn written(&self, id: &ChunkId) {
+        self.0.held.set(id);
+        self.0.changed.notify_all();
     }
 }
 
@@ -433,36 +648,42 @@ impl ChunkSource for Swarm {
             .held
             .position(id)
             .ok_or_else(|| anyhow!("chunk {id} is not in the image's index"))?;
-        let mut tried = Vec::new();
-        let patience = {
+        let t = Instant::now();
+        // Chosen for the origin by the picker: its slot is held.
+        let mut reserved = {
             let mut st = me.lock();
-            let live = st.peers.iter().filter(|p| p.r.dropped.is_none()).count();
-            let share = (ORIGIN_SHARE * me.held.len() as f64 / (live + 1) as f64).max(2.0);
-            let base = if me.origin_chunks.load(Ordering::Relaxed) as f64 >= share {
-                PATIENCE_PAST_SHARE
-            } else {
-                Duration::ZERO
-            };
-            let r = xorshift(&mut st.rng) % (PATIENCE.as_millis() as u64 + 1);
-            Instant::now() + base + Duration::from_millis(r)
+            match st.reserved.iter().position(|r| r == id) {
+                Some(i) => {
+                    st.reserved.swap_remove(i);
+                    true
+                }
+                None => false,
+            }
         };
+        let mut tried = Vec::new();
         loop {
             if me.stop.load(Ordering::Relaxed) {
                 bail!("fetch stopped");
             }
             if let Some(addr) = me.pick(pos, &tried) {
                 tried.push(addr);
-                if let Some(data) = me.ask_peer(addr, id, size, pos) {
-                    me.held.set(id);
+                if let Asked::Got(data) = me.ask_peer(addr, id, size, pos) {
+                    me.got(id);
                     return Ok(data);
                 }
                 continue;
             }
             let slot = {
                 let mut st = me.lock();
-                let alone = st.peers.iter().all(|p| p.r.dropped.is_some());
-                if (alone || Instant::now() >= patience) && st.origin_busy < ORIGIN_SLOTS {
+                let live = st.peers.iter().filter(|p| p.r.dropped.is_none()).count();
+                let a_peer_has = st
+                    .peers
+                    .iter()
+                    .any(|p| p.r.dropped.is_none() && bit(&p.have, pos));
+                let may = reserved || !a_peer_has || t.elapsed() >= PEER_WAIT;
+                if may && (reserved || st.origin_busy < me.origin_slots(live)) {
                     st.origin_busy += 1;
+                    reserved = false;
                     true
                 } else {
                     false
@@ -479,11 +700,11 @@ impl ChunkSource for Swarm {
                 me.origin_chunks.fetch_add(1, Ordering::Relaxed);
                 me.origin_bytes
                     .fetch_add(u64::from(size), Ordering::Relaxed);
-                me.held.set(id);
+                me.got(id);
                 return Ok(data);
             }
             // Wait for a bitmap refresh or a free origin slot; peers tried
-            // for this chunk may have it by then.
+            // for this chunk (busy) may give it by then.
             let st = me.lock();
             let _ = me.changed.wait_timeout(st, Duration::from_millis(200));
             tried.clear();

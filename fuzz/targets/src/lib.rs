@@ -780,6 +780,9 @@ pub fn peer_request(data: &[u8]) {
             if let Some(Route::Have { image } | Route::Chunk { image, .. }) = &r.route {
                 assert!(image.len() == 64 && image.bytes().all(|b| b.is_ascii_hexdigit()));
             }
+            if let Some(h) = &r.from {
+                assert!(h.port != 0 && !h.have.is_empty() && h.have.len() <= MAX_HEAD / 2);
+            }
         }
         Ok(None) => assert!(data.len() < MAX_HEAD),
         Err(_) => {}

@@ -14,6 +14,16 @@
 //!
 //! Everything made here (namespaces, hence their veths and the bridge; the
 //! processes in them) is removed on drop, also on error.
+//!
+//! One kernel plays N + 1 hosts here, and its IPv4 neighbour (ARP) table is
+//! one for all its namespaces: `gc_thresh3` (1024 by default, settable only
+//! in the host's namespace) bounds the entries of all of them together.
+//! With peers every node talks to dozens of others: at N = 100 the entries
+//! pass 1024, and then a host that cannot add an entry for an ARP
+//! request's sender does not answer it (`arp_process`): a node starting
+//! late found no route to the server, every try. A real rack has a table
+//! per host, so the lab raises the thresholds to (N + 1)² (every host
+//! knowing every other) for its lifetime and puts the old ones back.
 use super::{loadavg, which, write_random, Nginx, Scratch, NGINX};
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
@@ -73,6 +83,8 @@ pub struct Run {
 
 /// The server's address on the rack's network; node `i` is [`node_ip`].
 const SERVER_IP: &str = "10.77.0.1";
+/// The host's IPv4 neighbour table settings (one table for every namespace).
+const NEIGH: &str = "/proc/sys/net/ipv4/neigh/default";
 const PORT: u16 = 8080;
 const NAME: &str = "live.squashfs";
 
@@ -87,6 +99,9 @@ pub struct Lab {
     /// Every namespace made, the bridge's first.
     made: Vec<String>,
     nodes: usize,
+    /// The neighbour table thresholds found (gc_thresh2, gc_thresh3), when
+    /// the lab raised them.
+    neigh: Option<(String, String)>,
 }
 
 impl Lab {
@@ -113,7 +128,9 @@ impl Lab {
             prefix: format!("nbf{}-", std::process::id()),
             made: Vec::new(),
             nodes,
+            neigh: None,
         };
+        lab.room_for_neighbours()?;
         let br = lab.br();
         lab.netns_add(&br)?;
         ip(&["-n", &br, "link", "add", "br0", "type", "bridge"])?;
@@ -131,6 +148,35 @@ impl Lab {
             lab.attach(&ns, &format!("vn{i}"), &node_ip(i), node_mbit, node_mbit)?;
         }
         Ok(lab)
+    }
+
+    /// Raise the host's neighbour table thresholds to (N + 1)² entries
+    /// (see the module doc); kept when already higher.
+    fn room_for_neighbours(&mut self) -> Result<()> {
+        let need = (self.nodes as u64 + 1).pow(2) + 1024;
+        let read = |k: &str| -> Result<String> {
+            let p = format!("{NEIGH}/{k}");
+            Ok(std::fs::read_to_string(&p)
+                .with_context(|| format!("reading {p}"))?
+                .trim()
+                .to_string())
+        };
+        let (t2, t3) = (read("gc_thresh2")?, read("gc_thresh3")?);
+        if t3.parse::<u64>().unwrap_or(0) >= 2 * need {
+            return Ok(());
+        }
+        self.neigh = Some((t2, t3));
+        // gc_thresh3 first: the kernel wants gc_thresh2 <= gc_thresh3.
+        for (k, v) in [("gc_thresh3", 2 * need), ("gc_thresh2", need)] {
+            let p = format!("{NEIGH}/{k}");
+            std::fs::write(&p, v.to_string()).with_context(|| format!("writing {v} to {p}"))?;
+        }
+        eprintln!(
+            "xtask: bench fleet: neighbour table gc_thresh2/3 raised to {need}/{} for the run (one kernel plays {} hosts)",
+            2 * need,
+            self.nodes + 1
+        );
+        Ok(())
     }
 
     fn netns_add(&mut self, ns: &str) -> Result<()> {
@@ -209,7 +255,11 @@ impl Drop for Lab {
                 .stderr(Stdio::null())
                 .status();
         }
-        let _ = self.nodes;
+        if let Some((t2, t3)) = &self.neigh {
+            for (k, v) in [("gc_thresh2", t2), ("gc_thresh3", t3)] {
+                let _ = std::fs::write(format!("{NEIGH}/{k}"), v);
+            }
+        }
     }
 }
 
