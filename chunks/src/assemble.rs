@@ -253,6 +253,9 @@ pub struct Options {
     /// of the image's: nodes fetching at once then want different chunks
     /// first, and their peers have them sooner (peer-assisted fetch).
     pub shuffle: Option<u64>,
+    /// Stop (with [`DeadlineReached`]) once this passes: no chunk is asked
+    /// for after it (those in flight finish or fail first).
+    pub deadline: Option<Instant>,
 }
 
 impl Default for Options {
@@ -261,8 +264,20 @@ impl Default for Options {
             parallel: 4,
             max_errors: 3,
             shuffle: None,
+            deadline: None,
         }
     }
+}
+
+/// The assembly ran out of time ([`Options::deadline`]); how far it got.
+/// Callers may downcast to it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("deadline reached after {seconds:.0}s with {done} of {total} chunks assembled")]
+pub struct DeadlineReached {
+    pub seconds: f64,
+    /// Distinct chunks written, and in the index.
+    pub done: u64,
+    pub total: u64,
 }
 
 /// What one source gave.
@@ -418,6 +433,7 @@ fn assemble_inner(
         .with_context(|| format!("sizing {}", out.display()))?;
 
     let next = AtomicUsize::new(0);
+    let done = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let first_err: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let workers = opts.parallel.clamp(1, 64).min(unique.len().max(1));
@@ -425,6 +441,18 @@ fn assemble_inner(
         for _ in 0..workers {
             s.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
+                    if opts.deadline.is_some_and(|d| Instant::now() >= d) {
+                        stop.store(true, Ordering::Relaxed);
+                        first_err.lock().unwrap().get_or_insert(
+                            DeadlineReached {
+                                seconds: start.elapsed().as_secs_f64(),
+                                done: done.load(Ordering::Relaxed),
+                                total: unique.len() as u64,
+                            }
+                            .into(),
+                        );
+                        break;
+                    }
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some((id, size, offs)) = unique.get(k) else {
                         break;
@@ -434,6 +462,7 @@ fn assemble_inner(
                             file.write_all_at(&data, o)
                                 .with_context(|| format!("writing {} at {o}", out.display()))?;
                         }
+                        done.fetch_add(1, Ordering::Relaxed);
                         Ok(())
                     });
                     if let Err(e) = r {
