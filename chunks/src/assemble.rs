@@ -467,6 +467,19 @@ fn assemble_inner(
                     });
                     if let Err(e) = r {
                         stop.store(true, Ordering::Relaxed);
+                        // A chunk cut short by the deadline (a source that
+                        // gives up then) is the deadline's error.
+                        let e = if opts.deadline.is_some_and(|d| Instant::now() >= d) {
+                            tracing::debug!("chunk {id} at the deadline: {e:#}");
+                            DeadlineReached {
+                                seconds: start.elapsed().as_secs_f64(),
+                                done: done.load(Ordering::Relaxed),
+                                total: unique.len() as u64,
+                            }
+                            .into()
+                        } else {
+                            e
+                        };
                         first_err.lock().unwrap().get_or_insert(e);
                     }
                 }
