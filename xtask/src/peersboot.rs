@@ -309,7 +309,8 @@ pub fn run(ctx: &Ctx, dir: &Path) -> Result<Value> {
     let listed = loop {
         let out = Command::new("ip")
             .args(["netns", "exec", &ns.0, "curl", "-sf"])
-            .arg(format!("{bootd_url}/peers?image={image}"))
+            // From 127.0.0.1: bootd leaves the asker's own address out.
+            .arg(format!("http://127.0.0.1:{port}/peers?image={image}"))
             .output()?;
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         let got: Vec<String> = v["peers"]
