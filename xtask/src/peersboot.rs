@@ -385,24 +385,33 @@ pub fn run(ctx: &Ctx, dir: &Path) -> Result<Value> {
     if st["fetch"]["sha256"] != image.as_str() {
         bail!("the node reports image sha256 {}", st["fetch"]["sha256"]);
     }
-    let sw = &ch["peers"];
-    let peer = |addr: &str| {
-        sw["peers"]
-            .as_array()
-            .and_then(|a| a.iter().find(|p| p["addr"] == addr))
-            .cloned()
-            .unwrap_or_default()
-    };
-    let (honest, lying) = (peer(&want[0]), peer(&want[1]));
-    let honest_chunks = honest["chunks"].as_u64().unwrap_or(0);
-    if honest_chunks == 0 || !honest["dropped"].is_null() {
-        bail!("the honest peer gave no chunk or was dropped: {honest} (report: {sw})");
-    }
-    let why = lying["dropped"].as_str().unwrap_or_default();
-    if !why.starts_with("sent a wrong chunk") || lying["chunks"].as_u64() != Some(0) {
-        bail!("the lying peer was not dropped for a wrong chunk: {lying}");
-    }
+    // The status line has no per-peer detail: the console's summary line
+    // (agent/src/initrd.rs, peers_summary) has it.
     let console = std::fs::read_to_string(&r.console)?;
+    let Some(sum) = console.lines().find_map(|l| {
+        l.split_once("nodectl initrd: peers gave ")
+            .map(|(_, r)| r.to_string())
+    }) else {
+        bail!("the console has no peers summary ({})", r.console.display());
+    };
+    let num = |after: &str| -> u64 {
+        sum.split_once(after)
+            .and_then(|(_, r)| r.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let honest_chunks: u64 = sum
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let peer_bytes = num(" chunks (");
+    let swarm_origin = num("the origin through the swarm ");
+    if honest_chunks == 0 || sum.contains(&format!("peer {} dropped", want[0])) {
+        bail!("the honest peer gave no chunk or was dropped: {sum}");
+    }
+    if !sum.contains(&format!("peer {} dropped (sent a wrong chunk", want[1])) {
+        bail!("the lying peer was not dropped for a wrong chunk: {sum}");
+    }
     let msg = format!(
         "peer {} dropped for the rest of the fetch: it sent a wrong chunk",
         want[1]
@@ -417,8 +426,7 @@ pub fn run(ctx: &Ctx, dir: &Path) -> Result<Value> {
         bail!("bootd's log shows the whole image fetched");
     }
     let served = blog.lines().filter(|l| l.contains("GET /store/")).count() as u64;
-    let origin =
-        sw["origin_chunks"].as_u64().unwrap_or(0) + ch["fetched_chunks"].as_u64().unwrap_or(0);
+    let origin = swarm_origin + ch["fetched_chunks"].as_u64().unwrap_or(0);
     if served != origin {
         bail!("bootd served {served} chunks, the node reports {origin} from the origin");
     }
@@ -446,12 +454,11 @@ pub fn run(ctx: &Ctx, dir: &Path) -> Result<Value> {
         "image_bytes": manifest["size"],
         "chunks": chunks,
         "peers_listed": listed,
-        "honest_peer": honest,
-        "lying_peer": lying,
+        "peers_summary": sum,
+        "peer_chunks": honest_chunks,
+        "peer_bytes": peer_bytes,
         "lying_peer_chunks_sent": lies.load(Ordering::Relaxed),
-        "peer_bytes": sw["peer_bytes"],
-        "origin_chunks_via_swarm": sw["origin_chunks"],
-        "origin_bytes_via_swarm": sw["origin_bytes"],
+        "origin_chunks_via_swarm": swarm_origin,
         "store_chunks": ch["fetched_chunks"],
         "store_bytes": ch["fetched_bytes"],
         "bootd_chunk_requests": served,
