@@ -531,6 +531,14 @@ pub struct BootParams {
     /// in turn; none: `store/` beside the index.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stores: Vec<String>,
+    /// `nodeboot.peers=`: a chunked fetch also takes chunks from peers
+    /// that bootd (`grendel.address`) names, and serves the chunks it
+    /// verified while it fetches (default off).
+    pub peers: bool,
+    /// `nodeboot.peers.port=`: where the initramfs serves its verified
+    /// chunks while it fetches (default [`DEFAULT_PEERS_PORT`], the booted
+    /// `nodectl-serve-chunks.service`'s); `0`: fetch from peers, serve none.
+    pub peers_port: u16,
 }
 
 /// A lowercase hex SHA-256, or `None` if `v` is not 64 hex digits.
@@ -564,6 +572,8 @@ pub const DEFAULT_FETCH_TIMEOUT_SECS: u64 = 600;
 pub const DEFAULT_NET_TIMEOUT_SECS: u64 = 60;
 pub const DEFAULT_CACHE_KEEP: usize = 2;
 pub const CACHE_KEEP_MAX: usize = 16;
+/// The chunk server's port, in the initramfs and booted.
+pub const DEFAULT_PEERS_PORT: u16 = 7070;
 
 impl BootParams {
     pub fn from_cmdline(c: &Cmdline) -> Result<Self, CmdlineError> {
@@ -641,6 +651,14 @@ impl BootParams {
                 });
             }
         }
+        let peers_port = match c.value("nodeboot.peers.port") {
+            None => DEFAULT_PEERS_PORT,
+            Some(v) => v.parse::<u16>().map_err(|_| CmdlineError::Value {
+                key: "nodeboot.peers.port".into(),
+                value: v.into(),
+                expected: "a TCP port from 1 to 65535, or 0 to serve no chunks",
+            })?,
+        };
         Ok(BootParams {
             live_url,
             origins,
@@ -662,6 +680,8 @@ impl BootParams {
             index_url,
             index_sha256,
             stores,
+            peers: c.flag("nodeboot.peers")?.unwrap_or(false),
+            peers_port,
         })
     }
 
@@ -1067,6 +1087,11 @@ mod tests {
                 "nodeboot.store=/mnt/store",
                 "nodeboot.store=/mnt/store: expected an http:// or https:// URL",
             ),
+            ("nodeboot.peers=2", "nodeboot.peers=2: expected 1 or 0"),
+            (
+                "nodeboot.peers.port=70000",
+                "nodeboot.peers.port=70000: expected a TCP port from 1 to 65535, or 0 to serve no chunks",
+            ),
             (
                 "nodeboot.index=http://b/live.caibx",
                 "nodeboot.index=http://b/live.caibx: also needs nodeboot.index.sha256= (the index's digest",
@@ -1099,6 +1124,7 @@ mod tests {
         assert_eq!(p.overlay_size_mib, Some(512));
         assert_eq!(p.ip, vec![IpConfig::Dhcp { dev: None }]);
         assert_eq!((p.index_url.clone(), p.stores.len()), (None, 0));
+        assert_eq!((p.peers, p.peers_port), (false, DEFAULT_PEERS_PORT));
         let p = BootParams::from_cmdline(&Cmdline::parse(&format!(
             "root=live:http://b/live.squashfs nodeboot.sha256={digest} nodeboot.index=http://b/live.caibx nodeboot.index.sha256={} nodeboot.store=http://m1/store nodeboot.store=https://m2/s",
             "CD".repeat(32)
@@ -1107,6 +1133,11 @@ mod tests {
         assert_eq!(p.index_url.as_deref(), Some("http://b/live.caibx"));
         assert_eq!(p.index_sha256, Some("cd".repeat(32)));
         assert_eq!(p.stores, ["http://m1/store", "https://m2/s"]);
+        let p = BootParams::from_cmdline(&Cmdline::parse(
+            "root=live:http://b/x nodeboot.peers nodeboot.peers.port=0",
+        ))
+        .unwrap();
+        assert_eq!((p.peers, p.peers_port), (true, 0));
     }
 
     #[test]

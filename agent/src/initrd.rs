@@ -311,16 +311,28 @@ fn steps(
                 seeds: Vec::new(),
                 parallel: 4,
                 http: opts.clone(),
-                peers: None,
+                peers: peer_options(p),
             })
         }
-        _ => None,
+        _ => {
+            if p.peers {
+                tracing::warn!(
+                    "nodectl initrd: nodeboot.peers=1 without nodeboot.index= (and its digests): \
+                     the image is fetched whole, peers are not asked"
+                );
+            }
+            None
+        }
     };
     let mut cr = CacheReport::default();
     let cache = open_cache(paths, p, &mut cr);
+    // The chunk server of the fetch (nodeboot.peers=1), serving until this
+    // step ends, just before switch-root.
+    let serving = std::cell::RefCell::new(None);
     let how = How {
         origins: &origins,
         chunked: chunked.as_ref(),
+        serving: &serving,
     };
     let image = match &cache {
         Some(c) => with_cache(c, &how, &opts, &ram, &mut cr, rec),
@@ -358,7 +370,40 @@ fn steps(
     })?;
     rec.timings.mount = t.elapsed().as_secs_f64();
     rec.live = Some(l);
+    if let Some(s) = serving.into_inner() {
+        let st = &s.server.stats;
+        tracing::info!(
+            "nodectl initrd: stopped serving chunks on {}: {} chunks ({} bytes) served to peers; \
+             nodectl-serve-chunks.service serves the image once booted",
+            s.server.local_addr(),
+            st.chunks.load(std::sync::atomic::Ordering::Relaxed),
+            st.bytes.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
     Ok(())
+}
+
+/// What `nodeboot.peers=1` asks of a chunked fetch: peers from bootd
+/// (`grendel.address`), this node's verified chunks served on
+/// `nodeboot.peers.port` (0: none) and claimed with bootd.
+fn peer_options(p: &BootParams) -> Option<fetch::chunked::PeerOptions> {
+    if !p.peers {
+        return None;
+    }
+    if p.grendel_address.is_none() {
+        tracing::warn!(
+            "nodectl initrd: nodeboot.peers=1 without grendel.address=: no bootd to name peers; \
+             the chunks come from the stores"
+        );
+        return None;
+    }
+    Some(fetch::chunked::PeerOptions {
+        bootd: p.grendel_address.clone(),
+        peers: Vec::new(),
+        serve: (p.peers_port != 0)
+            .then(|| std::net::SocketAddr::from(([0, 0, 0, 0], p.peers_port))),
+        limits: crate::peer::server::Limits::default(),
+    })
 }
 
 /// Mount the cache partition and open the cache; `None` (with the reason
@@ -491,6 +536,7 @@ fn with_cache(
     let how = How {
         origins: how.origins,
         chunked: seeded.as_ref(),
+        serving: how.serving,
     };
     let image = fetch_to(&how, ram, &pinned, Some(by), cr, rec)?;
     match c.store(&digest, &image) {
@@ -534,6 +580,8 @@ fn with_cache(
 struct How<'a> {
     origins: &'a [String],
     chunked: Option<&'a fetch::chunked::ChunkedOptions>,
+    /// Where the chunked fetch leaves its chunk server (peers on).
+    serving: &'a std::cell::RefCell<Option<fetch::chunked::Serving>>,
 }
 
 /// Fetch the image to `dest` (the copy in /run) as without a cache: in
@@ -548,10 +596,19 @@ fn fetch_to(
     cr: &mut CacheReport,
     rec: &mut BootRecord,
 ) -> Result<PathBuf> {
+    let start = std::time::Instant::now();
     if let Some(o) = how.chunked {
-        match fetch::chunked::fetch_chunked(dest, o) {
-            Ok(c) => {
-                cr.bytes_fetched = c.fetched_bytes;
+        match fetch::chunked::fetch_chunked_serving(dest, o) {
+            Ok((c, serving)) => {
+                *how.serving.borrow_mut() = serving;
+                // From the stores, and through the swarm from peers and the origin.
+                cr.bytes_fetched = c.fetched_bytes
+                    + c.peers
+                        .as_ref()
+                        .map_or(0, |p| p.peer_bytes + p.origin_bytes);
+                if let Some(p) = &c.peers {
+                    tracing::info!("nodectl initrd: {}", peers_summary(p));
+                }
                 rec.fetch = Some(fetch::FetchReport {
                     url: c.index_url.clone(),
                     bytes: c.assembly.image_bytes,
@@ -566,6 +623,12 @@ fn fetch_to(
                 rec.chunked = Some(c);
                 return Ok(dest.to_path_buf());
             }
+            // Out of time: no whole fetch after it (nodeboot.fetch.timeout
+            // bounds the fetch, chunked or not).
+            Err(e @ fetch::FetchError::ChunkedDeadline { .. }) => {
+                rec.chunked_error = Some(format!("{e:#}"));
+                return Err(anyhow::Error::new(e).context("assembling the live image in chunks"));
+            }
             Err(e) => {
                 tracing::warn!(
                     "nodectl initrd: chunked fetch failed: {e:#}; fetching {} whole instead",
@@ -575,6 +638,14 @@ fn fetch_to(
             }
         }
     }
+    // What is left of the deadline after a failed chunked fetch.
+    let opts = &fetch::FetchOptions {
+        deadline: opts
+            .deadline
+            .saturating_sub(start.elapsed())
+            .max(std::time::Duration::from_secs(1)),
+        ..opts.clone()
+    };
     let origins = how.origins;
     let mut f = fetch::fetch_from(origins, dest, opts).with_context(|| what_is_fetched(origins))?;
     if let Some(by) = by {
@@ -583,6 +654,26 @@ fn fetch_to(
     cr.bytes_fetched = f.bytes;
     rec.fetch = Some(f);
     Ok(dest.to_path_buf())
+}
+
+/// One console line of what the peers gave.
+fn peers_summary(p: &crate::peer::swarm::SwarmReport) -> String {
+    let mut s = format!(
+        "peers gave {} chunks ({} bytes), the origin through the swarm {} chunks ({} bytes); {} peers known",
+        p.peer_chunks,
+        p.peer_bytes,
+        p.origin_chunks,
+        p.origin_bytes,
+        p.peers.len()
+    );
+    for d in p.peers.iter().filter(|d| d.dropped.is_some()) {
+        s.push_str(&format!(
+            "; peer {} dropped ({})",
+            d.addr,
+            d.dropped.as_deref().unwrap_or_default()
+        ));
+    }
+    s
 }
 
 /// What a fetch error's context names: the image URL and how many mirrors.
@@ -710,6 +801,7 @@ mod tests {
             &How {
                 origins: std::slice::from_ref(&url),
                 chunked: None,
+                serving: &Default::default(),
             },
             &opts(),
             &ram,
@@ -730,6 +822,7 @@ mod tests {
             &How {
                 origins: std::slice::from_ref(&url),
                 chunked: None,
+                serving: &Default::default(),
             },
             &opts(),
             &ram,
@@ -760,6 +853,7 @@ mod tests {
             &How {
                 origins: std::slice::from_ref(&url),
                 chunked: None,
+                serving: &Default::default(),
             },
             &opts(),
             &ram,
@@ -813,6 +907,7 @@ mod tests {
             &How {
                 origins: std::slice::from_ref(&url),
                 chunked: None,
+                serving: &Default::default(),
             },
             &opts(),
             &ram,
@@ -845,6 +940,155 @@ mod tests {
         let mut cr = CacheReport::default();
         assert!(open_cache(&p, &off, &mut cr).is_none());
         assert_eq!(cr.outcome, "off");
+    }
+
+    /// Files of `root` (a chunk after `delay`); counts requests for `/img`.
+    fn serve_dir(
+        root: PathBuf,
+        delay: std::time::Duration,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let hits = std::sync::Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let (root, h) = (root.clone(), h.clone());
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(s.try_clone().unwrap());
+                    let mut first = String::new();
+                    let _ = r.read_line(&mut first);
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let path = first.split_whitespace().nth(1).unwrap_or_default();
+                    if path == "/img" {
+                        h.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if path.starts_with("/store/") {
+                        std::thread::sleep(delay);
+                    }
+                    let b =
+                        std::fs::read(root.join(path.trim_start_matches('/'))).unwrap_or_default();
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        if b.is_empty() {
+                            "404 Not Found"
+                        } else {
+                            "200 OK"
+                        },
+                        b.len()
+                    );
+                    let _ = s.write_all(&b);
+                });
+            }
+        });
+        (base, hits)
+    }
+
+    /// A chunked fetch that runs out of nodeboot.fetch.timeout fails the
+    /// boot with how far it got; the whole image is not fetched after it.
+    #[test]
+    fn the_fetch_deadline_bounds_the_chunked_fetch() {
+        let d = tempfile::tempdir().unwrap();
+        let www = d.path().join("www");
+        std::fs::create_dir_all(&www).unwrap();
+        let body: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(www.join("img"), &body).unwrap();
+        let (ix, sha, _) = nodeboot_chunks::Store::new(www.join("store"))
+            .add_file(&www.join("img"), nodeboot_chunks::Params::DEFAULT)
+            .unwrap();
+        let ixb = ix.to_bytes();
+        std::fs::write(www.join("img.caibx"), &ixb).unwrap();
+        let (base, hits) = serve_dir(www, std::time::Duration::from_millis(600));
+        let url = format!("{base}/img");
+        let opts = fetch::FetchOptions {
+            expected_sha256: Some(sha.clone()),
+            deadline: std::time::Duration::from_secs(2),
+            ..Default::default()
+        };
+        let chunked = fetch::chunked::ChunkedOptions {
+            index_url: format!("{base}/img.caibx"),
+            index_sha256: nodeboot_chunks::sha256_hex(&ixb),
+            image_sha256: sha,
+            stores: Vec::new(),
+            seeds: Vec::new(),
+            parallel: 2,
+            http: opts.clone(),
+            peers: None,
+        };
+        let ram = d.path().join("live.squashfs");
+        let (mut cr, mut rec) = (CacheReport::default(), record(&url));
+        let e = fetch_to(
+            &How {
+                origins: std::slice::from_ref(&url),
+                chunked: Some(&chunked),
+                serving: &Default::default(),
+            },
+            &ram,
+            &opts,
+            None,
+            &mut cr,
+            &mut rec,
+        )
+        .unwrap_err();
+        let m = format!("{e:#}");
+        assert!(
+            m.starts_with(&format!(
+                "assembling the live image in chunks: {base}/img.caibx: the fetch deadline of 2s \
+                 (nodeboot.fetch.timeout=, nodectl fetch --timeout) passed with "
+            )),
+            "{m}"
+        );
+        let unique = ix
+            .chunks
+            .iter()
+            .map(|c| c.id)
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        assert!(m.contains(&format!(" of {unique} chunks assembled")), "{m}");
+        assert_eq!(
+            hits.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the whole image fetched after the deadline"
+        );
+        assert_eq!(
+            rec.chunked_error.as_deref(),
+            Some(m.trim_start_matches("assembling the live image in chunks: "))
+        );
+        assert!(!ram.exists());
+    }
+
+    /// nodeboot.peers=1 asks bootd (grendel.address) and serves on the
+    /// port; without bootd, or off, no peers.
+    #[test]
+    fn peers_from_the_command_line() {
+        let p = |line: &str| {
+            BootParams::from_cmdline(&crate::cmdline::Cmdline::parse(&format!(
+                "root=live:http://b/x {line}"
+            )))
+            .unwrap()
+        };
+        assert!(peer_options(&p("grendel.address=http://b:8080")).is_none());
+        assert!(peer_options(&p("nodeboot.peers=1")).is_none());
+        let o = peer_options(&p("nodeboot.peers=1 grendel.address=http://b:8080/")).unwrap();
+        assert_eq!(o.bootd.as_deref(), Some("http://b:8080"));
+        assert_eq!(o.serve, Some("0.0.0.0:7070".parse().unwrap()));
+        assert!(o.peers.is_empty());
+        let o = peer_options(&p(
+            "nodeboot.peers=1 grendel.address=http://b nodeboot.peers.port=0",
+        ))
+        .unwrap();
+        assert_eq!(o.serve, None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `nodectl fetch --index`: the image assembled from chunks (a seed's and
 //! a store's over HTTP), and the messages an operator reads when the index
-//! is not the pinned one, when the only store sends a wrong chunk, and when
-//! the store is unreachable.
+//! is not the pinned one, when the only store sends a wrong chunk, when
+//! the store is unreachable, and when the deadline passes.
 mod common;
 use common::{nodectl_out as nodectl, Out};
 use nodeboot_chunks::{Params, Store};
@@ -23,6 +23,11 @@ fn noise(n: usize, seed: u64) -> Vec<u8> {
 
 /// Files of `root` over HTTP/1.1 keep-alive on 127.0.0.1; 404 otherwise.
 fn serve(root: PathBuf) -> String {
+    serve_slow(root, std::time::Duration::ZERO)
+}
+
+/// [`serve`], each chunk (`/store/…`) answered after `delay`.
+fn serve_slow(root: PathBuf, delay: std::time::Duration) -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
     std::thread::spawn(move || {
@@ -48,6 +53,9 @@ fn serve(root: PathBuf) -> String {
                         .nth(1)
                         .unwrap_or("/")
                         .trim_start_matches('/');
+                    if path.starts_with("store/") {
+                        std::thread::sleep(delay);
+                    }
                     let ok = match std::fs::read(root.join(path)) {
                         Ok(b) => {
                             write!(w, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", b.len())
@@ -242,5 +250,40 @@ fn an_unreachable_store() {
             || line.contains("no source has it (dropped: "),
         "{line}"
     );
+    assert_nothing_left(&out(&s));
+}
+
+/// A store too slow for the deadline (`--timeout`, in the initramfs
+/// `nodeboot.fetch.timeout=`): exit 4, the message says how far it got.
+#[test]
+fn the_deadline_bounds_a_chunked_fetch() {
+    let s = site();
+    let base = serve_slow(s.www.clone(), std::time::Duration::from_millis(700));
+    let url = format!("{base}/v2.caibx");
+    let t = std::time::Instant::now();
+    let o = fetch(&s, &url, &s.index_sha, &["--timeout", "2"]);
+    let took = t.elapsed();
+    assert_eq!(o.code, 4, "{}", o.stderr);
+    let line = o
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("nodectl: error:"))
+        .unwrap_or("");
+    let want = format!(
+        "nodectl: error: {url}: the fetch deadline of 2s (nodeboot.fetch.timeout=, nodectl fetch --timeout) passed with "
+    );
+    assert!(line.starts_with(&want), "{line}");
+    let total = nodeboot_chunks::Index::parse(&std::fs::read(s.www.join("v2.caibx")).unwrap())
+        .unwrap()
+        .chunks
+        .len();
+    let rest = &line[want.len()..];
+    let done: usize = rest.split(' ').next().unwrap().parse().unwrap();
+    assert!(done < total, "{line}");
+    assert!(
+        rest.contains(" chunks assembled; the chunk stores and peers are too slow or unreachable"),
+        "{line}"
+    );
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
     assert_nothing_left(&out(&s));
 }

@@ -267,6 +267,9 @@ pub struct Options {
     pub shuffle: Option<u64>,
     /// Let this choose the order instead (it sees what is left).
     pub picker: Option<std::sync::Arc<dyn Picker>>,
+    /// Stop (with [`DeadlineReached`]) once this passes: no chunk is asked
+    /// for after it (those in flight finish or fail first).
+    pub deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for Options {
@@ -276,6 +279,7 @@ impl std::fmt::Debug for Options {
             .field("max_errors", &self.max_errors)
             .field("shuffle", &self.shuffle)
             .field("picker", &self.picker.is_some())
+            .field("deadline", &self.deadline)
             .finish()
     }
 }
@@ -287,8 +291,20 @@ impl Default for Options {
             max_errors: 3,
             shuffle: None,
             picker: None,
+            deadline: None,
         }
     }
+}
+
+/// The assembly ran out of time ([`Options::deadline`]); how far it got.
+/// Callers may downcast to it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("deadline reached after {seconds:.0}s with {done} of {total} chunks assembled")]
+pub struct DeadlineReached {
+    pub seconds: f64,
+    /// Distinct chunks written, and in the index.
+    pub done: u64,
+    pub total: u64,
 }
 
 /// What one source gave.
@@ -446,6 +462,7 @@ fn assemble_inner(
     let next = AtomicUsize::new(0);
     // With a picker: the chunks no worker took yet (places in `unique`).
     let wanted: Mutex<Vec<usize>> = Mutex::new((0..unique.len()).collect());
+    let done = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let first_err: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let workers = opts.parallel.clamp(1, 64).min(unique.len().max(1));
@@ -453,6 +470,18 @@ fn assemble_inner(
         for _ in 0..workers {
             s.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
+                    if opts.deadline.is_some_and(|d| Instant::now() >= d) {
+                        stop.store(true, Ordering::Relaxed);
+                        first_err.lock().unwrap().get_or_insert(
+                            DeadlineReached {
+                                seconds: start.elapsed().as_secs_f64(),
+                                done: done.load(Ordering::Relaxed),
+                                total: unique.len() as u64,
+                            }
+                            .into(),
+                        );
+                        break;
+                    }
                     let k = match &opts.picker {
                         None => next.fetch_add(1, Ordering::Relaxed),
                         Some(p) => {
@@ -476,10 +505,24 @@ fn assemble_inner(
                         if let Some(p) = &opts.picker {
                             p.written(id);
                         }
+                        done.fetch_add(1, Ordering::Relaxed);
                         Ok(())
                     });
                     if let Err(e) = r {
                         stop.store(true, Ordering::Relaxed);
+                        // A chunk cut short by the deadline (a source that
+                        // gives up then) is the deadline's error.
+                        let e = if opts.deadline.is_some_and(|d| Instant::now() >= d) {
+                            tracing::debug!("chunk {id} at the deadline: {e:#}");
+                            DeadlineReached {
+                                seconds: start.elapsed().as_secs_f64(),
+                                done: done.load(Ordering::Relaxed),
+                                total: unique.len() as u64,
+                            }
+                            .into()
+                        } else {
+                            e
+                        };
                         first_err.lock().unwrap().get_or_insert(e);
                     }
                 }

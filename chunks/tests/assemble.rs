@@ -171,6 +171,65 @@ fn a_lying_peer_is_dropped_after_its_first_lie() {
     assert!(std::fs::read(im.dir.join("out")).unwrap() == im.data);
 }
 
+/// A source as slow as a congested link: each chunk after a pause.
+struct Slow(Box<dyn ChunkSource>, std::time::Duration);
+impl ChunkSource for Slow {
+    fn name(&self) -> String {
+        format!("slow {}", self.0.name())
+    }
+    fn get(&self, id: &ChunkId, size: u32) -> Result<Vec<u8>> {
+        std::thread::sleep(self.1);
+        self.0.get(id, size)
+    }
+}
+
+/// Past the deadline no chunk is asked for: the error says how far it got,
+/// and the partial output is removed.
+#[test]
+fn the_deadline_stops_the_assembly() {
+    let im = image(11);
+    let out = im.dir.join("out");
+    let t = std::time::Instant::now();
+    let e = assemble(
+        &im.ix,
+        &im.sha,
+        &out,
+        Sources {
+            origins: vec![Box::new(Slow(
+                origin(&im.store),
+                std::time::Duration::from_millis(100),
+            ))],
+            ..Default::default()
+        },
+        &Options {
+            parallel: 1,
+            deadline: Some(t + std::time::Duration::from_millis(350)),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    let d = e
+        .downcast_ref::<assemble::DeadlineReached>()
+        .unwrap_or_else(|| panic!("not a deadline: {e:#}"));
+    let unique = im
+        .ix
+        .chunks
+        .iter()
+        .map(|c| c.id)
+        .collect::<std::collections::HashSet<_>>()
+        .len() as u64;
+    assert!((1..=4).contains(&d.done), "{d:?}");
+    assert_eq!(d.total, unique);
+    assert!(
+        e.to_string().starts_with(&format!(
+            "deadline reached after 0s with {} of {unique} chunks assembled",
+            d.done
+        )),
+        "{e}"
+    );
+    assert!(!out.exists(), "the partial image is removed");
+}
+
 #[test]
 fn wrong_image_digest_removes_the_output() {
     let im = image(3);

@@ -742,7 +742,29 @@ pub fn boot(
     echo: bool,
     watch: Watch,
 ) -> Result<BootResult> {
-    let mut qemu = qemu(Command::new("qemu-system-x86_64"), accel, watch.disks);
+    boot_in(None, a, accel, cmdline, dir, echo, watch)
+}
+
+/// [`boot`], with QEMU (and its user-net: `10.0.2.2` is that namespace's
+/// loopback) in network namespace `netns` when given.
+pub fn boot_in(
+    netns: Option<&str>,
+    a: &Artifacts,
+    accel: &str,
+    cmdline: &str,
+    dir: &Path,
+    echo: bool,
+    watch: Watch,
+) -> Result<BootResult> {
+    let cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+            c
+        }
+        None => Command::new("qemu-system-x86_64"),
+    };
+    let mut qemu = qemu(cmd, accel, watch.disks);
     if let Some(sock) = watch.tpm {
         qemu.arg("-chardev")
             .arg(format!("socket,id=chrtpm,path={}", sock.display()))

@@ -13,6 +13,7 @@ mod e2e;
 mod fuzz;
 mod hostile;
 mod metrics;
+mod peersboot;
 mod pxe;
 mod scenarios;
 mod secureboot;
@@ -40,8 +41,8 @@ enum Cmd {
         #[arg(long)]
         no_qemu: bool,
     },
-    /// Run QEMU boots: boot, bad-digest, unreachable, resume, postscript,
-    /// postscript-fails, disk, cache, slurm-user, slurm-wrong-hostkey, slurm-tpm, slurm-nfs-missing, slurm-nfs-down, slurm-grendel, pxe, pxe-uefi, httpboot, secureboot, secureboot-unsigned, hostile (default: all).
+    /// Run QEMU boots: boot, chunked, bad-digest, unreachable, resume, postscript,
+    /// postscript-fails, disk, cache, peers, slurm-user, slurm-wrong-hostkey, slurm-tpm, slurm-nfs-missing, slurm-nfs-down, slurm-grendel, pxe, pxe-uefi, httpboot, secureboot, secureboot-unsigned, hostile (default: all).
     E2e { names: Vec<String> },
     /// The .deb packages nodeboot-nodectl, nodeboot-bootd and
     /// nodeboot-nodeimg (static binaries, man pages, completions, units),

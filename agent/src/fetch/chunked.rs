@@ -7,7 +7,9 @@
 //! checked against its SHA-256 in the index, the index against its pinned
 //! digest, the whole image against `nodeboot.sha256=`.
 use super::{agent, part_path, FetchError, FetchOptions};
-use nodeboot_chunks::assemble::{self, HttpStore, ImageMismatch, Report, Seed, Sources};
+use nodeboot_chunks::assemble::{
+    self, DeadlineReached, HttpStore, ImageMismatch, Report, Seed, Sources,
+};
 use nodeboot_common::retry::Policy;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -27,7 +29,9 @@ pub struct ChunkedOptions {
     pub seeds: Vec<PathBuf>,
     /// Chunks in flight.
     pub parallel: usize,
-    /// TLS roots, stall timeout (the plain fetch's options).
+    /// TLS roots, stall timeout, and the deadline of the whole fetch (the
+    /// plain fetch's options): no chunk is asked for after it, and the
+    /// peers' waits end then.
     pub http: FetchOptions,
     /// Peer-assisted: chunks from peers first ([`crate::peer`]).
     pub peers: Option<PeerOptions>,
@@ -103,6 +107,7 @@ pub fn fetch_chunked_serving(
     o: &ChunkedOptions,
 ) -> Result<(ChunkedReport, Option<Serving>), FetchError> {
     let start = Instant::now();
+    let deadline = start + o.http.deadline;
     let agent = agent(&o.http)?;
     let retry = Policy::attempts(5, Duration::from_millis(500), Duration::from_secs(5));
     let other = |e: anyhow::Error| FetchError::Other(format!("{e:#}"));
@@ -150,6 +155,7 @@ pub fn fetch_chunked_serving(
     let part = part_path(dest);
     let mut opts = assemble::Options {
         parallel: o.parallel.max(1),
+        deadline: Some(deadline),
         ..Default::default()
     };
     let mut swarm = None;
@@ -177,21 +183,42 @@ pub fn fetch_chunked_serving(
         swarm = Some(handle);
         opts.shuffle = Some(random_seed());
     }
-    let result = assemble::assemble(&index, &o.image_sha256, &part, sources, &opts);
+    let result = std::thread::scope(|s| {
+        // At the deadline the swarm stops waiting for peers (its pending
+        // requests fail), so the workers see the deadline soon after.
+        let (done, watch) = std::sync::mpsc::channel::<()>();
+        if let Some(h) = &swarm {
+            s.spawn(move || {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watch.recv_timeout(left) {
+                    h.finish();
+                }
+            });
+        }
+        let r = assemble::assemble(&index, &o.image_sha256, &part, sources, &opts);
+        drop(done);
+        r
+    });
     let peers = swarm.map(|h| h.finish());
     let report = match result {
         Ok(r) => r,
         Err(e) => {
-            return Err(match e.downcast_ref::<ImageMismatch>() {
-                Some(m) => FetchError::DigestMismatch {
+            return Err(if let Some(m) = e.downcast_ref::<ImageMismatch>() {
+                FetchError::DigestMismatch {
                     url: o.index_url.clone(),
                     expected: m.expected.clone(),
                     actual: m.actual.clone(),
-                },
-                None => {
-                    FetchError::Other(format!("assembling the image from {}: {e:#}", o.index_url))
                 }
-            })
+            } else if let Some(d) = e.downcast_ref::<DeadlineReached>() {
+                FetchError::ChunkedDeadline {
+                    url: o.index_url.clone(),
+                    limit: o.http.deadline.as_secs_f64(),
+                    done: d.done,
+                    total: d.total,
+                }
+            } else {
+                FetchError::Other(format!("assembling the image from {}: {e:#}", o.index_url))
+            });
         }
     };
     std::fs::rename(&part, dest).map_err(|error| FetchError::Io {

@@ -119,6 +119,18 @@ pub enum FetchError {
         attempts: u32,
         last_error: String,
     },
+    /// The chunked fetch ran out of time: how far it got.
+    #[error(
+        "{url}: the fetch deadline of {limit:.0}s (nodeboot.fetch.timeout=, nodectl fetch --timeout) \
+         passed with {done} of {total} chunks assembled; the chunk stores and peers are too slow \
+         or unreachable"
+    )]
+    ChunkedDeadline {
+        url: String,
+        limit: f64,
+        done: u64,
+        total: u64,
+    },
     /// An HTTP status that retrying will not fix (404, 403, …).
     #[error("{url}: HTTP {status} {reason} (not retried)")]
     Http {
@@ -160,7 +172,9 @@ impl FetchError {
     pub fn exit_code(&self) -> u8 {
         match self {
             FetchError::DigestMismatch { .. } => 3,
-            FetchError::Deadline { .. } | FetchError::Origins { .. } => 4,
+            FetchError::Deadline { .. }
+            | FetchError::Origins { .. }
+            | FetchError::ChunkedDeadline { .. } => 4,
             FetchError::Http { .. } => 5,
             FetchError::Sidecar {
                 status: Some(_), ..
