@@ -703,6 +703,25 @@ pub fn failure_banner(err: &anyhow::Error) -> String {
 mod tests {
     use super::*;
 
+    /// Read a test server's request head; its path.
+    fn request_path(s: &std::net::TcpStream) -> String {
+        use std::io::{BufRead, BufReader};
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut first = String::new();
+        let _ = r.read_line(&mut first);
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+        }
+        first
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    }
+
     fn paths(dir: &Path, cmdline: &str) -> Paths {
         std::fs::write(dir.join("cmdline"), cmdline).unwrap();
         Paths {
@@ -719,7 +738,7 @@ mod tests {
     /// A server of one image at `/img` and its sidecar; counts the image
     /// requests (what a cache hit must not make).
     fn serve(body: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-        use std::io::{BufRead, BufReader, Write};
+        use std::io::Write;
         use std::sync::atomic::{AtomicUsize, Ordering};
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/img", l.local_addr().unwrap());
@@ -729,17 +748,8 @@ mod tests {
         std::thread::spawn(move || {
             for s in l.incoming() {
                 let Ok(mut s) = s else { continue };
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut first = String::new();
-                let _ = r.read_line(&mut first);
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                }
-                let path = first.split_whitespace().nth(1).unwrap_or_default();
-                let b: &[u8] = match path {
+                let path = request_path(&s);
+                let b: &[u8] = match path.as_str() {
                     "/img.sha256" => side.as_bytes(),
                     "/img" => {
                         h.fetch_add(1, Ordering::SeqCst);
@@ -947,7 +957,7 @@ mod tests {
         root: PathBuf,
         delay: std::time::Duration,
     ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-        use std::io::{BufRead, BufReader, Write};
+        use std::io::Write;
         use std::sync::atomic::{AtomicUsize, Ordering};
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", l.local_addr().unwrap());
@@ -958,16 +968,8 @@ mod tests {
                 let Ok(mut s) = s else { continue };
                 let (root, h) = (root.clone(), h.clone());
                 std::thread::spawn(move || {
-                    let mut r = BufReader::new(s.try_clone().unwrap());
-                    let mut first = String::new();
-                    let _ = r.read_line(&mut first);
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let path = first.split_whitespace().nth(1).unwrap_or_default();
+                    let path = request_path(&s);
+                    let path = path.as_str();
                     if path == "/img" {
                         h.fetch_add(1, Ordering::SeqCst);
                     }

@@ -380,19 +380,23 @@ mod tests {
     use super::*;
     use nodeboot_chunks::{Chunk, Index};
 
-    fn serve(data: &[u8], rate: u64) -> (tempfile::TempDir, ChunkServer, Arc<Held>, Vec<Chunk>) {
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("img");
-        std::fs::write(&f, data).unwrap();
-        let chunks: Vec<Chunk> = data
-            .chunks(1000)
+    /// `data` cut into 1000-byte chunks.
+    fn chunks_of(data: &[u8]) -> Vec<Chunk> {
+        data.chunks(1000)
             .enumerate()
             .map(|(i, c)| Chunk {
                 offset: i as u64 * 1000,
                 size: c.len() as u32,
                 id: ChunkId::of(c),
             })
-            .collect();
+            .collect()
+    }
+
+    fn serve(data: &[u8], rate: u64) -> (tempfile::TempDir, ChunkServer, Arc<Held>, Vec<Chunk>) {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("img");
+        std::fs::write(&f, data).unwrap();
+        let chunks = chunks_of(data.as_ref());
         let ix = Index::new(1, 1000, 1000, chunks.clone());
         let held = Arc::new(Held::new(&ix));
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -460,15 +464,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("img");
         std::fs::write(&f, &data).unwrap();
-        let chunks: Vec<Chunk> = data
-            .chunks(1000)
-            .enumerate()
-            .map(|(i, c)| Chunk {
-                offset: i as u64 * 1000,
-                size: c.len() as u32,
-                id: ChunkId::of(c),
-            })
-            .collect();
+        let chunks = chunks_of(data.as_ref());
         let held = Arc::new(Held::new(&Index::new(1, 1000, 1000, chunks.clone())));
         held.set_all();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
