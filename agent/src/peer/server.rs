@@ -396,7 +396,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("img");
         std::fs::write(&f, data).unwrap();
-        let chunks = chunks_of(data.as_ref());
+        let chunks = chunks_of(data);
         let ix = Index::new(1, 1000, 1000, chunks.clone());
         let held = Arc::new(Held::new(&ix));
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -464,7 +464,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("img");
         std::fs::write(&f, &data).unwrap();
-        let chunks = chunks_of(data.as_ref());
+        let chunks = chunks_of(&data);
         let held = Arc::new(Held::new(&Index::new(1, 1000, 1000, chunks.clone())));
         held.set_all();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
