@@ -373,18 +373,8 @@ pub fn run(ctx: &Ctx, dir: &Path) -> Result<Value> {
     let r = r?;
     let samples = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
 
-    let st = r.status.clone().unwrap_or_default();
+    let st = crate::scenarios::chunked_status(&r, &image)?;
     let ch = &st["chunked"];
-    if !st["chunked_error"].is_null() || ch.is_null() {
-        bail!(
-            "the node did not boot through the chunked path: {} ({})",
-            st["chunked_error"],
-            r.console.display()
-        );
-    }
-    if st["fetch"]["sha256"] != image.as_str() {
-        bail!("the node reports image sha256 {}", st["fetch"]["sha256"]);
-    }
     // The status line has no per-peer detail: the console's summary line
     // (agent/src/initrd.rs, peers_summary) has it.
     let console = std::fs::read_to_string(&r.console)?;

@@ -237,6 +237,23 @@ fn boot(ctx: &Ctx, dir: &std::path::Path) -> Result<Value> {
 /// chunks of `live.caibx` (its digest and the image's pinned on the command
 /// line) that bootd serves from `www/store/`, boots it to multi-user, and
 /// never asks for `live.squashfs` whole.
+/// The node's status line after a chunked boot: it booted through the
+/// chunked path (no `chunked_error`) and reports image `sha256`.
+pub(crate) fn chunked_status(r: &e2e::BootResult, sha256: &str) -> Result<Value> {
+    let st = r.status.clone().unwrap_or_default();
+    if !st["chunked_error"].is_null() || st["chunked"].is_null() {
+        bail!(
+            "the node did not boot through the chunked path: {} ({})",
+            st["chunked_error"],
+            r.console.display()
+        );
+    }
+    if st["fetch"]["sha256"] != sha256 {
+        bail!("the node reports image sha256 {}", st["fetch"]["sha256"]);
+    }
+    Ok(st)
+}
+
 fn chunked(ctx: &Ctx, dir: &std::path::Path) -> Result<Value> {
     let manifest: Value = serde_json::from_slice(&std::fs::read(ctx.art.www.join("live.json"))?)?;
     let c = &manifest["chunked"];
@@ -253,18 +270,8 @@ fn chunked(ctx: &Ctx, dir: &std::path::Path) -> Result<Value> {
         ),
     );
     let r = ctx.boot(&cmdline, dir, &mut e2e::judge_ready, 420)?;
-    let st = r.status.clone().unwrap_or_default();
+    let st = chunked_status(&r, &ctx.art.sha256)?;
     let ch = &st["chunked"];
-    if !st["chunked_error"].is_null() || ch.is_null() {
-        bail!(
-            "the node did not boot through the chunked path: {} ({})",
-            st["chunked_error"],
-            r.console.display()
-        );
-    }
-    if st["fetch"]["sha256"] != ctx.art.sha256.as_str() {
-        bail!("the node reports image sha256 {}", st["fetch"]["sha256"]);
-    }
     let log = std::fs::read_to_string(dir.join("bootd.log")).unwrap_or_default();
     let chunk_gets = log.lines().filter(|l| l.contains("GET /store/")).count();
     if log.lines().any(|l| l.contains("GET /live.squashfs ")) {
