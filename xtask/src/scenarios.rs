@@ -1,7 +1,7 @@
 //! The QEMU boots: the walking skeleton and its negative boots.
 use crate::build;
 use crate::e2e::{self, Artifacts, Bootd};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -111,6 +111,14 @@ impl Ctx {
 pub fn run(ctx: &Ctx, name: &str) -> Result<Value> {
     let dir = e2e::e2e_dir().join(name);
     std::fs::create_dir_all(&dir)?;
+    // bootd appends to its log (a restarted bootd keeps one log per run);
+    // a log left by an earlier run would count its requests in this one's.
+    match std::fs::remove_file(dir.join("bootd.log")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).context(format!("removing {}", dir.join("bootd.log").display()));
+        }
+        _ => {}
+    }
     match name {
         "boot" => boot(ctx, &dir),
         "chunked" => chunked(ctx, &dir),
